@@ -1,0 +1,1 @@
+//! attn-extract (work in progress).

@@ -1,0 +1,1 @@
+//! attn-normalize (work in progress).

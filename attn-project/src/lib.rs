@@ -1,0 +1,1 @@
+//! attn-project (work in progress).

@@ -1,0 +1,1 @@
+//! attn-store (work in progress).

@@ -1,0 +1,823 @@
+//! Shared vocabulary of the attnviz workspace.
+//!
+//! Every hand-off between the attnviz crates is one of the types defined here:
+//!
+//! | stage | produces |
+//! | --- | --- |
+//! | `attn-extract` | [`Extraction`]: [`ModelInfo`], [`TokenTable`], one [`HeadCapture`] per head |
+//! | `attn-normalize` | [`NormalizedHead`]: [`NormalizationParams`] + [`HeadDiagnostics`] + the normalized [`HeadVectors`] |
+//! | `attn-project` | [`Matrix`] of coordinates, wrapped with its [`ProjectionSpec`] into a [`HeadProjection`] |
+//! | `attn-store` | reads and writes all of the above as a Parquet dataset, described by [`DatasetMeta`] |
+//! | `attn-viz-core` | views computed from the above |
+//!
+//! The crate is small on purpose (serde only) so that a user of any single attnviz crate never compiles
+//! a deep-learning framework or Arrow to get these types.
+//!
+//! Conventions used everywhere:
+//! - Token index `i` is the row of token `i` in the [`TokenTable`] *and* in every head's query and key
+//!   matrices. Tokens of one sequence are contiguous and in position order.
+//! - A joint query+key point set of a head has `2n` rows: rows `0..n` are the queries of tokens `0..n`,
+//!   rows `n..2n` the keys of the same tokens (see [`JointIndex`]).
+//! - Matrices are dense, row-major, `f32`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the on-disk and serialized data model. Readers refuse data from a newer version.
+pub const DATA_MODEL_VERSION: u32 = 1;
+
+/// Errors raised when constructing the shared types from inconsistent parts.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TypesError {
+    /// A matrix's data length does not equal `rows * cols`.
+    #[error("matrix `{name}`: {len} values cannot form {rows} x {cols}")]
+    MatrixShape {
+        /// What the matrix is (e.g. `queries`).
+        name: String,
+        /// Requested rows.
+        rows: usize,
+        /// Requested columns.
+        cols: usize,
+        /// Number of values given.
+        len: usize,
+    },
+    /// Two parts that must agree on a size do not.
+    #[error("{what}: expected {expected}, found {found}")]
+    Mismatch {
+        /// What disagrees (e.g. `keys rows vs token count`).
+        what: String,
+        /// The size required.
+        expected: usize,
+        /// The size found.
+        found: usize,
+    },
+}
+
+/// A head of a model: `(layer, head)`, both zero-based. Orders by layer, then head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HeadId {
+    /// Zero-based layer index (0 = closest to the input).
+    pub layer: u16,
+    /// Zero-based head index within the layer.
+    pub head: u16,
+}
+
+impl HeadId {
+    /// Creates a head id.
+    pub const fn new(layer: u16, head: u16) -> Self {
+        Self { layer, head }
+    }
+
+    /// Every head of a `layers x heads` model, in layer-major order.
+    pub fn all(layers: u16, heads: u16) -> impl Iterator<Item = HeadId> {
+        (0..layers).flat_map(move |l| (0..heads).map(move |h| HeadId::new(l, h)))
+    }
+}
+
+impl fmt::Display for HeadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "L{}H{}", self.layer, self.head)
+    }
+}
+
+/// Dense row-major `f32` matrix: the one numeric container passed between crates.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Matrix {
+    rows: usize,
+    cols: usize,
+    data: Vec<f32>,
+}
+
+impl Matrix {
+    /// Wraps `data` (row-major) as `rows x cols`; fails if the length does not match.
+    pub fn from_vec(rows: usize, cols: usize, data: Vec<f32>) -> Result<Self, TypesError> {
+        if rows.checked_mul(cols) != Some(data.len()) {
+            return Err(TypesError::MatrixShape {
+                name: "matrix".into(),
+                rows,
+                cols,
+                len: data.len(),
+            });
+        }
+        Ok(Self { rows, cols, data })
+    }
+
+    /// A `rows x cols` matrix of zeros.
+    pub fn zeros(rows: usize, cols: usize) -> Self {
+        Self {
+            rows,
+            cols,
+            data: vec![0.0; rows * cols],
+        }
+    }
+
+    /// Builds a matrix from equally long rows; fails on a ragged row.
+    pub fn from_rows<R: AsRef<[f32]>>(rows: &[R]) -> Result<Self, TypesError> {
+        let cols = rows.first().map_or(0, |r| r.as_ref().len());
+        let mut data = Vec::with_capacity(rows.len() * cols);
+        for r in rows {
+            let r = r.as_ref();
+            if r.len() != cols {
+                return Err(TypesError::Mismatch {
+                    what: "row length".into(),
+                    expected: cols,
+                    found: r.len(),
+                });
+            }
+            data.extend_from_slice(r);
+        }
+        Ok(Self {
+            rows: rows.len(),
+            cols,
+            data,
+        })
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// `(rows, cols)`.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// True when the matrix has no rows or no columns.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Row `i` as a slice. Panics if `i >= rows` (an indexing bug, not bad input).
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.cols..(i + 1) * self.cols]
+    }
+
+    /// Row `i` as a mutable slice.
+    pub fn row_mut(&mut self, i: usize) -> &mut [f32] {
+        &mut self.data[i * self.cols..(i + 1) * self.cols]
+    }
+
+    /// Iterator over rows.
+    pub fn iter_rows(&self) -> impl ExactSizeIterator<Item = &[f32]> + '_ {
+        // `max(1)` keeps chunks_exact valid for zero-column matrices (which then have no data).
+        self.data
+            .chunks_exact(self.cols.max(1))
+            .take(if self.cols == 0 { 0 } else { self.rows })
+    }
+
+    /// Element `(i, j)`.
+    pub fn get(&self, i: usize, j: usize) -> f32 {
+        self.data[i * self.cols + j]
+    }
+
+    /// The row-major values.
+    pub fn as_slice(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// The row-major values, mutably.
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+
+    /// Consumes the matrix, returning its row-major values.
+    pub fn into_vec(self) -> Vec<f32> {
+        self.data
+    }
+
+    /// Stacks `self` on top of `other` (same column count): used to form a joint query+key set.
+    pub fn vstack(&self, other: &Matrix) -> Result<Matrix, TypesError> {
+        if self.cols != other.cols {
+            return Err(TypesError::Mismatch {
+                what: "columns of stacked matrices".into(),
+                expected: self.cols,
+                found: other.cols,
+            });
+        }
+        let mut data = Vec::with_capacity(self.data.len() + other.data.len());
+        data.extend_from_slice(&self.data);
+        data.extend_from_slice(&other.data);
+        Ok(Matrix {
+            rows: self.rows + other.rows,
+            cols: self.cols,
+            data,
+        })
+    }
+
+    /// A new matrix holding the rows `start..end`.
+    pub fn slice_rows(&self, start: usize, end: usize) -> Matrix {
+        Matrix {
+            rows: end - start,
+            cols: self.cols,
+            data: self.data[start * self.cols..end * self.cols].to_vec(),
+        }
+    }
+
+    /// Euclidean norm of every row.
+    pub fn row_norms(&self) -> Vec<f32> {
+        self.iter_rows()
+            .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
+            .collect()
+    }
+}
+
+/// Model family, which decides the attention pattern and the token conventions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Architecture {
+    /// BERT and BERT-architecture models (MiniLM): bidirectional, `[CLS]`/`[SEP]`.
+    Bert,
+    /// GPT-2: causal attention.
+    Gpt2,
+    /// Vision Transformer: image patches plus a CLS token, bidirectional.
+    Vit,
+}
+
+impl Architecture {
+    /// Whether a query may only attend to keys at or before its own position.
+    pub fn is_causal(self) -> bool {
+        matches!(self, Architecture::Gpt2)
+    }
+
+    /// Whether inputs are images (patches) rather than text.
+    pub fn is_vision(self) -> bool {
+        matches!(self, Architecture::Vit)
+    }
+}
+
+impl fmt::Display for Architecture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Architecture::Bert => "bert",
+            Architecture::Gpt2 => "gpt2",
+            Architecture::Vit => "vit",
+        })
+    }
+}
+
+/// What was loaded: identity and sizes of the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// A human-readable id, e.g. the model directory name or `sentence-transformers/all-MiniLM-L6-v2`.
+    pub id: String,
+    /// Model family.
+    pub architecture: Architecture,
+    /// Number of attention layers.
+    pub num_layers: u16,
+    /// Heads per layer.
+    pub num_heads: u16,
+    /// Dimension of one head's query/key vectors.
+    pub head_dim: u32,
+    /// Hidden (residual stream) size.
+    pub hidden_size: u32,
+    /// Longest sequence the model accepts, in tokens (for ViT: patches + CLS).
+    pub max_positions: u32,
+    /// For ViT: the patch size in pixels and the input image size.
+    pub image: Option<ImageGeometry>,
+    /// The model's `config.json`, verbatim, for provenance.
+    pub config: serde_json::Value,
+}
+
+impl ModelInfo {
+    /// Every head of the model in layer-major order.
+    pub fn heads(&self) -> impl Iterator<Item = HeadId> {
+        HeadId::all(self.num_layers, self.num_heads)
+    }
+}
+
+/// Input geometry of a vision model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageGeometry {
+    /// Side of the square input image in pixels.
+    pub image_size: u32,
+    /// Side of one square patch in pixels.
+    pub patch_size: u32,
+}
+
+impl ImageGeometry {
+    /// Patches per row (and per column).
+    pub fn grid_side(&self) -> u32 {
+        self.image_size / self.patch_size
+    }
+}
+
+/// Position of an image patch in its grid (zero-based, row 0 at the top).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PatchPos {
+    /// Patch row, 0 at the top.
+    pub row: u16,
+    /// Patch column, 0 at the left.
+    pub col: u16,
+}
+
+/// Metadata of one token (a word piece, or an image patch, or a CLS token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenMeta {
+    /// Which input sequence (sentence or image) the token belongs to; zero-based, dense.
+    pub seq_id: u32,
+    /// Zero-based position in its sequence.
+    pub position: u32,
+    /// Length of its sequence in tokens (padding excluded).
+    pub seq_len: u32,
+    /// Display text of the token (`[CLS]`, `Ġthe`, `##ing`, or `patch r,c` for images).
+    pub text: String,
+    /// True for tokens the tokenizer added (`[CLS]`, `[SEP]`, `<|endoftext|>`) and the ViT CLS token.
+    pub is_special: bool,
+    /// For image patches: where the patch sits in the grid. `None` for text and for CLS.
+    pub patch: Option<PatchPos>,
+    /// True for a ViT CLS token.
+    pub is_cls: bool,
+    /// Byte range of the token in its source text, when the tokenizer reports one.
+    pub offsets: Option<(u32, u32)>,
+}
+
+impl TokenMeta {
+    /// Normalized position `pos / (len - 1)` in `[0, 1]` (0 for a sequence of length 1).
+    pub fn normalized_position(&self) -> f32 {
+        if self.seq_len <= 1 {
+            0.0
+        } else {
+            self.position as f32 / (self.seq_len - 1) as f32
+        }
+    }
+}
+
+/// The tokens of a whole corpus, in dataset order. Row `i` here is row `i` of every head's matrices.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TokenTable {
+    /// All tokens, sequences contiguous and in position order.
+    pub tokens: Vec<TokenMeta>,
+}
+
+/// One sequence's token range in a [`TokenTable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SequenceSpan {
+    /// The sequence id.
+    pub seq_id: u32,
+    /// Index of its first token in the table.
+    pub start: usize,
+    /// Number of tokens.
+    pub len: usize,
+}
+
+impl SequenceSpan {
+    /// The token indices of this sequence.
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.start..self.start + self.len
+    }
+}
+
+impl TokenTable {
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// True when there are no tokens.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// The contiguous token range of every sequence, in order of appearance.
+    pub fn sequences(&self) -> Vec<SequenceSpan> {
+        let mut spans: Vec<SequenceSpan> = Vec::new();
+        for (i, t) in self.tokens.iter().enumerate() {
+            match spans.last_mut() {
+                Some(s) if s.seq_id == t.seq_id => s.len += 1,
+                _ => spans.push(SequenceSpan {
+                    seq_id: t.seq_id,
+                    start: i,
+                    len: 1,
+                }),
+            }
+        }
+        spans
+    }
+
+    /// Checks that sequences are contiguous, positions run `0..len` and `seq_len` agrees.
+    pub fn validate(&self) -> Result<(), TypesError> {
+        let mut seen = std::collections::HashSet::new();
+        for span in self.sequences() {
+            if !seen.insert(span.seq_id) {
+                return Err(TypesError::Mismatch {
+                    what: format!("sequence {} is not contiguous; its tokens start again at", span.seq_id),
+                    expected: span.start,
+                    found: span.start,
+                });
+            }
+            for (p, i) in span.range().enumerate() {
+                let t = &self.tokens[i];
+                if t.position as usize != p {
+                    return Err(TypesError::Mismatch {
+                        what: format!("position of token {i} (sequence {})", span.seq_id),
+                        expected: p,
+                        found: t.position as usize,
+                    });
+                }
+                if t.seq_len as usize != span.len {
+                    return Err(TypesError::Mismatch {
+                        what: format!("seq_len of token {i} (sequence {})", span.seq_id),
+                        expected: span.len,
+                        found: t.seq_len as usize,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which half of a joint query+key point set a row belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A query vector.
+    Query,
+    /// A key vector.
+    Key,
+}
+
+/// Maps between joint point rows (`0..2n`) and `(token, role)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JointIndex {
+    /// Number of tokens `n`.
+    pub tokens: usize,
+}
+
+impl JointIndex {
+    /// The joint row of `token` in `role`.
+    pub fn row(&self, token: usize, role: Role) -> usize {
+        match role {
+            Role::Query => token,
+            Role::Key => self.tokens + token,
+        }
+    }
+
+    /// The `(token, role)` of a joint row.
+    pub fn token(&self, row: usize) -> (usize, Role) {
+        if row < self.tokens {
+            (row, Role::Query)
+        } else {
+            (row - self.tokens, Role::Key)
+        }
+    }
+}
+
+/// Query and key vectors of one head; row `i` of each is token `i` of the [`TokenTable`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadVectors {
+    /// Which head.
+    pub head: HeadId,
+    /// `n x d` queries (bias included, before the `1/sqrt(d)` scaling).
+    pub queries: Matrix,
+    /// `n x d` keys (bias included).
+    pub keys: Matrix,
+}
+
+impl HeadVectors {
+    /// Builds and checks that queries and keys have the same shape.
+    pub fn new(head: HeadId, queries: Matrix, keys: Matrix) -> Result<Self, TypesError> {
+        if queries.rows() != keys.rows() {
+            return Err(TypesError::Mismatch {
+                what: format!("{head}: key rows vs query rows"),
+                expected: queries.rows(),
+                found: keys.rows(),
+            });
+        }
+        if queries.cols() != keys.cols() {
+            return Err(TypesError::Mismatch {
+                what: format!("{head}: key dim vs query dim"),
+                expected: queries.cols(),
+                found: keys.cols(),
+            });
+        }
+        Ok(Self {
+            head,
+            queries,
+            keys,
+        })
+    }
+
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.queries.rows()
+    }
+
+    /// True when the head has no tokens.
+    pub fn is_empty(&self) -> bool {
+        self.queries.rows() == 0
+    }
+
+    /// Head dimension.
+    pub fn dim(&self) -> usize {
+        self.queries.cols()
+    }
+
+    /// The `2n x d` joint point set: queries then keys.
+    pub fn joint(&self) -> Matrix {
+        // Shapes are checked in `new`; a mismatch here is unreachable for values built through it.
+        self.queries
+            .vstack(&self.keys)
+            .unwrap_or_else(|_| Matrix::zeros(0, self.dim()))
+    }
+}
+
+/// The attention probabilities of one head on one sequence: `len x len`, row = query, column = key.
+/// Rows sum to 1 (over the keys the query may attend to).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SequenceAttention {
+    /// The sequence id.
+    pub seq_id: u32,
+    /// `len x len` probabilities.
+    pub weights: Matrix,
+}
+
+impl SequenceAttention {
+    /// Sequence length.
+    pub fn len(&self) -> usize {
+        self.weights.rows()
+    }
+
+    /// True for an empty sequence.
+    pub fn is_empty(&self) -> bool {
+        self.weights.rows() == 0
+    }
+
+    /// Attention of query position `q` to key position `k`.
+    pub fn get(&self, q: usize, k: usize) -> f32 {
+        self.weights.get(q, k)
+    }
+}
+
+/// Everything captured for one head.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadCapture {
+    /// Queries and keys, one row per token.
+    pub vectors: HeadVectors,
+    /// One attention matrix per sequence, in the token table's sequence order.
+    pub attention: Vec<SequenceAttention>,
+    /// `|v|` of every token's value vector, when captured.
+    pub value_norms: Option<Vec<f32>>,
+}
+
+/// Output of `attn-extract`: the model, the tokens and every captured head.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Extraction {
+    /// The model.
+    pub model: ModelInfo,
+    /// All tokens of the corpus.
+    pub tokens: TokenTable,
+    /// Captured heads, layer-major.
+    pub heads: Vec<HeadCapture>,
+}
+
+/// The free parameters of one head's normalization (both leave every attention value unchanged).
+///
+/// Applied as `q' = c * q` and `k' = (k + t) / c`, where `t` is [`Self::key_translation`] and `c`
+/// [`Self::scale`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NormalizationParams {
+    /// Vector added to every key (`mean(q) - mean(k)` by default); empty when translation is off.
+    pub key_translation: Vec<f32>,
+    /// Query scale `c > 0`; keys are divided by it. 1 when scaling is off.
+    pub scale: f32,
+}
+
+/// Per-head diagnostics of how well distance tracks attention, before and after normalization.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct HeadDiagnostics {
+    /// Spearman correlation of query-key cosine distance vs dot product, before normalization.
+    pub spearman_cosine_before: f32,
+    /// The same after normalization.
+    pub spearman_cosine_after: f32,
+    /// Spearman correlation of query-key Euclidean distance vs dot product, before normalization.
+    pub spearman_euclidean_before: f32,
+    /// The same after normalization.
+    pub spearman_euclidean_after: f32,
+    /// The distance-weighted correlation that the scale search optimizes, before normalization.
+    pub weighted_corr_before: f32,
+    /// The same at the chosen scale.
+    pub weighted_corr_after: f32,
+    /// Mean query norm minus mean key norm, before any normalization.
+    pub norm_gap: f32,
+    /// Number of query-key pairs the statistics were computed on.
+    pub pairs: u64,
+}
+
+/// Output of `attn-normalize` for one head.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NormalizedHead {
+    /// The normalized vectors.
+    pub vectors: HeadVectors,
+    /// The parameters applied.
+    pub params: NormalizationParams,
+    /// Correlations before/after.
+    pub diagnostics: HeadDiagnostics,
+}
+
+/// Projection algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectionMethod {
+    /// t-distributed stochastic neighbour embedding.
+    Tsne,
+    /// Uniform manifold approximation and projection.
+    Umap,
+    /// Principal component analysis.
+    Pca,
+}
+
+impl ProjectionMethod {
+    /// Lower-case name (`tsne`, `umap`, `pca`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProjectionMethod::Tsne => "tsne",
+            ProjectionMethod::Umap => "umap",
+            ProjectionMethod::Pca => "pca",
+        }
+    }
+}
+
+impl fmt::Display for ProjectionMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ProjectionMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "tsne" | "t-sne" => Ok(ProjectionMethod::Tsne),
+            "umap" => Ok(ProjectionMethod::Umap),
+            "pca" => Ok(ProjectionMethod::Pca),
+            other => Err(format!("unknown projection method `{other}` (expected tsne, umap or pca)")),
+        }
+    }
+}
+
+/// Distance used to find neighbours in the input space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// `1 - cos(a, b)`; the paper's choice for queries and keys.
+    #[default]
+    Cosine,
+    /// `|a - b|`.
+    Euclidean,
+}
+
+/// How a projection was made: enough to reproduce it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectionSpec {
+    /// Algorithm.
+    pub method: ProjectionMethod,
+    /// Output dimensions, 2 or 3.
+    pub dims: u8,
+    /// Input metric.
+    pub metric: Metric,
+    /// Random seed.
+    pub seed: u64,
+    /// Every other parameter by name (perplexity, iterations, n_neighbors, min_dist, ...).
+    pub params: BTreeMap<String, f64>,
+}
+
+/// Quality of a projection, measured against the input space.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct ProjectionQuality {
+    /// Trustworthiness at `k` (1 = no false neighbours in the picture).
+    pub trustworthiness: f32,
+    /// Continuity at `k` (1 = no true neighbours torn apart).
+    pub continuity: f32,
+    /// Fraction of each point's `k` input-space neighbours that are among its `k` neighbours in the
+    /// picture.
+    pub knn_recall: f32,
+    /// The `k` used.
+    pub k: u32,
+}
+
+/// One head's projection: coordinates of the joint `2n` point set (queries, then keys).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadProjection {
+    /// Which head.
+    pub head: HeadId,
+    /// How it was made.
+    pub spec: ProjectionSpec,
+    /// `2n x dims` coordinates.
+    pub coords: Matrix,
+    /// Method-specific fit statistic (KL divergence for t-SNE), when the method reports one.
+    pub objective: Option<f32>,
+    /// Quality metrics, when computed.
+    pub quality: Option<ProjectionQuality>,
+}
+
+/// Provenance of a run: what produced a dataset.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// Where the corpus came from (a path, or `builtin:sentences`).
+    pub corpus: String,
+    /// Number of sequences.
+    pub num_sequences: u32,
+    /// Number of tokens.
+    pub num_tokens: u64,
+    /// Seed of the run (projections record their own too).
+    pub seed: u64,
+    /// Free-form run parameters (normalization switches, truncation, ...).
+    pub params: BTreeMap<String, String>,
+    /// `crate name -> version` of the attnviz crates that wrote the data.
+    pub crate_versions: BTreeMap<String, String>,
+    /// Creation time, RFC 3339, UTC.
+    pub created_at: String,
+}
+
+/// The metadata record of a dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetMeta {
+    /// [`DATA_MODEL_VERSION`] of the writer.
+    pub schema_version: u32,
+    /// The model.
+    pub model: ModelInfo,
+    /// The run.
+    pub run: RunInfo,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tok(seq: u32, pos: u32, len: u32) -> TokenMeta {
+        TokenMeta {
+            seq_id: seq,
+            position: pos,
+            seq_len: len,
+            text: format!("t{pos}"),
+            is_special: false,
+            patch: None,
+            is_cls: false,
+            offsets: None,
+        }
+    }
+
+    #[test]
+    fn matrix_rejects_wrong_length() {
+        assert!(Matrix::from_vec(2, 3, vec![0.0; 5]).is_err());
+        let m = Matrix::from_vec(2, 3, (0..6).map(|v| v as f32).collect()).unwrap();
+        assert_eq!(m.row(1), &[3.0, 4.0, 5.0]);
+        assert_eq!(m.iter_rows().count(), 2);
+    }
+
+    #[test]
+    fn joint_index_round_trips() {
+        let j = JointIndex { tokens: 4 };
+        assert_eq!(j.row(2, Role::Key), 6);
+        assert_eq!(j.token(6), (2, Role::Key));
+        assert_eq!(j.token(3), (3, Role::Query));
+    }
+
+    #[test]
+    fn token_table_sequences_and_validation() {
+        let table = TokenTable {
+            tokens: vec![tok(0, 0, 2), tok(0, 1, 2), tok(1, 0, 1)],
+        };
+        let spans = table.sequences();
+        assert_eq!(spans.len(), 2);
+        assert_eq!(spans[1].range(), 2..3);
+        table.validate().unwrap();
+        let bad = TokenTable {
+            tokens: vec![tok(0, 0, 2), tok(0, 2, 2)],
+        };
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn head_vectors_check_shapes() {
+        let q = Matrix::zeros(3, 4);
+        let k = Matrix::zeros(2, 4);
+        assert!(HeadVectors::new(HeadId::new(0, 0), q.clone(), k).is_err());
+        let hv = HeadVectors::new(HeadId::new(0, 1), q.clone(), q).unwrap();
+        assert_eq!(hv.joint().shape(), (6, 4));
+    }
+
+    #[test]
+    fn serde_round_trip() {
+        let spec = ProjectionSpec {
+            method: ProjectionMethod::Umap,
+            dims: 3,
+            metric: Metric::Cosine,
+            seed: 7,
+            params: [("n_neighbors".to_string(), 15.0)].into_iter().collect(),
+        };
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(json.contains("\"umap\""));
+        let back: ProjectionSpec = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, spec);
+    }
+}

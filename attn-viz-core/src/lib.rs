@@ -1,0 +1,1 @@
+//! attn-viz-core (work in progress).
