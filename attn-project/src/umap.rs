@@ -1,0 +1,1 @@
+//! UMAP: uniform manifold approximation and projection (work in progress).
