@@ -1,1 +1,52 @@
-//! attn-viz-core (work in progress).
+#![doc = include_str!("../README.md")]
+
+mod color;
+mod data;
+mod error;
+mod geometry;
+mod image;
+mod matrix;
+mod sentence;
+mod signature;
+mod similarity;
+mod single;
+mod state;
+mod trust;
+
+pub use color::{
+    ColorEncoding, DISCRETE_HUES, KEY_COLOR, Legend, LegendEntry, LegendGradient, NEUTRAL_COLOR,
+    OriginalPatch, QUERY_COLOR, QUERY_DARKEN, Rgba, discrete_position_color,
+};
+pub use data::{HeadData, ModelData, RawNorms};
+pub use error::VizError;
+pub use geometry::{Label, count_clusters, normalize_cell, place_labels};
+pub use image::{
+    ARROW_MIN_WEIGHT, ClsMarker, HeatCell, ImageEdge, ImageNode, ImageView, PatchArrow,
+    STRONG_MIN_WEIGHT, STRONG_WIDTH_MIN, STRONG_WIDTH_RANGE, image_view,
+};
+pub use matrix::{CellInfo, MatrixCell, MatrixView, matrix_view};
+pub use sentence::{
+    HideTokens, SentenceEdge, SentenceOptions, SentenceToken, SentenceView,
+    aggregate_sentence_view, renormalize_hidden, sentence_view,
+};
+pub use signature::{
+    BROAD_ENTROPY, HeadLabel, HeadSignature, LOCAL_DISTANCE, SHARE_THRESHOLD, head_signature,
+    head_signatures, label_of,
+};
+pub use similarity::{
+    HeadSimilarity, classical_mds, head_divergence, head_similarity, jensen_shannon,
+};
+pub use single::{
+    AttentionLine, HeadNav, MIN_LINE_WEIGHT, SIZE_MAX, SIZE_MIN, SelectedPoint, SingleView,
+    SinglePoint, TOP_LINES, head_nav, single_view, top_attended,
+};
+pub use state::{
+    DEFAULT_CLUSTER_EPS, LabelStyle, Search, SearchMode, Selection, ViewState, display_text,
+};
+pub use trust::{
+    CORR_HIGH, CORR_MEDIUM, TRUSTWORTHINESS_HIGH, TRUSTWORTHINESS_MEDIUM, TrustInfo, TrustLevel,
+    trust_info,
+};
+
+#[cfg(test)]
+mod tests;
