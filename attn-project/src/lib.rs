@@ -1,12 +1,26 @@
 //! Native PCA, t-SNE and UMAP in 2D and 3D, seeded and deterministic, with kNN graphs and projection
 //! quality metrics.
+//!
+//! Every method follows the same builder pattern: `Method::params()` returns editable parameters,
+//! `.check()` validates them into a `*ValidParams`, and `.fit(&Matrix)` returns an [`Embedding`].
+//! t-SNE and UMAP also accept a precomputed [`KnnGraph`] (`fit_knn`), so one graph can serve both.
+//! The same seed gives bit-identical output regardless of the number of rayon threads.
 
+pub mod batch;
 pub mod error;
 pub mod knn;
+pub mod metrics;
+pub mod pca;
+pub mod tsne;
 pub mod umap;
+mod util;
 
+pub use batch::{Projector, project_batch};
 pub use error::ProjectError;
-pub use knn::KnnGraph;
+pub use knn::{KnnGraph, approximate_knn, exact_knn, knn, knn_recall};
+pub use metrics::{continuity, distance_spearman, knn_recall_at_k, quality, trustworthiness};
+pub use pca::{Pca, PcaParams, PcaValidParams};
+pub use tsne::{Repulsion, Tsne, TsneInit, TsneParams, TsneValidParams};
 
 use attn_types::{Matrix, ProjectionSpec};
 

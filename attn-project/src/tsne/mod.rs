@@ -1,0 +1,445 @@
+//! t-SNE (van der Maaten & Hinton 2008) with Barnes-Hut (2D/3D) and FFT-interpolation (2D,
+//! Linderman et al. 2019) repulsion, in the optimization schedule of openTSNE.
+//!
+//! Pipeline: kNN graph with `k = min(n - 1, floor(3 * perplexity))` neighbours -> per-point
+//! bandwidths by bisection -> sparse symmetric `P` -> gradient descent with momentum and gains.
+//! The gradient is written without the conventional factor 4 (as in bhtsne, FIt-SNE and openTSNE),
+//! which is why the automatic learning rate is `max(n / exaggeration, 200)` (openTSNE's rule, applied
+//! per phase: `n / 12` during early exaggeration, `n` after).
+
+mod affinity;
+mod bh;
+mod exact;
+mod fft;
+
+use std::collections::BTreeMap;
+
+use attn_types::{Matrix, Metric, ProjectionMethod, ProjectionSpec};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use rayon::prelude::*;
+
+use crate::pca::principal_axes;
+use crate::util::{check_data, prepare_rows};
+use crate::{Embedding, KnnGraph, ProjectError, knn};
+
+/// How the repulsive forces are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Repulsion {
+    /// [`Repulsion::Exact`] below [`EXACT_MAX_N`] points; above it [`Repulsion::Fft`] in 2D from
+    /// [`FFT_MIN_N`] points, [`Repulsion::BarnesHut`] otherwise.
+    #[default]
+    Auto,
+    /// All pairs, O(n²) per iteration.
+    Exact,
+    /// Barnes-Hut tree with the `theta` opening criterion, O(n log n) per iteration.
+    BarnesHut,
+    /// FFT-accelerated polynomial interpolation on a grid (FIt-SNE), O(n + grid log grid) per
+    /// iteration; 2D only.
+    Fft,
+}
+
+/// [`Repulsion::Auto`] uses exact repulsion for fewer points than this.
+pub const EXACT_MAX_N: usize = 1_000;
+/// [`Repulsion::Auto`] uses FFT interpolation in 2D from this many points on.
+pub const FFT_MIN_N: usize = 5_000;
+
+/// Initial layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TsneInit {
+    /// Top principal components of the input (of the L2-normalized rows under the cosine metric),
+    /// scaled so that the first coordinate has standard deviation 1e-4 (openTSNE). Falls back to
+    /// random when the input has no variance.
+    #[default]
+    Pca,
+    /// Isotropic Gaussian with standard deviation 1e-4, from the seed.
+    Random,
+}
+
+/// Entry point of the t-SNE builder: `Tsne::params().perplexity(30.0).check()?.fit(&data)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tsne;
+
+impl Tsne {
+    /// Default parameters: 2D, perplexity 30 (the AttentionViz research code used 50), 750
+    /// iterations of which 250 with early exaggeration 12, automatic learning rate, cosine metric,
+    /// seed 0, theta 0.5, automatic repulsion, PCA initialization.
+    pub fn params() -> TsneParams {
+        TsneParams(Settings {
+            dims: 2,
+            perplexity: 30.0,
+            iterations: 750,
+            early_exaggeration: 12.0,
+            exaggeration_iterations: 250,
+            learning_rate: None,
+            metric: Metric::Cosine,
+            seed: 0,
+            theta: 0.5,
+            repulsion: Repulsion::Auto,
+            init: TsneInit::Pca,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Settings {
+    dims: u8,
+    perplexity: f32,
+    iterations: usize,
+    early_exaggeration: f32,
+    exaggeration_iterations: usize,
+    learning_rate: Option<f32>,
+    metric: Metric,
+    seed: u64,
+    theta: f32,
+    repulsion: Repulsion,
+    init: TsneInit,
+}
+
+/// Unchecked t-SNE parameters; see [`Tsne::params`] for the defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TsneParams(Settings);
+
+/// Validated t-SNE parameters; see [`TsneValidParams::fit`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TsneValidParams(Settings);
+
+impl TsneParams {
+    /// Output dimensions, 2 or 3.
+    pub fn dims(mut self, dims: u8) -> Self {
+        self.0.dims = dims;
+        self
+    }
+    /// Effective number of neighbours (> 0). Clamped to `(n - 1) / 3` for small inputs, so that
+    /// the `3 * perplexity` neighbours exist; the value used is recorded in the spec.
+    pub fn perplexity(mut self, perplexity: f32) -> Self {
+        self.0.perplexity = perplexity;
+        self
+    }
+    /// Total gradient-descent iterations, early exaggeration included.
+    pub fn iterations(mut self, iterations: usize) -> Self {
+        self.0.iterations = iterations;
+        self
+    }
+    /// Attraction multiplier (>= 1) during the first [`Self::exaggeration_iterations`] iterations.
+    pub fn early_exaggeration(mut self, factor: f32) -> Self {
+        self.0.early_exaggeration = factor;
+        self
+    }
+    /// Iterations with early exaggeration (<= iterations).
+    pub fn exaggeration_iterations(mut self, iterations: usize) -> Self {
+        self.0.exaggeration_iterations = iterations;
+        self
+    }
+    /// Fixed learning rate (> 0), or `None` for `max(n / exaggeration, 200)` per phase.
+    pub fn learning_rate(mut self, rate: Option<f32>) -> Self {
+        self.0.learning_rate = rate;
+        self
+    }
+    /// Input metric for the kNN graph (default cosine).
+    pub fn metric(mut self, metric: Metric) -> Self {
+        self.0.metric = metric;
+        self
+    }
+    /// Seed of the random initialization and the approximate kNN search.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.0.seed = seed;
+        self
+    }
+    /// Barnes-Hut opening angle (>= 0; 0 is exact but slow).
+    pub fn theta(mut self, theta: f32) -> Self {
+        self.0.theta = theta;
+        self
+    }
+    /// Repulsion method.
+    pub fn repulsion(mut self, repulsion: Repulsion) -> Self {
+        self.0.repulsion = repulsion;
+        self
+    }
+    /// Initial layout.
+    pub fn init(mut self, init: TsneInit) -> Self {
+        self.0.init = init;
+        self
+    }
+
+    /// Validates the parameters.
+    pub fn check(self) -> Result<TsneValidParams, ProjectError> {
+        let s = &self.0;
+        let err = |name: &'static str, reason: String| Err(ProjectError::InvalidParam { name, reason });
+        if !(2..=3).contains(&s.dims) {
+            return err("dims", format!("must be 2 or 3, got {}", s.dims));
+        }
+        if !(s.perplexity.is_finite() && s.perplexity > 0.0) {
+            return err("perplexity", format!("must be finite and > 0, got {}", s.perplexity));
+        }
+        if s.iterations == 0 {
+            return err("iterations", "must be at least 1".into());
+        }
+        if s.exaggeration_iterations > s.iterations {
+            return err(
+                "exaggeration_iterations",
+                format!("{} exceeds the {} total iterations", s.exaggeration_iterations, s.iterations),
+            );
+        }
+        if !(s.early_exaggeration.is_finite() && s.early_exaggeration >= 1.0) {
+            return err("early_exaggeration", format!("must be finite and >= 1, got {}", s.early_exaggeration));
+        }
+        if let Some(lr) = s.learning_rate {
+            if !(lr.is_finite() && lr > 0.0) {
+                return err("learning_rate", format!("must be finite and > 0, got {lr}"));
+            }
+        }
+        if !(s.theta.is_finite() && s.theta >= 0.0) {
+            return err("theta", format!("must be finite and >= 0, got {}", s.theta));
+        }
+        if s.repulsion == Repulsion::Fft && s.dims != 2 {
+            return err("repulsion", "FFT interpolation is implemented for 2D only".into());
+        }
+        Ok(TsneValidParams(self.0))
+    }
+}
+
+/// Iteration-independent state of one fit.
+struct Problem {
+    p: affinity::SparseP,
+    /// `sum P log P`, for the KL divergence.
+    p_log_p: f64,
+    perplexity: f64,
+    k: usize,
+}
+
+impl TsneValidParams {
+    /// Output dimensions.
+    pub fn dims(&self) -> u8 {
+        self.0.dims
+    }
+    /// Input metric.
+    pub fn metric(&self) -> Metric {
+        self.0.metric
+    }
+    /// Neighbours needed for `n` points: `min(n - 1, floor(3 * perplexity))`, at least 1.
+    pub fn neighbors_for(&self, n: usize) -> usize {
+        ((3.0 * self.0.perplexity as f64).floor() as usize).clamp(1, n.saturating_sub(1).max(1))
+    }
+
+    /// Fits t-SNE: builds the kNN graph with [`knn`] (exact up to
+    /// [`crate::knn::EXACT_KNN_MAX_N`] points, NN-descent above), then [`Self::fit_knn`].
+    pub fn fit(&self, data: &Matrix) -> Result<Embedding, ProjectError> {
+        check_data(data)?;
+        self.check_dims(data)?;
+        let graph = knn(data, self.neighbors_for(data.rows()), self.0.metric, self.0.seed)?;
+        self.fit_knn(data, &graph)
+    }
+
+    /// Fits t-SNE on a precomputed kNN graph of `data` (e.g. shared with UMAP). Uses the first
+    /// `min(graph.k, floor(3 * perplexity))` neighbours; when the graph has fewer than
+    /// `3 * perplexity` neighbours the perplexity is clamped to `graph.k / 3`. `data` is used for
+    /// the PCA initialization only. `objective` is the final KL(P || Q), exact for exact repulsion
+    /// and with the approximate normalization `Z` of Barnes-Hut / FFT otherwise.
+    pub fn fit_knn(&self, data: &Matrix, graph: &KnnGraph) -> Result<Embedding, ProjectError> {
+        check_data(data)?;
+        self.check_dims(data)?;
+        graph.validate()?;
+        let n = data.rows();
+        if graph.n != n {
+            return Err(ProjectError::InvalidInput(format!("kNN graph has {} points, data {n}", graph.n)));
+        }
+        let s = &self.0;
+        let perplexity = (s.perplexity as f64).min((n - 1) as f64 / 3.0).min(graph.k as f64 / 3.0);
+        let k = self.neighbors_for(n).min(graph.k).max(1);
+        let cond = affinity::conditional(graph, k, perplexity);
+        let p = affinity::symmetrize(graph, k, &cond);
+        drop(cond);
+        let p_log_p = p.vals.iter().filter(|&&v| v > 0.0).map(|&v| v as f64 * (v as f64).ln()).sum();
+        let problem = Problem { p, p_log_p, perplexity, k };
+        let method = match s.repulsion {
+            Repulsion::Auto if n < EXACT_MAX_N => Repulsion::Exact,
+            Repulsion::Auto if s.dims == 2 && n >= FFT_MIN_N => Repulsion::Fft,
+            Repulsion::Auto => Repulsion::BarnesHut,
+            other => other,
+        };
+        let (coords, kl) = if s.dims == 2 {
+            let y0 = self.initial::<2>(data)?;
+            let (y, kl) = self.optimize(&problem, y0, method);
+            (y.into_iter().flatten().collect::<Vec<f32>>(), kl)
+        } else {
+            let y0 = self.initial::<3>(data)?;
+            let (y, kl) = self.optimize(&problem, y0, method);
+            (y.into_iter().flatten().collect::<Vec<f32>>(), kl)
+        };
+        let coords = Matrix::from_vec(n, s.dims as usize, coords)
+            .map_err(|e| ProjectError::InvalidInput(format!("internal shape error: {e}")))?;
+        Ok(Embedding { coords, objective: Some(kl as f32), spec: self.spec(n, &problem, method) })
+    }
+
+    fn check_dims(&self, data: &Matrix) -> Result<(), ProjectError> {
+        if self.0.dims as usize > data.cols() {
+            return Err(ProjectError::InvalidParam {
+                name: "dims",
+                reason: format!("{} output dimensions exceed the {} input dimensions", self.0.dims, data.cols()),
+            });
+        }
+        Ok(())
+    }
+
+    fn spec(&self, n: usize, problem: &Problem, method: Repulsion) -> ProjectionSpec {
+        let s = &self.0;
+        let mut params = BTreeMap::new();
+        params.insert("perplexity".into(), problem.perplexity);
+        params.insert("perplexity_requested".into(), s.perplexity as f64);
+        params.insert("n_neighbors".into(), problem.k as f64);
+        params.insert("iterations".into(), s.iterations as f64);
+        params.insert("early_exaggeration".into(), s.early_exaggeration as f64);
+        params.insert("exaggeration_iterations".into(), s.exaggeration_iterations as f64);
+        params.insert("learning_rate".into(), self.learning_rate(n, 1.0) as f64);
+        params.insert("learning_rate_auto".into(), if s.learning_rate.is_none() { 1.0 } else { 0.0 });
+        params.insert("theta".into(), s.theta as f64);
+        let code = match method {
+            Repulsion::Exact => 0.0,
+            Repulsion::BarnesHut => 1.0,
+            Repulsion::Fft | Repulsion::Auto => 2.0,
+        };
+        params.insert("repulsion".into(), code);
+        params.insert("init_random".into(), if s.init == TsneInit::Random { 1.0 } else { 0.0 });
+        ProjectionSpec { method: ProjectionMethod::Tsne, dims: s.dims, metric: s.metric, seed: s.seed, params }
+    }
+
+    fn learning_rate(&self, n: usize, exaggeration: f32) -> f32 {
+        self.0.learning_rate.unwrap_or_else(|| (n as f32 / exaggeration).max(200.0))
+    }
+
+    fn initial<const D: usize>(&self, data: &Matrix) -> Result<Vec<[f32; D]>, ProjectError> {
+        let (n, d) = data.shape();
+        if self.0.init == TsneInit::Pca {
+            let rows = prepare_rows(data, self.0.metric);
+            let (mean, axes, _, _) = principal_axes(&rows, n, d, D);
+            let flat = crate::pca::project_rows(&rows, d, &mean, &axes, D);
+            let m: f64 = flat.iter().step_by(D).map(|&v| v as f64).sum::<f64>() / n as f64;
+            let var: f64 = flat.iter().step_by(D).map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / n as f64;
+            if var > 0.0 && var.is_finite() {
+                let scale = (1e-4 / var.sqrt()) as f32;
+                return Ok(flat
+                    .chunks_exact(D)
+                    .map(|r| std::array::from_fn(|a| r[a] * scale))
+                    .collect());
+            }
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(self.0.seed);
+        Ok((0..n)
+            .map(|_| {
+                std::array::from_fn(|_| {
+                    let v: f32 = StandardNormal.sample(&mut rng);
+                    1e-4 * v
+                })
+            })
+            .collect())
+    }
+
+    /// Gradient descent with momentum and delta-bar-delta gains. Returns the layout and KL(P||Q).
+    fn optimize<const D: usize>(&self, problem: &Problem, mut y: Vec<[f32; D]>, method: Repulsion) -> (Vec<[f32; D]>, f64) {
+        let s = &self.0;
+        let n = y.len();
+        let mut grad = vec![[0f32; D]; n];
+        let mut rep = vec![[0f32; D]; n];
+        let mut update = vec![[0f32; D]; n];
+        let mut gains = vec![[1f32; D]; n];
+        let mut fft = fft::FftRepulsion::default();
+        for it in 0..s.iterations {
+            let (exag, momentum) = if it < s.exaggeration_iterations { (s.early_exaggeration, 0.5f32) } else { (1.0, 0.8) };
+            let lr = self.learning_rate(n, exag);
+            gradient(problem, &y, exag, method, s.theta, false, &mut grad, &mut rep, &mut fft);
+            y.par_chunks_mut(CHUNK)
+                .zip(grad.par_chunks(CHUNK))
+                .zip(update.par_chunks_mut(CHUNK))
+                .zip(gains.par_chunks_mut(CHUNK))
+                .for_each(|(((yc, gc), uc), gnc)| {
+                    for (((yi, g), u), gn) in yc.iter_mut().zip(gc).zip(uc.iter_mut()).zip(gnc.iter_mut()) {
+                        for a in 0..D {
+                            // Delta-bar-delta: grow the gain while the gradient keeps its direction.
+                            gn[a] = if (g[a] > 0.0) != (u[a] > 0.0) { gn[a] + 0.2 } else { (gn[a] * 0.8).max(0.01) };
+                            u[a] = momentum * u[a] - lr * gn[a] * g[a];
+                            yi[a] += u[a];
+                        }
+                    }
+                });
+            // Keep the layout centred (the objective is translation invariant; this bounds the
+            // FFT grid and the tree's bounding box).
+            let mut mean = [0f64; D];
+            for p in &y {
+                for a in 0..D {
+                    mean[a] += p[a] as f64;
+                }
+            }
+            let mean: [f32; D] = std::array::from_fn(|a| (mean[a] / n as f64) as f32);
+            y.iter_mut().for_each(|p| (0..D).for_each(|a| p[a] -= mean[a]));
+        }
+        let (kl_attr, z) = gradient(problem, &y, 1.0, method, s.theta, true, &mut grad, &mut rep, &mut fft);
+        // KL = sum P log P - sum P log w + log Z, since q_ij = w_ij / Z and sum P = 1.
+        let kl = problem.p_log_p - kl_attr + z.max(f64::MIN_POSITIVE).ln();
+        (y, kl)
+    }
+}
+
+/// Points per parallel task.
+const CHUNK: usize = 256;
+
+/// Writes the gradient into `grad`; returns `(sum P log w, Z)` (the first is 0 unless `want_kl`).
+#[allow(clippy::too_many_arguments)]
+fn gradient<const D: usize>(
+    problem: &Problem,
+    y: &[[f32; D]],
+    exaggeration: f32,
+    method: Repulsion,
+    theta: f32,
+    want_kl: bool,
+    grad: &mut [[f32; D]],
+    rep: &mut [[f32; D]],
+    fft: &mut fft::FftRepulsion,
+) -> (f64, f64) {
+    let z = match method {
+        Repulsion::Exact => exact::repulsion(y, rep),
+        Repulsion::Fft if D == 2 => fft.repulsion(y, rep),
+        _ => bh::Tree::build(y).repulsion(theta, rep),
+    };
+    let inv_z = (1.0 / z.max(f64::MIN_POSITIVE)) as f32;
+    let p = &problem.p;
+    let parts: Vec<f64> = grad
+        .par_chunks_mut(CHUNK)
+        .zip(rep.par_chunks(CHUNK))
+        .enumerate()
+        .map(|(c, (gc, rc))| {
+            let mut plogw = 0f64;
+            for (o, (g, r)) in gc.iter_mut().zip(rc).enumerate() {
+                let i = c * CHUNK + o;
+                let yi = y[i];
+                let (cols, vals) = p.row(i);
+                let mut attr = [0f32; D];
+                let mut acc = 0f32;
+                for (&j, &pij) in cols.iter().zip(vals) {
+                    let yj = y[j as usize];
+                    let mut dd = [0f32; D];
+                    let mut r2 = 0f32;
+                    for a in 0..D {
+                        dd[a] = yi[a] - yj[a];
+                        r2 += dd[a] * dd[a];
+                    }
+                    let w = 1.0 / (1.0 + r2);
+                    if want_kl {
+                        acc -= pij * (1.0 + r2).ln();
+                    }
+                    let pw = pij * w;
+                    for a in 0..D {
+                        attr[a] += pw * dd[a];
+                    }
+                }
+                plogw += acc as f64;
+                for a in 0..D {
+                    g[a] = exaggeration * attr[a] - r[a] * inv_z;
+                }
+            }
+            plogw
+        })
+        .collect();
+    (parts.into_iter().sum(), z)
+}
