@@ -299,7 +299,8 @@ pub fn approximate_knn(
     drop(forest);
 
     // --- NN-descent.
-    let max_cand = k.min(48);
+    // At least 24 candidates even for small k: recall on unclustered data needs the wider join.
+    let max_cand = k.clamp(24, 48);
     for iter in 0..ND_MAX_ITERS {
         let (newc, oldc) = sample_candidates(&idx, &mut new, n, k, max_cand, seed, iter as u64);
         let inv_new = newc.inverse(n);

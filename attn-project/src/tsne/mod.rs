@@ -7,6 +7,10 @@
 //! which is why the automatic learning rate is `max(n / exaggeration, 200)` (openTSNE's rule, applied
 //! per phase: `n / 12` during early exaggeration, `n` after).
 
+// Coordinate loops `for a in 0..D` index several fixed-size arrays in lockstep; iterators would
+// obscure them without being faster.
+#![allow(clippy::needless_range_loop)]
+
 mod affinity;
 mod bh;
 mod exact;
@@ -185,10 +189,10 @@ impl TsneParams {
         if !(s.early_exaggeration.is_finite() && s.early_exaggeration >= 1.0) {
             return err("early_exaggeration", format!("must be finite and >= 1, got {}", s.early_exaggeration));
         }
-        if let Some(lr) = s.learning_rate {
-            if !(lr.is_finite() && lr > 0.0) {
-                return err("learning_rate", format!("must be finite and > 0, got {lr}"));
-            }
+        if let Some(lr) = s.learning_rate
+            && !(lr.is_finite() && lr > 0.0)
+        {
+            return err("learning_rate", format!("must be finite and > 0, got {lr}"));
         }
         if !(s.theta.is_finite() && s.theta >= 0.0) {
             return err("theta", format!("must be finite and >= 0, got {}", s.theta));
