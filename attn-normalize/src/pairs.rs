@@ -1,0 +1,80 @@
+//! The query-key pairs that statistics are computed on.
+
+use attn_types::TokenTable;
+
+/// Query-key pairs grouped by query: query `groups[g].0` is paired with keys
+/// `keys[groups[g].1 .. groups[g].2]`. Every group has at least two keys.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PairSet {
+    pub groups: Vec<(u32, u32, u32)>,
+    pub keys: Vec<u32>,
+}
+
+impl PairSet {
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// `(query, key)` of every pair in storage order.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.groups.iter().flat_map(move |&(q, s, e)| {
+            self.keys[s as usize..e as usize]
+                .iter()
+                .map(move |&k| (q as usize, k as usize))
+        })
+    }
+}
+
+/// SplitMix64 finalizer: a cheap, well-mixed hash, so pair selection depends only on
+/// `(seed, query, key)` and never on iteration order or thread count.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The pairs of one head: within each sequence, every query with every key it may attend to
+/// (`key position <= query position` when `causal`), dropping queries that see fewer than two keys.
+/// When there are more than `max_pairs`, each pair is kept independently with probability
+/// `max_pairs / total` by a seeded hash, so about `max_pairs` remain.
+pub(crate) fn build_pairs(tokens: &TokenTable, causal: bool, max_pairs: usize, seed: u64) -> PairSet {
+    let spans = tokens.sequences();
+    let visible = |pos: usize, len: usize| if causal { pos + 1 } else { len };
+    let total: u128 = spans
+        .iter()
+        .flat_map(|s| (0..s.len).map(move |p| visible(p, s.len)))
+        .filter(|&n| n >= 2)
+        .map(|n| n as u128)
+        .sum();
+    // Threshold on a 64-bit hash; `None` keeps everything.
+    let threshold = (total > max_pairs as u128)
+        .then(|| ((max_pairs as f64 / total as f64) * u64::MAX as f64) as u64);
+    let seed_hash = mix(seed);
+    let mut out = PairSet::default();
+    for span in &spans {
+        for p in 0..span.len {
+            let n = visible(p, span.len);
+            if n < 2 {
+                continue;
+            }
+            let q = span.start + p;
+            let start = out.keys.len();
+            for k in span.start..span.start + n {
+                let keep = threshold.is_none_or(|t| {
+                    mix(seed_hash ^ mix(((q as u64) << 32) ^ k as u64)) < t
+                });
+                if keep {
+                    out.keys.push(k as u32);
+                }
+            }
+            if out.keys.len() - start >= 2 {
+                out.groups.push((q as u32, start as u32, out.keys.len() as u32));
+            } else {
+                out.keys.truncate(start);
+            }
+        }
+    }
+    out
+}
