@@ -8,6 +8,7 @@ use crate::error::VizError;
 
 /// Which tokens to hide (their attention is removed and each row renormalized).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HideTokens {
     /// Hide special tokens (`[CLS]`, `[SEP]`, ...).
     pub special: bool,
@@ -37,6 +38,7 @@ impl HideTokens {
 
 /// Options of the Sentence View.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SentenceOptions {
     /// Tokens to hide.
     pub hide: HideTokens,

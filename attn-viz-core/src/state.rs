@@ -25,7 +25,8 @@ pub enum SearchMode {
 pub struct Search {
     /// The string searched for; an empty string matches nothing.
     pub text: String,
-    /// How it matches.
+    /// How it matches (substring when absent from JSON).
+    #[serde(default)]
     pub mode: SearchMode,
 }
 
@@ -78,6 +79,7 @@ pub struct Selection {
 
 /// Label geometry in normalized view units (the view's points lie in `[0, 1]^2`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LabelStyle {
     /// Approximate width of one character.
     pub char_width: f32,
@@ -101,8 +103,9 @@ impl Default for LabelStyle {
 }
 
 /// Everything the user set; one value drives both the Matrix View and the Single View so that they stay
-/// in sync.
+/// in sync. Deserializes from partial JSON: missing fields take their [`Default`] values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ViewState {
     /// Projection method every head must have been projected with (`None`: accept any, but still one for
     /// all heads).

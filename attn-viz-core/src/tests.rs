@@ -817,3 +817,55 @@ fn snapshot_similarity_and_signatures() {
     insta::assert_json_snapshot!("head_similarity", head_similarity(&m).unwrap());
     insta::assert_json_snapshot!("head_signatures", head_signatures(&m).unwrap());
 }
+
+#[test]
+fn state_deserializes_from_partial_json() {
+    let s: ViewState = serde_json::from_str(
+        r#"{"head": {"layer": 1, "head": 2}, "dims": 3, "search": {"text": "the"},
+            "selected": {"token": 4, "role": "key"}, "encoding": "discrete_position"}"#,
+    )
+    .unwrap();
+    assert_eq!(s.head, HeadId::new(1, 2));
+    assert_eq!(s.dims, 3);
+    assert_eq!(s.search, Some(Search::substring("the")));
+    assert_eq!(
+        s.selected,
+        Some(Selection {
+            token: 4,
+            role: Role::Key
+        })
+    );
+    assert_eq!(s.encoding, ColorEncoding::DiscretePosition);
+    assert_eq!(s.labels, LabelStyle::default());
+    assert_eq!(s.cluster_eps, DEFAULT_CLUSTER_EPS);
+    let back: ViewState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(back, s);
+    let o: SentenceOptions = serde_json::from_str(r#"{"hide": {"first": true}}"#).unwrap();
+    assert!(o.hide.first && !o.hide.special && o.focus.is_none());
+}
+
+#[test]
+fn three_dimensional_cells() {
+    // A 2 x 1 x 0.5 box: x fills [0, 1], y is centred in [0.25, 0.75], z in [0.375, 0.625].
+    let rows: Vec<[f32; 3]> = (0..14)
+        .map(|i| match i % 2 {
+            0 => [0.0, 0.0, 0.0],
+            _ => [2.0, 1.0, 0.5],
+        })
+        .collect();
+    let mut p = HeadProjection {
+        coords: Matrix::from_rows(&rows).unwrap(),
+        ..h00_proj()
+    };
+    p.spec.dims = 3;
+    let t = text_tokens();
+    let m = ModelData::new(&t, 1, 1, vec![HeadData::new(HeadId::new(0, 0), &p)]).unwrap();
+    let s = ViewState {
+        dims: 3,
+        ..Default::default()
+    };
+    let v = matrix_view(&m, &s).unwrap();
+    assert_eq!(v.cells[0].positions[0], [0.0, 0.25, 0.375]);
+    assert_eq!(v.cells[0].positions[1], [1.0, 0.75, 0.625]);
+    assert_eq!(single_view(&m, &s).unwrap().points[1].position, [1.0, 0.75, 0.625]);
+}
