@@ -34,7 +34,7 @@ pub use signature::{
     head_signatures, label_of,
 };
 pub use similarity::{
-    HeadSimilarity, classical_mds, head_divergence, head_similarity, jensen_shannon,
+    HeadSimilarity, classical_mds, head_divergence, head_groups, head_similarity, jensen_shannon,
 };
 pub use single::{
     AttentionLine, HeadNav, MIN_LINE_WEIGHT, SIZE_MAX, SIZE_MIN, SelectedPoint, SingleView,

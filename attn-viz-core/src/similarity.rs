@@ -83,6 +83,54 @@ pub fn head_similarity(model: &ModelData<'_>) -> Result<HeadSimilarity, VizError
     })
 }
 
+/// Groups of similar heads: average-linkage agglomerative clustering of `sim.divergence`, merging the
+/// two closest groups while their mean pairwise divergence is at most `max_divergence`. Returns a group
+/// id per head of `sim.heads`, numbered in order of each group's first head. Deterministic (ties merge
+/// the lowest-indexed pair first).
+pub fn head_groups(sim: &HeadSimilarity, max_divergence: f32) -> Vec<usize> {
+    let n = sim.heads.len();
+    if sim.divergence.len() != n * n {
+        return (0..n).collect();
+    }
+    let mut groups: Vec<Vec<usize>> = (0..n).map(|i| vec![i]).collect();
+    loop {
+        let mut best: Option<(f64, usize, usize)> = None;
+        for a in 0..groups.len() {
+            for b in a + 1..groups.len() {
+                let total: f64 = groups[a]
+                    .iter()
+                    .flat_map(|&i| groups[b].iter().map(move |&j| (i, j)))
+                    .map(|(i, j)| f64::from(sim.divergence[i * n + j]))
+                    .sum();
+                let mean = total / (groups[a].len() * groups[b].len()) as f64;
+                if best.is_none_or(|(m, _, _)| mean < m) {
+                    best = Some((mean, a, b));
+                }
+            }
+        }
+        match best {
+            Some((m, a, b)) if m <= f64::from(max_divergence) => {
+                let merged = groups.remove(b);
+                groups[a].extend(merged);
+            }
+            _ => break,
+        }
+    }
+    let mut ids = vec![0usize; n];
+    let mut firsts: Vec<(usize, usize)> = groups
+        .iter()
+        .enumerate()
+        .map(|(g, members)| (members.iter().copied().min().unwrap_or(0), g))
+        .collect();
+    firsts.sort_unstable();
+    for (new_id, &(_, g)) in firsts.iter().enumerate() {
+        for &i in &groups[g] {
+            ids[i] = new_id;
+        }
+    }
+    ids
+}
+
 /// Mean over all query rows of the row entropy (bits).
 fn mean_row_entropy(att: &[SequenceAttention]) -> f64 {
     let (mut s, mut rows) = (0.0f64, 0usize);

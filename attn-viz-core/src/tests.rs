@@ -869,3 +869,19 @@ fn three_dimensional_cells() {
     assert_eq!(v.cells[0].positions[1], [1.0, 0.75, 0.625]);
     assert_eq!(single_view(&m, &s).unwrap().points[1].position, [1.0, 0.75, 0.625]);
 }
+
+#[test]
+fn similar_heads_are_grouped() {
+    // Heads 0 and 2 nearly identical, head 1 far from both.
+    let sim = HeadSimilarity {
+        heads: vec![HeadId::new(0, 0), HeadId::new(0, 1), HeadId::new(0, 2)],
+        divergence: vec![0.0, 0.6, 0.01, 0.6, 0.0, 0.5, 0.01, 0.5, 0.0],
+        similarity: vec![],
+        layout: vec![],
+    };
+    assert_eq!(head_groups(&sim, 0.05), vec![0, 1, 0]);
+    // Merging {0, 2} with 1 costs (0.6 + 0.5) / 2 = 0.55.
+    assert_eq!(head_groups(&sim, 0.56), vec![0, 0, 0]);
+    assert_eq!(head_groups(&sim, 0.54), vec![0, 1, 0]);
+    assert_eq!(head_groups(&sim, 0.0), vec![0, 1, 2]);
+}
