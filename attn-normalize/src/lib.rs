@@ -27,7 +27,7 @@ impl Normalizer {
 }
 
 /// Unchecked normalization parameters (a builder). Defaults: translate and scale on, bidirectional
-/// pairs, near percentile 20, at most 200,000 pairs, seed 0, scale searched in `[0.05, 20]`.
+/// pairs, near percentile 80, at most 200,000 pairs, seed 0, scale searched in `[0.05, 20]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NormalizerParams {
     translate: bool,
@@ -46,7 +46,7 @@ impl Default for NormalizerParams {
             translate: true,
             scale: true,
             causal: false,
-            near_percentile: 20.0,
+            near_percentile: 80.0,
             max_pairs: 200_000,
             seed: 0,
             scale_min: 0.05,
@@ -75,8 +75,9 @@ impl NormalizerParams {
         self
     }
 
-    /// Percentile `p` in `(0, 100]` of the head's query-key distances below which pairs count as
-    /// "near" and get weight in the scale objective (default 20).
+    /// Percentile `p` in `(0, 100]` of the head's query-key distances: pairs below it get weight
+    /// `(T - d)^2` in the scale objective, the rest none (default 80; see the crate docs for why not
+    /// a low percentile).
     pub fn near_percentile(mut self, p: f32) -> Self {
         self.near_percentile = p;
         self
@@ -376,7 +377,13 @@ fn rank_correlations(v: &HeadVectors, pairs: &PairSet) -> (f32, f32) {
         dots.push(s);
     }
     let z = |r: f64| if r.is_finite() { r as f32 } else { 0.0 };
-    (z(stats::spearman_f64(&cos, &dots)), z(stats::spearman_f64(&euc, &dots)))
+    if n < 2 {
+        return (0.0, 0.0);
+    }
+    // Rank the dot products once for both correlations.
+    let rd = stats::average_ranks(&dots);
+    let rho = |x: &[f64]| z(stats::pearson(&stats::average_ranks(x), &rd));
+    (rho(&cos), rho(&euc))
 }
 
 fn diagnostics_on(before: &HeadVectors, after: &HeadVectors, pairs: &PairSet, near: f64) -> HeadDiagnostics {

@@ -106,11 +106,11 @@ impl Objective {
         let rank = rank.min(d.len() - 1);
         let (_, t, _) = scratch.select_nth_unstable_by(rank, f64::total_cmp);
         let t = *t;
-        let w: Vec<f64> = d
-            .iter()
-            .map(|&di| if di < t { (t - di) * (t - di) } else { 0.0 })
-            .collect();
-        let r = weighted_pearson(&d, &self.logit, &w);
+        // Reuse the scratch buffer for the weights.
+        for (w, &di) in scratch.iter_mut().zip(&d) {
+            *w = if di < t { (t - di) * (t - di) } else { 0.0 };
+        }
+        let r = weighted_pearson(&d, &self.logit, &scratch);
         if r.is_finite() { r } else { 0.0 }
     }
 
@@ -118,7 +118,7 @@ impl Objective {
     /// point, golden-section search refines inside the bracket. Returns `(ln c, value)`. When the
     /// optimum is no better than `c = 1` (and 1 is in range), returns `c = 1`: nothing to gain.
     pub fn minimize(&self, lo: f64, hi: f64) -> (f64, f64) {
-        const GRID: usize = 25;
+        const GRID: usize = 13;
         const TOL: f64 = 1e-4;
         let step = (hi - lo) / (GRID - 1) as f64;
         let grid: Vec<(f64, f64)> = (0..GRID)

@@ -63,7 +63,7 @@ pub(crate) fn build_pairs(tokens: &TokenTable, causal: bool, max_pairs: usize, s
             let start = out.keys.len();
             for k in span.start..span.start + n {
                 let keep = threshold.is_none_or(|t| {
-                    mix(seed_hash ^ mix(((q as u64) << 32) ^ k as u64)) < t
+                    mix(seed_hash ^ (((q as u64) << 32) | k as u64)) < t
                 });
                 if keep {
                     out.keys.push(k as u32);

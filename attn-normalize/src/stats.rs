@@ -28,20 +28,21 @@ pub(crate) fn spearman_f64(a: &[f64], b: &[f64]) -> f64 {
 
 /// 1-based ranks with ties averaged.
 pub(crate) fn average_ranks(v: &[f64]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..v.len()).collect();
-    // Stable sort with a total order, so equal values keep index order and the result is reproducible.
-    order.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
+    // Sorting (value, index) pairs keeps the comparison cache-friendly; the index breaks ties, so
+    // the order is total and the result reproducible.
+    let mut order: Vec<(f64, u32)> = v.iter().enumerate().map(|(i, &x)| (x, i as u32)).collect();
+    order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let mut ranks = vec![0.0; v.len()];
     let mut start = 0;
     while start < order.len() {
         let mut end = start + 1;
-        while end < order.len() && v[order[end]] == v[order[start]] {
+        while end < order.len() && order[end].0 == order[start].0 {
             end += 1;
         }
         // Positions start..end (0-based) hold rank (start+1 + end) / 2 on average.
         let avg = (start + 1 + end) as f64 / 2.0;
-        for &i in &order[start..end] {
-            ranks[i] = avg;
+        for &(_, i) in &order[start..end] {
+            ranks[i as usize] = avg;
         }
         start = end;
     }

@@ -149,7 +149,8 @@ proptest! {
 fn recovers_the_scale_of_a_mirrored_head() {
     // Keys mirror the (centred) queries, k = b x + m, q = a x with mean(x) = 0. Then the objective
     // satisfies r(c) = r(c0^2 / c) with c0 = sqrt(b / a) (distances of (i, j) at c equal those of
-    // (j, i) at c0^2 / c, and the centred logits are symmetric), so its unique minimum is c0.
+    // (j, i) at c0^2 / c, and the centred logits are symmetric): the optimum is c0 or a mirror pair
+    // around it.
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let (n, d, groups) = (48, 12, 4);
     let mut x: Vec<f32> = Vec::new();
@@ -170,14 +171,20 @@ fn recovers_the_scale_of_a_mirrored_head() {
         let c0 = (b / a).sqrt();
         // The symmetry itself, through the public API.
         for delta in [0.2f32, 0.7, 1.3] {
-            let lo = objective_at(&v, &tokens, c0 * (-delta).exp(), true, 20.0);
-            let hi = objective_at(&v, &tokens, c0 * delta.exp(), true, 20.0);
+            let lo = objective_at(&v, &tokens, c0 * (-delta).exp(), true, 80.0);
+            let hi = objective_at(&v, &tokens, c0 * delta.exp(), true, 80.0);
             assert!((lo - hi).abs() < 2e-4, "a={a} b={b} delta={delta}: {lo} vs {hi}");
         }
         let out = Normalizer::params().check().unwrap().normalize(&v, &tokens).unwrap();
-        let err = (out.params.scale / c0).ln().abs();
-        eprintln!("mirrored a={a} b={b}: c={} c0={c0} {:?}", out.params.scale, out.diagnostics);
-        assert!(err < 0.02, "a={a} b={b}: found c={} expected {c0}", out.params.scale);
+        // The minimizers come in mirror pairs (c, c0^2 / c); with this data the curve has a shallow
+        // dip on each side of c0, so the optimizer must land close to c0, on either side, with the
+        // mirror scale scoring the same.
+        let c = out.params.scale;
+        let err = (c / c0).ln().abs();
+        assert!(err < 0.15, "a={a} b={b}: found c={c} expected about {c0}");
+        let r = out.diagnostics.weighted_corr_after;
+        assert!(r <= objective_at(&v, &tokens, c0, true, 80.0) + 1e-5);
+        assert!((objective_at(&v, &tokens, c0 * c0 / c, true, 80.0) - r).abs() < 2e-4);
         // Balanced norms after normalization.
         let mean = |m: &Matrix| m.row_norms().iter().sum::<f32>() / n as f32;
         let ratio = mean(&out.vectors.queries) / mean(&out.vectors.keys);
@@ -209,9 +216,25 @@ fn optimizer_finds_the_global_optimum_of_a_fine_scan() {
             }
         }
         let found = out.diagnostics.weighted_corr_after;
-        eprintln!("scan seed {seed}: found {found} at c={}, scan {} at c={}; {:?}", out.params.scale, best.0, best.1, out.diagnostics);
         assert!(found <= best.0 + 1e-3, "seed {seed}: optimizer {found} at c={} vs scan {} at c={}", out.params.scale, best.0, best.1);
         assert!(found < out.diagnostics.weighted_corr_before || found < -0.5, "{:?}", out.diagnostics);
+    }
+}
+
+#[test]
+fn clustered_heads_get_balanced_scales() {
+    // Queries and keys of a cluster share a direction; query spread ~a, key spread ~b (noise
+    // independent, so no exact symmetry). The clouds overlap best at c = sqrt(b / a).
+    for (seed, a, b) in [(3u64, 1.0f32, 1.0f32), (1, 5.0, 0.4), (2, 0.5, 3.0), (4, 8.0, 0.25)] {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let tokens = table(&[9, 14, 7, 12, 10]);
+        let v = clustered_head(&mut rng, tokens.len(), 10, 5, a, b);
+        let out = Normalizer::params().check().unwrap().normalize(&v, &tokens).unwrap();
+        let c0 = (b / a).sqrt();
+        assert!((out.params.scale / c0).ln().abs() < 0.35, "a={a} b={b}: c={} vs {c0}", out.params.scale);
+        // Distance tracks attention better after normalization.
+        let dg = out.diagnostics;
+        assert!(dg.spearman_euclidean_after < dg.spearman_euclidean_before.min(-0.7), "{dg:?}");
     }
 }
 
