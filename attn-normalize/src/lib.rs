@@ -9,6 +9,9 @@ use attn_types::{HeadDiagnostics, HeadVectors, Matrix, NormalizationParams, Norm
 use rayon::prelude::*;
 
 pub use error::NormalizeError;
+
+/// This crate's version, recorded in dataset provenance.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub use stats::spearman;
 
 use objective::{Objective, centroid};
