@@ -25,6 +25,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// Version of this crate, recorded in dataset provenance.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// Version of the on-disk and serialized data model. Readers refuse data from a newer version.
 pub const DATA_MODEL_VERSION: u32 = 1;
 
@@ -582,10 +585,11 @@ pub struct Extraction {
 /// The free parameters of one head's normalization (both leave every attention value unchanged).
 ///
 /// Applied as `q' = c * q` and `k' = (k + t) / c`, where `t` is [`Self::key_translation`] and `c`
-/// [`Self::scale`].
+/// [`Self::scale`]. With `t = c^2 mean(q) - mean(k)` the query and key centroids coincide after
+/// scaling; every logit of a query shifts by the same `q . t`, so softmax attention is unchanged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NormalizationParams {
-    /// Vector added to every key (`mean(q) - mean(k)` by default); empty when translation is off.
+    /// Vector added to every key (`c^2 mean(q) - mean(k)` by default); empty when translation is off.
     pub key_translation: Vec<f32>,
     /// Query scale `c > 0`; keys are divided by it. 1 when scaling is off.
     pub scale: f32,
