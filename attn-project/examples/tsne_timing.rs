@@ -49,6 +49,9 @@ fn main() {
     let t = Instant::now();
     let emb = pool.install(|| params.fit(&data)).unwrap_or_else(|e| panic!("{e}"));
     let secs = t.elapsed().as_secs_f64();
+    let c = emb.coords.as_slice();
+    let (lo, hi) = c.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    println!("span {lo:.1}..{hi:.1}");
     let tw = pool.install(|| trustworthiness(&data, &emb.coords, 10, Metric::Cosine)).unwrap_or(f32::NAN);
     println!(
         "n={n} dims={dims} {:?}: {secs:.2}s KL={:?} T@10={tw:.4} repulsion={:?}",

@@ -7,6 +7,7 @@
 //! - [`knn`]: picks exact up to [`EXACT_KNN_MAX_N`] points, approximate above.
 
 use attn_types::{Matrix, Metric};
+use nalgebra::{DMatrixView, DMatrixViewMut};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -17,7 +18,7 @@ use crate::util::{check_data, dot, hash4, prepare_rows, sq_dist};
 /// [`knn`] uses the exact search up to this many points and NN-descent above. Chosen where the
 /// O(n²) brute force stops being cheaper than NN-descent at the t-SNE neighbourhood size (k = 90,
 /// d = 64); see the crate README for the measurements.
-pub const EXACT_KNN_MAX_N: usize = 8_000;
+pub const EXACT_KNN_MAX_N: usize = 20_000;
 
 /// The `k` nearest neighbours of every point, self excluded, sorted by ascending distance.
 ///
@@ -95,11 +96,14 @@ pub fn knn(data: &Matrix, k: usize, metric: Metric, seed: u64) -> Result<KnnGrap
 }
 
 /// Query rows per parallel task of the exact search.
-const QUERY_BLOCK: usize = 32;
-/// Candidate rows per cache tile of the exact search (256 rows x 64 dims x 4 B = 64 KiB).
-const TILE: usize = 256;
+const QUERY_BLOCK: usize = 64;
+/// Shapes at or below this use plain dot products instead of SGEMM.
+const GEMM_MIN: usize = 5;
+/// Candidate rows per SGEMM call of the exact search.
+const TILE: usize = 2048;
 
-/// Exact kNN by blocked brute force: O(n² d) time, O(n) memory per task. Ties are broken by index.
+/// Exact kNN by blocked brute force: O(n² d) time, O(64 n) memory per task. Ties are broken by
+/// index.
 pub fn exact_knn(data: &Matrix, k: usize, metric: Metric) -> Result<KnnGraph, ProjectError> {
     check_data(data)?;
     let (n, d) = data.shape();
@@ -117,19 +121,35 @@ pub fn exact_knn(data: &Matrix, k: usize, metric: Metric) -> Result<KnnGraph, Pr
         .for_each(|(b, (idx_out, dist_out))| {
             let q0 = b * QUERY_BLOCK;
             let nq = idx_out.len() / k;
+            // Inner products of the block against a tile of candidates by one SGEMM
+            // (matrixmultiply: register-blocked, runtime-detected AVX/FMA, single-threaded, so the
+            // values do not depend on the thread count), written straight into the row buffers.
             let mut buf = vec![0f32; nq * n];
+            let q = DMatrixView::from_slice_with_strides(&rows[q0 * d..(q0 + nq) * d], nq, d, d, 1);
             for t0 in (0..n).step_by(TILE) {
                 let t1 = (t0 + TILE).min(n);
-                for qi in 0..nq {
-                    let q = &rows[(q0 + qi) * d..(q0 + qi + 1) * d];
-                    let out = &mut buf[qi * n + t0..qi * n + t1];
-                    for (o, j) in out.iter_mut().zip(t0..t1) {
-                        let ip = dot(q, &rows[j * d..(j + 1) * d]);
-                        *o = match metric {
-                            Metric::Cosine => 1.0 - ip,
-                            Metric::Euclidean => sq_norms[q0 + qi] + sq_norms[j] - 2.0 * ip,
-                        };
+                let c = DMatrixView::from_slice_with_strides(&rows[t0 * d..t1 * d], d, t1 - t0, 1, d);
+                if d > GEMM_MIN && nq > GEMM_MIN && t1 - t0 > GEMM_MIN {
+                    let mut out = DMatrixViewMut::from_slice_with_strides_mut(&mut buf[t0..], nq, t1 - t0, n, 1);
+                    out.gemm(1.0, &q, &c, 0.0);
+                } else {
+                    // nalgebra only hands shapes above 5 to matrixmultiply; its fallback for
+                    // small shapes mishandles strided output views, so small cases are done here.
+                    for qi in 0..nq {
+                        let qrow = &rows[(q0 + qi) * d..(q0 + qi + 1) * d];
+                        for j in t0..t1 {
+                            buf[qi * n + j] = dot(qrow, &rows[j * d..(j + 1) * d]);
+                        }
                     }
+                }
+            }
+            for (qi, row) in buf.chunks_exact_mut(n).enumerate() {
+                let nq2 = sq_norms[q0 + qi];
+                for (o, nj) in row.iter_mut().zip(&sq_norms) {
+                    *o = match metric {
+                        Metric::Cosine => 1.0 - *o,
+                        Metric::Euclidean => nq2 + nj - 2.0 * *o,
+                    };
                 }
             }
             let mut cand: Vec<(f32, u32)> = Vec::with_capacity(n);

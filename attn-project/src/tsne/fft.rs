@@ -36,6 +36,8 @@ pub(crate) struct FftRepulsion {
     kern: Vec<Complex32>,
     ta: Vec<Complex32>,
     tb: Vec<Complex32>,
+    /// `(m, h bits)` of the kernel spectrum held in `kern`, to skip recomputing it.
+    kern_key: Option<(usize, u32)>,
 }
 
 /// Smallest integer >= `n` whose only prime factors are 2, 3 and 5 (fast FFT sizes).
@@ -97,6 +99,7 @@ impl FftRepulsion {
             self.fwd = Some(planner.plan_fft_forward(m));
             self.inv = Some(planner.plan_fft_inverse(m));
             self.m = m;
+            self.kern_key = None;
             for v in [&mut self.a, &mut self.b, &mut self.kern, &mut self.ta, &mut self.tb] {
                 v.clear();
                 v.resize(m * m, Complex32::new(0.0, 0.0));
@@ -115,8 +118,15 @@ impl FftRepulsion {
             }
         }
         let span = (hi - lo).max(1e-6);
-        let nb = smooth_at_least(((span * BOXES_PER_UNIT).ceil() as usize).max(MIN_BOXES));
-        let box_w = span / nb as f32;
+        // Once the layout spans MIN_BOXES units, boxes are exactly 1 / BOXES_PER_UNIT wide so the
+        // kernel (which depends only on the grid spacing and size) is reused across iterations;
+        // before that the boxes shrink to keep MIN_BOXES of them across the layout.
+        let (nb, box_w) = if span * BOXES_PER_UNIT >= MIN_BOXES as f32 {
+            let nb = smooth_at_least((span * BOXES_PER_UNIT).ceil() as usize + 1);
+            (nb, 1.0 / BOXES_PER_UNIT)
+        } else {
+            (MIN_BOXES, span / MIN_BOXES as f32)
+        };
         let h = box_w / P as f32;
         let ng = nb * P;
         let m = 2 * ng;
@@ -153,26 +163,29 @@ impl FftRepulsion {
         }
         // Kernel on the circulant grid: offsets 0..ng-1 then -(ng)..-1.
         let h2 = h * h;
-        let off = |i: usize| -> f32 {
-            let d = if i < ng { i as f32 } else { i as f32 - m as f32 };
-            d * d
-        };
-        self.kern.par_chunks_mut(m).enumerate().for_each(|(i, row)| {
-            let di = off(i);
-            for (j, c) in row.iter_mut().enumerate() {
-                let w = 1.0 / (1.0 + h2 * (di + off(j)));
-                *c = Complex32::new(w * w, 0.0);
-            }
-        });
-        // Forward 2D FFTs: rows (only the first ng are non-zero for the charges), transpose, rows.
-        rows_fft(&mut self.kern, m, m, &fwd);
+        if self.kern_key != Some((m, h.to_bits())) {
+            let off = |i: usize| -> f32 {
+                let d = if i < ng { i as f32 } else { i as f32 - m as f32 };
+                d * d
+            };
+            self.kern.par_chunks_mut(m).enumerate().for_each(|(i, row)| {
+                let di = off(i);
+                for (j, c) in row.iter_mut().enumerate() {
+                    let w = 1.0 / (1.0 + h2 * (di + off(j)));
+                    *c = Complex32::new(w * w, 0.0);
+                }
+            });
+            rows_fft(&mut self.kern, m, m, &fwd);
+            transpose(&self.kern, &mut self.ta, m);
+            std::mem::swap(&mut self.kern, &mut self.ta);
+            rows_fft(&mut self.kern, m, m, &fwd);
+            self.kern_key = Some((m, h.to_bits()));
+        }
+        // Forward 2D FFTs of the charges: rows (only the first ng are non-zero), transpose, rows.
         rows_fft(&mut self.a, m, ng, &fwd);
         rows_fft(&mut self.b, m, ng, &fwd);
-        transpose(&self.kern, &mut self.ta, m);
-        std::mem::swap(&mut self.kern, &mut self.ta);
         transpose(&self.a, &mut self.ta, m);
         transpose(&self.b, &mut self.tb, m);
-        rows_fft(&mut self.kern, m, m, &fwd);
         rows_fft(&mut self.ta, m, m, &fwd);
         rows_fft(&mut self.tb, m, m, &fwd);
         let kern = &self.kern;
