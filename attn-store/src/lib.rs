@@ -1,1 +1,22 @@
-//! attn-store (work in progress).
+#![doc = include_str!("../README.md")]
+
+mod dataset;
+mod error;
+mod files;
+mod json;
+mod pq;
+
+pub use dataset::{
+    ATTENTION_FILE, Dataset, HEADS_DIR, META_FILE, PROJECTIONS_DIR, TOKENS_FILE, VALUE_NORMS_FILE,
+    VECTORS_FILE, head_dir_name, parse_head_dir_name, parse_projection_file_name,
+    projection_file_name,
+};
+pub use error::StoreError;
+pub use files::{
+    KV_HEAD, KV_NORMALIZATION, KV_PROJECTION, KV_SEQUENCES, StoredHead, attention_schema,
+    projection_schema, read_attention_file, read_projection_file, read_tokens_file,
+    read_value_norms_file, read_vectors_file, tokens_schema, value_norms_schema, vectors_schema,
+    write_attention_file, write_projection_file, write_tokens_file, write_value_norms_file,
+    write_vectors_file,
+};
+pub use pq::KV_SCHEMA_VERSION;

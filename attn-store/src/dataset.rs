@@ -1,0 +1,384 @@
+//! The dataset directory: `meta.json`, `tokens.parquet` and one folder per head.
+
+use std::path::{Path, PathBuf};
+
+use attn_types::{
+    DATA_MODEL_VERSION, DatasetMeta, HeadId, HeadProjection, HeadVectors, NormalizedHead,
+    ProjectionMethod, SequenceAttention, TokenTable,
+};
+
+use crate::StoreError;
+use crate::files::{
+    StoredHead, read_attention_file, read_projection_file, read_tokens_file,
+    read_value_norms_file, read_vectors_file, write_attention_file, write_projection_file,
+    write_tokens_file, write_value_norms_file, write_vectors_file,
+};
+use crate::pq::{temp_path, write_bytes_atomic};
+
+/// File name of the dataset metadata.
+pub const META_FILE: &str = "meta.json";
+/// File name of the token table.
+pub const TOKENS_FILE: &str = "tokens.parquet";
+/// Folder holding one sub-folder per head.
+pub const HEADS_DIR: &str = "heads";
+/// Per-head file of query/key vectors (its presence marks the head as done).
+pub const VECTORS_FILE: &str = "vectors.parquet";
+/// Per-head file of attention weights.
+pub const ATTENTION_FILE: &str = "attention.parquet";
+/// Per-head file of value norms.
+pub const VALUE_NORMS_FILE: &str = "value_norms.parquet";
+/// Per-head folder of projections.
+pub const PROJECTIONS_DIR: &str = "projections";
+
+/// Folder name of a head: `L{layer:02}H{head:02}` (sorts in layer-major order for < 100 heads).
+pub fn head_dir_name(head: HeadId) -> String {
+    format!("L{:02}H{:02}", head.layer, head.head)
+}
+
+/// Parses a folder name written by [`head_dir_name`].
+pub fn parse_head_dir_name(name: &str) -> Option<HeadId> {
+    let rest = name.strip_prefix('L')?;
+    let (l, h) = rest.split_once('H')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(l) || !digits(h) {
+        return None;
+    }
+    Some(HeadId::new(l.parse().ok()?, h.parse().ok()?))
+}
+
+/// File name of a projection: `{method}_{dims}d.parquet`.
+pub fn projection_file_name(method: ProjectionMethod, dims: u8) -> String {
+    format!("{}_{dims}d.parquet", method.as_str())
+}
+
+/// Parses a file name written by [`projection_file_name`].
+pub fn parse_projection_file_name(name: &str) -> Option<(ProjectionMethod, u8)> {
+    let stem = name.strip_suffix("d.parquet")?;
+    let (method, dims) = stem.rsplit_once('_')?;
+    Some((method.parse().ok()?, dims.parse().ok()?))
+}
+
+/// An attnviz dataset on disk. Every write is atomic (temporary file + rename), so a file that exists
+/// is complete; this is what makes runs resumable and lets shards write disjoint heads concurrently.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    dir: PathBuf,
+    meta: DatasetMeta,
+}
+
+/// Reads and checks `meta.json`: the version is checked before the rest is parsed, so that a future
+/// format is reported as such rather than as a parse error.
+fn read_meta(path: &Path) -> Result<DatasetMeta, StoreError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            StoreError::NotFound {
+                path: path.to_path_buf(),
+                what: "dataset metadata (is this an attnviz dataset directory?)".into(),
+            }
+        } else {
+            StoreError::io(path, e)
+        }
+    })?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| StoreError::json(path, META_FILE, e.to_string()))?;
+    let version = value
+        .get("schema_version")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| StoreError::json(path, "schema_version", "missing or not an unsigned integer"))?;
+    if version > u64::from(DATA_MODEL_VERSION) {
+        return Err(StoreError::FutureVersion {
+            path: path.to_path_buf(),
+            found: u32::try_from(version).unwrap_or(u32::MAX),
+            supported: DATA_MODEL_VERSION,
+        });
+    }
+    // serde's message names the offending field (e.g. "missing field `num_heads`").
+    serde_json::from_value(value).map_err(|e| StoreError::json(path, META_FILE, e.to_string()))
+}
+
+/// The first model field in which two metas differ, as `(field, existing, requested)`.
+fn model_difference(existing: &DatasetMeta, requested: &DatasetMeta) -> Option<(String, String, String)> {
+    let (a, b) = (&existing.model, &requested.model);
+    let fields = [
+        ("model.id", a.id.clone(), b.id.clone()),
+        ("model.architecture", a.architecture.to_string(), b.architecture.to_string()),
+        ("model.num_layers", a.num_layers.to_string(), b.num_layers.to_string()),
+        ("model.num_heads", a.num_heads.to_string(), b.num_heads.to_string()),
+        ("model.head_dim", a.head_dim.to_string(), b.head_dim.to_string()),
+        ("model.config", a.config.to_string(), b.config.to_string()),
+    ];
+    fields
+        .into_iter()
+        .find(|(_, x, y)| x != y)
+        .map(|(f, x, y)| (f.to_string(), x, y))
+}
+
+impl Dataset {
+    /// Creates a dataset in `dir` (making the directory if needed), or opens the existing one there to
+    /// resume or to add a shard's heads. An existing dataset must be for the same model (id,
+    /// architecture, sizes and config), else [`StoreError::Incompatible`]; its `meta.json` is kept as
+    /// is (the first writer's run info wins).
+    ///
+    /// Safe against a concurrent `create` in another process: `meta.json` is written to a temporary
+    /// file and hard-linked into place, which fails rather than overwrites if the other won.
+    pub fn create(dir: impl AsRef<Path>, meta: &DatasetMeta) -> Result<Dataset, StoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        if meta.schema_version > DATA_MODEL_VERSION {
+            return Err(StoreError::FutureVersion {
+                path: dir.join(META_FILE),
+                found: meta.schema_version,
+                supported: DATA_MODEL_VERSION,
+            });
+        }
+        let heads = dir.join(HEADS_DIR);
+        std::fs::create_dir_all(&heads).map_err(|e| StoreError::io(&heads, e))?;
+        let path = dir.join(META_FILE);
+        if !path.exists() {
+            let text = serde_json::to_string_pretty(meta)
+                .map_err(|e| StoreError::json(&path, META_FILE, e.to_string()))?;
+            let tmp = temp_path(&path);
+            write_bytes_atomic(&tmp, text.as_bytes())?;
+            let linked = std::fs::hard_link(&tmp, &path);
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => {
+                    return Ok(Dataset {
+                        dir,
+                        meta: meta.clone(),
+                    });
+                }
+                // Another process created it first: fall through and check compatibility.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(StoreError::io(&path, e)),
+            }
+        }
+        let existing = read_meta(&path)?;
+        if let Some((field, existing, requested)) = model_difference(&existing, meta) {
+            return Err(StoreError::Incompatible {
+                path,
+                field,
+                existing,
+                requested,
+            });
+        }
+        Ok(Dataset {
+            dir,
+            meta: existing,
+        })
+    }
+
+    /// Opens an existing dataset, checking that its `meta.json` is not from a newer data model.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Dataset, StoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        let meta = read_meta(&dir.join(META_FILE))?;
+        Ok(Dataset { dir, meta })
+    }
+
+    /// The dataset's metadata.
+    pub fn meta(&self) -> &DatasetMeta {
+        &self.meta
+    }
+
+    /// The dataset directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The folder of one head (which may not exist yet).
+    pub fn head_dir(&self, head: HeadId) -> PathBuf {
+        self.dir.join(HEADS_DIR).join(head_dir_name(head))
+    }
+
+    /// Path of `tokens.parquet`.
+    pub fn tokens_path(&self) -> PathBuf {
+        self.dir.join(TOKENS_FILE)
+    }
+
+    /// Path of a head's `vectors.parquet`.
+    pub fn vectors_path(&self, head: HeadId) -> PathBuf {
+        self.head_dir(head).join(VECTORS_FILE)
+    }
+
+    /// Path of a head's `attention.parquet`.
+    pub fn attention_path(&self, head: HeadId) -> PathBuf {
+        self.head_dir(head).join(ATTENTION_FILE)
+    }
+
+    /// Path of a head's `value_norms.parquet`.
+    pub fn value_norms_path(&self, head: HeadId) -> PathBuf {
+        self.head_dir(head).join(VALUE_NORMS_FILE)
+    }
+
+    /// Path of a head's projection file.
+    pub fn projection_path(&self, head: HeadId, method: ProjectionMethod, dims: u8) -> PathBuf {
+        self.head_dir(head)
+            .join(PROJECTIONS_DIR)
+            .join(projection_file_name(method, dims))
+    }
+
+    /// Checks a head against the model's sizes before anything is written for it.
+    fn check_head_id(&self, head: HeadId, path: &Path) -> Result<(), StoreError> {
+        let m = &self.meta.model;
+        if head.layer >= m.num_layers || head.head >= m.num_heads {
+            return Err(StoreError::invalid(
+                path,
+                "head",
+                format!("{head} is outside the model's {} x {} heads", m.num_layers, m.num_heads),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes the token table.
+    pub fn write_tokens(&self, tokens: &TokenTable) -> Result<(), StoreError> {
+        write_tokens_file(self.tokens_path(), tokens)
+    }
+
+    /// Reads the token table.
+    pub fn read_tokens(&self) -> Result<TokenTable, StoreError> {
+        read_tokens_file(self.tokens_path())
+    }
+
+    /// Whether the token table has been written.
+    pub fn has_tokens(&self) -> bool {
+        self.tokens_path().is_file()
+    }
+
+    /// Writes a head's raw vectors and, optionally, its normalization. Checks the head against the
+    /// model's layer/head counts and, when the model states one, the head dimension.
+    pub fn write_head(
+        &self,
+        raw: &HeadVectors,
+        normalized: Option<&NormalizedHead>,
+    ) -> Result<(), StoreError> {
+        let path = self.vectors_path(raw.head);
+        self.check_head_id(raw.head, &path)?;
+        let d = self.meta.model.head_dim as usize;
+        if d != 0 && raw.dim() != d {
+            return Err(StoreError::invalid(
+                &path,
+                "query",
+                format!("head dimension {} differs from the model's head_dim {d}", raw.dim()),
+            ));
+        }
+        write_vectors_file(path, raw, normalized)
+    }
+
+    /// Reads a head's vectors.
+    pub fn read_head(&self, head: HeadId) -> Result<StoredHead, StoreError> {
+        read_vectors_file(self.vectors_path(head), head)
+    }
+
+    /// Whether a head's vectors are on disk (the completion marker of extraction for that head).
+    pub fn has_head(&self, head: HeadId) -> bool {
+        self.vectors_path(head).is_file()
+    }
+
+    /// Heads whose vectors are on disk, in layer-major order.
+    pub fn heads(&self) -> Result<Vec<HeadId>, StoreError> {
+        let dir = self.dir.join(HEADS_DIR);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::io(&dir, e)),
+        };
+        let mut heads = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
+            if let Some(head) = parse_head_dir_name(&entry.file_name().to_string_lossy())
+                && entry.path().join(VECTORS_FILE).is_file()
+            {
+                heads.push(head);
+            }
+        }
+        heads.sort();
+        Ok(heads)
+    }
+
+    /// Writes a head's attention matrices (one per sequence).
+    pub fn write_attention(
+        &self,
+        head: HeadId,
+        attention: &[SequenceAttention],
+    ) -> Result<(), StoreError> {
+        let path = self.attention_path(head);
+        self.check_head_id(head, &path)?;
+        write_attention_file(path, head, attention)
+    }
+
+    /// Reads a head's attention matrices.
+    pub fn read_attention(&self, head: HeadId) -> Result<Vec<SequenceAttention>, StoreError> {
+        read_attention_file(self.attention_path(head))
+    }
+
+    /// Whether a head's attention is on disk.
+    pub fn has_attention(&self, head: HeadId) -> bool {
+        self.attention_path(head).is_file()
+    }
+
+    /// Writes a head's value norms (one per token).
+    pub fn write_value_norms(&self, head: HeadId, norms: &[f32]) -> Result<(), StoreError> {
+        let path = self.value_norms_path(head);
+        self.check_head_id(head, &path)?;
+        write_value_norms_file(path, head, norms)
+    }
+
+    /// Reads a head's value norms; `None` when none were written.
+    pub fn read_value_norms(&self, head: HeadId) -> Result<Option<Vec<f32>>, StoreError> {
+        let path = self.value_norms_path(head);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        read_value_norms_file(path).map(Some)
+    }
+
+    /// Writes a head's projection (one file per method and dimension).
+    pub fn write_projection(&self, p: &HeadProjection) -> Result<(), StoreError> {
+        let path = self.projection_path(p.head, p.spec.method, p.spec.dims);
+        self.check_head_id(p.head, &path)?;
+        write_projection_file(path, p)
+    }
+
+    /// Reads a head's projection, checking that the file holds what its name says.
+    pub fn read_projection(
+        &self,
+        head: HeadId,
+        method: ProjectionMethod,
+        dims: u8,
+    ) -> Result<HeadProjection, StoreError> {
+        let path = self.projection_path(head, method, dims);
+        let p = read_projection_file(&path)?;
+        if p.head != head || p.spec.method != method || p.spec.dims != dims {
+            return Err(StoreError::invalid(
+                &path,
+                crate::files::KV_PROJECTION,
+                format!(
+                    "file holds {} {} {}d, expected {head} {method} {dims}d",
+                    p.head, p.spec.method, p.spec.dims
+                ),
+            ));
+        }
+        Ok(p)
+    }
+
+    /// Whether a head's projection with this method and dimension is on disk.
+    pub fn has_projection(&self, head: HeadId, method: ProjectionMethod, dims: u8) -> bool {
+        self.projection_path(head, method, dims).is_file()
+    }
+
+    /// The projections on disk for a head, sorted; empty when there are none (or the folder is
+    /// unreadable).
+    pub fn projections(&self, head: HeadId) -> Vec<(ProjectionMethod, u8)> {
+        let dir = self.head_dir(head).join(PROJECTIONS_DIR);
+        let mut out: Vec<(ProjectionMethod, u8)> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|e| parse_projection_file_name(&e.file_name().to_string_lossy()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+}

@@ -1,0 +1,141 @@
+//! The one error type of the crate.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong reading or writing a dataset. Every variant names the file (`path`)
+/// and, where there is one, the column, JSON field or metadata key involved.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An operating-system error on a file or directory.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A file the operation needs does not exist (e.g. a head that was never written).
+    #[error("{path}: {what} does not exist")]
+    NotFound {
+        /// The missing file.
+        path: PathBuf,
+        /// What it would have held (e.g. `vectors of head L0H1`).
+        what: String,
+    },
+    /// The Parquet reader or writer failed: a truncated or corrupt file, most often.
+    #[error("{path}: not a readable Parquet file ({source})")]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: parquet::errors::ParquetError,
+    },
+    /// Building an Arrow array or batch failed.
+    #[error("{path}: Arrow error in `{field}`: {source}")]
+    Arrow {
+        /// The file being written.
+        path: PathBuf,
+        /// The column being built.
+        field: String,
+        /// The underlying error.
+        source: arrow_schema::ArrowError,
+    },
+    /// A required column is absent from a Parquet file.
+    #[error("{path}: column `{column}` is missing")]
+    MissingColumn {
+        /// The file.
+        path: PathBuf,
+        /// The column's name.
+        column: String,
+    },
+    /// A column has an unexpected Arrow type.
+    #[error("{path}: column `{column}` has type {found}, expected {expected}")]
+    ColumnType {
+        /// The file.
+        path: PathBuf,
+        /// The column's name.
+        column: String,
+        /// The type(s) accepted.
+        expected: String,
+        /// The type found.
+        found: String,
+    },
+    /// A value is out of range or inconsistent (a null where none is allowed, a ragged vector,
+    /// a shape that disagrees with another), on reading or on writing.
+    #[error("{path}: `{field}`: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The column, JSON field or metadata key.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// JSON (meta.json or a Parquet key-value metadata entry) that does not parse or lacks a field.
+    #[error("{path}: JSON `{field}`: {message}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The JSON document or field (e.g. `meta.json`, `attnviz.projection.spec`).
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The data was written by a newer data model than this reader knows.
+    #[error(
+        "{path}: schema_version {found} is newer than the supported version {supported}; upgrade attnviz"
+    )]
+    FutureVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version found.
+        found: u32,
+        /// [`attn_types::DATA_MODEL_VERSION`].
+        supported: u32,
+    },
+    /// `Dataset::create` found an existing dataset made for a different model.
+    #[error("{path}: existing dataset differs in `{field}`: it has {existing}, this run has {requested}")]
+    Incompatible {
+        /// The existing `meta.json`.
+        path: PathBuf,
+        /// The field that differs (e.g. `model.id`).
+        field: String,
+        /// The value on disk.
+        existing: String,
+        /// The value of this run.
+        requested: String,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn invalid(
+        path: impl Into<PathBuf>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        StoreError::Invalid {
+            path: path.into(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn json(
+        path: impl Into<PathBuf>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        StoreError::Json {
+            path: path.into(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! JSON encodings of the per-artifact records kept in Parquet key-value metadata.
+//!
+//! Written by hand rather than through serde because serde_json turns NaN and infinities into `null`,
+//! which then fails to read back as `f32`; a diagnostic that is NaN (a constant head) must not make a
+//! head unreadable. Non-finite numbers are written as the strings `"NaN"`, `"Infinity"`, `"-Infinity"`;
+//! finite `f32`s are widened to `f64` so that they read back bit-exact.
+
+use std::path::Path;
+
+use attn_types::{
+    HeadDiagnostics, HeadId, Metric, NormalizationParams, ProjectionQuality, ProjectionSpec,
+};
+use serde_json::{Map, Value, json};
+
+use crate::StoreError;
+
+/// Encodes a float, spelling out non-finite values.
+pub(crate) fn num(x: f64) -> Value {
+    if x.is_finite() {
+        Value::from(x)
+    } else if x.is_nan() {
+        Value::from("NaN")
+    } else if x > 0.0 {
+        Value::from("Infinity")
+    } else {
+        Value::from("-Infinity")
+    }
+}
+
+/// Decodes what [`num`] wrote.
+fn parse_num(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => match s.as_str() {
+            "NaN" => Some(f64::NAN),
+            "Infinity" => Some(f64::INFINITY),
+            "-Infinity" => Some(f64::NEG_INFINITY),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Field accessor that names the file and the dotted field path in its errors.
+pub(crate) struct Obj<'a> {
+    path: &'a Path,
+    name: String,
+    map: &'a Map<String, Value>,
+}
+
+impl<'a> Obj<'a> {
+    /// Views `v` as an object named `name` (a dotted path used in error messages).
+    pub fn new(path: &'a Path, name: impl Into<String>, v: &'a Value) -> Result<Self, StoreError> {
+        let name = name.into();
+        match v.as_object() {
+            Some(map) => Ok(Obj { path, name, map }),
+            None => Err(StoreError::json(path, name, "expected a JSON object")),
+        }
+    }
+
+    fn field(&self, key: &str) -> String {
+        format!("{}.{key}", self.name)
+    }
+
+    /// The raw value of `key`, required.
+    pub fn get(&self, key: &str) -> Result<&'a Value, StoreError> {
+        self.map
+            .get(key)
+            .ok_or_else(|| StoreError::json(self.path, self.field(key), "missing"))
+    }
+
+    /// A nested object.
+    pub fn obj(&self, key: &str) -> Result<Obj<'a>, StoreError> {
+        Obj::new(self.path, self.field(key), self.get(key)?)
+    }
+
+    /// A float (number or spelled-out non-finite).
+    pub fn f64(&self, key: &str) -> Result<f64, StoreError> {
+        parse_num(self.get(key)?)
+            .ok_or_else(|| StoreError::json(self.path, self.field(key), "expected a number"))
+    }
+
+    /// A float narrowed to `f32` (exact for values written by [`num`] from an `f32`).
+    pub fn f32(&self, key: &str) -> Result<f32, StoreError> {
+        self.f64(key).map(|x| x as f32)
+    }
+
+    /// An unsigned integer.
+    pub fn u64(&self, key: &str) -> Result<u64, StoreError> {
+        self.get(key)?.as_u64().ok_or_else(|| {
+            StoreError::json(self.path, self.field(key), "expected an unsigned integer")
+        })
+    }
+
+    /// A string.
+    pub fn str(&self, key: &str) -> Result<&'a str, StoreError> {
+        self.get(key)?
+            .as_str()
+            .ok_or_else(|| StoreError::json(self.path, self.field(key), "expected a string"))
+    }
+
+    /// An array of floats.
+    pub fn f32s(&self, key: &str) -> Result<Vec<f32>, StoreError> {
+        let arr = self
+            .get(key)?
+            .as_array()
+            .ok_or_else(|| StoreError::json(self.path, self.field(key), "expected an array"))?;
+        arr.iter()
+            .enumerate()
+            .map(|(i, v)| {
+                parse_num(v).map(|x| x as f32).ok_or_else(|| {
+                    StoreError::json(self.path, format!("{}[{i}]", self.field(key)), "expected a number")
+                })
+            })
+            .collect()
+    }
+}
+
+/// `{"layer": l, "head": h}`.
+pub(crate) fn head_to_json(head: HeadId) -> Value {
+    json!({"layer": head.layer, "head": head.head})
+}
+
+/// Reads a head id written by [`head_to_json`].
+pub(crate) fn head_from_json(path: &Path, name: &str, v: &Value) -> Result<HeadId, StoreError> {
+    let o = Obj::new(path, name, v)?;
+    let small = |key: &str| -> Result<u16, StoreError> {
+        u16::try_from(o.u64(key)?)
+            .map_err(|_| StoreError::json(path, format!("{name}.{key}"), "does not fit in u16"))
+    };
+    Ok(HeadId::new(small("layer")?, small("head")?))
+}
+
+/// The normalization record: `{"params": {...}, "diagnostics": {...}}`.
+pub(crate) fn normalization_to_json(p: &NormalizationParams, d: &HeadDiagnostics) -> Value {
+    let f = |x: f32| num(f64::from(x));
+    json!({
+        "params": {
+            "key_translation": p.key_translation.iter().map(|&x| f(x)).collect::<Vec<_>>(),
+            "scale": f(p.scale),
+        },
+        "diagnostics": {
+            "spearman_cosine_before": f(d.spearman_cosine_before),
+            "spearman_cosine_after": f(d.spearman_cosine_after),
+            "spearman_euclidean_before": f(d.spearman_euclidean_before),
+            "spearman_euclidean_after": f(d.spearman_euclidean_after),
+            "weighted_corr_before": f(d.weighted_corr_before),
+            "weighted_corr_after": f(d.weighted_corr_after),
+            "norm_gap": f(d.norm_gap),
+            "pairs": d.pairs,
+        }
+    })
+}
+
+/// Reads a record written by [`normalization_to_json`].
+pub(crate) fn normalization_from_json(
+    path: &Path,
+    name: &str,
+    v: &Value,
+) -> Result<(NormalizationParams, HeadDiagnostics), StoreError> {
+    let o = Obj::new(path, name, v)?;
+    let p = o.obj("params")?;
+    let d = o.obj("diagnostics")?;
+    Ok((
+        NormalizationParams {
+            key_translation: p.f32s("key_translation")?,
+            scale: p.f32("scale")?,
+        },
+        HeadDiagnostics {
+            spearman_cosine_before: d.f32("spearman_cosine_before")?,
+            spearman_cosine_after: d.f32("spearman_cosine_after")?,
+            spearman_euclidean_before: d.f32("spearman_euclidean_before")?,
+            spearman_euclidean_after: d.f32("spearman_euclidean_after")?,
+            weighted_corr_before: d.f32("weighted_corr_before")?,
+            weighted_corr_after: d.f32("weighted_corr_after")?,
+            norm_gap: d.f32("norm_gap")?,
+            pairs: d.u64("pairs")?,
+        },
+    ))
+}
+
+/// The projection record: `{"head", "spec", "objective", "quality"}`.
+pub(crate) fn projection_to_json(
+    head: HeadId,
+    spec: &ProjectionSpec,
+    objective: Option<f32>,
+    quality: Option<&ProjectionQuality>,
+) -> Value {
+    let f = |x: f32| num(f64::from(x));
+    let params: Map<String, Value> = spec
+        .params
+        .iter()
+        .map(|(k, &v)| (k.clone(), num(v)))
+        .collect();
+    json!({
+        "head": head_to_json(head),
+        "spec": {
+            "method": spec.method.as_str(),
+            "dims": spec.dims,
+            "metric": serde_json::to_value(spec.metric).unwrap_or(Value::Null),
+            "seed": spec.seed,
+            "params": params,
+        },
+        "objective": objective.map(f),
+        "quality": quality.map(|q| json!({
+            "trustworthiness": f(q.trustworthiness),
+            "continuity": f(q.continuity),
+            "knn_recall": f(q.knn_recall),
+            "k": q.k,
+        })),
+    })
+}
+
+/// What [`projection_from_json`] returns.
+pub(crate) struct ProjectionRecord {
+    pub head: HeadId,
+    pub spec: ProjectionSpec,
+    pub objective: Option<f32>,
+    pub quality: Option<ProjectionQuality>,
+}
+
+/// Reads a record written by [`projection_to_json`].
+pub(crate) fn projection_from_json(
+    path: &Path,
+    name: &str,
+    v: &Value,
+) -> Result<ProjectionRecord, StoreError> {
+    let o = Obj::new(path, name, v)?;
+    let head = head_from_json(path, &format!("{name}.head"), o.get("head")?)?;
+    let s = o.obj("spec")?;
+    let dims = u8::try_from(s.u64("dims")?)
+        .map_err(|_| StoreError::json(path, format!("{name}.spec.dims"), "does not fit in u8"))?;
+    let pobj = s.obj("params")?;
+    let mut params = std::collections::BTreeMap::new();
+    for key in pobj.map.keys() {
+        params.insert(key.clone(), pobj.f64(key)?);
+    }
+    let spec = ProjectionSpec {
+        method: s
+            .str("method")?
+            .parse()
+            .map_err(|e: String| StoreError::json(path, format!("{name}.spec.method"), e))?,
+        dims,
+        metric: serde_json::from_value::<Metric>(s.get("metric")?.clone())
+            .map_err(|e| StoreError::json(path, format!("{name}.spec.metric"), e.to_string()))?,
+        seed: s.u64("seed")?,
+        params,
+    };
+    let objective = match o.map.get("objective") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(o.f32("objective")?),
+    };
+    let quality = match o.map.get("quality") {
+        None | Some(Value::Null) => None,
+        Some(_) => {
+            let q = o.obj("quality")?;
+            Some(ProjectionQuality {
+                trustworthiness: q.f32("trustworthiness")?,
+                continuity: q.f32("continuity")?,
+                knn_recall: q.f32("knn_recall")?,
+                k: u32::try_from(q.u64("k")?).map_err(|_| {
+                    StoreError::json(path, format!("{name}.quality.k"), "does not fit in u32")
+                })?,
+            })
+        }
+    };
+    Ok(ProjectionRecord {
+        head,
+        spec,
+        objective,
+        quality,
+    })
+}

@@ -1,0 +1,499 @@
+//! Low-level Parquet plumbing: atomic writing, and reading a whole file with typed, checked column
+//! access (every failure names the file and the column).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow_array::types::{Float32Type, UInt16Type, UInt32Type};
+use arrow_array::{
+    Array, ArrayRef, ArrowPrimitiveType, BooleanArray, FixedSizeListArray, Float32Array,
+    LargeListArray, LargeStringArray, ListArray, PrimitiveArray, RecordBatch, StringArray,
+};
+use arrow_schema::{DataType, Field, SchemaRef};
+use attn_types::DATA_MODEL_VERSION;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+
+use crate::StoreError;
+
+/// Key-value metadata key holding the data model version in every Parquet file written here.
+pub const KV_SCHEMA_VERSION: &str = "attnviz.schema_version";
+
+/// Distinguishes temporary files of concurrent writes within one process.
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A temporary path next to `path` (same directory, so the final rename stays on one filesystem and is
+/// atomic), unique across processes (pid) and threads (counter). The leading dot hides it from
+/// directory listings of completed artifacts.
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".{name}.{}-{n}.tmp", std::process::id()))
+}
+
+/// Writes `path` through a temporary file + fsync + rename, so readers and resumed runs see either
+/// the old file, or no file, or the complete new one — never a truncated one.
+pub(crate) fn write_atomic(
+    path: &Path,
+    fill: impl FnOnce(File, &Path) -> Result<File, StoreError>,
+) -> Result<(), StoreError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| StoreError::io(parent, e))?;
+    }
+    let tmp = temp_path(path);
+    let result = (|| {
+        let file = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+        let file = fill(file, &tmp)?;
+        // Without the fsync a crash after the rename could leave a complete name over empty data.
+        file.sync_all().map_err(|e| StoreError::io(&tmp, e))?;
+        drop(file);
+        std::fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))
+    })();
+    if result.is_err() {
+        // Best effort: a leftover temporary file is harmless (hidden, never read), only untidy.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes bytes atomically (see [`write_atomic`]).
+pub(crate) fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_atomic(path, |mut f, tmp| {
+        f.write_all(bytes).map_err(|e| StoreError::io(tmp, e))?;
+        Ok(f)
+    })
+}
+
+/// Writes one record batch as a snappy-compressed Parquet file, atomically, with `kv` (plus the schema
+/// version) as file key-value metadata.
+pub(crate) fn write_parquet(
+    path: &Path,
+    batch: &RecordBatch,
+    kv: Vec<(String, String)>,
+) -> Result<(), StoreError> {
+    let mut entries = vec![KeyValue::new(
+        KV_SCHEMA_VERSION.to_string(),
+        DATA_MODEL_VERSION.to_string(),
+    )];
+    entries.extend(kv.into_iter().map(|(k, v)| KeyValue::new(k, v)));
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_key_value_metadata(Some(entries))
+        .build();
+    write_atomic(path, |file, tmp| {
+        let perr = |source| StoreError::Parquet {
+            path: tmp.to_path_buf(),
+            source,
+        };
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(perr)?;
+        writer.write(batch).map_err(perr)?;
+        writer.into_inner().map_err(perr)
+    })
+}
+
+/// Builds a record batch, mapping an Arrow error to one naming the file.
+pub(crate) fn batch(
+    path: &Path,
+    schema: SchemaRef,
+    columns: Vec<ArrayRef>,
+) -> Result<RecordBatch, StoreError> {
+    RecordBatch::try_new(schema, columns).map_err(|source| StoreError::Arrow {
+        path: path.to_path_buf(),
+        field: "record batch".into(),
+        source,
+    })
+}
+
+/// A `FixedSizeList<Float32, d>` column holding the rows of a row-major `n x d` slice.
+pub(crate) fn vector_array(
+    path: &Path,
+    column: &str,
+    d: usize,
+    n: usize,
+    values: &[f32],
+) -> Result<ArrayRef, StoreError> {
+    let aerr = |source| StoreError::Arrow {
+        path: path.to_path_buf(),
+        field: column.to_string(),
+        source,
+    };
+    let size = i32::try_from(d)
+        .map_err(|_| StoreError::invalid(path, column, format!("dimension {d} is too large")))?;
+    let child = Arc::new(Float32Array::from(values.to_vec())) as ArrayRef;
+    let arr = FixedSizeListArray::try_new_with_length(item_field(), size, child, None, n)
+        .map_err(aerr)?;
+    Ok(Arc::new(arr))
+}
+
+/// The child field of every vector column (named `item`, as pyarrow names list children).
+pub(crate) fn item_field() -> Arc<Field> {
+    Arc::new(Field::new("item", DataType::Float32, false))
+}
+
+/// The Arrow type of a vector column of dimension `d`.
+pub(crate) fn vector_type(d: i32) -> DataType {
+    DataType::FixedSizeList(item_field(), d)
+}
+
+/// A Parquet file read whole: its schema, batches and key-value metadata.
+pub(crate) struct Contents {
+    pub path: PathBuf,
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub kv: HashMap<String, String>,
+    pub rows: usize,
+}
+
+/// Reads a whole Parquet file, checking its schema version.
+pub(crate) fn read_parquet(path: &Path) -> Result<Contents, StoreError> {
+    let file = File::open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            StoreError::NotFound {
+                path: path.to_path_buf(),
+                what: "the Parquet file".into(),
+            }
+        } else {
+            StoreError::io(path, e)
+        }
+    })?;
+    let perr = |source| StoreError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
+    let kv: HashMap<String, String> = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|entries| {
+            entries
+                .iter()
+                .filter_map(|e| e.value.as_ref().map(|v| (e.key.clone(), v.clone())))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(v) = kv.get(KV_SCHEMA_VERSION) {
+        let found: u32 = v.trim().parse().map_err(|_| {
+            StoreError::invalid(path, KV_SCHEMA_VERSION, format!("`{v}` is not a version number"))
+        })?;
+        if found > DATA_MODEL_VERSION {
+            return Err(StoreError::FutureVersion {
+                path: path.to_path_buf(),
+                found,
+                supported: DATA_MODEL_VERSION,
+            });
+        }
+    }
+    let schema = builder.schema().clone();
+    let reader = builder.build().map_err(perr)?;
+    let mut batches = Vec::new();
+    let mut rows = 0;
+    for b in reader {
+        // Corrupt page data surfaces here rather than at open time.
+        let b = b.map_err(|source| StoreError::Arrow {
+            path: path.to_path_buf(),
+            field: "data pages".into(),
+            source,
+        })?;
+        rows += b.num_rows();
+        batches.push(b);
+    }
+    Ok(Contents {
+        path: path.to_path_buf(),
+        schema,
+        batches,
+        kv,
+        rows,
+    })
+}
+
+impl Contents {
+    /// Whether the file has a column of this name.
+    pub fn has(&self, column: &str) -> bool {
+        self.schema.field_with_name(column).is_ok()
+    }
+
+    /// The column's Arrow type, or a `MissingColumn` error.
+    fn data_type(&self, column: &str) -> Result<&DataType, StoreError> {
+        self.schema
+            .field_with_name(column)
+            .map(|f| f.data_type())
+            .map_err(|_| StoreError::MissingColumn {
+                path: self.path.clone(),
+                column: column.to_string(),
+            })
+    }
+
+    fn type_error(&self, column: &str, expected: &str, found: &DataType) -> StoreError {
+        StoreError::ColumnType {
+            path: self.path.clone(),
+            column: column.to_string(),
+            expected: expected.to_string(),
+            found: found.to_string(),
+        }
+    }
+
+    /// The column's array in every batch, downcast to `T`.
+    fn arrays<T: Array + 'static>(
+        &self,
+        column: &str,
+        expected: &str,
+    ) -> Result<Vec<&T>, StoreError> {
+        let mut out = Vec::with_capacity(self.batches.len());
+        for b in &self.batches {
+            let col = b.column_by_name(column).ok_or_else(|| StoreError::MissingColumn {
+                path: self.path.clone(),
+                column: column.to_string(),
+            })?;
+            let arr = col
+                .as_any()
+                .downcast_ref::<T>()
+                .ok_or_else(|| self.type_error(column, expected, col.data_type()))?;
+            out.push(arr);
+        }
+        Ok(out)
+    }
+
+    fn null_error(&self, column: &str) -> StoreError {
+        StoreError::invalid(&self.path, column, "null value in a column that may not be null")
+    }
+
+    /// A non-nullable primitive column of exactly type `P`.
+    fn primitive<P: ArrowPrimitiveType>(&self, column: &str) -> Result<Vec<P::Native>, StoreError> {
+        let dt = self.data_type(column)?;
+        if *dt != P::DATA_TYPE {
+            return Err(self.type_error(column, &P::DATA_TYPE.to_string(), dt));
+        }
+        let mut out = Vec::with_capacity(self.rows);
+        for a in self.arrays::<PrimitiveArray<P>>(column, &P::DATA_TYPE.to_string())? {
+            if a.null_count() > 0 {
+                return Err(self.null_error(column));
+            }
+            out.extend_from_slice(a.values());
+        }
+        Ok(out)
+    }
+
+    /// A nullable primitive column of exactly type `P`; `None` when the column is absent.
+    fn primitive_opt<P: ArrowPrimitiveType>(
+        &self,
+        column: &str,
+    ) -> Result<Option<Vec<Option<P::Native>>>, StoreError> {
+        if !self.has(column) {
+            return Ok(None);
+        }
+        let dt = self.data_type(column)?;
+        if *dt != P::DATA_TYPE {
+            return Err(self.type_error(column, &P::DATA_TYPE.to_string(), dt));
+        }
+        let mut out = Vec::with_capacity(self.rows);
+        for a in self.arrays::<PrimitiveArray<P>>(column, &P::DATA_TYPE.to_string())? {
+            out.extend(a.iter());
+        }
+        Ok(Some(out))
+    }
+
+    /// A required `uint32` column.
+    pub fn u32(&self, column: &str) -> Result<Vec<u32>, StoreError> {
+        self.primitive::<UInt32Type>(column)
+    }
+
+    /// A required `float32` column.
+    pub fn f32(&self, column: &str) -> Result<Vec<f32>, StoreError> {
+        self.primitive::<Float32Type>(column)
+    }
+
+    /// An optional, nullable `uint32` column.
+    pub fn u32_opt(&self, column: &str) -> Result<Option<Vec<Option<u32>>>, StoreError> {
+        self.primitive_opt::<UInt32Type>(column)
+    }
+
+    /// An optional, nullable `uint16` column.
+    pub fn u16_opt(&self, column: &str) -> Result<Option<Vec<Option<u16>>>, StoreError> {
+        self.primitive_opt::<UInt16Type>(column)
+    }
+
+    /// An optional, nullable `float32` column.
+    pub fn f32_opt(&self, column: &str) -> Result<Option<Vec<Option<f32>>>, StoreError> {
+        self.primitive_opt::<Float32Type>(column)
+    }
+
+    /// A required `bool` column.
+    pub fn bool(&self, column: &str) -> Result<Vec<bool>, StoreError> {
+        let dt = self.data_type(column)?;
+        if *dt != DataType::Boolean {
+            return Err(self.type_error(column, "Boolean", dt));
+        }
+        let mut out = Vec::with_capacity(self.rows);
+        for a in self.arrays::<BooleanArray>(column, "Boolean")? {
+            if a.null_count() > 0 {
+                return Err(self.null_error(column));
+            }
+            out.extend(a.values().iter());
+        }
+        Ok(out)
+    }
+
+    /// A required string column (`Utf8` or `LargeUtf8`).
+    pub fn strings(&self, column: &str) -> Result<Vec<String>, StoreError> {
+        let dt = self.data_type(column)?.clone();
+        let mut out = Vec::with_capacity(self.rows);
+        match dt {
+            DataType::Utf8 => {
+                for a in self.arrays::<StringArray>(column, "Utf8")? {
+                    for v in a.iter() {
+                        out.push(v.ok_or_else(|| self.null_error(column))?.to_string());
+                    }
+                }
+            }
+            DataType::LargeUtf8 => {
+                for a in self.arrays::<LargeStringArray>(column, "LargeUtf8")? {
+                    for v in a.iter() {
+                        out.push(v.ok_or_else(|| self.null_error(column))?.to_string());
+                    }
+                }
+            }
+            other => return Err(self.type_error(column, "Utf8 or LargeUtf8", &other)),
+        }
+        Ok(out)
+    }
+
+    /// A vector column: `FixedSizeList<Float32, d>` (what this crate writes) or `List<Float32>` /
+    /// `LargeList<Float32>` with every row of the same length (what other tools often write).
+    /// Returns `(d, row-major values)`.
+    pub fn vectors(&self, column: &str) -> Result<(usize, Vec<f32>), StoreError> {
+        const EXPECTED: &str = "FixedSizeList<Float32>, List<Float32> or LargeList<Float32>";
+        let dt = self.data_type(column)?.clone();
+        let check_child = |child: &DataType| {
+            if *child == DataType::Float32 {
+                Ok(())
+            } else {
+                Err(self.type_error(column, EXPECTED, &dt))
+            }
+        };
+        let mut values = Vec::new();
+        let child_values = |child: &ArrayRef| -> Result<Float32Array, StoreError> {
+            let f = child
+                .as_any()
+                .downcast_ref::<Float32Array>()
+                .ok_or_else(|| self.type_error(column, EXPECTED, &dt))?;
+            Ok(f.clone())
+        };
+        match &dt {
+            DataType::FixedSizeList(f, size) => {
+                check_child(f.data_type())?;
+                let d = usize::try_from(*size)
+                    .map_err(|_| StoreError::invalid(&self.path, column, "negative list size"))?;
+                for a in self.arrays::<FixedSizeListArray>(column, EXPECTED)? {
+                    if a.null_count() > 0 {
+                        return Err(self.null_error(column));
+                    }
+                    if a.is_empty() {
+                        continue;
+                    }
+                    let child = child_values(a.values())?;
+                    let start = a.value_offset_at(0);
+                    let end = start + a.len() * d;
+                    let slice = child.slice(start, end - start);
+                    if slice.null_count() > 0 {
+                        return Err(self.null_error(column));
+                    }
+                    values.extend_from_slice(slice.values());
+                }
+                Ok((d, values))
+            }
+            DataType::List(f) | DataType::LargeList(f) => {
+                check_child(f.data_type())?;
+                let mut d: Option<usize> = None;
+                let mut push_row = |row: usize, child: &Float32Array, s: usize, e: usize| {
+                    let len = e - s;
+                    match d {
+                        None => d = Some(len),
+                        Some(d0) if d0 != len => {
+                            return Err(StoreError::invalid(
+                                &self.path,
+                                column,
+                                format!("row {row} has {len} values, earlier rows have {d0}"),
+                            ));
+                        }
+                        Some(_) => {}
+                    }
+                    let slice = child.slice(s, len);
+                    if slice.null_count() > 0 {
+                        return Err(self.null_error(column));
+                    }
+                    values.extend_from_slice(slice.values());
+                    Ok(())
+                };
+                let mut row = 0;
+                if matches!(dt, DataType::List(_)) {
+                    for a in self.arrays::<ListArray>(column, EXPECTED)? {
+                        if a.null_count() > 0 {
+                            return Err(self.null_error(column));
+                        }
+                        let child = child_values(a.values())?;
+                        for w in a.value_offsets().windows(2) {
+                            push_row(row, &child, w[0] as usize, w[1] as usize)?;
+                            row += 1;
+                        }
+                    }
+                } else {
+                    for a in self.arrays::<LargeListArray>(column, EXPECTED)? {
+                        if a.null_count() > 0 {
+                            return Err(self.null_error(column));
+                        }
+                        let child = child_values(a.values())?;
+                        for w in a.value_offsets().windows(2) {
+                            push_row(row, &child, w[0] as usize, w[1] as usize)?;
+                            row += 1;
+                        }
+                    }
+                }
+                Ok((d.unwrap_or(0), values))
+            }
+            other => Err(self.type_error(column, EXPECTED, other)),
+        }
+    }
+
+    /// The key-value metadata entry `key`, if present.
+    pub fn kv(&self, key: &str) -> Option<&str> {
+        self.kv.get(key).map(String::as_str)
+    }
+
+    /// The key-value metadata entry `key` parsed as JSON, if present.
+    pub fn kv_json(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        match self.kv(key) {
+            None => Ok(None),
+            Some(s) => serde_json::from_str(s)
+                .map(Some)
+                .map_err(|e| StoreError::json(&self.path, key, e.to_string())),
+        }
+    }
+
+    /// Checks that a `token_index` column, when present, numbers the rows `0..n` in order.
+    pub fn check_token_index(&self) -> Result<(), StoreError> {
+        if !self.has("token_index") {
+            return Ok(());
+        }
+        for (row, t) in self.u32("token_index")?.into_iter().enumerate() {
+            if t as usize != row {
+                return Err(StoreError::invalid(
+                    &self.path,
+                    "token_index",
+                    format!("row {row} has token_index {t}; rows must be in token order 0..n"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

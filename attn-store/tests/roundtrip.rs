@@ -1,0 +1,279 @@
+//! Every artifact written through `Dataset` reads back equal; listing and resuming behave.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::fs::File;
+
+use attn_store::{Dataset, StoreError};
+use attn_types::{HeadId, ProjectionMethod};
+use common::*;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+
+fn dataset() -> (tempfile::TempDir, Dataset) {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = Dataset::create(dir.path().join("ds"), &meta("gpt2-test")).unwrap();
+    (dir, ds)
+}
+
+#[test]
+fn meta_round_trips_through_open() {
+    let (_d, ds) = dataset();
+    let opened = Dataset::open(ds.dir()).unwrap();
+    assert_eq!(opened.meta(), &meta("gpt2-test"));
+    assert_eq!(opened.dir(), ds.dir());
+}
+
+#[test]
+fn tokens_round_trip() {
+    let (_d, ds) = dataset();
+    assert!(!ds.has_tokens());
+    let t = tokens();
+    ds.write_tokens(&t).unwrap();
+    assert!(ds.has_tokens());
+    assert_eq!(ds.read_tokens().unwrap(), t);
+}
+
+#[test]
+fn head_round_trips_with_and_without_normalization() {
+    let (_d, ds) = dataset();
+    let h0 = HeadId::new(0, 0);
+    let h1 = HeadId::new(1, 2);
+    let raw0 = raw_head(h0, 1);
+    let raw1 = raw_head(h1, 2);
+    let norm1 = normalized(&raw1);
+    ds.write_head(&raw0, None).unwrap();
+    ds.write_head(&raw1, Some(&norm1)).unwrap();
+
+    let back0 = ds.read_head(h0).unwrap();
+    assert_eq!(back0.raw, raw0);
+    assert!(back0.normalized.is_none());
+
+    let back1 = ds.read_head(h1).unwrap();
+    assert_eq!(back1.raw, raw1);
+    let n = back1.normalized.unwrap();
+    assert_eq!(n.vectors, norm1.vectors);
+    assert_eq!(n.params, norm1.params);
+    // NaN != NaN, so compare diagnostics bit for bit: NaN and infinity must survive the JSON.
+    let bits = |d: &attn_types::HeadDiagnostics| {
+        [
+            d.spearman_cosine_before,
+            d.spearman_cosine_after,
+            d.spearman_euclidean_before,
+            d.spearman_euclidean_after,
+            d.weighted_corr_before,
+            d.weighted_corr_after,
+            d.norm_gap,
+        ]
+        .map(f32::to_bits)
+    };
+    assert_eq!(bits(&n.diagnostics), bits(&norm1.diagnostics));
+    assert_eq!(n.diagnostics.pairs, 123);
+
+    assert_eq!(ds.heads().unwrap(), vec![h0, h1]);
+    assert!(ds.has_head(h1));
+    assert!(!ds.has_head(HeadId::new(0, 1)));
+}
+
+#[test]
+fn rewriting_a_head_replaces_it() {
+    let (_d, ds) = dataset();
+    let h = HeadId::new(0, 1);
+    ds.write_head(&raw_head(h, 1), None).unwrap();
+    let second = raw_head(h, 99);
+    ds.write_head(&second, None).unwrap();
+    assert_eq!(ds.read_head(h).unwrap().raw, second);
+}
+
+#[test]
+fn attention_round_trips_and_stores_only_nonzero_weights() {
+    let (_d, ds) = dataset();
+    let h = HeadId::new(1, 0);
+    let mut att = attention(5);
+    // An all-zero row and an empty sequence must survive even though they produce no rows.
+    att[0].weights.row_mut(1).iter_mut().for_each(|w| *w = 0.0);
+    att.push(attn_types::SequenceAttention {
+        seq_id: 9,
+        weights: attn_types::Matrix::zeros(0, 0),
+    });
+    ds.write_attention(h, &att).unwrap();
+    assert!(ds.has_attention(h));
+    assert_eq!(ds.read_attention(h).unwrap(), att);
+
+    let nonzero: usize = att
+        .iter()
+        .map(|a| a.weights.as_slice().iter().filter(|w| **w != 0.0).count())
+        .sum();
+    let reader = SerializedFileReader::new(File::open(ds.attention_path(h)).unwrap()).unwrap();
+    assert_eq!(reader.metadata().file_metadata().num_rows() as usize, nonzero);
+    // Causal: 6 + 1 + 3 entries minus the 2 zeroed ones.
+    assert_eq!(nonzero, 8);
+}
+
+#[test]
+fn value_norms_round_trip_and_are_optional() {
+    let (_d, ds) = dataset();
+    let h = HeadId::new(0, 2);
+    assert_eq!(ds.read_value_norms(h).unwrap(), None);
+    let norms: Vec<f32> = (0..N).map(|i| i as f32 * 0.5 + 0.125).collect();
+    ds.write_value_norms(h, &norms).unwrap();
+    assert_eq!(ds.read_value_norms(h).unwrap(), Some(norms));
+}
+
+#[test]
+fn projections_round_trip_2d_and_3d_and_are_listed() {
+    let (_d, ds) = dataset();
+    let h = HeadId::new(1, 1);
+    assert!(ds.projections(h).is_empty());
+    let p2 = projection(h, ProjectionMethod::Tsne, 2, 3);
+    let mut p3 = projection(h, ProjectionMethod::Umap, 3, 4);
+    p3.quality = None;
+    p3.spec.params.insert("min_dist".into(), f64::NAN);
+    ds.write_projection(&p2).unwrap();
+    ds.write_projection(&p3).unwrap();
+
+    assert_eq!(ds.read_projection(h, ProjectionMethod::Tsne, 2).unwrap(), p2);
+    let back3 = ds.read_projection(h, ProjectionMethod::Umap, 3).unwrap();
+    assert_eq!(back3.coords, p3.coords);
+    assert_eq!(back3.quality, None);
+    assert_eq!(back3.objective, None);
+    assert!(back3.spec.params["min_dist"].is_nan());
+    assert_eq!(back3.spec.params["perplexity"], 50.0);
+
+    assert!(ds.has_projection(h, ProjectionMethod::Tsne, 2));
+    assert!(!ds.has_projection(h, ProjectionMethod::Tsne, 3));
+    assert_eq!(
+        ds.projections(h),
+        vec![(ProjectionMethod::Tsne, 2), (ProjectionMethod::Umap, 3)]
+    );
+    // Projections alone do not mark a head as extracted.
+    assert!(ds.heads().unwrap().is_empty());
+}
+
+#[test]
+fn create_resumes_a_compatible_dataset_and_rejects_another_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ds");
+    let first = Dataset::create(&path, &meta("gpt2-test")).unwrap();
+    first.write_head(&raw_head(HeadId::new(0, 0), 1), None).unwrap();
+
+    let mut later = meta("gpt2-test");
+    later.run.created_at = "2030-01-01T00:00:00Z".into();
+    let resumed = Dataset::create(&path, &later).unwrap();
+    // The first writer's run info is kept; the finished head is visible to the resumed run.
+    assert_eq!(resumed.meta().run.created_at, "2026-11-21T00:00:00Z");
+    assert!(resumed.has_head(HeadId::new(0, 0)));
+
+    match Dataset::create(&path, &meta("bert-test")) {
+        Err(StoreError::Incompatible { field, .. }) => assert_eq!(field, "model.id"),
+        other => panic!("expected Incompatible, got {other:?}"),
+    }
+    let mut other_config = meta("gpt2-test");
+    other_config.model.config["n_head"] = serde_json::json!(12);
+    match Dataset::create(&path, &other_config) {
+        Err(e @ StoreError::Incompatible { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("model.config") && msg.contains("meta.json"), "{msg}");
+        }
+        other => panic!("expected Incompatible, got {other:?}"),
+    }
+}
+
+#[test]
+fn concurrent_shards_write_disjoint_heads_into_one_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ds");
+    let all: Vec<HeadId> = HeadId::all(LAYERS, HEADS).collect();
+    std::thread::scope(|s| {
+        for shard in 0..3usize {
+            let (path, all) = (&path, &all);
+            s.spawn(move || {
+                let ds = Dataset::create(path, &meta("gpt2-test")).unwrap();
+                for (i, &h) in all.iter().enumerate().filter(|(i, _)| i % 3 == shard) {
+                    ds.write_head(&raw_head(h, i as u64), None).unwrap();
+                    ds.write_attention(h, &attention(i as u64)).unwrap();
+                }
+            });
+        }
+    });
+    let ds = Dataset::open(&path).unwrap();
+    assert_eq!(ds.heads().unwrap(), all);
+    for (i, &h) in all.iter().enumerate() {
+        assert_eq!(ds.read_head(h).unwrap().raw, raw_head(h, i as u64));
+    }
+    // Atomic writes leave no temporary files behind.
+    let mut stack = vec![path.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            assert!(!p.to_string_lossy().ends_with(".tmp"), "leftover {}", p.display());
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+}
+
+#[test]
+fn writes_are_checked_against_the_model() {
+    let (_d, ds) = dataset();
+    let outside = raw_head(HeadId::new(LAYERS, 0), 1);
+    assert!(matches!(ds.write_head(&outside, None), Err(StoreError::Invalid { .. })));
+    let wide = attn_types::HeadVectors::new(
+        HeadId::new(0, 0),
+        attn_types::Matrix::zeros(N, DIM + 1),
+        attn_types::Matrix::zeros(N, DIM + 1),
+    )
+    .unwrap();
+    assert!(matches!(ds.write_head(&wide, None), Err(StoreError::Invalid { .. })));
+    let mut p = projection(HeadId::new(0, 0), ProjectionMethod::Pca, 2, 1);
+    p.spec.dims = 3;
+    assert!(matches!(ds.write_projection(&p), Err(StoreError::Invalid { .. })));
+    // Nothing was written by the failed calls.
+    assert!(ds.heads().unwrap().is_empty());
+    assert!(ds.projections(HeadId::new(0, 0)).is_empty());
+}
+
+/// Run as a child process (by the test below) when `ATTN_STORE_SHARD_DIR` is set: one shard that
+/// creates the dataset and writes every third head.
+fn shard_main(dir: &str, shard: usize) {
+    let ds = Dataset::create(dir, &meta("gpt2-test")).unwrap();
+    for (i, h) in HeadId::all(LAYERS, HEADS).enumerate().filter(|(i, _)| i % 3 == shard) {
+        ds.write_head(&raw_head(h, i as u64), None).unwrap();
+        ds.write_projection(&projection(h, ProjectionMethod::Pca, 2, i as u64)).unwrap();
+    }
+}
+
+#[test]
+fn separate_processes_write_disjoint_heads() {
+    if let Ok(dir) = std::env::var("ATTN_STORE_SHARD_DIR") {
+        let shard = std::env::var("ATTN_STORE_SHARD").unwrap().parse().unwrap();
+        return shard_main(&dir, shard);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("ds");
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..3)
+        .map(|shard| {
+            std::process::Command::new(&exe)
+                .args(["--exact", "separate_processes_write_disjoint_heads", "--test-threads=1"])
+                .env("ATTN_STORE_SHARD_DIR", &path)
+                .env("ATTN_STORE_SHARD", shard.to_string())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let ds = Dataset::open(&path).unwrap();
+    let all: Vec<HeadId> = HeadId::all(LAYERS, HEADS).collect();
+    assert_eq!(ds.heads().unwrap(), all);
+    for (i, &h) in all.iter().enumerate() {
+        assert_eq!(ds.read_head(h).unwrap().raw, raw_head(h, i as u64));
+        assert_eq!(
+            ds.read_projection(h, ProjectionMethod::Pca, 2).unwrap(),
+            projection(h, ProjectionMethod::Pca, 2, i as u64)
+        );
+    }
+}
