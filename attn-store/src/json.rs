@@ -3,7 +3,7 @@
 //! Written by hand rather than through serde because serde_json turns NaN and infinities into `null`,
 //! which then fails to read back as `f32`; a diagnostic that is NaN (a constant head) must not make a
 //! head unreadable. Non-finite numbers are written as the strings `"NaN"`, `"Infinity"`, `"-Infinity"`;
-//! finite `f32`s are widened to `f64` so that they read back bit-exact.
+//! finite `f32`s are written in their shortest form that reads back bit-exact.
 
 use std::path::Path;
 
@@ -24,6 +24,18 @@ pub(crate) fn num(x: f64) -> Value {
         Value::from("Infinity")
     } else {
         Value::from("-Infinity")
+    }
+}
+
+/// Encodes an `f32` as the shortest decimal that reads back to the same `f32` (`0.1`, not
+/// `0.10000000149011612`), falling back to the exact widening if the detour through `f64` would ever
+/// round differently.
+pub(crate) fn num32(x: f32) -> Value {
+    let short: f64 = format!("{x}").parse().unwrap_or(f64::NAN);
+    if x.is_finite() && short as f32 == x {
+        num(short)
+    } else {
+        num(f64::from(x))
     }
 }
 
@@ -133,7 +145,7 @@ pub(crate) fn head_from_json(path: &Path, name: &str, v: &Value) -> Result<HeadI
 
 /// The normalization record: `{"params": {...}, "diagnostics": {...}}`.
 pub(crate) fn normalization_to_json(p: &NormalizationParams, d: &HeadDiagnostics) -> Value {
-    let f = |x: f32| num(f64::from(x));
+    let f = num32;
     json!({
         "params": {
             "key_translation": p.key_translation.iter().map(|&x| f(x)).collect::<Vec<_>>(),
@@ -186,7 +198,7 @@ pub(crate) fn projection_to_json(
     objective: Option<f32>,
     quality: Option<&ProjectionQuality>,
 ) -> Value {
-    let f = |x: f32| num(f64::from(x));
+    let f = num32;
     let params: Map<String, Value> = spec
         .params
         .iter()
@@ -270,4 +282,36 @@ pub(crate) fn projection_from_json(
         objective,
         quality,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Through JSON text and back, as the readers do.
+    fn round_trip(x: f32) -> f32 {
+        let text = num32(x).to_string();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        parse_num(&v).unwrap() as f32
+    }
+
+    #[test]
+    fn f32_survives_json_bit_exact_across_the_range() {
+        // A stride through every bit pattern: normals, subnormals, both signs, the extremes.
+        let mut checked = 0;
+        for bits in (0..=u32::MAX).step_by(4099).chain([1, 0x007f_ffff, 0x7f7f_ffff, 0x8000_0000]) {
+            let x = f32::from_bits(bits);
+            let back = round_trip(x);
+            if x.is_nan() {
+                assert!(back.is_nan());
+            } else {
+                assert_eq!(back.to_bits(), x.to_bits(), "{x:e}");
+            }
+            checked += 1;
+        }
+        assert!(checked > 1_000_000);
+        assert_eq!(num32(0.1).to_string(), "0.1");
+        assert_eq!(num32(f32::NEG_INFINITY).to_string(), "\"-Infinity\"");
+    }
 }

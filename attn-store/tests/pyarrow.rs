@@ -45,7 +45,10 @@ fn run(dir: &Path, expect: &Path) -> (bool, String) {
 fn pyarrow_reads_the_dataset() {
     let py = python();
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("ds");
+    // ATTNVIZ_KEEP_DATASET=DIR keeps the dataset for inspection (DIR must not hold another dataset).
+    let dir = std::env::var_os("ATTNVIZ_KEEP_DATASET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tmp.path().join("ds"));
     let ds = Dataset::create(&dir, &meta("gpt2-pyarrow")).unwrap();
     let t = tokens();
     ds.write_tokens(&t).unwrap();

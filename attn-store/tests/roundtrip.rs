@@ -259,6 +259,7 @@ fn separate_processes_write_disjoint_heads() {
                 .args(["--exact", "separate_processes_write_disjoint_heads", "--test-threads=1"])
                 .env("ATTN_STORE_SHARD_DIR", &path)
                 .env("ATTN_STORE_SHARD", shard.to_string())
+                .stdout(std::process::Stdio::null())
                 .spawn()
                 .unwrap()
         })
