@@ -7,11 +7,13 @@ use attn_types::{
     ProjectionMethod, SequenceAttention, TokenTable,
 };
 
+use parquet::file::reader::{FileReader, SerializedFileReader};
+
 use crate::StoreError;
 use crate::files::{
-    StoredHead, read_attention_file, read_projection_file, read_tokens_file,
-    read_value_norms_file, read_vectors_file, write_attention_file, write_projection_file,
-    write_tokens_file, write_value_norms_file, write_vectors_file,
+    StoredHead, read_attention_file, read_projection_file, read_tokens_file, read_value_norms_file,
+    read_vectors_file, write_attention_file, write_projection_file, write_tokens_file,
+    write_value_norms_file, write_vectors_file,
 };
 use crate::pq::{temp_path, write_bytes_atomic};
 
@@ -79,12 +81,14 @@ fn read_meta(path: &Path) -> Result<DatasetMeta, StoreError> {
             StoreError::io(path, e)
         }
     })?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| StoreError::json(path, META_FILE, e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| StoreError::json(path, META_FILE, e.to_string()))?;
     let version = value
         .get("schema_version")
         .and_then(serde_json::Value::as_u64)
-        .ok_or_else(|| StoreError::json(path, "schema_version", "missing or not an unsigned integer"))?;
+        .ok_or_else(|| {
+            StoreError::json(path, "schema_version", "missing or not an unsigned integer")
+        })?;
     if version > u64::from(DATA_MODEL_VERSION) {
         return Err(StoreError::FutureVersion {
             path: path.to_path_buf(),
@@ -97,14 +101,33 @@ fn read_meta(path: &Path) -> Result<DatasetMeta, StoreError> {
 }
 
 /// The first model field in which two metas differ, as `(field, existing, requested)`.
-fn model_difference(existing: &DatasetMeta, requested: &DatasetMeta) -> Option<(String, String, String)> {
+fn model_difference(
+    existing: &DatasetMeta,
+    requested: &DatasetMeta,
+) -> Option<(String, String, String)> {
     let (a, b) = (&existing.model, &requested.model);
     let fields = [
         ("model.id", a.id.clone(), b.id.clone()),
-        ("model.architecture", a.architecture.to_string(), b.architecture.to_string()),
-        ("model.num_layers", a.num_layers.to_string(), b.num_layers.to_string()),
-        ("model.num_heads", a.num_heads.to_string(), b.num_heads.to_string()),
-        ("model.head_dim", a.head_dim.to_string(), b.head_dim.to_string()),
+        (
+            "model.architecture",
+            a.architecture.to_string(),
+            b.architecture.to_string(),
+        ),
+        (
+            "model.num_layers",
+            a.num_layers.to_string(),
+            b.num_layers.to_string(),
+        ),
+        (
+            "model.num_heads",
+            a.num_heads.to_string(),
+            b.num_heads.to_string(),
+        ),
+        (
+            "model.head_dim",
+            a.head_dim.to_string(),
+            b.head_dim.to_string(),
+        ),
         ("model.config", a.config.to_string(), b.config.to_string()),
     ];
     fields
@@ -223,10 +246,44 @@ impl Dataset {
             return Err(StoreError::invalid(
                 path,
                 "head",
-                format!("{head} is outside the model's {} x {} heads", m.num_layers, m.num_heads),
+                format!(
+                    "{head} is outside the model's {} x {} heads",
+                    m.num_layers, m.num_heads
+                ),
             ));
         }
         Ok(())
+    }
+
+    /// Number of tokens in `tokens.parquet`, read from the file footer only (cheap); `None` before
+    /// the token table is written.
+    pub fn num_tokens(&self) -> Result<Option<usize>, StoreError> {
+        let path = self.tokens_path();
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let file = std::fs::File::open(&path).map_err(|e| StoreError::io(&path, e))?;
+        let reader = SerializedFileReader::new(file).map_err(|source| StoreError::Parquet {
+            path: path.clone(),
+            source,
+        })?;
+        let rows = reader.metadata().file_metadata().num_rows();
+        usize::try_from(rows)
+            .map(Some)
+            .map_err(|_| StoreError::invalid(&path, "token_index", format!("{rows} rows")))
+    }
+
+    /// Checks a per-token count against the token table, when it has been written: catches a head
+    /// computed on another corpus before it is stored next to the wrong tokens.
+    fn check_token_count(&self, path: &Path, field: &str, found: usize) -> Result<(), StoreError> {
+        match self.num_tokens()? {
+            Some(n) if n != found => Err(StoreError::invalid(
+                path,
+                field,
+                format!("{found} tokens, but tokens.parquet has {n}"),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Writes the token table.
@@ -245,7 +302,8 @@ impl Dataset {
     }
 
     /// Writes a head's raw vectors and, optionally, its normalization. Checks the head against the
-    /// model's layer/head counts and, when the model states one, the head dimension.
+    /// model's layer/head counts, the head dimension (when the model states one) and the token count
+    /// (when the token table is written). Every per-head writer checks the head and token count.
     pub fn write_head(
         &self,
         raw: &HeadVectors,
@@ -258,9 +316,13 @@ impl Dataset {
             return Err(StoreError::invalid(
                 &path,
                 "query",
-                format!("head dimension {} differs from the model's head_dim {d}", raw.dim()),
+                format!(
+                    "head dimension {} differs from the model's head_dim {d}",
+                    raw.dim()
+                ),
             ));
         }
+        self.check_token_count(&path, "token_index", raw.len())?;
         write_vectors_file(path, raw, normalized)
     }
 
@@ -303,6 +365,8 @@ impl Dataset {
     ) -> Result<(), StoreError> {
         let path = self.attention_path(head);
         self.check_head_id(head, &path)?;
+        let total = attention.iter().map(SequenceAttention::len).sum();
+        self.check_token_count(&path, "seq_len", total)?;
         write_attention_file(path, head, attention)
     }
 
@@ -320,6 +384,7 @@ impl Dataset {
     pub fn write_value_norms(&self, head: HeadId, norms: &[f32]) -> Result<(), StoreError> {
         let path = self.value_norms_path(head);
         self.check_head_id(head, &path)?;
+        self.check_token_count(&path, "token_index", norms.len())?;
         write_value_norms_file(path, head, norms)
     }
 
@@ -336,6 +401,7 @@ impl Dataset {
     pub fn write_projection(&self, p: &HeadProjection) -> Result<(), StoreError> {
         let path = self.projection_path(p.head, p.spec.method, p.spec.dims);
         self.check_head_id(p.head, &path)?;
+        self.check_token_count(&path, "token_index", p.coords.rows() / 2)?;
         write_projection_file(path, p)
     }
 

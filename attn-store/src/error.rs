@@ -94,7 +94,9 @@ pub enum StoreError {
         supported: u32,
     },
     /// `Dataset::create` found an existing dataset made for a different model.
-    #[error("{path}: existing dataset differs in `{field}`: it has {existing}, this run has {requested}")]
+    #[error(
+        "{path}: existing dataset differs in `{field}`: it has {existing}, this run has {requested}"
+    )]
     Incompatible {
         /// The existing `meta.json`.
         path: PathBuf,

@@ -14,12 +14,12 @@ use attn_types::{
 };
 use serde_json::{Value, json};
 
+use crate::StoreError;
 use crate::json::{
     head_from_json, head_to_json, normalization_from_json, normalization_to_json,
     projection_from_json, projection_to_json,
 };
 use crate::pq::{self, Contents, batch, vector_array, vector_type, write_parquet};
-use crate::StoreError;
 
 /// Key-value metadata key: the head a per-head file belongs to, `{"layer":0,"head":1}`.
 pub const KV_HEAD: &str = "attnviz.head";
@@ -41,7 +41,8 @@ pub struct StoredHead {
 }
 
 fn to_u32(path: &Path, field: &str, v: usize) -> Result<u32, StoreError> {
-    u32::try_from(v).map_err(|_| StoreError::invalid(path, field, format!("{v} does not fit in u32")))
+    u32::try_from(v)
+        .map_err(|_| StoreError::invalid(path, field, format!("{v} does not fit in u32")))
 }
 
 fn head_kv(head: HeadId) -> (String, String) {
@@ -92,13 +93,25 @@ pub fn write_tokens_file(path: impl AsRef<Path>, tokens: &TokenTable) -> Result<
         Arc::new(UInt32Array::from_iter_values(t.iter().map(|x| x.seq_id))),
         Arc::new(UInt32Array::from_iter_values(t.iter().map(|x| x.position))),
         Arc::new(UInt32Array::from_iter_values(t.iter().map(|x| x.seq_len))),
-        Arc::new(StringArray::from_iter_values(t.iter().map(|x| x.text.as_str()))),
-        Arc::new(BooleanArray::from_iter(t.iter().map(|x| Some(x.is_special)))),
-        Arc::new(UInt16Array::from_iter(t.iter().map(|x| x.patch.map(|p| p.row)))),
-        Arc::new(UInt16Array::from_iter(t.iter().map(|x| x.patch.map(|p| p.col)))),
+        Arc::new(StringArray::from_iter_values(
+            t.iter().map(|x| x.text.as_str()),
+        )),
+        Arc::new(BooleanArray::from_iter(
+            t.iter().map(|x| Some(x.is_special)),
+        )),
+        Arc::new(UInt16Array::from_iter(
+            t.iter().map(|x| x.patch.map(|p| p.row)),
+        )),
+        Arc::new(UInt16Array::from_iter(
+            t.iter().map(|x| x.patch.map(|p| p.col)),
+        )),
         Arc::new(BooleanArray::from_iter(t.iter().map(|x| Some(x.is_cls)))),
-        Arc::new(UInt32Array::from_iter(t.iter().map(|x| x.offsets.map(|o| o.0)))),
-        Arc::new(UInt32Array::from_iter(t.iter().map(|x| x.offsets.map(|o| o.1)))),
+        Arc::new(UInt32Array::from_iter(
+            t.iter().map(|x| x.offsets.map(|o| o.0)),
+        )),
+        Arc::new(UInt32Array::from_iter(
+            t.iter().map(|x| x.offsets.map(|o| o.1)),
+        )),
     ];
     let b = batch(path, Arc::new(tokens_schema()), cols)?;
     write_parquet(path, &b, Vec::new())
@@ -153,7 +166,11 @@ pub fn read_tokens_file(path: impl AsRef<Path>) -> Result<TokenTable, StoreError
     let text = c.strings("text")?;
     let is_special = c.bool("is_special")?;
     let n = c.rows;
-    let is_cls = if c.has("is_cls") { c.bool("is_cls")? } else { vec![false; n] };
+    let is_cls = if c.has("is_cls") {
+        c.bool("is_cls")?
+    } else {
+        vec![false; n]
+    };
     let patches = pair_opt(
         path,
         ("patch_row", "patch_col"),
@@ -225,7 +242,9 @@ pub fn write_vectors_file(
         ));
     }
     let mut cols = vec![
-        Arc::new(UInt32Array::from_iter_values(0..to_u32(path, "token_index", n)?)) as ArrayRef,
+        Arc::new(UInt32Array::from_iter_values(
+            0..to_u32(path, "token_index", n)?,
+        )) as ArrayRef,
         vector_array(path, "query", d, n, raw.queries.as_slice())?,
         vector_array(path, "key", d, n, raw.keys.as_slice())?,
     ];
@@ -236,10 +255,16 @@ pub fn write_vectors_file(
             return Err(StoreError::invalid(
                 path,
                 "query_normalized",
-                format!("normalized vectors are of head {}, raw of {}", v.head, raw.head),
+                format!(
+                    "normalized vectors are of head {}, raw of {}",
+                    v.head, raw.head
+                ),
             ));
         }
-        for (name, m) in [("query_normalized", &v.queries), ("key_normalized", &v.keys)] {
+        for (name, m) in [
+            ("query_normalized", &v.queries),
+            ("key_normalized", &v.keys),
+        ] {
             if m.shape() != (n, d) {
                 return Err(StoreError::invalid(
                     path,
@@ -254,7 +279,11 @@ pub fn write_vectors_file(
             normalization_to_json(&norm.params, &norm.diagnostics).to_string(),
         ));
     }
-    let b = batch(path, Arc::new(vectors_schema(d, normalized.is_some())), cols)?;
+    let b = batch(
+        path,
+        Arc::new(vectors_schema(d, normalized.is_some())),
+        cols,
+    )?;
     write_parquet(path, &b, kv)
 }
 
@@ -281,7 +310,11 @@ pub fn read_vectors_file(path: impl AsRef<Path>, head: HeadId) -> Result<StoredH
     let normalized = match (c.has("query_normalized"), c.has("key_normalized")) {
         (false, false) => None,
         (true, false) | (false, true) => {
-            let missing = if c.has("query_normalized") { "key_normalized" } else { "query_normalized" };
+            let missing = if c.has("query_normalized") {
+                "key_normalized"
+            } else {
+                "query_normalized"
+            };
             return Err(StoreError::MissingColumn {
                 path: c.path.clone(),
                 column: missing.into(),
@@ -298,13 +331,22 @@ pub fn read_vectors_file(path: impl AsRef<Path>, head: HeadId) -> Result<StoredH
                 return Err(StoreError::invalid(
                     &c.path,
                     "query_normalized",
-                    format!("dimension {} differs from the raw {}", vectors.dim(), raw.dim()),
+                    format!(
+                        "dimension {} differs from the raw {}",
+                        vectors.dim(),
+                        raw.dim()
+                    ),
                 ));
             }
             let record = c.kv_json(KV_NORMALIZATION)?.ok_or_else(|| {
-                StoreError::json(&c.path, KV_NORMALIZATION, "missing from the key-value metadata")
+                StoreError::json(
+                    &c.path,
+                    KV_NORMALIZATION,
+                    "missing from the key-value metadata",
+                )
             })?;
-            let (params, diagnostics) = normalization_from_json(&c.path, KV_NORMALIZATION, &record)?;
+            let (params, diagnostics) =
+                normalization_from_json(&c.path, KV_NORMALIZATION, &record)?;
             Some(NormalizedHead {
                 vectors,
                 params,
@@ -347,7 +389,10 @@ pub fn write_attention_file(
             return Err(StoreError::invalid(
                 path,
                 "weight",
-                format!("sequence {}: attention is {rows} x {cols}, not square", a.seq_id),
+                format!(
+                    "sequence {}: attention is {rows} x {cols}, not square",
+                    a.seq_id
+                ),
             ));
         }
         let len = to_u32(path, "seq_len", rows)?;
@@ -375,7 +420,10 @@ pub fn write_attention_file(
     let b = batch(path, Arc::new(attention_schema()), cols)?;
     let kv = vec![
         head_kv(head),
-        (KV_SEQUENCES.to_string(), Value::Array(sequences).to_string()),
+        (
+            KV_SEQUENCES.to_string(),
+            Value::Array(sequences).to_string(),
+        ),
     ];
     write_parquet(path, &b, kv)
 }
@@ -401,7 +449,11 @@ pub fn read_attention_file(path: impl AsRef<Path>) -> Result<Vec<SequenceAttenti
                     .and_then(|p| Some((p[0].as_u64()?, p[1].as_u64()?)))
                     .and_then(|(s, l)| Some((u32::try_from(s).ok()?, usize::try_from(l).ok()?)))
                     .ok_or_else(|| {
-                        StoreError::json(path, format!("{KV_SEQUENCES}[{i}]"), "expected [seq_id, len]")
+                        StoreError::json(
+                            path,
+                            format!("{KV_SEQUENCES}[{i}]"),
+                            "expected [seq_id, len]",
+                        )
                     })?;
                 order.push(pair);
             }
@@ -420,7 +472,11 @@ pub fn read_attention_file(path: impl AsRef<Path>) -> Result<Vec<SequenceAttenti
     let mut out = Vec::with_capacity(order.len());
     for (i, &(s, l)) in order.iter().enumerate() {
         if index.insert(s, i).is_some() {
-            return Err(StoreError::json(path, KV_SEQUENCES, format!("sequence {s} listed twice")));
+            return Err(StoreError::json(
+                path,
+                KV_SEQUENCES,
+                format!("sequence {s} listed twice"),
+            ));
         }
         out.push(SequenceAttention {
             seq_id: s,
@@ -430,7 +486,11 @@ pub fn read_attention_file(path: impl AsRef<Path>) -> Result<Vec<SequenceAttenti
     for row in 0..seq.len() {
         let s = seq[row];
         let i = *index.get(&s).ok_or_else(|| {
-            StoreError::invalid(path, "seq_id", format!("row {row}: sequence {s} is not listed"))
+            StoreError::invalid(
+                path,
+                "seq_id",
+                format!("row {row}: sequence {s} is not listed"),
+            )
         })?;
         let m = &mut out[i].weights;
         let l = m.rows();
@@ -438,7 +498,10 @@ pub fn read_attention_file(path: impl AsRef<Path>) -> Result<Vec<SequenceAttenti
             return Err(StoreError::invalid(
                 path,
                 "seq_len",
-                format!("row {row}: sequence {s} has length {l}, row says {}", lens[row]),
+                format!(
+                    "row {row}: sequence {s} has length {l}, row says {}",
+                    lens[row]
+                ),
             ));
         }
         let (q, k) = (qs[row] as usize, ks[row] as usize);
@@ -510,7 +573,10 @@ pub fn write_projection_file(path: impl AsRef<Path>, p: &HeadProjection) -> Resu
         return Err(StoreError::invalid(
             path,
             "x/y/z",
-            format!("coordinates have {dims} columns, spec.dims is {} (2 or 3 allowed)", p.spec.dims),
+            format!(
+                "coordinates have {dims} columns, spec.dims is {} (2 or 3 allowed)",
+                p.spec.dims
+            ),
         ));
     }
     if rows % 2 != 0 {
@@ -529,14 +595,20 @@ pub fn write_projection_file(path: impl AsRef<Path>, p: &HeadProjection) -> Resu
     };
     let cols: Vec<ArrayRef> = vec![
         Arc::new(UInt32Array::from_iter_values((0..n).chain(0..n))),
-        Arc::new(BooleanArray::from_iter((0..rows).map(|r| Some(r >= rows / 2)))),
+        Arc::new(BooleanArray::from_iter(
+            (0..rows).map(|r| Some(r >= rows / 2)),
+        )),
         Arc::new(Float32Array::from_iter_values(col(0))),
         Arc::new(Float32Array::from_iter_values(col(1))),
         Arc::new(z),
     ];
     let b = batch(path, Arc::new(projection_schema()), cols)?;
     let record = projection_to_json(p.head, &p.spec, p.objective, p.quality.as_ref());
-    write_parquet(path, &b, vec![(KV_PROJECTION.to_string(), record.to_string())])
+    write_parquet(
+        path,
+        &b,
+        vec![(KV_PROJECTION.to_string(), record.to_string())],
+    )
 }
 
 /// Reads a projection file. Rows may come in any order; each `(token_index, is_key)` must appear
@@ -544,13 +616,17 @@ pub fn write_projection_file(path: impl AsRef<Path>, p: &HeadProjection) -> Resu
 pub fn read_projection_file(path: impl AsRef<Path>) -> Result<HeadProjection, StoreError> {
     let c = pq::read_parquet(path.as_ref())?;
     let path = c.path.as_path();
-    let record = c
-        .kv_json(KV_PROJECTION)?
-        .ok_or_else(|| StoreError::json(path, KV_PROJECTION, "missing from the key-value metadata"))?;
+    let record = c.kv_json(KV_PROJECTION)?.ok_or_else(|| {
+        StoreError::json(path, KV_PROJECTION, "missing from the key-value metadata")
+    })?;
     let record = projection_from_json(path, KV_PROJECTION, &record)?;
     let dims = usize::from(record.spec.dims);
     if !(2..=3).contains(&dims) {
-        return Err(StoreError::json(path, format!("{KV_PROJECTION}.spec.dims"), "must be 2 or 3"));
+        return Err(StoreError::json(
+            path,
+            format!("{KV_PROJECTION}.spec.dims"),
+            "must be 2 or 3",
+        ));
     }
     let tokens = c.u32("token_index")?;
     let is_key = c.bool("is_key")?;
@@ -564,7 +640,9 @@ pub fn read_projection_file(path: impl AsRef<Path>) -> Result<HeadProjection, St
         z.into_iter()
             .enumerate()
             .map(|(row, v)| {
-                v.ok_or_else(|| StoreError::invalid(path, "z", format!("row {row}: null in a 3-D projection")))
+                v.ok_or_else(|| {
+                    StoreError::invalid(path, "z", format!("row {row}: null in a 3-D projection"))
+                })
             })
             .collect::<Result<Vec<f32>, _>>()?
     } else {
@@ -572,7 +650,11 @@ pub fn read_projection_file(path: impl AsRef<Path>) -> Result<HeadProjection, St
     };
     let rows = c.rows;
     if rows % 2 != 0 {
-        return Err(StoreError::invalid(path, "token_index", format!("{rows} rows: not an even number")));
+        return Err(StoreError::invalid(
+            path,
+            "token_index",
+            format!("{rows} rows: not an even number"),
+        ));
     }
     let n = rows / 2;
     let mut coords = Matrix::zeros(rows, dims);

@@ -121,7 +121,11 @@ impl<'a> Obj<'a> {
             .enumerate()
             .map(|(i, v)| {
                 parse_num(v).map(|x| x as f32).ok_or_else(|| {
-                    StoreError::json(self.path, format!("{}[{i}]", self.field(key)), "expected a number")
+                    StoreError::json(
+                        self.path,
+                        format!("{}[{i}]", self.field(key)),
+                        "expected a number",
+                    )
                 })
             })
             .collect()
@@ -300,7 +304,10 @@ mod tests {
     fn f32_survives_json_bit_exact_across_the_range() {
         // A stride through every bit pattern: normals, subnormals, both signs, the extremes.
         let mut checked = 0;
-        for bits in (0..=u32::MAX).step_by(4099).chain([1, 0x007f_ffff, 0x7f7f_ffff, 0x8000_0000]) {
+        for bits in (0..=u32::MAX)
+            .step_by(4099)
+            .chain([1, 0x007f_ffff, 0x7f7f_ffff, 0x8000_0000])
+        {
             let x = f32::from_bits(bits);
             let back = round_trip(x);
             if x.is_nan() {

@@ -184,7 +184,11 @@ pub(crate) fn read_parquet(path: &Path) -> Result<Contents, StoreError> {
         .unwrap_or_default();
     if let Some(v) = kv.get(KV_SCHEMA_VERSION) {
         let found: u32 = v.trim().parse().map_err(|_| {
-            StoreError::invalid(path, KV_SCHEMA_VERSION, format!("`{v}` is not a version number"))
+            StoreError::invalid(
+                path,
+                KV_SCHEMA_VERSION,
+                format!("`{v}` is not a version number"),
+            )
         })?;
         if found > DATA_MODEL_VERSION {
             return Err(StoreError::FutureVersion {
@@ -251,10 +255,12 @@ impl Contents {
     ) -> Result<Vec<&T>, StoreError> {
         let mut out = Vec::with_capacity(self.batches.len());
         for b in &self.batches {
-            let col = b.column_by_name(column).ok_or_else(|| StoreError::MissingColumn {
-                path: self.path.clone(),
-                column: column.to_string(),
-            })?;
+            let col = b
+                .column_by_name(column)
+                .ok_or_else(|| StoreError::MissingColumn {
+                    path: self.path.clone(),
+                    column: column.to_string(),
+                })?;
             let arr = col
                 .as_any()
                 .downcast_ref::<T>()
@@ -265,7 +271,11 @@ impl Contents {
     }
 
     fn null_error(&self, column: &str) -> StoreError {
-        StoreError::invalid(&self.path, column, "null value in a column that may not be null")
+        StoreError::invalid(
+            &self.path,
+            column,
+            "null value in a column that may not be null",
+        )
     }
 
     /// A non-nullable primitive column of exactly type `P`.

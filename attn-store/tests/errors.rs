@@ -28,11 +28,14 @@ fn write_foreign(path: &Path, columns: Vec<(&str, ArrayRef)>, kv: Vec<(&str, Str
     let batch = RecordBatch::try_from_iter(columns).unwrap();
     let props = WriterProperties::builder()
         .set_key_value_metadata(Some(
-            kv.into_iter().map(|(k, v)| KeyValue::new(k.to_string(), v)).collect(),
+            kv.into_iter()
+                .map(|(k, v)| KeyValue::new(k.to_string(), v))
+                .collect(),
         ))
         .build();
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut w = ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), Some(props)).unwrap();
+    let mut w =
+        ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), Some(props)).unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
 }
@@ -84,7 +87,12 @@ fn wrong_column_type_names_file_and_column() {
         &ds.tokens_path(),
         vec![
             ("token_index", u32s(0..n)),
-            ("seq_id", Arc::new(Int64Array::from_iter_values(good.tokens.iter().map(|t| i64::from(t.seq_id))))),
+            (
+                "seq_id",
+                Arc::new(Int64Array::from_iter_values(
+                    good.tokens.iter().map(|t| i64::from(t.seq_id)),
+                )),
+            ),
             ("position", u32s(good.tokens.iter().map(|t| t.position))),
             ("seq_len", u32s(good.tokens.iter().map(|t| t.seq_len))),
         ],
@@ -93,7 +101,10 @@ fn wrong_column_type_names_file_and_column() {
     match ds.read_tokens().unwrap_err() {
         e @ StoreError::ColumnType { .. } => {
             let msg = e.to_string();
-            assert!(msg.contains("tokens.parquet") && msg.contains("`seq_id`") && msg.contains("Int64"), "{msg}");
+            assert!(
+                msg.contains("tokens.parquet") && msg.contains("`seq_id`") && msg.contains("Int64"),
+                "{msg}"
+            );
         }
         other => panic!("expected ColumnType, got {other:?}"),
     }
@@ -124,14 +135,22 @@ fn missing_column_names_file_and_column() {
 fn future_schema_version_in_meta_json_is_refused() {
     let (_d, ds) = dataset();
     let path = ds.dir().join("meta.json");
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     v["schema_version"] = serde_json::json!(DATA_MODEL_VERSION + 1);
     // A future format may also change other fields; the version must be reported, not a parse error.
     v["model"] = serde_json::json!("changed");
     std::fs::write(&path, v.to_string()).unwrap();
-    for result in [Dataset::open(ds.dir()), Dataset::create(ds.dir(), &meta("gpt2-test"))] {
+    for result in [
+        Dataset::open(ds.dir()),
+        Dataset::create(ds.dir(), &meta("gpt2-test")),
+    ] {
         match result.unwrap_err() {
-            StoreError::FutureVersion { found, supported, path } => {
+            StoreError::FutureVersion {
+                found,
+                supported,
+                path,
+            } => {
                 assert_eq!(found, DATA_MODEL_VERSION + 1);
                 assert_eq!(supported, DATA_MODEL_VERSION);
                 assert!(path.ends_with("meta.json"));
@@ -147,8 +166,14 @@ fn future_schema_version_in_a_parquet_file_is_refused() {
     let h = HeadId::new(0, 0);
     write_foreign(
         &ds.value_norms_path(h),
-        vec![("token_index", u32s([0])), ("value_norm", Arc::new(Float32Array::from(vec![1.0])))],
-        vec![(attn_store::KV_SCHEMA_VERSION, (DATA_MODEL_VERSION + 1).to_string())],
+        vec![
+            ("token_index", u32s([0])),
+            ("value_norm", Arc::new(Float32Array::from(vec![1.0]))),
+        ],
+        vec![(
+            attn_store::KV_SCHEMA_VERSION,
+            (DATA_MODEL_VERSION + 1).to_string(),
+        )],
     );
     let err = ds.read_value_norms(h).unwrap_err();
     assert!(matches!(err, StoreError::FutureVersion { .. }), "{err:?}");
@@ -159,14 +184,21 @@ fn future_schema_version_in_a_parquet_file_is_refused() {
 fn bad_meta_json_names_the_field() {
     let (_d, ds) = dataset();
     let path = ds.dir().join("meta.json");
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     v["model"].as_object_mut().unwrap().remove("num_heads");
     std::fs::write(&path, v.to_string()).unwrap();
     let msg = Dataset::open(ds.dir()).unwrap_err().to_string();
-    assert!(msg.contains("meta.json") && msg.contains("num_heads"), "{msg}");
+    assert!(
+        msg.contains("meta.json") && msg.contains("num_heads"),
+        "{msg}"
+    );
 
     std::fs::write(&path, "{ not json").unwrap();
-    assert!(matches!(Dataset::open(ds.dir()), Err(StoreError::Json { .. })));
+    assert!(matches!(
+        Dataset::open(ds.dir()),
+        Err(StoreError::Json { .. })
+    ));
 }
 
 #[test]
@@ -197,7 +229,10 @@ fn a_file_of_another_head_is_detected() {
     std::fs::create_dir_all(ds.head_dir(b)).unwrap();
     std::fs::copy(ds.vectors_path(a), ds.vectors_path(b)).unwrap();
     let msg = ds.read_head(b).unwrap_err().to_string();
-    assert!(msg.contains("attnviz.head") && msg.contains("L0H0"), "{msg}");
+    assert!(
+        msg.contains("attnviz.head") && msg.contains("L0H0"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -205,15 +240,26 @@ fn user_vectors_as_list_columns_are_accepted_and_ragged_rows_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("my_qk.parquet");
     let list = |rows: Vec<Vec<f32>>| -> ArrayRef {
-        Arc::new(ListArray::from_iter_primitive::<arrow_array::types::Float32Type, _, _>(
-            rows.into_iter().map(|r| Some(r.into_iter().map(Some).collect::<Vec<_>>())),
+        Arc::new(ListArray::from_iter_primitive::<
+            arrow_array::types::Float32Type,
+            _,
+            _,
+        >(
+            rows.into_iter()
+                .map(|r| Some(r.into_iter().map(Some).collect::<Vec<_>>())),
         ))
     };
     write_foreign(
         &path,
         vec![
-            ("query", list(vec![vec![1.0, 2.0], vec![3.0, 4.0], vec![5.0, 6.0]])),
-            ("key", list(vec![vec![-1.0, 0.5], vec![0.0, 0.0], vec![7.0, 8.0]])),
+            (
+                "query",
+                list(vec![vec![1.0, 2.0], vec![3.0, 4.0], vec![5.0, 6.0]]),
+            ),
+            (
+                "key",
+                list(vec![vec![-1.0, 0.5], vec![0.0, 0.0], vec![7.0, 8.0]]),
+            ),
         ],
         vec![],
     );
@@ -225,6 +271,20 @@ fn user_vectors_as_list_columns_are_accepted_and_ragged_rows_rejected() {
     assert_eq!(stored.raw.keys.row(0), &[-1.0, 0.5]);
     assert!(stored.normalized.is_none());
 
+    // Long enough to be read back in several record batches.
+    let rows: Vec<Vec<f32>> = (0..3000)
+        .map(|i| vec![i as f32, -(i as f32), 0.5])
+        .collect();
+    write_foreign(
+        &path,
+        vec![("query", list(rows.clone())), ("key", list(rows.clone()))],
+        vec![],
+    );
+    let stored = read_vectors_file(&path, head).unwrap();
+    assert_eq!(stored.raw.keys.shape(), (3000, 3));
+    assert_eq!(stored.raw.keys.row(2999), rows[2999].as_slice());
+    assert_eq!(stored.raw.queries.row(1500), rows[1500].as_slice());
+
     write_foreign(
         &path,
         vec![
@@ -234,13 +294,22 @@ fn user_vectors_as_list_columns_are_accepted_and_ragged_rows_rejected() {
         vec![],
     );
     let msg = read_vectors_file(&path, head).unwrap_err().to_string();
-    assert!(msg.contains("my_qk.parquet") && msg.contains("`query`") && msg.contains("row 1"), "{msg}");
+    assert!(
+        msg.contains("my_qk.parquet") && msg.contains("`query`") && msg.contains("row 1"),
+        "{msg}"
+    );
 
     // Vectors of the wrong element type are a type error naming the column.
-    let f64_list: ArrayRef = Arc::new(ListArray::from_iter_primitive::<arrow_array::types::Float64Type, _, _>(
-        vec![Some(vec![Some(1.0f64)])],
-    ));
-    write_foreign(&path, vec![("query", f64_list.clone()), ("key", f64_list)], vec![]);
+    let f64_list: ArrayRef = Arc::new(ListArray::from_iter_primitive::<
+        arrow_array::types::Float64Type,
+        _,
+        _,
+    >(vec![Some(vec![Some(1.0f64)])]));
+    write_foreign(
+        &path,
+        vec![("query", f64_list.clone()), ("key", f64_list)],
+        vec![],
+    );
     assert!(matches!(
         read_vectors_file(&path, head),
         Err(StoreError::ColumnType { column, .. }) if column == "query"
@@ -253,11 +322,19 @@ fn out_of_order_token_index_is_rejected() {
     let path = dir.path().join("norms.parquet");
     write_foreign(
         &path,
-        vec![("token_index", u32s([1, 0])), ("value_norm", Arc::new(Float32Array::from(vec![1.0, 2.0])))],
+        vec![
+            ("token_index", u32s([1, 0])),
+            ("value_norm", Arc::new(Float32Array::from(vec![1.0, 2.0]))),
+        ],
         vec![],
     );
-    let msg = attn_store::read_value_norms_file(&path).unwrap_err().to_string();
-    assert!(msg.contains("token_index") && msg.contains("row 0"), "{msg}");
+    let msg = attn_store::read_value_norms_file(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("token_index") && msg.contains("row 0"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -276,7 +353,10 @@ fn attention_positions_outside_the_sequence_are_rejected() {
         vec![],
     );
     let msg = ds.read_attention(h).unwrap_err().to_string();
-    assert!(msg.contains("attention.parquet") && msg.contains("key_pos") && msg.contains("row 1"), "{msg}");
+    assert!(
+        msg.contains("attention.parquet") && msg.contains("key_pos") && msg.contains("row 1"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -287,7 +367,8 @@ fn projection_rows_in_any_order_read_back_and_duplicates_are_rejected() {
     ds.write_projection(&p).unwrap();
     let path = ds.projection_path(h, ProjectionMethod::Pca, 2);
     let kv = {
-        let reader = parquet::file::reader::SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
+        let reader =
+            parquet::file::reader::SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
         use parquet::file::reader::FileReader;
         reader
             .metadata()
@@ -309,9 +390,24 @@ fn projection_rows_in_any_order_read_back_and_duplicates_are_rejected() {
             &path,
             vec![
                 ("token_index", u32s(rows.iter().map(|&r| token(r)))),
-                ("is_key", Arc::new(arrow_array::BooleanArray::from(rows.iter().map(|&r| r >= N).collect::<Vec<_>>()))),
-                ("x", Arc::new(Float32Array::from_iter_values(rows.iter().map(|&r| p.coords.get(r, 0))))),
-                ("y", Arc::new(Float32Array::from_iter_values(rows.iter().map(|&r| p.coords.get(r, 1))))),
+                (
+                    "is_key",
+                    Arc::new(arrow_array::BooleanArray::from(
+                        rows.iter().map(|&r| r >= N).collect::<Vec<_>>(),
+                    )),
+                ),
+                (
+                    "x",
+                    Arc::new(Float32Array::from_iter_values(
+                        rows.iter().map(|&r| p.coords.get(r, 0)),
+                    )),
+                ),
+                (
+                    "y",
+                    Arc::new(Float32Array::from_iter_values(
+                        rows.iter().map(|&r| p.coords.get(r, 1)),
+                    )),
+                ),
             ],
             vec![(attn_store::KV_PROJECTION, kv.clone())],
         )
@@ -322,14 +418,20 @@ fn projection_rows_in_any_order_read_back_and_duplicates_are_rejected() {
     let mut dup = rows.clone();
     dup[1] = dup[0];
     write(&dup);
-    let msg = ds.read_projection(h, ProjectionMethod::Pca, 2).unwrap_err().to_string();
+    let msg = ds
+        .read_projection(h, ProjectionMethod::Pca, 2)
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("appears twice"), "{msg}");
 }
 
 #[test]
 fn arrow_schemas_are_what_the_readme_documents() {
     let t = attn_store::tokens_schema();
-    assert_eq!(t.field_with_name("patch_row").unwrap().data_type(), &DataType::UInt16);
+    assert_eq!(
+        t.field_with_name("patch_row").unwrap().data_type(),
+        &DataType::UInt16
+    );
     assert!(t.field_with_name("offset_end").unwrap().is_nullable());
     let v = attn_store::vectors_schema(64, true);
     assert_eq!(

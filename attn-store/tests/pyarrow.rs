@@ -54,7 +54,10 @@ fn pyarrow_reads_the_dataset() {
     ds.write_tokens(&t).unwrap();
 
     let mut heads_json = Vec::new();
-    for (i, head) in [HeadId::new(0, 0), HeadId::new(1, 2)].into_iter().enumerate() {
+    for (i, head) in [HeadId::new(0, 0), HeadId::new(1, 2)]
+        .into_iter()
+        .enumerate()
+    {
         let raw = raw_head(head, 10 + i as u64);
         let norm = (i == 1).then(|| normalized(&raw));
         ds.write_head(&raw, norm.as_ref()).unwrap();
@@ -109,7 +112,10 @@ fn pyarrow_reads_the_dataset() {
     std::fs::write(&expect_path, expect.to_string()).unwrap();
     let (ok, out) = run(&dir, &expect_path);
     assert!(ok, "check_dataset.py with {} failed:\n{out}", py.display());
-    assert!(out.contains("ok:") && out.contains("6 tokens, 2 heads"), "{out}");
+    assert!(
+        out.contains("ok:") && out.contains("6 tokens, 2 heads"),
+        "{out}"
+    );
 
     // The checker must be able to fail: a wrong expectation is reported.
     expect["tokens"][1]["text"] = json!("not the token");
@@ -117,5 +123,8 @@ fn pyarrow_reads_the_dataset() {
     std::fs::write(&expect_path, expect.to_string()).unwrap();
     let (ok, out) = run(&dir, &expect_path);
     assert!(!ok, "check_dataset.py accepted a wrong expectation:\n{out}");
-    assert!(out.contains("tokens.parquet row 1: text") && out.contains("query values differ"), "{out}");
+    assert!(
+        out.contains("tokens.parquet row 1: text") && out.contains("query values differ"),
+        "{out}"
+    );
 }

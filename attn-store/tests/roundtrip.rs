@@ -6,7 +6,7 @@ mod common;
 use std::fs::File;
 
 use attn_store::{Dataset, StoreError};
-use attn_types::{HeadId, ProjectionMethod};
+use attn_types::{HeadId, HeadVectors, ProjectionMethod};
 use common::*;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
@@ -105,7 +105,10 @@ fn attention_round_trips_and_stores_only_nonzero_weights() {
         .map(|a| a.weights.as_slice().iter().filter(|w| **w != 0.0).count())
         .sum();
     let reader = SerializedFileReader::new(File::open(ds.attention_path(h)).unwrap()).unwrap();
-    assert_eq!(reader.metadata().file_metadata().num_rows() as usize, nonzero);
+    assert_eq!(
+        reader.metadata().file_metadata().num_rows() as usize,
+        nonzero
+    );
     // Causal: 6 + 1 + 3 entries minus the 2 zeroed ones.
     assert_eq!(nonzero, 8);
 }
@@ -132,7 +135,10 @@ fn projections_round_trip_2d_and_3d_and_are_listed() {
     ds.write_projection(&p2).unwrap();
     ds.write_projection(&p3).unwrap();
 
-    assert_eq!(ds.read_projection(h, ProjectionMethod::Tsne, 2).unwrap(), p2);
+    assert_eq!(
+        ds.read_projection(h, ProjectionMethod::Tsne, 2).unwrap(),
+        p2
+    );
     let back3 = ds.read_projection(h, ProjectionMethod::Umap, 3).unwrap();
     assert_eq!(back3.coords, p3.coords);
     assert_eq!(back3.quality, None);
@@ -155,7 +161,9 @@ fn create_resumes_a_compatible_dataset_and_rejects_another_model() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ds");
     let first = Dataset::create(&path, &meta("gpt2-test")).unwrap();
-    first.write_head(&raw_head(HeadId::new(0, 0), 1), None).unwrap();
+    first
+        .write_head(&raw_head(HeadId::new(0, 0), 1), None)
+        .unwrap();
 
     let mut later = meta("gpt2-test");
     later.run.created_at = "2030-01-01T00:00:00Z".into();
@@ -173,7 +181,10 @@ fn create_resumes_a_compatible_dataset_and_rejects_another_model() {
     match Dataset::create(&path, &other_config) {
         Err(e @ StoreError::Incompatible { .. }) => {
             let msg = e.to_string();
-            assert!(msg.contains("model.config") && msg.contains("meta.json"), "{msg}");
+            assert!(
+                msg.contains("model.config") && msg.contains("meta.json"),
+                "{msg}"
+            );
         }
         other => panic!("expected Incompatible, got {other:?}"),
     }
@@ -206,7 +217,11 @@ fn concurrent_shards_write_disjoint_heads_into_one_dataset() {
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(d).unwrap() {
             let p = e.unwrap().path();
-            assert!(!p.to_string_lossy().ends_with(".tmp"), "leftover {}", p.display());
+            assert!(
+                !p.to_string_lossy().ends_with(".tmp"),
+                "leftover {}",
+                p.display()
+            );
             if p.is_dir() {
                 stack.push(p);
             }
@@ -218,17 +233,26 @@ fn concurrent_shards_write_disjoint_heads_into_one_dataset() {
 fn writes_are_checked_against_the_model() {
     let (_d, ds) = dataset();
     let outside = raw_head(HeadId::new(LAYERS, 0), 1);
-    assert!(matches!(ds.write_head(&outside, None), Err(StoreError::Invalid { .. })));
+    assert!(matches!(
+        ds.write_head(&outside, None),
+        Err(StoreError::Invalid { .. })
+    ));
     let wide = attn_types::HeadVectors::new(
         HeadId::new(0, 0),
         attn_types::Matrix::zeros(N, DIM + 1),
         attn_types::Matrix::zeros(N, DIM + 1),
     )
     .unwrap();
-    assert!(matches!(ds.write_head(&wide, None), Err(StoreError::Invalid { .. })));
+    assert!(matches!(
+        ds.write_head(&wide, None),
+        Err(StoreError::Invalid { .. })
+    ));
     let mut p = projection(HeadId::new(0, 0), ProjectionMethod::Pca, 2, 1);
     p.spec.dims = 3;
-    assert!(matches!(ds.write_projection(&p), Err(StoreError::Invalid { .. })));
+    assert!(matches!(
+        ds.write_projection(&p),
+        Err(StoreError::Invalid { .. })
+    ));
     // Nothing was written by the failed calls.
     assert!(ds.heads().unwrap().is_empty());
     assert!(ds.projections(HeadId::new(0, 0)).is_empty());
@@ -238,9 +262,13 @@ fn writes_are_checked_against_the_model() {
 /// creates the dataset and writes every third head.
 fn shard_main(dir: &str, shard: usize) {
     let ds = Dataset::create(dir, &meta("gpt2-test")).unwrap();
-    for (i, h) in HeadId::all(LAYERS, HEADS).enumerate().filter(|(i, _)| i % 3 == shard) {
+    for (i, h) in HeadId::all(LAYERS, HEADS)
+        .enumerate()
+        .filter(|(i, _)| i % 3 == shard)
+    {
         ds.write_head(&raw_head(h, i as u64), None).unwrap();
-        ds.write_projection(&projection(h, ProjectionMethod::Pca, 2, i as u64)).unwrap();
+        ds.write_projection(&projection(h, ProjectionMethod::Pca, 2, i as u64))
+            .unwrap();
     }
 }
 
@@ -256,7 +284,11 @@ fn separate_processes_write_disjoint_heads() {
     let children: Vec<_> = (0..3)
         .map(|shard| {
             std::process::Command::new(&exe)
-                .args(["--exact", "separate_processes_write_disjoint_heads", "--test-threads=1"])
+                .args([
+                    "--exact",
+                    "separate_processes_write_disjoint_heads",
+                    "--test-threads=1",
+                ])
                 .env("ATTN_STORE_SHARD_DIR", &path)
                 .env("ATTN_STORE_SHARD", shard.to_string())
                 .stdout(std::process::Stdio::null())
@@ -277,4 +309,92 @@ fn separate_processes_write_disjoint_heads() {
             projection(h, ProjectionMethod::Pca, 2, i as u64)
         );
     }
+}
+
+#[test]
+fn per_token_artifacts_must_match_the_token_table() {
+    let (_d, ds) = dataset();
+    assert_eq!(ds.num_tokens().unwrap(), None);
+    let h = HeadId::new(0, 0);
+    // Before the token table exists nothing can be checked, so a 6-token head is accepted...
+    ds.write_head(&raw_head(h, 1), None).unwrap();
+    let mut t = tokens();
+    t.tokens.pop();
+    t.tokens.last_mut().unwrap().seq_len = 1;
+    ds.write_tokens(&t).unwrap();
+    assert_eq!(ds.num_tokens().unwrap(), Some(N - 1));
+    // ...but once it exists (5 tokens), 6-token artifacts are refused, naming the file.
+    let msg = ds
+        .write_head(&raw_head(h, 2), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("vectors.parquet") && msg.contains("tokens.parquet has 5"),
+        "{msg}"
+    );
+    assert_eq!(
+        ds.read_head(h).unwrap().raw,
+        raw_head(h, 1),
+        "the old file must be untouched"
+    );
+    assert!(ds.write_attention(h, &attention(1)).is_err());
+    assert!(ds.write_value_norms(h, &[1.0; N]).is_err());
+    assert!(
+        ds.write_projection(&projection(h, ProjectionMethod::Pca, 2, 1))
+            .is_err()
+    );
+    ds.write_value_norms(h, &[1.0; N - 1]).unwrap();
+}
+
+#[test]
+fn realistic_sizes_round_trip_across_many_record_batches() {
+    // 5,000 tokens read back in several record batches (the reader's default batch is 1,024 rows),
+    // which exercises the per-batch offsets of the list columns.
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = meta("big");
+    m.model.head_dim = 64;
+    let ds = Dataset::create(dir.path(), &m).unwrap();
+    let (seqs, len) = (200u32, 25u32);
+    let table = attn_types::TokenTable {
+        tokens: (0..seqs)
+            .flat_map(|s| {
+                (0..len).map(move |p| attn_types::TokenMeta {
+                    seq_id: s,
+                    position: p,
+                    seq_len: len,
+                    text: format!("tok{s}_{p}"),
+                    is_special: p == 0,
+                    patch: None,
+                    is_cls: false,
+                    offsets: Some((p * 4, p * 4 + 3)),
+                })
+            })
+            .collect(),
+    };
+    let n = table.len();
+    ds.write_tokens(&table).unwrap();
+    let h = HeadId::new(1, 1);
+    let mut rng = Lcg(77);
+    let raw = attn_types::HeadVectors::new(h, rng.matrix(n, 64), rng.matrix(n, 64)).unwrap();
+    let mut norm = normalized(&HeadVectors::new(h, rng.matrix(n, 64), rng.matrix(n, 64)).unwrap());
+    norm.params.key_translation = (0..64).map(|_| rng.next_f32()).collect();
+    ds.write_head(&raw, Some(&norm)).unwrap();
+    let back = ds.read_head(h).unwrap();
+    assert_eq!(back.raw, raw);
+    assert_eq!(back.normalized.unwrap().vectors, norm.vectors);
+    assert_eq!(ds.read_tokens().unwrap(), table);
+
+    let att: Vec<attn_types::SequenceAttention> = (0..seqs)
+        .map(|s| attn_types::SequenceAttention {
+            seq_id: s,
+            weights: rng.matrix(len as usize, len as usize),
+        })
+        .collect();
+    ds.write_attention(h, &att).unwrap();
+    assert_eq!(ds.read_attention(h).unwrap(), att);
+
+    let mut p = projection(h, ProjectionMethod::Tsne, 3, 5);
+    p.coords = rng.matrix(2 * n, 3);
+    ds.write_projection(&p).unwrap();
+    assert_eq!(ds.read_projection(h, ProjectionMethod::Tsne, 3).unwrap(), p);
 }

@@ -19,11 +19,19 @@ pub struct Lcg(pub u64);
 
 impl Lcg {
     pub fn next_f32(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
     }
     pub fn matrix(&mut self, rows: usize, cols: usize) -> Matrix {
-        Matrix::from_vec(rows, cols, (0..rows * cols).map(|_| self.next_f32()).collect()).unwrap()
+        Matrix::from_vec(
+            rows,
+            cols,
+            (0..rows * cols).map(|_| self.next_f32()).collect(),
+        )
+        .unwrap()
     }
 }
 
@@ -97,7 +105,9 @@ pub fn normalized(raw: &HeadVectors) -> NormalizedHead {
     let mut q = raw.queries.clone();
     q.as_mut_slice().iter_mut().for_each(|v| *v *= 2.0);
     let mut k = raw.keys.clone();
-    k.as_mut_slice().iter_mut().for_each(|v| *v = (*v + 0.1) / 2.0);
+    k.as_mut_slice()
+        .iter_mut()
+        .for_each(|v| *v = (*v + 0.1) / 2.0);
     NormalizedHead {
         vectors: HeadVectors::new(raw.head, q, k).unwrap(),
         params: NormalizationParams {
@@ -145,10 +155,17 @@ pub fn projection(head: HeadId, method: ProjectionMethod, dims: u8, seed: u64) -
             dims,
             metric: Metric::Cosine,
             seed,
-            params: BTreeMap::from([("perplexity".to_string(), 50.0), ("iterations".to_string(), 300.0)]),
+            params: BTreeMap::from([
+                ("perplexity".to_string(), 50.0),
+                ("iterations".to_string(), 300.0),
+            ]),
         },
         coords: rng.matrix(2 * N, usize::from(dims)),
-        objective: if method == ProjectionMethod::Tsne { Some(1.25) } else { None },
+        objective: if method == ProjectionMethod::Tsne {
+            Some(1.25)
+        } else {
+            None
+        },
         quality: Some(ProjectionQuality {
             trustworthiness: 0.9,
             continuity: 0.8,
