@@ -21,6 +21,7 @@ pub use knn::{KnnGraph, approximate_knn, exact_knn, knn, knn_recall};
 pub use metrics::{continuity, distance_spearman, knn_recall_at_k, quality, trustworthiness};
 pub use pca::{Pca, PcaParams, PcaValidParams};
 pub use tsne::{Repulsion, Tsne, TsneInit, TsneParams, TsneValidParams};
+pub use umap::{Umap, UmapInit, UmapParams, UmapValidParams};
 
 use attn_types::{Matrix, ProjectionSpec};
 

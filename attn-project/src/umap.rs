@@ -119,8 +119,8 @@ impl UmapParams {
     }
 
     /// Output dimensions, 2 or 3 (default 2).
-    pub fn dims(mut self, d: usize) -> Self {
-        self.dims = d;
+    pub fn dims(mut self, d: u8) -> Self {
+        self.dims = d as usize;
         self
     }
 
@@ -234,8 +234,8 @@ impl UmapValidParams {
     }
 
     /// Output dimensions (2 or 3).
-    pub fn dims(&self) -> usize {
-        self.p.dims
+    pub fn dims(&self) -> u8 {
+        self.p.dims as u8
     }
 
     /// Input metric.
@@ -253,10 +253,11 @@ impl UmapValidParams {
         self.p.n_epochs.unwrap_or(if n <= 10_000 { 500 } else { 200 })
     }
 
-    /// Builds the kNN graph of `data` (exact) and fits the layout.
+    /// Builds the kNN graph of `data` with [`crate::knn::knn`] (exact for small inputs, seeded
+    /// NN-descent above) and fits the layout.
     pub fn fit(&self, data: &Matrix) -> Result<Embedding, ProjectError> {
         self.check_data(data)?;
-        let graph = crate::knn::exact_knn(data, self.p.n_neighbors - 1, self.p.metric)?;
+        let graph = crate::knn::knn(data, self.p.n_neighbors - 1, self.p.metric, self.p.seed)?;
         self.fit_knn(data, &graph)
     }
 
@@ -363,62 +364,76 @@ impl UmapValidParams {
     }
 
     fn optimize(&self, coords: &mut Vec<f32>, g: &SgdGraph, n: usize, n_epochs: usize) {
-        let dims = self.p.dims;
+        match self.p.dims {
+            2 => self.optimize_d::<2>(coords, g, n, n_epochs),
+            _ => self.optimize_d::<3>(coords, g, n, n_epochs),
+        }
+    }
+
+    /// The SGD with the output dimension as a constant, so that the per-pair loops unroll.
+    fn optimize_d<const D: usize>(&self, coords: &mut Vec<f32>, g: &SgdGraph, n: usize, n_epochs: usize) {
         let (a, b) = (self.a, self.b);
         let gamma = self.p.repulsion_strength;
         let neg_rate = self.p.negative_sample_rate as f64;
         let seed = self.p.seed;
-        let mut next = coords.clone();
+        let mut pos: Vec<[f32; D]> = coords
+            .chunks_exact(D)
+            .map(|c| std::array::from_fn(|d| c[d]))
+            .collect();
+        let mut next = pos.clone();
         // Vertices per parallel task: large enough to amortize scheduling; any value gives the same result.
         const CHUNK: usize = 256;
         for epoch in 1..=n_epochs {
             let alpha = self.p.learning_rate * (1.0 - (epoch - 1) as f32 / n_epochs as f32);
-            let snap: &[f32] = coords;
-            next.par_chunks_mut(dims * CHUNK).enumerate().for_each(|(c, out)| {
-                for (o, cur_out) in out.chunks_exact_mut(dims).enumerate() {
+            let snap: &[[f32; D]] = &pos;
+            let (ef, ep) = (epoch as f64, (epoch - 1) as f64);
+            next.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
+                for (o, cur_out) in out.iter_mut().enumerate() {
                     let i = c * CHUNK + o;
-                    let mut cur = [0.0f32; 3];
-                    cur[..dims].copy_from_slice(&snap[i * dims..(i + 1) * dims]);
+                    let mut cur = snap[i];
                     let mut rng = SplitMix64::for_vertex(seed, epoch as u64, i as u64);
-                    for e in g.indptr[i]..g.indptr[i + 1] {
-                        let r = g.rate[e];
-                        let count = (epoch as f64 * r).floor();
-                        if count <= ((epoch - 1) as f64 * r).floor() {
+                    let (lo, hi) = (g.indptr[i], g.indptr[i + 1]);
+                    for (&r, &j) in g.rate[lo..hi].iter().zip(&g.indices[lo..hi]) {
+                        // Samples of this edge up to this epoch (`as` truncates = floor, all >= 0):
+                        // the edge is due when the count just went up.
+                        let count = (ef * r) as u64;
+                        if count == (ep * r) as u64 {
                             continue;
                         }
-                        let j = g.indices[e] as usize;
-                        let other = &snap[j * dims..(j + 1) * dims];
-                        let d2 = dist2(&cur[..dims], other);
+                        let other = &snap[j as usize];
+                        let d2 = dist2(&cur, other);
                         if d2 > 0.0 {
-                            let pb = d2.powf(b);
-                            let coeff = -2.0 * a * b * pb / d2 / (a * pb + 1.0);
-                            for d in 0..dims {
+                            let pb = fast_pow(d2, b);
+                            let coeff = -2.0 * a * b * pb / (d2 * (a * pb + 1.0));
+                            for d in 0..D {
                                 // Twice the step: the edge's other direction, sampled in the same
                                 // epoch by vertex j, moves i once more in umap-learn.
                                 cur[d] += 2.0 * clip(coeff * (cur[d] - other[d])) * alpha;
                             }
                         }
-                        let negs = ((count * neg_rate).floor() - ((count - 1.0) * neg_rate).floor()) as usize;
+                        let negs = ((count as f64 * neg_rate) as u64 - ((count - 1) as f64 * neg_rate) as u64) as usize;
                         for _ in 0..negs {
                             let k = rng.below(n);
                             if k == i {
                                 continue;
                             }
-                            let other = &snap[k * dims..(k + 1) * dims];
-                            let d2 = dist2(&cur[..dims], other);
+                            let other = &snap[k];
+                            let d2 = dist2(&cur, other);
                             if d2 > 0.0 {
-                                let coeff = 2.0 * gamma * b / ((0.001 + d2) * (a * d2.powf(b) + 1.0));
-                                for d in 0..dims {
+                                let coeff = 2.0 * gamma * b / ((0.001 + d2) * (a * fast_pow(d2, b) + 1.0));
+                                for d in 0..D {
                                     cur[d] += clip(coeff * (cur[d] - other[d])) * alpha;
                                 }
                             }
                         }
                     }
-                    cur_out.copy_from_slice(&cur[..dims]);
+                    *cur_out = cur;
                 }
             });
-            std::mem::swap(coords, &mut next);
+            std::mem::swap(&mut pos, &mut next);
         }
+        coords.clear();
+        coords.extend(pos.iter().flatten());
     }
 }
 
@@ -427,8 +442,42 @@ fn clip(v: f32) -> f32 {
     v.clamp(-4.0, 4.0)
 }
 
+/// `x^b` for `x > 0` as `2^(b log2 x)` with polynomial `log2` and `exp2` (relative error below 1e-6):
+/// the SGD evaluates one power per sampled pair and `powf` dominated its run time.
 #[inline]
-fn dist2(a: &[f32], b: &[f32]) -> f32 {
+fn fast_pow(x: f32, b: f32) -> f32 {
+    fast_exp2(b * fast_log2(x))
+}
+
+#[inline]
+fn fast_log2(x: f32) -> f32 {
+    let bits = x.to_bits();
+    let mut e = ((bits >> 23) & 0xff) as i32 - 127;
+    let mut m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000); // mantissa in [1, 2)
+    if m > std::f32::consts::SQRT_2 {
+        m *= 0.5;
+        e += 1;
+    }
+    // log2(m) = 2 atanh(t) / ln 2 with t = (m - 1) / (m + 1), |t| <= 0.172: four odd terms suffice.
+    let t = (m - 1.0) / (m + 1.0);
+    let t2 = t * t;
+    let s = t * (1.0 + t2 * (1.0 / 3.0 + t2 * (1.0 / 5.0 + t2 * (1.0 / 7.0))));
+    e as f32 + s * (2.0 / std::f32::consts::LN_2)
+}
+
+#[inline]
+fn fast_exp2(y: f32) -> f32 {
+    let y = y.clamp(-126.0, 126.0);
+    // Round to nearest through a positive truncating cast: `round` is a libm call on baseline x86-64.
+    let i = (y + 127.5) as i32 - 127;
+    let f = (y - i as f32) * std::f32::consts::LN_2; // |f| <= ln2 / 2
+    // Taylor series of e^f to degree 6: error below 2e-7 on |f| <= 0.35.
+    let p = 1.0 + f * (1.0 + f * (0.5 + f * (1.0 / 6.0 + f * (1.0 / 24.0 + f * (1.0 / 120.0 + f * (1.0 / 720.0))))));
+    p * f32::from_bits(((i + 127) as u32) << 23)
+}
+
+#[inline]
+fn dist2<const D: usize>(a: &[f32; D], b: &[f32; D]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
 }
 
@@ -874,25 +923,16 @@ mod tests {
         (Matrix::from_vec(n, dim, data).unwrap(), labels)
     }
 
-    /// Trustworthiness at `k` (Venna & Kaski), exact, for test sizes only.
-    fn trustworthiness(data: &Matrix, emb: &Matrix, k: usize, metric: Metric) -> f64 {
-        let n = data.rows();
-        let hi = crate::knn::exact_knn(data, n - 1, metric).unwrap();
-        let lo = crate::knn::exact_knn(emb, k, Metric::Euclidean).unwrap();
-        let mut rank = vec![0usize; n];
-        let mut penalty = 0.0f64;
-        for i in 0..n {
-            for (r, &j) in hi.neighbors(i).iter().enumerate() {
-                rank[j as usize] = r + 1;
-            }
-            for &j in lo.neighbors(i) {
-                let r = rank[j as usize];
-                if r > k {
-                    penalty += (r - k) as f64;
-                }
+    #[test]
+    fn fast_pow_matches_powf() {
+        for &b in &[0.5f32, 0.8951, 1.0, 1.334, 1.9] {
+            let mut x = 1e-6f32;
+            while x < 1e6 {
+                let (want, got) = (x.powf(b), fast_pow(x, b));
+                assert!(((got - want) / want).abs() < 1e-5, "{x}^{b}: {got} vs {want}");
+                x *= 1.37;
             }
         }
-        1.0 - 2.0 / (n as f64 * k as f64 * (2.0 * n as f64 - 3.0 * k as f64 - 1.0)) * penalty
     }
 
     #[test]
@@ -932,7 +972,13 @@ mod tests {
         let v = Umap::params().n_neighbors(5).check().unwrap();
         assert!(matches!(v.fit(&nan), Err(ProjectError::InvalidInput(_))));
         // A graph with too few neighbours is refused, not indexed out of bounds.
-        let g = crate::knn::exact_knn(&data, 2, Metric::Cosine).unwrap();
+        let g = KnnGraph {
+            n: 20,
+            k: 2,
+            metric: Metric::Cosine,
+            indices: (0..40).map(|e| ((e / 2 + 1 + e % 2) % 20) as u32).collect(),
+            distances: vec![0.5; 40],
+        };
         assert!(matches!(v.fit_knn(&data, &g), Err(ProjectError::InvalidInput(_))));
     }
 
@@ -946,7 +992,7 @@ mod tests {
                 pool.install(|| v.fit(&data).unwrap())
             };
             let (one, two) = (run(1), run(2));
-            assert_eq!(one.coords.shape(), (600, dims));
+            assert_eq!(one.coords.shape(), (600, dims as usize));
             let bits = |e: &Embedding| e.coords.as_slice().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&one), bits(&two), "dims {dims} init {init:?}");
             // A different seed must change the layout (the seed is really used).
@@ -963,7 +1009,7 @@ mod tests {
             let emb = v.fit(&data).unwrap();
             assert_eq!(emb.spec.method, ProjectionMethod::Umap);
             assert!(emb.coords.as_slice().iter().all(|x| x.is_finite()));
-            let t = trustworthiness(&data, &emb.coords, 10, Metric::Cosine);
+            let t = crate::metrics::trustworthiness(&data, &emb.coords, 10, Metric::Cosine).unwrap();
             // Majority label of each point's 10 embedded neighbours: clusters must stay separated.
             let lo = crate::knn::exact_knn(&emb.coords, 10, Metric::Euclidean).unwrap();
             let same = (0..2000)
