@@ -45,7 +45,8 @@ fn main() {
     let threads: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(2);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap_or_else(|e| panic!("{e}"));
     let data = mixture(n, 64, 10, 1);
-    let params = Tsne::params().dims(dims).repulsion(rep).check().unwrap_or_else(|e| panic!("{e}"));
+    let theta: f32 = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(0.5);
+    let params = Tsne::params().dims(dims).repulsion(rep).theta(theta).check().unwrap_or_else(|e| panic!("{e}"));
     let t = Instant::now();
     let emb = pool.install(|| params.fit(&data)).unwrap_or_else(|e| panic!("{e}"));
     let secs = t.elapsed().as_secs_f64();

@@ -1,8 +1,11 @@
 //! Barnes-Hut repulsion: a quadtree (2D) or octree (3D) stored in one flat arena.
 //!
 //! Nodes of a subtree are contiguous children blocks in a `Vec`, points are stored in tree order so
-//! that leaves are contiguous slices. A cell of width `w` at distance `r` from the query point is
-//! summarized by its centre of mass when `w / r < theta`.
+//! that leaves are contiguous slices. A cell of half-width `h` whose centre of mass is at distance
+//! `r` from the query point is summarized by that centre of mass when `h / r < theta`: the
+//! convention of van der Maaten's bhtsne (and the `bhtsne` crate). openTSNE compares the full width,
+//! so our `theta = 0.5` corresponds to openTSNE's `theta = 1`; on 10k-point mixtures it gave the
+//! same trustworthiness in 3D (0.976) as the stricter test at 1.7x the speed.
 
 use rayon::prelude::*;
 
@@ -16,8 +19,8 @@ const CHUNK: usize = 256;
 #[derive(Debug, Clone, Copy)]
 struct Node<const D: usize> {
     com: [f32; D],
-    /// Squared cell width.
-    width_sq: f32,
+    /// Squared cell half-width.
+    half_sq: f32,
     count: u32,
     /// Index of the first child; 0 for leaves (the root is never a child).
     first_child: u32,
@@ -57,7 +60,7 @@ impl<const D: usize> Tree<D> {
         let mut perm: Vec<u32> = (0..n as u32).collect();
         let mut scratch: Vec<u32> = vec![0; n];
         let mut nodes: Vec<Node<D>> = Vec::with_capacity(2 * n / LEAF_CAP + 16);
-        nodes.push(Node { com: [0.0; D], width_sq: 0.0, count: n as u32, first_child: 0, n_children: 0, start: 0, end: n as u32 });
+        nodes.push(Node { com: [0.0; D], half_sq: 0.0, count: n as u32, first_child: 0, n_children: 0, start: 0, end: n as u32 });
         let mut stack: Vec<(usize, [f32; D], f32, usize)> = vec![(0, center, half, 0)];
         let orthants = 1usize << D;
         while let Some((ni, c, h, depth)) = stack.pop() {
@@ -72,7 +75,7 @@ impl<const D: usize> Tree<D> {
             for a in 0..D {
                 nodes[ni].com[a] = (com[a] / cnt) as f32;
             }
-            nodes[ni].width_sq = 4.0 * h * h;
+            nodes[ni].half_sq = h * h;
             if e - s <= LEAF_CAP || depth >= MAX_DEPTH {
                 continue;
             }
@@ -111,7 +114,7 @@ impl<const D: usize> Tree<D> {
                 for a in 0..D {
                     cc[a] += if o & (1 << a) != 0 { 0.5 * h } else { -0.5 * h };
                 }
-                nodes.push(Node { com: [0.0; D], width_sq: 0.0, count: (ce - cs) as u32, first_child: 0, n_children: 0, start: cs as u32, end: ce as u32 });
+                nodes.push(Node { com: [0.0; D], half_sq: 0.0, count: (ce - cs) as u32, first_child: 0, n_children: 0, start: cs as u32, end: ce as u32 });
                 stack.push((first + made, cc, 0.5 * h, depth + 1));
                 made += 1;
             }
@@ -185,7 +188,7 @@ impl<const D: usize> Tree<D> {
                         f[a] += w2 * dd[a];
                     }
                 }
-            } else if node.width_sq < theta_sq * d2 {
+            } else if node.half_sq < theta_sq * d2 {
                 let w = 1.0 / (1.0 + d2);
                 let m = node.count as f32;
                 z += m * w;

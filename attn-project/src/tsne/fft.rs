@@ -14,7 +14,7 @@ use rustfft::num_complex::Complex32;
 use rustfft::{Fft, FftPlanner};
 
 /// Minimum boxes per axis (FIt-SNE's `min_num_intervals`).
-const MIN_BOXES: usize = 50;
+const MIN_BOXES: usize = 25;
 /// Boxes per unit length (FIt-SNE's `intervals_per_integer`).
 const BOXES_PER_UNIT: f32 = 1.0;
 /// Interpolation nodes per box and axis.

@@ -37,7 +37,8 @@ pub enum Repulsion {
     Auto,
     /// All pairs, O(n²) per iteration.
     Exact,
-    /// Barnes-Hut tree with the `theta` opening criterion, O(n log n) per iteration.
+    /// Barnes-Hut tree, O(n log n) per iteration: a cell of half-width `h` at distance `r` is
+    /// summarized by its centre of mass when `h / r < theta` (bhtsne's convention).
     BarnesHut,
     /// FFT-accelerated polynomial interpolation on a grid (FIt-SNE), O(n + grid log grid) per
     /// iteration; 2D only.
@@ -45,7 +46,7 @@ pub enum Repulsion {
 }
 
 /// [`Repulsion::Auto`] uses exact repulsion for fewer points than this.
-pub const EXACT_MAX_N: usize = 1_000;
+pub const EXACT_MAX_N: usize = 300;
 /// [`Repulsion::Auto`] uses FFT interpolation in 2D from this many points on.
 pub const FFT_MIN_N: usize = 5_000;
 
@@ -151,7 +152,8 @@ impl TsneParams {
         self.0.seed = seed;
         self
     }
-    /// Barnes-Hut opening angle (>= 0; 0 is exact but slow).
+    /// Barnes-Hut accuracy (>= 0; 0 is exact but slow): cells of half-width `h` at distance `r`
+    /// are summarized when `h / r < theta`, as in bhtsne (openTSNE's `theta` is twice ours).
     pub fn theta(mut self, theta: f32) -> Self {
         self.0.theta = theta;
         self
@@ -493,9 +495,16 @@ mod tests {
             // these dense blobs (measured 0.020; boxes of width 1/2 give < 1%); the end-to-end
             // trustworthiness tests show this does not hurt the layouts.
             assert!(ef < 3e-2, "spread {spread}: FFT force error {ef}");
-            assert!(eb < 3e-2, "spread {spread}: BH force error {eb}");
+            // theta = 0.5 in bhtsne's half-width convention: a few % force error (measured 0.086 on
+            // the tight spread-3 blobs, where most cells are near), shrinking with theta.
+            assert!(eb < 0.12, "spread {spread}: BH force error {eb}");
+            let z_fine = bh::Tree::build(&y).repulsion(0.2, &mut bh_f);
+            let fine = rel_err(&bh_f, &exact_f);
+            assert!(fine < eb / 3.0 && fine < 0.03, "spread {spread}: BH error {fine} at theta 0.2");
+            assert!(((z_fine - z_exact) / z_exact).abs() < 2e-3);
             assert!(((z_fft - z_exact) / z_exact).abs() < 5e-3, "FFT Z {z_fft} vs {z_exact}");
-            assert!(((z_bh - z_exact) / z_exact).abs() < 1e-2, "BH Z {z_bh} vs {z_exact}");
+            // Centre-of-mass summaries underestimate Z slightly (measured -1.2% and -2.5%).
+            assert!(((z_bh - z_exact) / z_exact).abs() < 4e-2, "BH Z {z_bh} vs {z_exact}");
         }
     }
 
@@ -507,7 +516,7 @@ mod tests {
         let mut bh_f = vec![[0f32; 3]; y.len()];
         let z_bh = bh::Tree::build(&y).repulsion(0.5, &mut bh_f);
         let e = rel_err(&bh_f, &exact_f);
-        assert!(e < 3e-2, "BH 3D force error {e}");
+        assert!(e < 0.06, "BH 3D force error {e}");
         assert!(((z_bh - z_exact) / z_exact).abs() < 1e-2);
         // theta = 0 opens every cell: exact up to summation order.
         let z0 = bh::Tree::build(&y).repulsion(0.0, &mut bh_f);
