@@ -203,3 +203,50 @@ fn batch_matches_individual_fits_in_order() {
         }
     }
 }
+
+/// Reference values from scikit-learn 1.9.1 (`sklearn.manifold.trustworthiness`), produced once by:
+///
+/// ```python
+/// import numpy as np
+/// from sklearn.manifold import trustworthiness
+/// n, d = 60, 5
+/// i = np.arange(n)[:, None].astype(np.float64)
+/// t = np.arange(d)[None, :].astype(np.float64)
+/// X = np.sin(0.37 * i * (t + 1) + 0.11 * t).astype(np.float32)
+/// E = np.stack([X[:, 0] + 0.5 * np.sin(1.3 * i[:, 0]), X[:, 1] + 0.5 * np.cos(0.7 * i[:, 0])],
+///              axis=1).astype(np.float32)
+/// for metric in ["euclidean", "cosine"]:
+///     for k in [1, 5, 10]:
+///         print(metric, k, trustworthiness(X.astype(np.float64), E.astype(np.float64),
+///                                          n_neighbors=k, metric=metric))
+/// ```
+#[test]
+fn trustworthiness_matches_scikit_learn() {
+    let (n, d) = (60usize, 5usize);
+    let mut x = Vec::with_capacity(n * d);
+    let mut e = Vec::with_capacity(n * 2);
+    for i in 0..n {
+        for t in 0..d {
+            x.push((0.37 * i as f64 * (t + 1) as f64 + 0.11 * t as f64).sin() as f32);
+        }
+    }
+    for i in 0..n {
+        let (x0, x1) = (x[i * d] as f64, x[i * d + 1] as f64);
+        e.push((x0 + 0.5 * (1.3 * i as f64).sin()) as f32);
+        e.push((x1 + 0.5 * (0.7 * i as f64).cos()) as f32);
+    }
+    let data = Matrix::from_vec(n, d, x).expect("shape");
+    let emb = Matrix::from_vec(n, 2, e).expect("shape");
+    let expected = [
+        (Metric::Euclidean, 1, 0.8247126436781609),
+        (Metric::Euclidean, 5, 0.7305128205128205),
+        (Metric::Euclidean, 10, 0.7104868913857678),
+        (Metric::Cosine, 1, 0.8204022988505747),
+        (Metric::Cosine, 5, 0.7469230769230769),
+        (Metric::Cosine, 10, 0.7180149812734082),
+    ];
+    for (metric, k, want) in expected {
+        let got = trustworthiness(&data, &emb, k, metric).expect("t") as f64;
+        assert!((got - want).abs() < 1e-6, "{metric:?} k={k}: {got} vs scikit-learn {want}");
+    }
+}
