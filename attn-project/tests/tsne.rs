@@ -2,7 +2,7 @@
 
 mod common;
 
-use attn_project::{KnnGraph, ProjectError, Repulsion, Tsne, TsneInit, exact_knn, trustworthiness};
+use attn_project::{KnnGraph, ProjectError, Repulsion, Tsne, TsneInit, approximate_knn, exact_knn, trustworthiness};
 use attn_types::{Matrix, Metric, ProjectionMethod};
 use common::{mixture, nn_label_agreement, uniform, with_threads};
 
@@ -70,12 +70,17 @@ fn same_seed_is_bit_identical_across_thread_counts() {
 }
 
 #[test]
-fn large_input_uses_approximate_knn_deterministically() {
-    // Above the exact-kNN threshold the graph comes from NN-descent; still thread independent.
-    let (data, labels) = mixture(8500, 16, 10, 0.3, 5);
+fn fft_path_on_an_approximate_graph_is_thread_independent() {
+    // The large-n path: NN-descent graph (as `knn` picks above EXACT_KNN_MAX_N) and FFT repulsion
+    // (Auto from FFT_MIN_N points in 2D), bit-identical on 1 and 2 threads.
+    let (data, labels) = mixture(6000, 16, 10, 0.3, 5);
     let p = Tsne::params().iterations(200).exaggeration_iterations(100).check().expect("params");
-    let a = with_threads(1, || p.fit(&data).expect("fit"));
-    let b = with_threads(2, || p.fit(&data).expect("fit"));
+    let run = || {
+        let g = approximate_knn(&data, p.neighbors_for(6000), Metric::Cosine, 3).expect("knn");
+        p.fit_knn(&data, &g).expect("fit")
+    };
+    let a = with_threads(1, run);
+    let b = with_threads(2, run);
     assert_eq!(bits(&a.coords), bits(&b.coords));
     assert_eq!(a.spec.params["repulsion"], 2.0);
     assert!(nn_label_agreement(&a.coords.slice_rows(0, 1000), &labels[..1000]) > 0.95);
