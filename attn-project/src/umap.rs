@@ -9,9 +9,9 @@
 //! 4. an initial layout (spectral, PCA or random), then SGD with negative sampling, edges sampled in
 //!    proportion to their weight, learning rate decayed linearly, gradients clipped at 4.
 //!
-//! The SGD is **deterministic**: every epoch each vertex moves itself only, against the positions of
-//! all other vertices at the start of the epoch, with negative samples drawn from a random stream
-//! seeded by `(seed, epoch, vertex)`. Vertices are therefore independent within an epoch and the
+//! The SGD is **deterministic**: every epoch each vertex moves itself only, by the sum of its clipped
+//! attractive and repulsive terms, all evaluated at the positions of the start of the epoch, with
+//! negative samples drawn from a random stream seeded by `(seed, epoch, vertex)`. Vertices are therefore independent within an epoch and the
 //! output is bit-identical for a seed whatever the number of threads. Because the fuzzy graph is
 //! symmetric, each attraction `i <-> j` is applied once by `i` and once by `j`, each with twice the
 //! step, which equals umap-learn's "move both endpoints of each directed edge" in expectation.
@@ -390,7 +390,10 @@ impl UmapValidParams {
             next.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
                 for (o, cur_out) in out.iter_mut().enumerate() {
                     let i = c * CHUNK + o;
-                    let mut cur = snap[i];
+                    // Every gradient of this epoch is taken at the epoch-start position: the terms are
+                    // independent, so the CPU overlaps them instead of waiting on a chain of updates.
+                    let cur = snap[i];
+                    let mut delta = [0.0f32; D];
                     let mut rng = SplitMix64::for_vertex(seed, epoch as u64, i as u64);
                     let (lo, hi) = (g.indptr[i], g.indptr[i + 1]);
                     for (&r, &j) in g.rate[lo..hi].iter().zip(&g.indices[lo..hi]) {
@@ -408,7 +411,7 @@ impl UmapValidParams {
                             for d in 0..D {
                                 // Twice the step: the edge's other direction, sampled in the same
                                 // epoch by vertex j, moves i once more in umap-learn.
-                                cur[d] += 2.0 * clip(coeff * (cur[d] - other[d])) * alpha;
+                                delta[d] += 2.0 * clip(coeff * (cur[d] - other[d]));
                             }
                         }
                         let negs = ((count as f64 * neg_rate) as u64 - ((count - 1) as f64 * neg_rate) as u64) as usize;
@@ -422,11 +425,12 @@ impl UmapValidParams {
                             if d2 > 0.0 {
                                 let coeff = 2.0 * gamma * b / ((0.001 + d2) * (a * fast_pow(d2, b) + 1.0));
                                 for d in 0..D {
-                                    cur[d] += clip(coeff * (cur[d] - other[d])) * alpha;
+                                    delta[d] += clip(coeff * (cur[d] - other[d]));
                                 }
                             }
                         }
                     }
+                    let cur: [f32; D] = std::array::from_fn(|d| cur[d] + alpha * delta[d]);
                     *cur_out = cur;
                 }
             });

@@ -9,7 +9,8 @@
 //! Options: `--sizes N,N` (default 1000,10000), `--out DIR` (default target/compare), `--datasets
 //! mixture,manifold`, `--dims 2,3`, `--threads 2`, `--seed 0`, `--skip tool,tool` (attnviz-tsne,
 //! attnviz-umap, attnviz-pca, bhtsne-bh, bhtsne-fitsne, python, umap-learn, umap-learn-parallel,
-//! opentsne, sklearn-pca, sklearn-tsne), `--python PATH` (skip the venv setup).
+//! opentsne, sklearn-pca, sklearn-tsne), `--python PATH` (skip the venv setup), `--sklearn-tsne-max-n N`
+//! (default 1000: scikit-learn's t-SNE takes minutes above that).
 //! Writes `DIR/results.md` and `DIR/results.json`.
 
 use std::collections::BTreeMap;
@@ -36,6 +37,7 @@ struct Args {
     seed: u64,
     skip: Vec<String>,
     python: Option<String>,
+    sklearn_tsne_max_n: usize,
 }
 
 fn parse_args() -> Res<Args> {
@@ -48,6 +50,7 @@ fn parse_args() -> Res<Args> {
         seed: 0,
         skip: Vec::new(),
         python: None,
+        sklearn_tsne_max_n: 1000,
     };
     let list = |s: &str| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect::<Vec<_>>();
     let mut it = std::env::args().skip(1);
@@ -67,8 +70,9 @@ fn parse_args() -> Res<Args> {
             "--seed" => a.seed = val()?.parse()?,
             "--skip" => a.skip = list(&val()?),
             "--python" => a.python = Some(val()?),
+            "--sklearn-tsne-max-n" => a.sklearn_tsne_max_n = val()?.parse()?,
             "-h" | "--help" => {
-                println!("{}", include_str!("compare.rs").lines().take(14).collect::<Vec<_>>().join("\n"));
+                println!("{}", include_str!("compare.rs").lines().take(15).collect::<Vec<_>>().join("\n"));
                 std::process::exit(0);
             }
             other => return Err(format!("unknown option `{other}` (see --help)").into()),
@@ -293,6 +297,7 @@ fn run_python(args: &Args, data: &BTreeMap<(&'static str, usize), (Matrix, Metri
         .collect();
     let manifest = serde_json::json!({
         "out": abs(emb_dir), "threads": args.threads, "dims": args.dims, "skip": args.skip, "datasets": datasets,
+        "sklearn_tsne_max_n": args.sklearn_tsne_max_n,
     });
     let mpath = args.out.join("peers_manifest.json");
     std::fs::write(&mpath, serde_json::to_string_pretty(&manifest)?)?;
