@@ -10,7 +10,9 @@ use rand_chacha::ChaCha8Rng;
 
 fn mixture(n: usize, d: usize, clusters: usize, seed: u64) -> Matrix {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let centers: Vec<f32> = (0..clusters * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let centers: Vec<f32> = (0..clusters * d)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
     let mut v = Vec::with_capacity(n * d);
     for i in 0..n {
         let c = i % clusters;
@@ -37,23 +39,43 @@ fn main() {
             println!("exact knn k=90: {:.2}s", t.elapsed().as_secs_f64());
             let t = Instant::now();
             let a = approximate_knn(&data, 90, Metric::Cosine, 0).unwrap_or_else(|e| panic!("{e}"));
-            println!("approx knn k=90: {:.2}s recall {:.4}", t.elapsed().as_secs_f64(), knn_recall(&a, &e));
+            println!(
+                "approx knn k=90: {:.2}s recall {:.4}",
+                t.elapsed().as_secs_f64(),
+                knn_recall(&a, &e)
+            );
             return;
         }
         _ => Repulsion::Auto,
     };
     let threads: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(2);
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap_or_else(|e| panic!("{e}"));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
     let data = mixture(n, 64, 10, 1);
     let theta: f32 = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(0.5);
-    let params = Tsne::params().dims(dims).repulsion(rep).theta(theta).check().unwrap_or_else(|e| panic!("{e}"));
+    let params = Tsne::params()
+        .dims(dims)
+        .repulsion(rep)
+        .theta(theta)
+        .check()
+        .unwrap_or_else(|e| panic!("{e}"));
     let t = Instant::now();
-    let emb = pool.install(|| params.fit(&data)).unwrap_or_else(|e| panic!("{e}"));
+    let emb = pool
+        .install(|| params.fit(&data))
+        .unwrap_or_else(|e| panic!("{e}"));
     let secs = t.elapsed().as_secs_f64();
     let c = emb.coords.as_slice();
-    let (lo, hi) = c.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let (lo, hi) = c
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
     println!("span {lo:.1}..{hi:.1}");
-    let tw = pool.install(|| trustworthiness(&data, &emb.coords, 10, Metric::Cosine)).unwrap_or(f32::NAN);
+    let tw = pool
+        .install(|| trustworthiness(&data, &emb.coords, 10, Metric::Cosine))
+        .unwrap_or(f32::NAN);
     println!(
         "n={n} dims={dims} {:?}: {secs:.2}s KL={:?} T@10={tw:.4} repulsion={:?}",
         rep,

@@ -54,10 +54,16 @@ impl KnnGraph {
     pub fn validate(&self) -> Result<(), ProjectError> {
         let bad = |reason: String| Err(ProjectError::InvalidInput(format!("kNN graph: {reason}")));
         if self.k == 0 || self.n < 2 {
-            return bad(format!("needs n >= 2 and k >= 1, got n = {}, k = {}", self.n, self.k));
+            return bad(format!(
+                "needs n >= 2 and k >= 1, got n = {}, k = {}",
+                self.n, self.k
+            ));
         }
         if self.indices.len() != self.n * self.k || self.distances.len() != self.n * self.k {
-            return bad(format!("arrays must hold n * k = {} entries", self.n * self.k));
+            return bad(format!(
+                "arrays must hold n * k = {} entries",
+                self.n * self.k
+            ));
         }
         for i in 0..self.n {
             for (&j, &d) in self.neighbors(i).iter().zip(self.neighbor_distances(i)) {
@@ -128,9 +134,16 @@ pub fn exact_knn(data: &Matrix, k: usize, metric: Metric) -> Result<KnnGraph, Pr
             let q = DMatrixView::from_slice_with_strides(&rows[q0 * d..(q0 + nq) * d], nq, d, d, 1);
             for t0 in (0..n).step_by(TILE) {
                 let t1 = (t0 + TILE).min(n);
-                let c = DMatrixView::from_slice_with_strides(&rows[t0 * d..t1 * d], d, t1 - t0, 1, d);
+                let c =
+                    DMatrixView::from_slice_with_strides(&rows[t0 * d..t1 * d], d, t1 - t0, 1, d);
                 if d > GEMM_MIN && nq > GEMM_MIN && t1 - t0 > GEMM_MIN {
-                    let mut out = DMatrixViewMut::from_slice_with_strides_mut(&mut buf[t0..], nq, t1 - t0, n, 1);
+                    let mut out = DMatrixViewMut::from_slice_with_strides_mut(
+                        &mut buf[t0..],
+                        nq,
+                        t1 - t0,
+                        n,
+                        1,
+                    );
                     out.gemm(1.0, &q, &c, 0.0);
                 } else {
                     // nalgebra only hands shapes above 5 to matrixmultiply; its fallback for
@@ -181,7 +194,13 @@ pub fn exact_knn(data: &Matrix, k: usize, metric: Metric) -> Result<KnnGraph, Pr
                 }
             }
         });
-    Ok(KnnGraph { n, k, metric, indices, distances })
+    Ok(KnnGraph {
+        n,
+        k,
+        metric,
+        indices,
+        distances,
+    })
 }
 
 /// Fraction of the exact graph's neighbours that the approximate graph found (mean over points).
@@ -274,7 +293,11 @@ pub fn approximate_knn(
     let (n, d) = data.shape();
     check_k(n, k)?;
     let rows = prepare_rows(data, metric);
-    let space = Space { rows: &rows, d, metric };
+    let space = Space {
+        rows: &rows,
+        d,
+        metric,
+    };
 
     let mut dist = vec![f32::INFINITY; n * k];
     let mut idx = vec![u32::MAX; n * k];
@@ -365,12 +388,25 @@ pub fn approximate_knn(
             Metric::Euclidean => v.max(0.0).sqrt(),
         };
     }
-    Ok(KnnGraph { n, k, metric, indices: idx, distances: dist })
+    Ok(KnnGraph {
+        n,
+        k,
+        metric,
+        indices: idx,
+        distances: dist,
+    })
 }
 
 /// Runs `f(point, list, stamp)` over all points in parallel chunks of [`ND_CHUNK`] (each chunk with
 /// its own zeroed stamp array) and returns the sum of `f`'s results in chunk order.
-fn for_each_list<F>(dist: &mut [f32], idx: &mut [u32], new: &mut [bool], k: usize, n: usize, f: F) -> usize
+fn for_each_list<F>(
+    dist: &mut [f32],
+    idx: &mut [u32],
+    new: &mut [bool],
+    k: usize,
+    n: usize,
+    f: F,
+) -> usize
 where
     F: Fn(usize, &mut ListMut<'_>, &mut [u32]) -> usize + Sync,
 {
@@ -382,8 +418,17 @@ where
         .map(|(c, ((dc, ic), nc))| {
             let mut stamp = vec![0u32; n];
             let mut total = 0;
-            for (o, ((ds, is), ns)) in dc.chunks_mut(k).zip(ic.chunks_mut(k)).zip(nc.chunks_mut(k)).enumerate() {
-                let mut list = ListMut { dist: ds, idx: is, new: ns };
+            for (o, ((ds, is), ns)) in dc
+                .chunks_mut(k)
+                .zip(ic.chunks_mut(k))
+                .zip(nc.chunks_mut(k))
+                .enumerate()
+            {
+                let mut list = ListMut {
+                    dist: ds,
+                    idx: is,
+                    new: ns,
+                };
                 total += f(c * ND_CHUNK + o, &mut list, &mut stamp);
             }
             total
@@ -436,7 +481,11 @@ fn build_rp_tree(space: &Space<'_>, n: usize, leaf_size: usize, seed: u64) -> Fo
         for p in s..e {
             let i = perm[p];
             let m = dot(&normal, space.row(i as usize)) + offset;
-            let go_left = if m == 0.0 { rng.random::<bool>() } else { m > 0.0 };
+            let go_left = if m == 0.0 {
+                rng.random::<bool>()
+            } else {
+                m > 0.0
+            };
             if go_left {
                 perm[left] = i;
                 left += 1;
@@ -445,7 +494,11 @@ fn build_rp_tree(space: &Space<'_>, n: usize, leaf_size: usize, seed: u64) -> Fo
             }
         }
         perm[left..e].copy_from_slice(&scratch);
-        let mid = if left == s || left == e { s + len / 2 } else { left };
+        let mid = if left == s || left == e {
+            s + len / 2
+        } else {
+            left
+        };
         stack.push((mid, e));
         stack.push((s, mid));
     }
@@ -460,7 +513,11 @@ fn build_rp_tree(space: &Space<'_>, n: usize, leaf_size: usize, seed: u64) -> Fo
         }
         offsets.push(members.len() as u32);
     }
-    Forestree { leaf_of, offsets, members }
+    Forestree {
+        leaf_of,
+        offsets,
+        members,
+    }
 }
 
 /// Candidate sets in compressed-row form.
@@ -492,7 +549,10 @@ impl Csr {
                 fill[v as usize] += 1;
             }
         }
-        Csr { offsets: counts, items }
+        Csr {
+            offsets: counts,
+            items,
+        }
     }
 }
 
@@ -506,14 +566,22 @@ struct CandHeaps {
 
 impl CandHeaps {
     fn new(n: usize, cap: usize) -> Self {
-        Self { cap, len: vec![0; n], prio: vec![0; n * cap], ids: vec![0; n * cap] }
+        Self {
+            cap,
+            len: vec![0; n],
+            prio: vec![0; n * cap],
+            ids: vec![0; n * cap],
+        }
     }
 
     /// Keeps the `cap` smallest priorities of point `i`.
     fn push(&mut self, i: usize, p: u64, id: u32) {
         let base = i * self.cap;
         let len = self.len[i] as usize;
-        let (pr, ids) = (&mut self.prio[base..base + self.cap], &mut self.ids[base..base + self.cap]);
+        let (pr, ids) = (
+            &mut self.prio[base..base + self.cap],
+            &mut self.ids[base..base + self.cap],
+        );
         if len < self.cap {
             // Sift up.
             let mut c = len;
@@ -589,7 +657,11 @@ fn sample_candidates(
             if j == u32::MAX {
                 continue;
             }
-            let (lo, hi) = if (i as u32) < j { (i as u32, j) } else { (j, i as u32) };
+            let (lo, hi) = if (i as u32) < j {
+                (i as u32, j)
+            } else {
+                (j, i as u32)
+            };
             let p = hash4(seed, iter, lo as u64, hi as u64);
             let heap = if new[i * k + s] { &mut newh } else { &mut oldh };
             heap.push(i, p, j);

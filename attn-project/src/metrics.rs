@@ -50,7 +50,12 @@ struct RankSums {
 /// Indices of the `k` smallest `(dist, index)` pairs of `dist` (index `skip` excluded).
 fn k_smallest(dist: &[f32], skip: usize, k: usize, buf: &mut Vec<(f32, u32)>) -> Vec<u32> {
     buf.clear();
-    buf.extend(dist.iter().enumerate().filter(|&(j, _)| j != skip).map(|(j, &d)| (d, j as u32)));
+    buf.extend(
+        dist.iter()
+            .enumerate()
+            .filter(|&(j, _)| j != skip)
+            .map(|(j, &d)| (d, j as u32)),
+    );
     let cmp = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
     buf.select_nth_unstable_by(k - 1, cmp);
     buf[..k].iter().map(|p| p.1).collect()
@@ -68,7 +73,12 @@ fn rank_of(dist: &[f32], skip: usize, j: usize) -> u64 {
     r
 }
 
-fn rank_sums(data: &Matrix, emb: &Matrix, k: usize, metric: Metric) -> Result<RankSums, ProjectError> {
+fn rank_sums(
+    data: &Matrix,
+    emb: &Matrix,
+    k: usize,
+    metric: Metric,
+) -> Result<RankSums, ProjectError> {
     check_pair(data, emb)?;
     let n = data.rows();
     if k == 0 || 2 * k >= n {
@@ -80,7 +90,12 @@ fn rank_sums(data: &Matrix, emb: &Matrix, k: usize, metric: Metric) -> Result<Ra
     let queries: Vec<usize> = if n <= METRIC_EXACT_MAX_N {
         (0..n).collect()
     } else {
-        let mut q = sample(&mut ChaCha8Rng::seed_from_u64(SAMPLE_SEED), n, METRIC_EXACT_MAX_N).into_vec();
+        let mut q = sample(
+            &mut ChaCha8Rng::seed_from_u64(SAMPLE_SEED),
+            n,
+            METRIC_EXACT_MAX_N,
+        )
+        .into_vec();
         q.sort_unstable();
         q
     };
@@ -120,7 +135,12 @@ fn rank_sums(data: &Matrix, emb: &Matrix, k: usize, metric: Metric) -> Result<Ra
             (t, c, h)
         })
         .collect();
-    let mut s = RankSums { trust: 0, cont: 0, hits: 0, queries: queries.len() };
+    let mut s = RankSums {
+        trust: 0,
+        cont: 0,
+        hits: 0,
+        queries: queries.len(),
+    };
     for (t, c, h) in parts {
         s.trust += t;
         s.cont += c;
@@ -135,26 +155,46 @@ fn normalize(sum: u64, m: usize, n: usize, k: usize) -> f32 {
 }
 
 /// Trustworthiness at `k` (1 = every embedding neighbour is a true neighbour); `k < n / 2`.
-pub fn trustworthiness(data: &Matrix, emb: &Matrix, k: usize, metric: Metric) -> Result<f32, ProjectError> {
+pub fn trustworthiness(
+    data: &Matrix,
+    emb: &Matrix,
+    k: usize,
+    metric: Metric,
+) -> Result<f32, ProjectError> {
     let s = rank_sums(data, emb, k, metric)?;
     Ok(normalize(s.trust, s.queries, data.rows(), k))
 }
 
 /// Continuity at `k` (1 = every true neighbour stays a neighbour in the embedding); `k < n / 2`.
-pub fn continuity(data: &Matrix, emb: &Matrix, k: usize, metric: Metric) -> Result<f32, ProjectError> {
+pub fn continuity(
+    data: &Matrix,
+    emb: &Matrix,
+    k: usize,
+    metric: Metric,
+) -> Result<f32, ProjectError> {
     let s = rank_sums(data, emb, k, metric)?;
     Ok(normalize(s.cont, s.queries, data.rows(), k))
 }
 
 /// Fraction of each point's `k` input-space neighbours that are among its `k` embedding
 /// neighbours, averaged over (sampled) points; `k < n / 2`.
-pub fn knn_recall_at_k(data: &Matrix, emb: &Matrix, k: usize, metric: Metric) -> Result<f32, ProjectError> {
+pub fn knn_recall_at_k(
+    data: &Matrix,
+    emb: &Matrix,
+    k: usize,
+    metric: Metric,
+) -> Result<f32, ProjectError> {
     let s = rank_sums(data, emb, k, metric)?;
     Ok(s.hits as f32 / (s.queries * k) as f32)
 }
 
 /// Trustworthiness, continuity and kNN recall in one pass.
-pub fn quality(data: &Matrix, emb: &Matrix, k: usize, metric: Metric) -> Result<ProjectionQuality, ProjectError> {
+pub fn quality(
+    data: &Matrix,
+    emb: &Matrix,
+    k: usize,
+    metric: Metric,
+) -> Result<ProjectionQuality, ProjectError> {
     let s = rank_sums(data, emb, k, metric)?;
     let n = data.rows();
     Ok(ProjectionQuality {
@@ -188,12 +228,21 @@ fn ranks(v: &[f32]) -> Vec<f64> {
 /// Spearman rank correlation between input distances (`metric`) and embedding Euclidean distances
 /// over all pairs of `sample` points drawn with `seed` (all points if `sample >= n`). Needs at
 /// least 3 points; returns 0 when either set of distances is constant.
-pub fn distance_spearman(data: &Matrix, emb: &Matrix, metric: Metric, sample_size: usize, seed: u64) -> Result<f32, ProjectError> {
+pub fn distance_spearman(
+    data: &Matrix,
+    emb: &Matrix,
+    metric: Metric,
+    sample_size: usize,
+    seed: u64,
+) -> Result<f32, ProjectError> {
     check_pair(data, emb)?;
     let n = data.rows();
     let s = sample_size.min(n);
     if s < 3 {
-        return Err(ProjectError::InvalidParam { name: "sample", reason: format!("need at least 3 points, got {s}") });
+        return Err(ProjectError::InvalidParam {
+            name: "sample",
+            reason: format!("need at least 3 points, got {s}"),
+        });
     }
     let mut idx = sample(&mut ChaCha8Rng::seed_from_u64(seed), n, s).into_vec();
     idx.sort_unstable();
@@ -204,7 +253,11 @@ pub fn distance_spearman(data: &Matrix, emb: &Matrix, metric: Metric, sample_siz
     let mut dout = Vec::with_capacity(s * (s - 1) / 2);
     for (a, &i) in idx.iter().enumerate() {
         for &j in &idx[a + 1..] {
-            din.push(metric_dist(&rows[i * d..(i + 1) * d], &rows[j * d..(j + 1) * d], metric));
+            din.push(metric_dist(
+                &rows[i * d..(i + 1) * d],
+                &rows[j * d..(j + 1) * d],
+                metric,
+            ));
             dout.push(sq_dist(&c[i * e..(i + 1) * e], &c[j * e..(j + 1) * e]));
         }
     }

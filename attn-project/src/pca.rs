@@ -20,7 +20,10 @@ pub struct Pca;
 impl Pca {
     /// Default parameters: 2 dimensions, Euclidean (plain PCA).
     pub fn params() -> PcaParams {
-        PcaParams { dims: 2, metric: Metric::Euclidean }
+        PcaParams {
+            dims: 2,
+            metric: Metric::Euclidean,
+        }
     }
 }
 
@@ -60,7 +63,10 @@ impl PcaParams {
                 reason: format!("must be 2 or 3, got {}", self.dims),
             });
         }
-        Ok(PcaValidParams { dims: self.dims, metric: self.metric })
+        Ok(PcaValidParams {
+            dims: self.dims,
+            metric: self.metric,
+        })
     }
 }
 
@@ -69,7 +75,12 @@ const COV_CHUNK: usize = 512;
 
 /// Principal axes of `rows` (`n x d`, row-major): `(mean, axes (dims x d, row-major), top
 /// eigenvalues, total variance)`. Axis signs: the largest-magnitude component is positive.
-pub(crate) fn principal_axes(rows: &[f32], n: usize, d: usize, dims: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>, f64) {
+pub(crate) fn principal_axes(
+    rows: &[f32],
+    n: usize,
+    d: usize,
+    dims: usize,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>, f64) {
     let mean: Vec<f64> = {
         let partial: Vec<Vec<f64>> = rows
             .par_chunks(COV_CHUNK * d)
@@ -93,7 +104,10 @@ pub(crate) fn principal_axes(rows: &[f32], n: usize, d: usize, dims: usize) -> (
             let mut cov = vec![0f64; d * d];
             let mut x = vec![0f64; d];
             for r in c.chunks_exact(d) {
-                x.iter_mut().zip(r).zip(&mean).for_each(|((o, &v), m)| *o = v as f64 - m);
+                x.iter_mut()
+                    .zip(r)
+                    .zip(&mean)
+                    .for_each(|((o, &v), m)| *o = v as f64 - m);
                 for a in 0..d {
                     let xa = x[a];
                     // Upper triangle only; mirrored below.
@@ -116,7 +130,11 @@ pub(crate) fn principal_axes(rows: &[f32], n: usize, d: usize, dims: usize) -> (
     });
     let eig = m.symmetric_eigen();
     let mut order: Vec<usize> = (0..d).collect();
-    order.sort_by(|&a, &b| eig.eigenvalues[b].total_cmp(&eig.eigenvalues[a]).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| {
+        eig.eigenvalues[b]
+            .total_cmp(&eig.eigenvalues[a])
+            .then(a.cmp(&b))
+    });
     let total: f64 = eig.eigenvalues.iter().map(|v| v.max(0.0)).sum();
     let mut axes = vec![0f64; dims * d];
     let mut values = Vec::with_capacity(dims);
@@ -138,7 +156,13 @@ pub(crate) fn principal_axes(rows: &[f32], n: usize, d: usize, dims: usize) -> (
 }
 
 /// Projects `rows` onto `axes` after centring: `n x dims` coordinates.
-pub(crate) fn project_rows(rows: &[f32], d: usize, mean: &[f64], axes: &[f64], dims: usize) -> Vec<f32> {
+pub(crate) fn project_rows(
+    rows: &[f32],
+    d: usize,
+    mean: &[f64],
+    axes: &[f64],
+    dims: usize,
+) -> Vec<f32> {
     let mut out = vec![0f32; rows.len() / d * dims];
     out.par_chunks_mut(COV_CHUNK * dims)
         .zip(rows.par_chunks(COV_CHUNK * d))
@@ -146,7 +170,12 @@ pub(crate) fn project_rows(rows: &[f32], d: usize, mean: &[f64], axes: &[f64], d
             for (orow, row) in o.chunks_exact_mut(dims).zip(r.chunks_exact(d)) {
                 for (c, ov) in orow.iter_mut().enumerate() {
                     let ax = &axes[c * d..(c + 1) * d];
-                    *ov = row.iter().zip(mean).zip(ax).map(|((&v, m), a)| (v as f64 - m) * a).sum::<f64>() as f32;
+                    *ov = row
+                        .iter()
+                        .zip(mean)
+                        .zip(ax)
+                        .map(|((&v, m), a)| (v as f64 - m) * a)
+                        .sum::<f64>() as f32;
                 }
             }
         });
@@ -181,14 +210,30 @@ impl PcaValidParams {
         let rows = prepare_rows(data, self.metric);
         let (mean, axes, values, total) = principal_axes(&rows, n, d, dims);
         let coords = project_rows(&rows, d, &mean, &axes, dims);
-        let ratios: Vec<f32> = values.iter().map(|&v| if total > 0.0 { (v / total) as f32 } else { 0.0 }).collect();
+        let ratios: Vec<f32> = values
+            .iter()
+            .map(|&v| if total > 0.0 { (v / total) as f32 } else { 0.0 })
+            .collect();
         let mut params = BTreeMap::new();
         for (i, r) in ratios.iter().enumerate() {
             params.insert(format!("explained_variance_ratio_{i}"), *r as f64);
         }
         let coords = Matrix::from_vec(n, dims, coords)
             .map_err(|e| ProjectError::InvalidInput(format!("internal shape error: {e}")))?;
-        let spec = ProjectionSpec { method: ProjectionMethod::Pca, dims: self.dims, metric: self.metric, seed: 0, params };
-        Ok((Embedding { coords, objective: None, spec }, ratios))
+        let spec = ProjectionSpec {
+            method: ProjectionMethod::Pca,
+            dims: self.dims,
+            metric: self.metric,
+            seed: 0,
+            params,
+        };
+        Ok((
+            Embedding {
+                coords,
+                objective: None,
+                spec,
+            },
+            ratios,
+        ))
     }
 }

@@ -9,10 +9,14 @@ use crate::ProjectError;
 pub(crate) fn check_data(data: &Matrix) -> Result<(), ProjectError> {
     let (n, d) = data.shape();
     if n < 2 {
-        return Err(ProjectError::InvalidInput(format!("need at least 2 points, got {n}")));
+        return Err(ProjectError::InvalidInput(format!(
+            "need at least 2 points, got {n}"
+        )));
     }
     if d == 0 {
-        return Err(ProjectError::InvalidInput("points have 0 dimensions".into()));
+        return Err(ProjectError::InvalidInput(
+            "points have 0 dimensions".into(),
+        ));
     }
     for (i, row) in data.iter_rows().enumerate() {
         if let Some(j) = row.iter().position(|v| !v.is_finite()) {

@@ -10,7 +10,9 @@ use rand_distr::{Distribution, StandardNormal};
 /// `sigma`); returns the data and the cluster of every point (`i % clusters`).
 pub fn mixture(n: usize, d: usize, clusters: usize, sigma: f32, seed: u64) -> (Matrix, Vec<usize>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let centers: Vec<f32> = (0..clusters * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let centers: Vec<f32> = (0..clusters * d)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
     let mut v = Vec::with_capacity(n * d);
     let mut labels = Vec::with_capacity(n);
     for i in 0..n {
@@ -27,12 +29,21 @@ pub fn mixture(n: usize, d: usize, clusters: usize, sigma: f32, seed: u64) -> (M
 /// Uniform random points in [-1, 1]^d.
 pub fn uniform(n: usize, d: usize, seed: u64) -> Matrix {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    Matrix::from_vec(n, d, (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect()).expect("shape")
+    Matrix::from_vec(
+        n,
+        d,
+        (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
+    )
+    .expect("shape")
 }
 
 /// Runs `f` inside a rayon pool with `threads` threads.
 pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool").install(f)
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool")
+        .install(f)
 }
 
 /// Fraction of points whose nearest embedding neighbour has the same label.
@@ -43,7 +54,12 @@ pub fn nn_label_agreement(coords: &Matrix, labels: &[usize]) -> f32 {
         let mut best = (f32::INFINITY, 0);
         for j in 0..n {
             if j != i {
-                let d: f32 = coords.row(i).iter().zip(coords.row(j)).map(|(a, b)| (a - b) * (a - b)).sum();
+                let d: f32 = coords
+                    .row(i)
+                    .iter()
+                    .zip(coords.row(j))
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum();
                 if d < best.0 {
                     best = (d, j);
                 }

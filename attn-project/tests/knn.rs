@@ -16,9 +16,15 @@ fn naive(data: &Matrix, k: usize, metric: Metric) -> Vec<Vec<(f32, u32)>> {
                 .map(|j| {
                     let b = data.row(j);
                     let d = match metric {
-                        Metric::Euclidean => a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>().sqrt(),
+                        Metric::Euclidean => a
+                            .iter()
+                            .zip(b)
+                            .map(|(x, y)| ((x - y) as f64).powi(2))
+                            .sum::<f64>()
+                            .sqrt(),
                         Metric::Cosine => {
-                            let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+                            let dot: f64 =
+                                a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
                             let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
                             let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
                             1.0 - dot / (na * nb)
@@ -43,14 +49,20 @@ fn exact_knn_matches_naive_search() {
         let mut same = 0;
         for (i, r) in reference.iter().enumerate() {
             for (s, &(d, j)) in r.iter().enumerate() {
-                assert!((g.neighbor_distances(i)[s] - d).abs() < 1e-4, "{metric:?} point {i} slot {s}");
+                assert!(
+                    (g.neighbor_distances(i)[s] - d).abs() < 1e-4,
+                    "{metric:?} point {i} slot {s}"
+                );
                 same += usize::from(g.neighbors(i)[s] == j);
             }
             assert!(g.neighbor_distances(i).windows(2).all(|w| w[0] <= w[1]));
             assert!(!g.neighbors(i).contains(&(i as u32)));
         }
         // Indices may only differ where two distances tie to within float rounding.
-        assert!(same as f32 >= 0.995 * (700 * 7) as f32, "{metric:?}: {same}");
+        assert!(
+            same as f32 >= 0.995 * (700 * 7) as f32,
+            "{metric:?}: {same}"
+        );
     }
 }
 
@@ -59,13 +71,22 @@ fn approximate_knn_recall_on_5k_points() {
     // 5k points of a 20-cluster mixture in 32 dims: NN-descent must find >= 95% of the true
     // neighbours, at the UMAP (15) and t-SNE (90) neighbourhood sizes.
     let (data, _) = mixture(5000, 32, 20, 0.4, 11);
-    for (k, metric) in [(15, Metric::Cosine), (90, Metric::Cosine), (15, Metric::Euclidean)] {
+    for (k, metric) in [
+        (15, Metric::Cosine),
+        (90, Metric::Cosine),
+        (15, Metric::Euclidean),
+    ] {
         let exact = exact_knn(&data, k, metric).expect("exact");
         let approx = approximate_knn(&data, k, metric, 5).expect("approx");
         let recall = knn_recall(&approx, &exact);
         assert!(recall >= 0.95, "k={k} {metric:?}: recall {recall}");
         for i in 0..data.rows() {
-            assert!(approx.neighbor_distances(i).windows(2).all(|w| w[0] <= w[1]));
+            assert!(
+                approx
+                    .neighbor_distances(i)
+                    .windows(2)
+                    .all(|w| w[0] <= w[1])
+            );
             assert!(!approx.neighbors(i).contains(&(i as u32)));
         }
     }
@@ -84,18 +105,30 @@ fn approximate_knn_recall_on_uniform_data() {
 #[test]
 fn approximate_knn_is_thread_independent() {
     let (data, _) = mixture(3000, 24, 8, 0.5, 4);
-    let a = with_threads(1, || approximate_knn(&data, 20, Metric::Cosine, 9).expect("knn"));
-    let b = with_threads(2, || approximate_knn(&data, 20, Metric::Cosine, 9).expect("knn"));
+    let a = with_threads(1, || {
+        approximate_knn(&data, 20, Metric::Cosine, 9).expect("knn")
+    });
+    let b = with_threads(2, || {
+        approximate_knn(&data, 20, Metric::Cosine, 9).expect("knn")
+    });
     assert_eq!(a, b);
-    let c = with_threads(2, || approximate_knn(&data, 20, Metric::Cosine, 10).expect("knn"));
+    let c = with_threads(2, || {
+        approximate_knn(&data, 20, Metric::Cosine, 10).expect("knn")
+    });
     assert_eq!(c.n, a.n);
 }
 
 #[test]
 fn knn_rejects_bad_input() {
     let data = uniform(10, 3, 1);
-    assert!(matches!(knn(&data, 10, Metric::Cosine, 0), Err(ProjectError::InvalidParam { name: "k", .. })));
-    assert!(matches!(knn(&data, 0, Metric::Cosine, 0), Err(ProjectError::InvalidParam { name: "k", .. })));
+    assert!(matches!(
+        knn(&data, 10, Metric::Cosine, 0),
+        Err(ProjectError::InvalidParam { name: "k", .. })
+    ));
+    assert!(matches!(
+        knn(&data, 0, Metric::Cosine, 0),
+        Err(ProjectError::InvalidParam { name: "k", .. })
+    ));
     let mut bad = data.clone();
     bad.row_mut(6)[2] = f32::NAN;
     match exact_knn(&bad, 3, Metric::Euclidean) {
@@ -114,7 +147,11 @@ fn zero_rows_and_duplicates_under_cosine() {
     let copy = data.row(10).to_vec();
     data.row_mut(11).copy_from_slice(&copy);
     let g = exact_knn(&data, 5, Metric::Cosine).expect("knn");
-    assert!(g.neighbor_distances(3).iter().all(|&d| (d - 1.0).abs() < 1e-6));
+    assert!(
+        g.neighbor_distances(3)
+            .iter()
+            .all(|&d| (d - 1.0).abs() < 1e-6)
+    );
     assert_eq!(g.neighbors(10)[0], 11);
     assert!(g.neighbor_distances(10)[0] < 1e-6);
     let a = approximate_knn(&data, 5, Metric::Cosine, 0).expect("knn");

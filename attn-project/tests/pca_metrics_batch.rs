@@ -5,8 +5,8 @@ mod common;
 use std::sync::Mutex;
 
 use attn_project::{
-    Pca, Projector, ProjectError, Tsne, continuity, distance_spearman, knn_recall_at_k, project_batch, quality,
-    trustworthiness,
+    Pca, ProjectError, Projector, Tsne, continuity, distance_spearman, knn_recall_at_k,
+    project_batch, quality, trustworthiness,
 };
 use attn_types::{Matrix, Metric};
 use common::{mixture, uniform, with_threads};
@@ -24,8 +24,11 @@ fn planar(n: usize) -> (Matrix, Vec<f32>) {
     let mut v = Vec::new();
     let mut av = Vec::new();
     for _ in 0..n {
-        let (a, b, c): (f32, f32, f32) =
-            (StandardNormal.sample(&mut rng), StandardNormal.sample(&mut rng), StandardNormal.sample(&mut rng));
+        let (a, b, c): (f32, f32, f32) = (
+            StandardNormal.sample(&mut rng),
+            StandardNormal.sample(&mut rng),
+            StandardNormal.sample(&mut rng),
+        );
         av.push(a);
         for t in 0..5 {
             v.push(3.0 * a * u1[t] + b * u2[t] + 0.1 * c * u3[t] + 7.0);
@@ -36,7 +39,10 @@ fn planar(n: usize) -> (Matrix, Vec<f32>) {
 
 fn corr(x: &[f32], y: &[f32]) -> f64 {
     let n = x.len() as f64;
-    let (mx, my) = (x.iter().map(|&v| v as f64).sum::<f64>() / n, y.iter().map(|&v| v as f64).sum::<f64>() / n);
+    let (mx, my) = (
+        x.iter().map(|&v| v as f64).sum::<f64>() / n,
+        y.iter().map(|&v| v as f64).sum::<f64>() / n,
+    );
     let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
     for (&a, &b) in x.iter().zip(y) {
         let (a, b) = (a as f64 - mx, b as f64 - my);
@@ -50,18 +56,31 @@ fn corr(x: &[f32], y: &[f32]) -> f64 {
 #[test]
 fn pca_recovers_the_principal_plane() {
     let (data, a) = planar(2000);
-    let (emb, ratios) = Pca::params().dims(2).check().expect("params").fit_with_variance(&data).expect("fit");
+    let (emb, ratios) = Pca::params()
+        .dims(2)
+        .check()
+        .expect("params")
+        .fit_with_variance(&data)
+        .expect("fit");
     // Variances 9, 1, 0.01: ratios ~0.899 and ~0.0999.
     assert!((ratios[0] - 0.899).abs() < 0.02, "{ratios:?}");
     assert!((ratios[1] - 0.0999).abs() < 0.01, "{ratios:?}");
-    assert_eq!(emb.spec.params["explained_variance_ratio_0"], ratios[0] as f64);
+    assert_eq!(
+        emb.spec.params["explained_variance_ratio_0"],
+        ratios[0] as f64
+    );
     let c0: Vec<f32> = (0..2000).map(|i| emb.coords.get(i, 0)).collect();
     // Sign convention: the largest component of u1 is ties at 0.5, all positive -> same sign as a.
     assert!(corr(&c0, &a) > 0.999, "{}", corr(&c0, &a));
     // Centred: the constant offset does not appear.
     assert!(c0.iter().map(|&v| v as f64).sum::<f64>().abs() / 2000.0 < 1e-3);
     // 3D adds the small third axis.
-    let emb3 = Pca::params().dims(3).check().expect("params").fit(&data).expect("fit");
+    let emb3 = Pca::params()
+        .dims(3)
+        .check()
+        .expect("params")
+        .fit(&data)
+        .expect("fit");
     assert!(emb3.spec.params["explained_variance_ratio_2"] < 0.002);
     assert_eq!(emb3.coords.shape(), (2000, 3));
 }
@@ -75,7 +94,8 @@ fn pca_sign_and_thread_determinism() {
     let bits = |m: &Matrix| m.as_slice().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&a.coords), bits(&b.coords));
     // Negating the data keeps the axes (same covariance, same sign rule) and negates coordinates.
-    let neg = Matrix::from_vec(3000, 24, data.as_slice().iter().map(|v| -v).collect()).expect("shape");
+    let neg =
+        Matrix::from_vec(3000, 24, data.as_slice().iter().map(|v| -v).collect()).expect("shape");
     let c = p.fit(&neg).expect("fit");
     for (x, y) in a.coords.as_slice().iter().zip(c.coords.as_slice()) {
         assert!((x + y).abs() < 1e-3, "{x} vs {y}");
@@ -84,9 +104,15 @@ fn pca_sign_and_thread_determinism() {
 
 #[test]
 fn pca_bad_input() {
-    assert!(matches!(Pca::params().dims(4).check(), Err(ProjectError::InvalidParam { name: "dims", .. })));
+    assert!(matches!(
+        Pca::params().dims(4).check(),
+        Err(ProjectError::InvalidParam { name: "dims", .. })
+    ));
     let p = Pca::params().dims(3).check().expect("params");
-    assert!(matches!(p.fit(&uniform(10, 2, 1)), Err(ProjectError::InvalidParam { name: "dims", .. })));
+    assert!(matches!(
+        p.fit(&uniform(10, 2, 1)),
+        Err(ProjectError::InvalidParam { name: "dims", .. })
+    ));
     assert!(p.fit(&Matrix::zeros(1, 4)).is_err());
     let mut bad = uniform(10, 4, 1);
     bad.row_mut(4)[0] = f32::NAN;
@@ -118,17 +144,30 @@ fn metrics_match_hand_computed_case() {
     assert!((c - e).abs() < 1e-6, "{c}");
     assert!((r - 0.5).abs() < 1e-6, "{r}");
     let q = quality(&data, &emb, 1, Metric::Euclidean).expect("q");
-    assert_eq!((q.trustworthiness, q.continuity, q.knn_recall, q.k), (t, c, r, 1));
+    assert_eq!(
+        (q.trustworthiness, q.continuity, q.knn_recall, q.k),
+        (t, c, r, 1)
+    );
     // The identity embedding is perfect.
-    assert_eq!(trustworthiness(&data, &data, 2, Metric::Euclidean).expect("t"), 1.0);
-    assert!(trustworthiness(&data, &emb, 3, Metric::Euclidean).is_err(), "k must be < n / 2");
+    assert_eq!(
+        trustworthiness(&data, &data, 2, Metric::Euclidean).expect("t"),
+        1.0
+    );
+    assert!(
+        trustworthiness(&data, &emb, 3, Metric::Euclidean).is_err(),
+        "k must be < n / 2"
+    );
 }
 
 /// Reference trustworthiness by full sorting, the way scikit-learn computes it.
 fn naive_trust(data: &Matrix, emb: &Matrix, k: usize) -> f64 {
     let n = data.rows();
     let d = |m: &Matrix, i: usize, j: usize| -> f64 {
-        m.row(i).iter().zip(m.row(j)).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>()
+        m.row(i)
+            .iter()
+            .zip(m.row(j))
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum::<f64>()
     };
     let mut sum = 0.0;
     for i in 0..n {
@@ -156,7 +195,14 @@ fn trustworthiness_matches_reference_formula() {
     let emb = Matrix::from_vec(
         300,
         2,
-        (0..300).flat_map(|i| [data.get(i, 0) + 0.3 * noise.get(i, 0), data.get(i, 1) + 0.3 * noise.get(i, 1)]).collect(),
+        (0..300)
+            .flat_map(|i| {
+                [
+                    data.get(i, 0) + 0.3 * noise.get(i, 0),
+                    data.get(i, 1) + 0.3 * noise.get(i, 1),
+                ]
+            })
+            .collect(),
     )
     .expect("shape");
     for k in [1, 5, 12] {
@@ -170,7 +216,12 @@ fn trustworthiness_matches_reference_formula() {
 #[test]
 fn spearman_of_distances() {
     let data = uniform(200, 3, 1);
-    let scaled = Matrix::from_vec(200, 3, data.as_slice().iter().map(|v| 2.0 * v + 1.0).collect()).expect("shape");
+    let scaled = Matrix::from_vec(
+        200,
+        3,
+        data.as_slice().iter().map(|v| 2.0 * v + 1.0).collect(),
+    )
+    .expect("shape");
     let s = distance_spearman(&data, &scaled, Metric::Euclidean, 100, 0).expect("s");
     assert!((s - 1.0).abs() < 1e-6, "{s}");
     let unrelated = uniform(200, 2, 99);
@@ -187,10 +238,18 @@ fn batch_matches_individual_fits_in_order() {
     with_bad.insert(2, Matrix::zeros(1, 12));
     for projector in [
         Projector::Pca(Pca::params().check().expect("params")),
-        Projector::Tsne(Tsne::params().iterations(120).exaggeration_iterations(60).check().expect("params")),
+        Projector::Tsne(
+            Tsne::params()
+                .iterations(120)
+                .exaggeration_iterations(60)
+                .check()
+                .expect("params"),
+        ),
     ] {
         let calls = Mutex::new(Vec::new());
-        let out = project_batch(&projector, &with_bad, &|done| calls.lock().expect("lock").push(done));
+        let out = project_batch(&projector, &with_bad, &|done| {
+            calls.lock().expect("lock").push(done)
+        });
         assert_eq!(out.len(), 5);
         assert!(out[2].is_err());
         let mut calls = calls.into_inner().expect("lock");
@@ -247,6 +306,9 @@ fn trustworthiness_matches_scikit_learn() {
     ];
     for (metric, k, want) in expected {
         let got = trustworthiness(&data, &emb, k, metric).expect("t") as f64;
-        assert!((got - want).abs() < 1e-6, "{metric:?} k={k}: {got} vs scikit-learn {want}");
+        assert!(
+            (got - want).abs() < 1e-6,
+            "{metric:?} k={k}: {got} vs scikit-learn {want}"
+        );
     }
 }

@@ -2,7 +2,9 @@
 
 mod common;
 
-use attn_project::{KnnGraph, ProjectError, Repulsion, Tsne, TsneInit, approximate_knn, exact_knn, trustworthiness};
+use attn_project::{
+    KnnGraph, ProjectError, Repulsion, Tsne, TsneInit, approximate_knn, exact_knn, trustworthiness,
+};
 use attn_types::{Matrix, Metric, ProjectionMethod};
 use common::{mixture, nn_label_agreement, uniform, with_threads};
 
@@ -13,13 +15,22 @@ fn mixture_2d_and_3d_quality() {
     // room for platform differences while catching a broken gradient (random layouts give ~0.5).
     let (data, labels) = mixture(2000, 64, 10, 0.3, 7);
     for dims in [2u8, 3] {
-        let emb = Tsne::params().dims(dims).seed(1).check().expect("params").fit(&data).expect("fit");
+        let emb = Tsne::params()
+            .dims(dims)
+            .seed(1)
+            .check()
+            .expect("params")
+            .fit(&data)
+            .expect("fit");
         assert_eq!(emb.coords.shape(), (2000, dims as usize));
         assert_eq!(emb.spec.method, ProjectionMethod::Tsne);
         let t = trustworthiness(&data, &emb.coords, 10, Metric::Cosine).expect("trust");
         assert!(t > 0.93, "{dims}D trustworthiness {t}");
         let agree = nn_label_agreement(&emb.coords, &labels);
-        assert!(agree > 0.99, "{dims}D nearest-neighbour label agreement {agree}");
+        assert!(
+            agree > 0.99,
+            "{dims}D nearest-neighbour label agreement {agree}"
+        );
         let kl = emb.objective.expect("kl");
         assert!(kl.is_finite() && kl > 0.0 && kl < 3.0, "KL {kl}");
     }
@@ -30,7 +41,12 @@ fn all_repulsion_methods_agree_on_quality() {
     let (data, labels) = mixture(1200, 32, 6, 0.3, 3);
     let mut kls = Vec::new();
     for rep in [Repulsion::Exact, Repulsion::BarnesHut, Repulsion::Fft] {
-        let emb = Tsne::params().repulsion(rep).check().expect("params").fit(&data).expect("fit");
+        let emb = Tsne::params()
+            .repulsion(rep)
+            .check()
+            .expect("params")
+            .fit(&data)
+            .expect("fit");
         let t = trustworthiness(&data, &emb.coords, 10, Metric::Cosine).expect("trust");
         assert!(t > 0.93, "{rep:?}: {t}");
         assert!(nn_label_agreement(&emb.coords, &labels) > 0.99, "{rep:?}");
@@ -56,14 +72,29 @@ fn same_seed_is_bit_identical_across_thread_counts() {
         (3, Repulsion::BarnesHut, TsneInit::Random),
     ];
     for (dims, rep, init) in cases {
-        let p = Tsne::params().dims(dims).repulsion(rep).init(init).iterations(300).seed(42).check().expect("params");
+        let p = Tsne::params()
+            .dims(dims)
+            .repulsion(rep)
+            .init(init)
+            .iterations(300)
+            .seed(42)
+            .check()
+            .expect("params");
         let a = with_threads(1, || p.fit(&data).expect("fit"));
         let b = with_threads(2, || p.fit(&data).expect("fit"));
         assert_eq!(bits(&a.coords), bits(&b.coords), "{dims}D {rep:?} {init:?}");
         assert_eq!(a.objective.map(f32::to_bits), b.objective.map(f32::to_bits));
     }
     // A different seed changes a random initialization.
-    let p = |s| Tsne::params().init(TsneInit::Random).iterations(50).exaggeration_iterations(50).seed(s).check().expect("params");
+    let p = |s| {
+        Tsne::params()
+            .init(TsneInit::Random)
+            .iterations(50)
+            .exaggeration_iterations(50)
+            .seed(s)
+            .check()
+            .expect("params")
+    };
     let a = p(1).fit(&data).expect("fit");
     let b = p(2).fit(&data).expect("fit");
     assert_ne!(bits(&a.coords), bits(&b.coords));
@@ -74,7 +105,11 @@ fn fft_path_on_an_approximate_graph_is_thread_independent() {
     // The large-n path: NN-descent graph (as `knn` picks above EXACT_KNN_MAX_N) and FFT repulsion
     // (Auto from FFT_MIN_N points in 2D), bit-identical on 1 and 2 threads.
     let (data, labels) = mixture(6000, 16, 10, 0.3, 5);
-    let p = Tsne::params().iterations(200).exaggeration_iterations(100).check().expect("params");
+    let p = Tsne::params()
+        .iterations(200)
+        .exaggeration_iterations(100)
+        .check()
+        .expect("params");
     let run = || {
         let g = approximate_knn(&data, p.neighbors_for(6000), Metric::Cosine, 3).expect("knn");
         p.fit_knn(&data, &g).expect("fit")
@@ -89,7 +124,12 @@ fn fft_path_on_an_approximate_graph_is_thread_independent() {
 #[test]
 fn fit_knn_reuses_a_graph() {
     let (data, _) = mixture(600, 16, 4, 0.3, 1);
-    let p = Tsne::params().perplexity(10.0).iterations(200).exaggeration_iterations(100).check().expect("params");
+    let p = Tsne::params()
+        .perplexity(10.0)
+        .iterations(200)
+        .exaggeration_iterations(100)
+        .check()
+        .expect("params");
     let g = exact_knn(&data, 30, Metric::Cosine).expect("knn");
     let a = p.fit_knn(&data, &g).expect("fit");
     let b = p.fit(&data).expect("fit");
@@ -119,7 +159,10 @@ fn invalid_parameters_are_typed_errors() {
         (Tsne::params().early_exaggeration(0.5), "early_exaggeration"),
         (Tsne::params().learning_rate(Some(-1.0)), "learning_rate"),
         (Tsne::params().theta(-0.1), "theta"),
-        (Tsne::params().dims(3).repulsion(Repulsion::Fft), "repulsion"),
+        (
+            Tsne::params().dims(3).repulsion(Repulsion::Fft),
+            "repulsion",
+        ),
     ];
     for (p, name) in cases {
         match p.check() {
@@ -131,10 +174,20 @@ fn invalid_parameters_are_typed_errors() {
 
 #[test]
 fn bad_and_degenerate_inputs() {
-    let p = Tsne::params().iterations(100).exaggeration_iterations(50).check().expect("params");
+    let p = Tsne::params()
+        .iterations(100)
+        .exaggeration_iterations(50)
+        .check()
+        .expect("params");
     // Too few points.
-    assert!(matches!(p.fit(&Matrix::zeros(1, 5)), Err(ProjectError::InvalidInput(_))));
-    assert!(matches!(p.fit(&Matrix::zeros(0, 5)), Err(ProjectError::InvalidInput(_))));
+    assert!(matches!(
+        p.fit(&Matrix::zeros(1, 5)),
+        Err(ProjectError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        p.fit(&Matrix::zeros(0, 5)),
+        Err(ProjectError::InvalidInput(_))
+    ));
     // Non-finite values name the row.
     let mut bad = uniform(30, 4, 1);
     bad.row_mut(17)[1] = f32::INFINITY;
@@ -144,7 +197,10 @@ fn bad_and_degenerate_inputs() {
     }
     // More output than input dimensions.
     let p3 = Tsne::params().dims(3).check().expect("params");
-    assert!(matches!(p3.fit(&uniform(30, 2, 1)), Err(ProjectError::InvalidParam { name: "dims", .. })));
+    assert!(matches!(
+        p3.fit(&uniform(30, 2, 1)),
+        Err(ProjectError::InvalidParam { name: "dims", .. })
+    ));
     // Perplexity too large for n: clamped to (n - 1) / 3 and recorded.
     let emb = p.fit(&uniform(10, 4, 2)).expect("small fit");
     assert_eq!(emb.spec.params["perplexity"], 3.0);
@@ -162,9 +218,17 @@ fn bad_and_degenerate_inputs() {
         data.row_mut(i).copy_from_slice(&copy);
     }
     for rep in [Repulsion::Exact, Repulsion::BarnesHut, Repulsion::Fft] {
-        let q = Tsne::params().repulsion(rep).iterations(200).exaggeration_iterations(100).check().expect("params");
+        let q = Tsne::params()
+            .repulsion(rep)
+            .iterations(200)
+            .exaggeration_iterations(100)
+            .check()
+            .expect("params");
         let emb = q.fit(&data).expect("degenerate fit");
-        assert!(emb.coords.as_slice().iter().all(|v| v.is_finite()), "{rep:?}");
+        assert!(
+            emb.coords.as_slice().iter().all(|v| v.is_finite()),
+            "{rep:?}"
+        );
         assert!(emb.objective.is_some_and(f32::is_finite));
     }
     // All points identical: still finite.

@@ -35,44 +35,50 @@ pub(crate) fn conditional(graph: &KnnGraph, k: usize, perplexity: f64) -> Vec<f3
     let n = graph.n;
     let target = perplexity.ln();
     let mut p = vec![0f32; n * k];
-    p.par_chunks_mut(CHUNK * k).enumerate().for_each(|(c, out)| {
-        let mut d2 = vec![0f64; k];
-        let mut w = vec![0f64; k];
-        for (o, row) in out.chunks_exact_mut(k).enumerate() {
-            let i = c * CHUNK + o;
-            let dist = &graph.neighbor_distances(i)[..k];
-            for (t, &v) in d2.iter_mut().zip(dist) {
-                *t = (v as f64) * (v as f64);
-            }
-            let dmin = d2.iter().copied().fold(f64::INFINITY, f64::min);
-            d2.iter_mut().for_each(|v| *v -= dmin);
-            let (mut beta, mut lo, mut hi) = (1.0f64, 0.0f64, f64::INFINITY);
-            let mut sum = 0.0;
-            for _ in 0..MAX_STEPS {
-                sum = 0.0;
-                let mut wsum = 0.0;
-                for (wt, &dv) in w.iter_mut().zip(&d2) {
-                    *wt = (-beta * dv).exp();
-                    sum += *wt;
-                    wsum += *wt * dv;
+    p.par_chunks_mut(CHUNK * k)
+        .enumerate()
+        .for_each(|(c, out)| {
+            let mut d2 = vec![0f64; k];
+            let mut w = vec![0f64; k];
+            for (o, row) in out.chunks_exact_mut(k).enumerate() {
+                let i = c * CHUNK + o;
+                let dist = &graph.neighbor_distances(i)[..k];
+                for (t, &v) in d2.iter_mut().zip(dist) {
+                    *t = (v as f64) * (v as f64);
                 }
-                let h = sum.ln() + beta * wsum / sum;
-                if (h - target).abs() < TOL {
-                    break;
+                let dmin = d2.iter().copied().fold(f64::INFINITY, f64::min);
+                d2.iter_mut().for_each(|v| *v -= dmin);
+                let (mut beta, mut lo, mut hi) = (1.0f64, 0.0f64, f64::INFINITY);
+                let mut sum = 0.0;
+                for _ in 0..MAX_STEPS {
+                    sum = 0.0;
+                    let mut wsum = 0.0;
+                    for (wt, &dv) in w.iter_mut().zip(&d2) {
+                        *wt = (-beta * dv).exp();
+                        sum += *wt;
+                        wsum += *wt * dv;
+                    }
+                    let h = sum.ln() + beta * wsum / sum;
+                    if (h - target).abs() < TOL {
+                        break;
+                    }
+                    if h > target {
+                        lo = beta;
+                        beta = if hi.is_finite() {
+                            0.5 * (beta + hi)
+                        } else {
+                            beta * 2.0
+                        };
+                    } else {
+                        hi = beta;
+                        beta = 0.5 * (beta + lo);
+                    }
                 }
-                if h > target {
-                    lo = beta;
-                    beta = if hi.is_finite() { 0.5 * (beta + hi) } else { beta * 2.0 };
-                } else {
-                    hi = beta;
-                    beta = 0.5 * (beta + lo);
+                for (r, wt) in row.iter_mut().zip(&w) {
+                    *r = (wt / sum) as f32;
                 }
             }
-            for (r, wt) in row.iter_mut().zip(&w) {
-                *r = (wt / sum) as f32;
-            }
-        }
-    });
+        });
     p
 }
 
@@ -114,7 +120,11 @@ pub(crate) fn symmetrize(graph: &KnnGraph, k: usize, cond: &[f32]) -> SparseP {
         .with_min_len(CHUNK)
         .map(|i| {
             let (s, e) = (counts[i], counts[i + 1]);
-            let mut pairs: Vec<(u32, f32)> = cols[s..e].iter().copied().zip(vals[s..e].iter().copied()).collect();
+            let mut pairs: Vec<(u32, f32)> = cols[s..e]
+                .iter()
+                .copied()
+                .zip(vals[s..e].iter().copied())
+                .collect();
             pairs.sort_by_key(|p| p.0);
             let mut c = Vec::with_capacity(pairs.len());
             let mut v: Vec<f32> = Vec::with_capacity(pairs.len());
@@ -141,5 +151,9 @@ pub(crate) fn symmetrize(graph: &KnnGraph, k: usize, cond: &[f32]) -> SparseP {
         out_vals.extend_from_slice(&v);
         offsets.push(out_cols.len());
     }
-    SparseP { offsets, cols: out_cols, vals: out_vals }
+    SparseP {
+        offsets,
+        cols: out_cols,
+        vals: out_vals,
+    }
 }

@@ -60,7 +60,15 @@ impl<const D: usize> Tree<D> {
         let mut perm: Vec<u32> = (0..n as u32).collect();
         let mut scratch: Vec<u32> = vec![0; n];
         let mut nodes: Vec<Node<D>> = Vec::with_capacity(2 * n / LEAF_CAP + 16);
-        nodes.push(Node { com: [0.0; D], half_sq: 0.0, count: n as u32, first_child: 0, n_children: 0, start: 0, end: n as u32 });
+        nodes.push(Node {
+            com: [0.0; D],
+            half_sq: 0.0,
+            count: n as u32,
+            first_child: 0,
+            n_children: 0,
+            start: 0,
+            end: n as u32,
+        });
         let mut stack: Vec<(usize, [f32; D], f32, usize)> = vec![(0, center, half, 0)];
         let orthants = 1usize << D;
         while let Some((ni, c, h, depth)) = stack.pop() {
@@ -114,7 +122,15 @@ impl<const D: usize> Tree<D> {
                 for a in 0..D {
                     cc[a] += if o & (1 << a) != 0 { 0.5 * h } else { -0.5 * h };
                 }
-                nodes.push(Node { com: [0.0; D], half_sq: 0.0, count: (ce - cs) as u32, first_child: 0, n_children: 0, start: cs as u32, end: ce as u32 });
+                nodes.push(Node {
+                    com: [0.0; D],
+                    half_sq: 0.0,
+                    count: (ce - cs) as u32,
+                    first_child: 0,
+                    n_children: 0,
+                    start: cs as u32,
+                    end: ce as u32,
+                });
                 stack.push((first + made, cc, 0.5 * h, depth + 1));
                 made += 1;
             }

@@ -63,33 +63,41 @@ fn lagrange(t: f32) -> [f32; 3] {
     const T0: f32 = 1.0 / 6.0;
     const T1: f32 = 0.5;
     const T2: f32 = 5.0 / 6.0;
-    [4.5 * (t - T1) * (t - T2), -9.0 * (t - T0) * (t - T2), 4.5 * (t - T0) * (t - T1)]
+    [
+        4.5 * (t - T1) * (t - T2),
+        -9.0 * (t - T0) * (t - T2),
+        4.5 * (t - T0) * (t - T1),
+    ]
 }
 
 /// FFT of `rows` consecutive rows of length `m`, parallel over fixed row blocks.
 fn rows_fft(buf: &mut [Complex32], m: usize, rows: usize, plan: &Arc<dyn Fft<f32>>) {
-    buf[..rows * m].par_chunks_mut(m * ROWS_PER_TASK).for_each(|c| {
-        let mut scratch = vec![Complex32::new(0.0, 0.0); plan.get_inplace_scratch_len()];
-        plan.process_with_scratch(c, &mut scratch);
-    });
+    buf[..rows * m]
+        .par_chunks_mut(m * ROWS_PER_TASK)
+        .for_each(|c| {
+            let mut scratch = vec![Complex32::new(0.0, 0.0); plan.get_inplace_scratch_len()];
+            plan.process_with_scratch(c, &mut scratch);
+        });
 }
 
 /// `dst = src^T` for `m x m` matrices, blocked for cache, parallel over destination row blocks.
 fn transpose(src: &[Complex32], dst: &mut [Complex32], m: usize) {
     const B: usize = 32;
-    dst.par_chunks_mut(B * m).enumerate().for_each(|(bi, dchunk)| {
-        let r0 = bi * B;
-        let rows = dchunk.len() / m;
-        for c0 in (0..m).step_by(B) {
-            let c1 = (c0 + B).min(m);
-            for r in 0..rows {
-                let drow = &mut dchunk[r * m..(r + 1) * m];
-                for c in c0..c1 {
-                    drow[c] = src[c * m + r0 + r];
+    dst.par_chunks_mut(B * m)
+        .enumerate()
+        .for_each(|(bi, dchunk)| {
+            let r0 = bi * B;
+            let rows = dchunk.len() / m;
+            for c0 in (0..m).step_by(B) {
+                let c1 = (c0 + B).min(m);
+                for r in 0..rows {
+                    let drow = &mut dchunk[r * m..(r + 1) * m];
+                    for c in c0..c1 {
+                        drow[c] = src[c * m + r0 + r];
+                    }
                 }
             }
-        }
-    });
+        });
 }
 
 impl FftRepulsion {
@@ -100,7 +108,13 @@ impl FftRepulsion {
             self.inv = Some(planner.plan_fft_inverse(m));
             self.m = m;
             self.kern_key = None;
-            for v in [&mut self.a, &mut self.b, &mut self.kern, &mut self.ta, &mut self.tb] {
+            for v in [
+                &mut self.a,
+                &mut self.b,
+                &mut self.kern,
+                &mut self.ta,
+                &mut self.tb,
+            ] {
                 v.clear();
                 v.resize(m * m, Complex32::new(0.0, 0.0));
             }
@@ -165,16 +179,23 @@ impl FftRepulsion {
         let h2 = h * h;
         if self.kern_key != Some((m, h.to_bits())) {
             let off = |i: usize| -> f32 {
-                let d = if i < ng { i as f32 } else { i as f32 - m as f32 };
+                let d = if i < ng {
+                    i as f32
+                } else {
+                    i as f32 - m as f32
+                };
                 d * d
             };
-            self.kern.par_chunks_mut(m).enumerate().for_each(|(i, row)| {
-                let di = off(i);
-                for (j, c) in row.iter_mut().enumerate() {
-                    let w = 1.0 / (1.0 + h2 * (di + off(j)));
-                    *c = Complex32::new(w * w, 0.0);
-                }
-            });
+            self.kern
+                .par_chunks_mut(m)
+                .enumerate()
+                .for_each(|(i, row)| {
+                    let di = off(i);
+                    for (j, c) in row.iter_mut().enumerate() {
+                        let w = 1.0 / (1.0 + h2 * (di + off(j)));
+                        *c = Complex32::new(w * w, 0.0);
+                    }
+                });
             rows_fft(&mut self.kern, m, m, &fwd);
             transpose(&self.kern, &mut self.ta, m);
             std::mem::swap(&mut self.kern, &mut self.ta);
@@ -189,12 +210,16 @@ impl FftRepulsion {
         rows_fft(&mut self.ta, m, m, &fwd);
         rows_fft(&mut self.tb, m, m, &fwd);
         let kern = &self.kern;
-        self.ta.par_chunks_mut(m).zip(self.tb.par_chunks_mut(m)).zip(kern.par_chunks(m)).for_each(|((ra, rb), rk)| {
-            for ((a, b), k) in ra.iter_mut().zip(rb.iter_mut()).zip(rk) {
-                *a *= k;
-                *b *= k;
-            }
-        });
+        self.ta
+            .par_chunks_mut(m)
+            .zip(self.tb.par_chunks_mut(m))
+            .zip(kern.par_chunks(m))
+            .for_each(|((ra, rb), rk)| {
+                for ((a, b), k) in ra.iter_mut().zip(rb.iter_mut()).zip(rk) {
+                    *a *= k;
+                    *b *= k;
+                }
+            });
         // Inverse: rows of the transposed layout, transpose back, then only the rows we read.
         rows_fft(&mut self.ta, m, m, &inv);
         rows_fft(&mut self.tb, m, m, &inv);
@@ -224,7 +249,8 @@ impl FftRepulsion {
                             pb += gb[row + iy] * w;
                         }
                     }
-                    let (phi1, phix, phiy, phi2) = (pa.re * norm, pa.im * norm, pb.re * norm, pb.im * norm);
+                    let (phi1, phix, phiy, phi2) =
+                        (pa.re * norm, pa.im * norm, pb.re * norm, pb.im * norm);
                     let mut fi = [0f32; D];
                     fi[0] = x * phi1 - phix;
                     fi[1] = yy * phi1 - phiy;

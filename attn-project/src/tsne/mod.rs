@@ -172,12 +172,16 @@ impl TsneParams {
     /// Validates the parameters.
     pub fn check(self) -> Result<TsneValidParams, ProjectError> {
         let s = &self.0;
-        let err = |name: &'static str, reason: String| Err(ProjectError::InvalidParam { name, reason });
+        let err =
+            |name: &'static str, reason: String| Err(ProjectError::InvalidParam { name, reason });
         if !(2..=3).contains(&s.dims) {
             return err("dims", format!("must be 2 or 3, got {}", s.dims));
         }
         if !(s.perplexity.is_finite() && s.perplexity > 0.0) {
-            return err("perplexity", format!("must be finite and > 0, got {}", s.perplexity));
+            return err(
+                "perplexity",
+                format!("must be finite and > 0, got {}", s.perplexity),
+            );
         }
         if s.iterations == 0 {
             return err("iterations", "must be at least 1".into());
@@ -185,11 +189,17 @@ impl TsneParams {
         if s.exaggeration_iterations > s.iterations {
             return err(
                 "exaggeration_iterations",
-                format!("{} exceeds the {} total iterations", s.exaggeration_iterations, s.iterations),
+                format!(
+                    "{} exceeds the {} total iterations",
+                    s.exaggeration_iterations, s.iterations
+                ),
             );
         }
         if !(s.early_exaggeration.is_finite() && s.early_exaggeration >= 1.0) {
-            return err("early_exaggeration", format!("must be finite and >= 1, got {}", s.early_exaggeration));
+            return err(
+                "early_exaggeration",
+                format!("must be finite and >= 1, got {}", s.early_exaggeration),
+            );
         }
         if let Some(lr) = s.learning_rate
             && !(lr.is_finite() && lr > 0.0)
@@ -200,7 +210,10 @@ impl TsneParams {
             return err("theta", format!("must be finite and >= 0, got {}", s.theta));
         }
         if s.repulsion == Repulsion::Fft && s.dims != 2 {
-            return err("repulsion", "FFT interpolation is implemented for 2D only".into());
+            return err(
+                "repulsion",
+                "FFT interpolation is implemented for 2D only".into(),
+            );
         }
         Ok(TsneValidParams(self.0))
     }
@@ -234,7 +247,12 @@ impl TsneValidParams {
     pub fn fit(&self, data: &Matrix) -> Result<Embedding, ProjectError> {
         check_data(data)?;
         self.check_dims(data)?;
-        let graph = knn(data, self.neighbors_for(data.rows()), self.0.metric, self.0.seed)?;
+        let graph = knn(
+            data,
+            self.neighbors_for(data.rows()),
+            self.0.metric,
+            self.0.seed,
+        )?;
         self.fit_knn(data, &graph)
     }
 
@@ -249,16 +267,31 @@ impl TsneValidParams {
         graph.validate()?;
         let n = data.rows();
         if graph.n != n {
-            return Err(ProjectError::InvalidInput(format!("kNN graph has {} points, data {n}", graph.n)));
+            return Err(ProjectError::InvalidInput(format!(
+                "kNN graph has {} points, data {n}",
+                graph.n
+            )));
         }
         let s = &self.0;
-        let perplexity = (s.perplexity as f64).min((n - 1) as f64 / 3.0).min(graph.k as f64 / 3.0);
+        let perplexity = (s.perplexity as f64)
+            .min((n - 1) as f64 / 3.0)
+            .min(graph.k as f64 / 3.0);
         let k = self.neighbors_for(n).min(graph.k).max(1);
         let cond = affinity::conditional(graph, k, perplexity);
         let p = affinity::symmetrize(graph, k, &cond);
         drop(cond);
-        let p_log_p = p.vals.iter().filter(|&&v| v > 0.0).map(|&v| v as f64 * (v as f64).ln()).sum();
-        let problem = Problem { p, p_log_p, perplexity, k };
+        let p_log_p = p
+            .vals
+            .iter()
+            .filter(|&&v| v > 0.0)
+            .map(|&v| v as f64 * (v as f64).ln())
+            .sum();
+        let problem = Problem {
+            p,
+            p_log_p,
+            perplexity,
+            k,
+        };
         let method = match s.repulsion {
             Repulsion::Auto if n < EXACT_MAX_N => Repulsion::Exact,
             Repulsion::Auto if s.dims == 2 && n >= FFT_MIN_N => Repulsion::Fft,
@@ -276,14 +309,22 @@ impl TsneValidParams {
         };
         let coords = Matrix::from_vec(n, s.dims as usize, coords)
             .map_err(|e| ProjectError::InvalidInput(format!("internal shape error: {e}")))?;
-        Ok(Embedding { coords, objective: Some(kl as f32), spec: self.spec(n, &problem, method) })
+        Ok(Embedding {
+            coords,
+            objective: Some(kl as f32),
+            spec: self.spec(n, &problem, method),
+        })
     }
 
     fn check_dims(&self, data: &Matrix) -> Result<(), ProjectError> {
         if self.0.dims as usize > data.cols() {
             return Err(ProjectError::InvalidParam {
                 name: "dims",
-                reason: format!("{} output dimensions exceed the {} input dimensions", self.0.dims, data.cols()),
+                reason: format!(
+                    "{} output dimensions exceed the {} input dimensions",
+                    self.0.dims,
+                    data.cols()
+                ),
             });
         }
         Ok(())
@@ -297,9 +338,15 @@ impl TsneValidParams {
         params.insert("n_neighbors".into(), problem.k as f64);
         params.insert("iterations".into(), s.iterations as f64);
         params.insert("early_exaggeration".into(), s.early_exaggeration as f64);
-        params.insert("exaggeration_iterations".into(), s.exaggeration_iterations as f64);
+        params.insert(
+            "exaggeration_iterations".into(),
+            s.exaggeration_iterations as f64,
+        );
         params.insert("learning_rate".into(), self.learning_rate(n, 1.0) as f64);
-        params.insert("learning_rate_auto".into(), if s.learning_rate.is_none() { 1.0 } else { 0.0 });
+        params.insert(
+            "learning_rate_auto".into(),
+            if s.learning_rate.is_none() { 1.0 } else { 0.0 },
+        );
         params.insert("theta".into(), s.theta as f64);
         let code = match method {
             Repulsion::Exact => 0.0,
@@ -307,12 +354,23 @@ impl TsneValidParams {
             Repulsion::Fft | Repulsion::Auto => 2.0,
         };
         params.insert("repulsion".into(), code);
-        params.insert("init_random".into(), if s.init == TsneInit::Random { 1.0 } else { 0.0 });
-        ProjectionSpec { method: ProjectionMethod::Tsne, dims: s.dims, metric: s.metric, seed: s.seed, params }
+        params.insert(
+            "init_random".into(),
+            if s.init == TsneInit::Random { 1.0 } else { 0.0 },
+        );
+        ProjectionSpec {
+            method: ProjectionMethod::Tsne,
+            dims: s.dims,
+            metric: s.metric,
+            seed: s.seed,
+            params,
+        }
     }
 
     fn learning_rate(&self, n: usize, exaggeration: f32) -> f32 {
-        self.0.learning_rate.unwrap_or_else(|| (n as f32 / exaggeration).max(200.0))
+        self.0
+            .learning_rate
+            .unwrap_or_else(|| (n as f32 / exaggeration).max(200.0))
     }
 
     fn initial<const D: usize>(&self, data: &Matrix) -> Result<Vec<[f32; D]>, ProjectError> {
@@ -322,7 +380,12 @@ impl TsneValidParams {
             let (mean, axes, _, _) = principal_axes(&rows, n, d, D);
             let flat = crate::pca::project_rows(&rows, d, &mean, &axes, D);
             let m: f64 = flat.iter().step_by(D).map(|&v| v as f64).sum::<f64>() / n as f64;
-            let var: f64 = flat.iter().step_by(D).map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / n as f64;
+            let var: f64 = flat
+                .iter()
+                .step_by(D)
+                .map(|&v| (v as f64 - m).powi(2))
+                .sum::<f64>()
+                / n as f64;
             if var > 0.0 && var.is_finite() {
                 let scale = (1e-4 / var.sqrt()) as f32;
                 return Ok(flat
@@ -343,7 +406,12 @@ impl TsneValidParams {
     }
 
     /// Gradient descent with momentum and delta-bar-delta gains. Returns the layout and KL(P||Q).
-    fn optimize<const D: usize>(&self, problem: &Problem, mut y: Vec<[f32; D]>, method: Repulsion) -> (Vec<[f32; D]>, f64) {
+    fn optimize<const D: usize>(
+        &self,
+        problem: &Problem,
+        mut y: Vec<[f32; D]>,
+        method: Repulsion,
+    ) -> (Vec<[f32; D]>, f64) {
         let s = &self.0;
         let n = y.len();
         let mut grad = vec![[0f32; D]; n];
@@ -352,18 +420,30 @@ impl TsneValidParams {
         let mut gains = vec![[1f32; D]; n];
         let mut fft = fft::FftRepulsion::default();
         for it in 0..s.iterations {
-            let (exag, momentum) = if it < s.exaggeration_iterations { (s.early_exaggeration, 0.5f32) } else { (1.0, 0.8) };
+            let (exag, momentum) = if it < s.exaggeration_iterations {
+                (s.early_exaggeration, 0.5f32)
+            } else {
+                (1.0, 0.8)
+            };
             let lr = self.learning_rate(n, exag);
-            gradient(problem, &y, exag, method, s.theta, false, &mut grad, &mut rep, &mut fft);
+            gradient(
+                problem, &y, exag, method, s.theta, false, &mut grad, &mut rep, &mut fft,
+            );
             y.par_chunks_mut(CHUNK)
                 .zip(grad.par_chunks(CHUNK))
                 .zip(update.par_chunks_mut(CHUNK))
                 .zip(gains.par_chunks_mut(CHUNK))
                 .for_each(|(((yc, gc), uc), gnc)| {
-                    for (((yi, g), u), gn) in yc.iter_mut().zip(gc).zip(uc.iter_mut()).zip(gnc.iter_mut()) {
+                    for (((yi, g), u), gn) in
+                        yc.iter_mut().zip(gc).zip(uc.iter_mut()).zip(gnc.iter_mut())
+                    {
                         for a in 0..D {
                             // Delta-bar-delta: grow the gain while the gradient keeps its direction.
-                            gn[a] = if (g[a] > 0.0) != (u[a] > 0.0) { gn[a] + 0.2 } else { (gn[a] * 0.8).max(0.01) };
+                            gn[a] = if (g[a] > 0.0) != (u[a] > 0.0) {
+                                gn[a] + 0.2
+                            } else {
+                                (gn[a] * 0.8).max(0.01)
+                            };
                             u[a] = momentum * u[a] - lr * gn[a] * g[a];
                             yi[a] += u[a];
                         }
@@ -378,9 +458,12 @@ impl TsneValidParams {
                 }
             }
             let mean: [f32; D] = std::array::from_fn(|a| (mean[a] / n as f64) as f32);
-            y.iter_mut().for_each(|p| (0..D).for_each(|a| p[a] -= mean[a]));
+            y.iter_mut()
+                .for_each(|p| (0..D).for_each(|a| p[a] -= mean[a]));
         }
-        let (kl_attr, z) = gradient(problem, &y, 1.0, method, s.theta, true, &mut grad, &mut rep, &mut fft);
+        let (kl_attr, z) = gradient(
+            problem, &y, 1.0, method, s.theta, true, &mut grad, &mut rep, &mut fft,
+        );
         // KL = sum P log P - sum P log w + log Z, since q_ij = w_ij / Z and sum P = 1.
         let kl = problem.p_log_p - kl_attr + z.max(f64::MIN_POSITIVE).ln();
         (y, kl)
@@ -458,8 +541,9 @@ mod tests {
     /// A clustered 2D/3D layout: 6 blobs of radius ~`spread / 10` inside `[-spread, spread]^D`.
     fn layout<const D: usize>(n: usize, spread: f32, seed: u64) -> Vec<[f32; D]> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let centers: Vec<[f32; D]> =
-            (0..6).map(|_| std::array::from_fn(|_| rng.random_range(-spread..spread))).collect();
+        let centers: Vec<[f32; D]> = (0..6)
+            .map(|_| std::array::from_fn(|_| rng.random_range(-spread..spread)))
+            .collect();
         (0..n)
             .map(|i| {
                 let c = centers[i % 6];
@@ -500,11 +584,20 @@ mod tests {
             assert!(eb < 0.12, "spread {spread}: BH force error {eb}");
             let z_fine = bh::Tree::build(&y).repulsion(0.2, &mut bh_f);
             let fine = rel_err(&bh_f, &exact_f);
-            assert!(fine < eb / 3.0 && fine < 0.03, "spread {spread}: BH error {fine} at theta 0.2");
+            assert!(
+                fine < eb / 3.0 && fine < 0.03,
+                "spread {spread}: BH error {fine} at theta 0.2"
+            );
             assert!(((z_fine - z_exact) / z_exact).abs() < 2e-3);
-            assert!(((z_fft - z_exact) / z_exact).abs() < 5e-3, "FFT Z {z_fft} vs {z_exact}");
+            assert!(
+                ((z_fft - z_exact) / z_exact).abs() < 5e-3,
+                "FFT Z {z_fft} vs {z_exact}"
+            );
             // Centre-of-mass summaries underestimate Z slightly (measured -1.2% and -2.5%).
-            assert!(((z_bh - z_exact) / z_exact).abs() < 4e-2, "BH Z {z_bh} vs {z_exact}");
+            assert!(
+                ((z_bh - z_exact) / z_exact).abs() < 4e-2,
+                "BH Z {z_bh} vs {z_exact}"
+            );
         }
     }
 
