@@ -1,1 +1,672 @@
-//! attn-extract (work in progress).
+//! Extract per-head queries, keys and attention from BERT, GPT-2 and ViT checkpoints with burn.
+//!
+//! Load a Hugging Face-format model directory with [`LoadedModel::load`], then run a [`Corpus`]
+//! through it with [`LoadedModel::extract`]. The result is an [`attn_types::Extraction`]: one row per
+//! token (sequences in corpus order) in every head's query and key matrices, plus per-sequence
+//! attention probabilities and value norms.
+//!
+//! ```no_run
+//! use attn_extract::{Corpus, ExtractOptions, LoadedModel, device_from_name};
+//!
+//! let device = device_from_name("flex")?;
+//! let model = LoadedModel::load(std::path::Path::new("models/all-MiniLM-L6-v2"), &device)?;
+//! let corpus = Corpus::Text(vec!["The cat sat on the mat.".into()]);
+//! let extraction = model.extract(&corpus, &ExtractOptions::default(), &mut |_, _| {})?;
+//! assert_eq!(extraction.heads.len(), 6 * 12);
+//! # Ok::<(), attn_extract::ExtractError>(())
+//! ```
+
+mod attention;
+mod bert;
+mod error;
+mod gpt2;
+mod hf;
+mod images;
+mod text;
+mod vit;
+
+use std::path::Path;
+
+use attn_types::{
+    Architecture, Extraction, HeadCapture, HeadId, HeadVectors, ImageGeometry, Matrix, ModelInfo,
+    PatchPos, SequenceAttention, TokenMeta, TokenTable,
+};
+pub use burn::tensor::Device;
+use burn::tensor::{Int, Tensor, TensorData};
+pub use image::RgbImage;
+
+pub use crate::bert::BertConfig;
+pub use crate::error::{ExtractError, Result};
+pub use crate::gpt2::Gpt2Config;
+pub use crate::hf::Activation;
+pub use crate::images::synthetic_images;
+pub use crate::vit::VitConfig;
+
+use crate::attention::{LayerTaps, attention_bias};
+use crate::bert::Bert;
+use crate::gpt2::Gpt2;
+use crate::hf::HfConfig;
+use crate::images::ImagePrep;
+use crate::text::TextTokenizer;
+use crate::vit::Vit;
+
+/// The input of an extraction.
+#[derive(Debug, Clone)]
+pub enum Corpus {
+    /// Sentences or documents, for BERT and GPT-2.
+    Text(Vec<String>),
+    /// Images, for ViT (any size: they are resized to the model's input).
+    Images(Vec<RgbImage>),
+}
+
+impl Corpus {
+    /// Number of sequences.
+    pub fn len(&self) -> usize {
+        match self {
+            Corpus::Text(t) => t.len(),
+            Corpus::Images(i) => i.len(),
+        }
+    }
+
+    /// True when there are no sequences.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Settings of [`LoadedModel::extract`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtractOptions {
+    /// Sequences per forward pass (sequences of similar length are batched together).
+    pub batch_size: usize,
+    /// Layers to capture (zero-based); `None` = all. Layers after the last one are not computed.
+    pub layers: Option<Vec<u16>>,
+    /// Heads to capture within each captured layer; `None` = all.
+    pub heads: Option<Vec<u16>>,
+    /// Cut sequences longer than the model's position table (with a warning on stderr) instead of
+    /// failing with [`ExtractError::SequenceTooLong`].
+    pub truncate: bool,
+    /// Capture the attention probabilities (`HeadCapture::attention`); when false that list is empty.
+    pub capture_attention: bool,
+}
+
+impl Default for ExtractOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 16,
+            layers: None,
+            heads: None,
+            truncate: false,
+            capture_attention: true,
+        }
+    }
+}
+
+/// Picks a burn device by name: `flex`/`cpu` (pure-Rust CPU, default), `ndarray` (when built with the
+/// `ndarray` feature), `cuda` or `cuda:N` (with the `cuda` feature), `default` (burn's choice).
+pub fn device_from_name(name: &str) -> Result<Device> {
+    let lower = name.trim().to_ascii_lowercase();
+    match lower.as_str() {
+        #[cfg(feature = "flex")]
+        "flex" | "cpu" => return Ok(Device::flex()),
+        #[cfg(feature = "ndarray")]
+        #[allow(deprecated)]
+        // burn 0.22 deprecates ndarray in favour of flex; still offered for BLAS.
+        "ndarray" => return Ok(Device::ndarray()),
+        "default" => return Ok(Device::default()),
+        _ => {}
+    }
+    #[cfg(feature = "cuda")]
+    if let Some(rest) = lower.strip_prefix("cuda") {
+        let index = match rest.strip_prefix(':') {
+            None if rest.is_empty() => Some(0usize),
+            Some(n) => n.parse().ok(),
+            None => None,
+        };
+        if let Some(index) = index {
+            return Ok(Device::cuda(index));
+        }
+    }
+    let mut available: Vec<&str> = Vec::new();
+    if cfg!(feature = "flex") {
+        available.extend(["flex", "cpu"]);
+    }
+    if cfg!(feature = "ndarray") {
+        available.push("ndarray");
+    }
+    if cfg!(feature = "cuda") {
+        available.extend(["cuda", "cuda:N"]);
+    }
+    available.push("default");
+    Err(ExtractError::UnknownDevice {
+        name: name.to_string(),
+        available: available.join(", "),
+    })
+}
+
+// Boxed tokenizers keep the variants of similar size.
+enum Family {
+    Bert {
+        model: Bert,
+        tokenizer: Box<TextTokenizer>,
+        vocab_size: usize,
+    },
+    Gpt2 {
+        model: Gpt2,
+        tokenizer: Box<TextTokenizer>,
+        vocab_size: usize,
+    },
+    Vit {
+        model: Vit,
+        prep: ImagePrep,
+        grid: usize,
+    },
+}
+
+/// A model loaded on a device, ready to extract from.
+pub struct LoadedModel {
+    info: ModelInfo,
+    family: Family,
+    device: Device,
+}
+
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel")
+            .field("info", &self.info.id)
+            .field("architecture", &self.info.architecture)
+            .field("device", &self.device)
+            .finish()
+    }
+}
+
+/// One input sequence, before batching.
+struct SeqInput {
+    tokens: Vec<TokenMeta>,
+    ids: Vec<u32>,
+    pixels: Vec<f32>,
+}
+
+/// What one captured head holds for one sequence.
+#[derive(Default, Clone)]
+struct SeqHead {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    attn: Vec<f32>,
+    vnorm: Vec<f32>,
+}
+
+impl LoadedModel {
+    /// Loads `dir` (config.json, model.safetensors, and tokenizer files or preprocessor_config.json)
+    /// onto `device`. The family is chosen by `model_type` in config.json.
+    pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel> {
+        let cfg = HfConfig::read(dir)?;
+        let model_type = cfg.str_or(&["model_type"], "")?.to_string();
+        let id = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| dir.display().to_string());
+        let (info, family) = match model_type.as_str() {
+            // BERT-architecture encoders; MiniLM checkpoints declare model_type "bert".
+            "bert" => {
+                let c = BertConfig::from_hf(&cfg)?;
+                let model = Bert::load(&c, dir, device)?;
+                let tokenizer = Box::new(TextTokenizer::load(dir, Architecture::Bert)?);
+                let info = model_info(
+                    id,
+                    Architecture::Bert,
+                    c.num_layers,
+                    c.num_heads,
+                    c.hidden_size,
+                    c.max_positions,
+                    None,
+                    &cfg,
+                )?;
+                (
+                    info,
+                    Family::Bert {
+                        model,
+                        tokenizer,
+                        vocab_size: c.vocab_size,
+                    },
+                )
+            }
+            "gpt2" => {
+                let c = Gpt2Config::from_hf(&cfg)?;
+                let model = Gpt2::load(&c, dir, device)?;
+                let tokenizer = Box::new(TextTokenizer::load(dir, Architecture::Gpt2)?);
+                let info = model_info(
+                    id,
+                    Architecture::Gpt2,
+                    c.num_layers,
+                    c.num_heads,
+                    c.hidden_size,
+                    c.max_positions,
+                    None,
+                    &cfg,
+                )?;
+                (
+                    info,
+                    Family::Gpt2 {
+                        model,
+                        tokenizer,
+                        vocab_size: c.vocab_size,
+                    },
+                )
+            }
+            "vit" => {
+                let c = VitConfig::from_hf(&cfg)?;
+                let model = Vit::load(&c, dir, device)?;
+                let image_size =
+                    u32::try_from(c.image_size).map_err(|_| too_big(&cfg, "image_size"))?;
+                let prep = ImagePrep::from_dir(dir, image_size)?;
+                let grid = c.grid_side();
+                let geometry = ImageGeometry {
+                    image_size,
+                    patch_size: u32::try_from(c.patch_size)
+                        .map_err(|_| too_big(&cfg, "patch_size"))?,
+                };
+                let info = model_info(
+                    id,
+                    Architecture::Vit,
+                    c.num_layers,
+                    c.num_heads,
+                    c.hidden_size,
+                    grid * grid + 1,
+                    Some(geometry),
+                    &cfg,
+                )?;
+                (info, Family::Vit { model, prep, grid })
+            }
+            _ => {
+                return Err(ExtractError::UnknownArchitecture {
+                    model_type,
+                    path: cfg.path.clone(),
+                });
+            }
+        };
+        Ok(LoadedModel {
+            info,
+            family,
+            device: device.clone(),
+        })
+    }
+
+    /// Identity and sizes of the model.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Runs `corpus` through the model and captures the selected heads.
+    ///
+    /// Sequences are batched by similar length (padding masked out) but returned in corpus order;
+    /// `progress(done, total)` is called after every batch with the number of sequences processed.
+    pub fn extract(
+        &self,
+        corpus: &Corpus,
+        opts: &ExtractOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Extraction> {
+        let (layers, heads) = self.selection(opts)?;
+        let inputs = self.prepare(corpus, opts)?;
+        let n_seq = inputs.len();
+        let hidden = self.info.hidden_size as usize;
+        let n_heads = self.info.num_heads as usize;
+        let d = self.info.head_dim as usize;
+        let last_layer = layers.iter().copied().max().unwrap_or(0);
+        // layer -> slot in `store`; usize::MAX for layers computed but not captured.
+        let mut layer_slot = vec![usize::MAX; self.info.num_layers as usize];
+        for (slot, &l) in layers.iter().enumerate() {
+            layer_slot[l] = slot;
+        }
+        // store[layer slot][head slot][sequence]
+        let mut store: Vec<Vec<Vec<SeqHead>>> =
+            vec![vec![vec![SeqHead::default(); n_seq]; heads.len()]; layers.len()];
+
+        // Batches of sequences of similar length: sort indices by length (stable, so ties keep
+        // corpus order), then cut into runs of `batch_size`.
+        let mut order: Vec<usize> = (0..n_seq).collect();
+        order.sort_by_key(|&i| inputs[i].tokens.len());
+        let mut done = 0;
+        for batch in order.chunks(opts.batch_size) {
+            let lengths: Vec<usize> = batch.iter().map(|&i| inputs[i].tokens.len()).collect();
+            let seq = lengths.iter().copied().max().unwrap_or(0);
+            let causal = self.info.architecture.is_causal();
+            let bias = attention_bias(&lengths, seq, causal, &self.device);
+            let capture = opts.capture_attention;
+            let mut sink = |layer: usize, taps: LayerTaps| -> Result<()> {
+                let slot = layer_slot[layer];
+                if slot == usize::MAX {
+                    return Ok(());
+                }
+                // One read-back per batch and layer for q/k/v, one for the probabilities.
+                let qkv = to_vec(taps.qkv)?;
+                let probs = if capture {
+                    to_vec(taps.probs)?
+                } else {
+                    Vec::new()
+                };
+                for (b, &si) in batch.iter().enumerate() {
+                    let len = lengths[b];
+                    for (hs, &h) in heads.iter().enumerate() {
+                        let entry = &mut store[slot][hs][si];
+                        entry.q.reserve(len * d);
+                        entry.k.reserve(len * d);
+                        for t in 0..len {
+                            let row =
+                                &qkv[(b * seq + t) * 3 * hidden..(b * seq + t + 1) * 3 * hidden];
+                            entry.q.extend_from_slice(&row[h * d..(h + 1) * d]);
+                            entry
+                                .k
+                                .extend_from_slice(&row[hidden + h * d..hidden + (h + 1) * d]);
+                            let v = &row[2 * hidden + h * d..2 * hidden + (h + 1) * d];
+                            entry
+                                .vnorm
+                                .push(v.iter().map(|x| x * x).sum::<f32>().sqrt());
+                        }
+                        if capture {
+                            let base = ((b * n_heads + h) * seq) * seq;
+                            entry.attn.reserve(len * len);
+                            for qi in 0..len {
+                                let start = base + qi * seq;
+                                entry.attn.extend_from_slice(&probs[start..start + len]);
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            };
+            match &self.family {
+                Family::Bert { model, .. } => {
+                    let ids = self.ids_tensor(batch, &inputs, seq);
+                    model.forward(ids, bias, last_layer, &mut sink)?;
+                }
+                Family::Gpt2 { model, .. } => {
+                    let ids = self.ids_tensor(batch, &inputs, seq);
+                    model.forward(ids, bias, last_layer, &mut sink)?;
+                }
+                Family::Vit { model, prep, .. } => {
+                    let size = prep.size as usize;
+                    let mut px = Vec::with_capacity(batch.len() * 3 * size * size);
+                    for &i in batch {
+                        px.extend_from_slice(&inputs[i].pixels);
+                    }
+                    let pixels = Tensor::<4>::from_data(
+                        TensorData::new(px, [batch.len(), 3, size, size]),
+                        &self.device,
+                    );
+                    model.forward(pixels, bias, last_layer, &mut sink)?;
+                }
+            }
+            done += batch.len();
+            progress(done, n_seq);
+        }
+
+        // Assemble in corpus order.
+        let mut tokens = Vec::with_capacity(inputs.iter().map(|s| s.tokens.len()).sum());
+        for s in &inputs {
+            tokens.extend(s.tokens.iter().cloned());
+        }
+        let n_tok = tokens.len();
+        let mut captures = Vec::with_capacity(layers.len() * heads.len());
+        for (slot, &l) in layers.iter().enumerate() {
+            for (hs, &h) in heads.iter().enumerate() {
+                let per_seq = std::mem::take(&mut store[slot][hs]);
+                let mut q = Vec::with_capacity(n_tok * d);
+                let mut k = Vec::with_capacity(n_tok * d);
+                let mut vnorm = Vec::with_capacity(n_tok);
+                let mut attention =
+                    Vec::with_capacity(if opts.capture_attention { n_seq } else { 0 });
+                for (si, sh) in per_seq.into_iter().enumerate() {
+                    q.extend_from_slice(&sh.q);
+                    k.extend_from_slice(&sh.k);
+                    vnorm.extend_from_slice(&sh.vnorm);
+                    if opts.capture_attention {
+                        let len = inputs[si].tokens.len();
+                        attention.push(SequenceAttention {
+                            seq_id: si as u32,
+                            weights: matrix(len, len, sh.attn)?,
+                        });
+                    }
+                }
+                let head = HeadId::new(l as u16, h as u16);
+                let vectors = HeadVectors::new(head, matrix(n_tok, d, q)?, matrix(n_tok, d, k)?)
+                    .map_err(|e| ExtractError::Backend(e.to_string()))?;
+                captures.push(HeadCapture {
+                    vectors,
+                    attention,
+                    value_norms: Some(vnorm),
+                });
+            }
+        }
+        Ok(Extraction {
+            model: self.info.clone(),
+            tokens: TokenTable { tokens },
+            heads: captures,
+        })
+    }
+
+    /// Validated, sorted, deduplicated layer and head selections.
+    fn selection(&self, opts: &ExtractOptions) -> Result<(Vec<usize>, Vec<usize>)> {
+        if opts.batch_size == 0 {
+            return Err(ExtractError::InvalidOption(
+                "batch_size must be at least 1".into(),
+            ));
+        }
+        let pick = |sel: &Option<Vec<u16>>, n: u16, what: &str| -> Result<Vec<usize>> {
+            let mut out: Vec<usize> = match sel {
+                None => (0..n as usize).collect(),
+                Some(v) => {
+                    if let Some(bad) = v.iter().find(|&&x| x >= n) {
+                        return Err(ExtractError::InvalidOption(format!(
+                            "{what} {bad} does not exist (the model has {n})"
+                        )));
+                    }
+                    v.iter().map(|&x| x as usize).collect()
+                }
+            };
+            out.sort_unstable();
+            out.dedup();
+            if out.is_empty() {
+                return Err(ExtractError::InvalidOption(format!("no {what} selected")));
+            }
+            Ok(out)
+        };
+        Ok((
+            pick(&opts.layers, self.info.num_layers, "layer")?,
+            pick(&opts.heads, self.info.num_heads, "head")?,
+        ))
+    }
+
+    /// Tokenizes (or preprocesses) every sequence and builds its token metadata.
+    fn prepare(&self, corpus: &Corpus, opts: &ExtractOptions) -> Result<Vec<SeqInput>> {
+        if corpus.is_empty() {
+            return Err(ExtractError::EmptyCorpus(
+                "the corpus has no sequences".into(),
+            ));
+        }
+        let max = self.info.max_positions as usize;
+        match (&self.family, corpus) {
+            (
+                Family::Bert {
+                    tokenizer,
+                    vocab_size,
+                    ..
+                }
+                | Family::Gpt2 {
+                    tokenizer,
+                    vocab_size,
+                    ..
+                },
+                Corpus::Text(texts),
+            ) => {
+                let mut out = Vec::with_capacity(texts.len());
+                for (si, text) in texts.iter().enumerate() {
+                    let mut enc = tokenizer.encode(text, None)?;
+                    if enc.ids.len() > max {
+                        if !opts.truncate {
+                            return Err(ExtractError::SequenceTooLong {
+                                index: si,
+                                len: enc.ids.len(),
+                                max,
+                            });
+                        }
+                        eprintln!(
+                            "attn-extract: warning: sequence {si} has {} tokens; truncated to {max}",
+                            enc.ids.len()
+                        );
+                        enc = tokenizer.encode(text, Some(max))?;
+                    }
+                    if enc.ids.is_empty() {
+                        return Err(ExtractError::EmptyCorpus(format!(
+                            "sequence {si} has no tokens"
+                        )));
+                    }
+                    if let Some((pos, &id)) = enc
+                        .ids
+                        .iter()
+                        .enumerate()
+                        .find(|(_, id)| **id as usize >= *vocab_size)
+                    {
+                        return Err(ExtractError::TokenOutOfVocab {
+                            sequence: si,
+                            token: enc.tokens[pos].clone(),
+                            id,
+                            vocab_size: *vocab_size,
+                        });
+                    }
+                    let len = enc.ids.len() as u32;
+                    let tokens = (0..enc.ids.len())
+                        .map(|p| TokenMeta {
+                            seq_id: si as u32,
+                            position: p as u32,
+                            seq_len: len,
+                            text: enc.tokens[p].clone(),
+                            is_special: enc.special[p],
+                            patch: None,
+                            is_cls: false,
+                            offsets: Some((enc.offsets[p].0 as u32, enc.offsets[p].1 as u32)),
+                        })
+                        .collect();
+                    out.push(SeqInput {
+                        tokens,
+                        ids: enc.ids,
+                        pixels: Vec::new(),
+                    });
+                }
+                Ok(out)
+            }
+            (Family::Vit { prep, grid, .. }, Corpus::Images(images)) => {
+                let len = (grid * grid + 1) as u32;
+                Ok(images
+                    .iter()
+                    .enumerate()
+                    .map(|(si, img)| {
+                        let mut pixels = Vec::with_capacity(3 * (prep.size * prep.size) as usize);
+                        prep.pixels_into(img, &mut pixels);
+                        let mut tokens = Vec::with_capacity(len as usize);
+                        tokens.push(TokenMeta {
+                            seq_id: si as u32,
+                            position: 0,
+                            seq_len: len,
+                            text: "[CLS]".into(),
+                            is_special: true,
+                            patch: None,
+                            is_cls: true,
+                            offsets: None,
+                        });
+                        for p in 0..grid * grid {
+                            let (row, col) = (p / grid, p % grid);
+                            tokens.push(TokenMeta {
+                                seq_id: si as u32,
+                                position: p as u32 + 1,
+                                seq_len: len,
+                                text: format!("patch {row},{col}"),
+                                is_special: false,
+                                patch: Some(PatchPos {
+                                    row: row as u16,
+                                    col: col as u16,
+                                }),
+                                is_cls: false,
+                                offsets: None,
+                            });
+                        }
+                        SeqInput {
+                            tokens,
+                            ids: Vec::new(),
+                            pixels,
+                        }
+                    })
+                    .collect())
+            }
+            (_, corpus) => Err(ExtractError::CorpusKind {
+                model: self.info.architecture.to_string(),
+                corpus: match corpus {
+                    Corpus::Text(_) => "text".into(),
+                    Corpus::Images(_) => "images".into(),
+                },
+            }),
+        }
+    }
+
+    /// `[batch, seq]` token ids, right-padded with id 0 (masked out by the attention bias).
+    fn ids_tensor(&self, batch: &[usize], inputs: &[SeqInput], seq: usize) -> Tensor<2, Int> {
+        let mut ids = vec![0i64; batch.len() * seq];
+        for (b, &i) in batch.iter().enumerate() {
+            for (t, &id) in inputs[i].ids.iter().enumerate() {
+                ids[b * seq + t] = i64::from(id);
+            }
+        }
+        Tensor::from_data(TensorData::new(ids, [batch.len(), seq]), &self.device)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn model_info(
+    id: String,
+    architecture: Architecture,
+    layers: usize,
+    heads: usize,
+    hidden: usize,
+    max_positions: usize,
+    image: Option<ImageGeometry>,
+    cfg: &HfConfig,
+) -> Result<ModelInfo> {
+    Ok(ModelInfo {
+        id,
+        architecture,
+        num_layers: u16::try_from(layers).map_err(|_| too_big(cfg, "num_hidden_layers"))?,
+        num_heads: u16::try_from(heads).map_err(|_| too_big(cfg, "num_attention_heads"))?,
+        head_dim: u32::try_from(hidden / heads).map_err(|_| too_big(cfg, "hidden_size"))?,
+        hidden_size: u32::try_from(hidden).map_err(|_| too_big(cfg, "hidden_size"))?,
+        max_positions: u32::try_from(max_positions)
+            .map_err(|_| too_big(cfg, "max_position_embeddings"))?,
+        image,
+        config: cfg.json.clone(),
+    })
+}
+
+fn too_big(cfg: &HfConfig, field: &str) -> ExtractError {
+    ExtractError::InvalidConfig {
+        path: cfg.path.clone(),
+        message: format!("`{field}` is too large"),
+    }
+}
+
+fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| ExtractError::Backend(format!("reading results back: {e:?}")))
+}
+
+fn matrix(rows: usize, cols: usize, data: Vec<f32>) -> Result<Matrix> {
+    Matrix::from_vec(rows, cols, data).map_err(|e| ExtractError::Backend(e.to_string()))
+}
+
+/// Version of this crate, recorded in dataset provenance.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,76 @@
+//! Our own self-attention arithmetic, shared by the three families.
+//!
+//! burn-nn's `MultiHeadAttention` hides the query/key projections and the probabilities; the
+//! extraction needs both, so every model computes one fused `[q | k | v]` projection and hands it here.
+
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor, TensorData};
+
+/// Additive logit bias that masks padding (and, when `causal`, future keys).
+///
+/// Shape `[batch, 1, seq, seq]`, broadcast over heads: 0 where a query may attend to a key, a large
+/// negative number elsewhere (exp underflows to exactly 0, as with transformers' `finfo.min`).
+pub(crate) fn attention_bias(
+    lengths: &[usize],
+    seq: usize,
+    causal: bool,
+    device: &Device,
+) -> Tensor<4> {
+    const MASKED: f32 = -1.0e9;
+    let mut data = vec![0.0f32; lengths.len() * seq * seq];
+    for (b, &len) in lengths.iter().enumerate() {
+        let block = &mut data[b * seq * seq..(b + 1) * seq * seq];
+        for q in 0..seq {
+            for k in 0..seq {
+                if k >= len || (causal && k > q) {
+                    block[q * seq + k] = MASKED;
+                }
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(data, [lengths.len(), 1, seq, seq]), device)
+}
+
+/// Scaled dot-product attention over a fused projection.
+///
+/// `qkv` is `[batch, seq, 3 * heads * head_dim]` laid out `[q | k | v]`, each block head-major (as
+/// BERT's separate Linears concatenated, GPT-2's `c_attn` and ViT's query/key/value). Returns the
+/// context `[batch, seq, heads * head_dim]` and the probabilities `[batch, heads, seq, seq]`.
+pub(crate) fn attend(
+    qkv: Tensor<3>,
+    bias: Tensor<4>,
+    heads: usize,
+    head_dim: usize,
+) -> (Tensor<3>, Tensor<4>) {
+    let [batch, seq, _] = qkv.dims();
+    let hidden = heads * head_dim;
+    let split = |block: usize| {
+        qkv.clone()
+            .narrow(2, block * hidden, hidden)
+            .reshape([batch, seq, heads, head_dim])
+            .swap_dims(1, 2)
+    };
+    let (q, k, v) = (split(0), split(1), split(2));
+    let scores = q
+        .matmul(k.swap_dims(2, 3))
+        .mul_scalar(1.0 / (head_dim as f64).sqrt())
+        + bias;
+    let probs = softmax(scores, 3);
+    let context = probs
+        .clone()
+        .matmul(v)
+        .swap_dims(1, 2)
+        .reshape([batch, seq, hidden]);
+    (context, probs)
+}
+
+/// What one layer exposes to the extraction: the fused projection and the probabilities.
+pub(crate) struct LayerTaps {
+    /// `[batch, seq, 3 * hidden]`: queries, keys, values (bias included, unscaled).
+    pub qkv: Tensor<3>,
+    /// `[batch, heads, seq, seq]`.
+    pub probs: Tensor<4>,
+}
+
+/// Receives the taps of a layer; returns an error to stop the forward pass.
+pub(crate) type TapSink<'a> = dyn FnMut(usize, LayerTaps) -> crate::error::Result<()> + 'a;

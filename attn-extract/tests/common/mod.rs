@@ -1,0 +1,151 @@
+//! Helpers shared by the integration tests: reading the Python reference fixtures and comparing.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use attn_types::Extraction;
+use safetensors::{Dtype, SafeTensors};
+
+/// `attn-extract/tests/fixtures/<name>`.
+pub fn fixture_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
+        .join(name)
+}
+
+/// The reference tensors written by `scripts/make_fixtures.py`.
+pub struct Expected {
+    bytes: Vec<u8>,
+}
+
+/// A reference tensor: shape and values as f32 (or raw bytes for u8 images).
+pub struct RefTensor {
+    pub shape: Vec<usize>,
+    pub f32: Vec<f32>,
+    pub i64: Vec<i64>,
+    pub u8: Vec<u8>,
+}
+
+impl Expected {
+    pub fn read(dir: &Path) -> Self {
+        let bytes = std::fs::read(dir.join("expected.safetensors")).expect("expected.safetensors");
+        Self { bytes }
+    }
+
+    pub fn get(&self, name: &str) -> RefTensor {
+        let st = SafeTensors::deserialize(&self.bytes).expect("parse expected.safetensors");
+        let t = st
+            .tensor(name)
+            .unwrap_or_else(|_| panic!("fixture tensor {name}"));
+        let data = t.data();
+        let mut out = RefTensor {
+            shape: t.shape().to_vec(),
+            f32: Vec::new(),
+            i64: Vec::new(),
+            u8: Vec::new(),
+        };
+        match t.dtype() {
+            Dtype::F32 => {
+                out.f32 = data
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect()
+            }
+            Dtype::I64 => {
+                out.i64 = data
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                    .collect()
+            }
+            Dtype::U8 => out.u8 = data.to_vec(),
+            other => panic!("unexpected dtype {other:?}"),
+        }
+        out
+    }
+}
+
+/// Max abs errors of Q, K and attention against the reference, over the given layers and all heads.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Errors {
+    pub q: f32,
+    pub k: f32,
+    pub attn: f32,
+    pub compared: usize,
+}
+
+/// Compares every captured head of `layers` for sequences `0..n_seq` with the fixture.
+pub fn compare(ex: &Extraction, expected: &Expected, n_seq: usize, layers: &[u16]) -> Errors {
+    let spans = ex.tokens.sequences();
+    assert_eq!(spans.len(), n_seq, "sequence count");
+    let d = ex.model.head_dim as usize;
+    let mut err = Errors::default();
+    for cap in &ex.heads {
+        let (layer, head) = (cap.vectors.head.layer, cap.vectors.head.head);
+        if !layers.contains(&layer) {
+            continue;
+        }
+        for (i, span) in spans.iter().enumerate() {
+            let q = expected.get(&format!("s{i}.q.{layer}"));
+            let k = expected.get(&format!("s{i}.k.{layer}"));
+            let a = expected.get(&format!("s{i}.attn.{layer}"));
+            let len = q.shape[0];
+            assert_eq!(
+                span.len, len,
+                "sequence {i}: token count differs from the reference"
+            );
+            let hidden = q.shape[1];
+            let h = head as usize;
+            for t in 0..len {
+                let row = span.start + t;
+                for j in 0..d {
+                    let col = h * d + j;
+                    err.q = err
+                        .q
+                        .max((cap.vectors.queries.get(row, j) - q.f32[t * hidden + col]).abs());
+                    err.k = err
+                        .k
+                        .max((cap.vectors.keys.get(row, j) - k.f32[t * hidden + col]).abs());
+                }
+            }
+            let att = &cap.attention[i];
+            assert_eq!(att.len(), len);
+            for qi in 0..len {
+                for ki in 0..len {
+                    let r = a.f32[(h * len + qi) * len + ki];
+                    err.attn = err.attn.max((att.get(qi, ki) - r).abs());
+                }
+            }
+            err.compared += 1;
+        }
+    }
+    err
+}
+
+/// Every attention row sums to 1 (within `tol`).
+pub fn assert_rows_sum_to_one(ex: &Extraction, tol: f32) {
+    for cap in &ex.heads {
+        for att in &cap.attention {
+            for r in att.weights.iter_rows() {
+                let s: f32 = r.iter().sum();
+                assert!(
+                    (s - 1.0).abs() < tol,
+                    "{}: row sums to {s}",
+                    cap.vectors.head
+                );
+            }
+        }
+    }
+}
+
+/// The fixture's sentences.
+pub fn sentences(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("inputs.json")).expect("inputs.json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("inputs.json parses");
+    v["sentences"]
+        .as_array()
+        .expect("sentences")
+        .iter()
+        .map(|s| s.as_str().expect("string").to_string())
+        .collect()
+}

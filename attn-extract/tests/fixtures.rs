@@ -1,0 +1,224 @@
+//! Tiny random-weight BERT, GPT-2 and ViT (patch 16 and 32) checkpoints against transformers.
+//!
+//! The fixtures come from `scripts/make_fixtures.py`; every family must match Q, K and attention to
+//! 1e-4 (max abs), with sequences batched and padded differently from the per-sequence reference.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use attn_extract::{Corpus, Device, ExtractOptions, LoadedModel, RgbImage, device_from_name};
+use attn_types::Architecture;
+use common::{Expected, assert_rows_sum_to_one, compare, fixture_dir, sentences};
+
+const TOL: f32 = 1e-4;
+
+fn device() -> Device {
+    device_from_name("flex").expect("flex device")
+}
+
+fn text_case(name: &str, arch: Architecture) {
+    let dir = fixture_dir(name);
+    let model = LoadedModel::load(&dir, &device()).expect("load");
+    assert_eq!(model.info().architecture, arch);
+    assert_eq!(
+        (
+            model.info().num_layers,
+            model.info().num_heads,
+            model.info().head_dim
+        ),
+        (3, 4, 8)
+    );
+    let texts = sentences(&dir);
+    // Batch size 3 with 4 sentences of different lengths: padding and length-sorting are exercised.
+    let opts = ExtractOptions {
+        batch_size: 3,
+        ..Default::default()
+    };
+    let mut calls = Vec::new();
+    let ex = model
+        .extract(&Corpus::Text(texts.clone()), &opts, &mut |done, total| {
+            calls.push((done, total))
+        })
+        .expect("extract");
+    assert_eq!(calls.last(), Some(&(4, 4)));
+    assert_eq!(ex.heads.len(), 12);
+    ex.tokens.validate().expect("token table is consistent");
+    let expected = Expected::read(&dir);
+    let err = compare(&ex, &expected, texts.len(), &[0, 1, 2]);
+    eprintln!("{name}: max abs error {err:?}");
+    assert_eq!(err.compared, 12 * texts.len());
+    assert!(
+        err.q < TOL && err.k < TOL && err.attn < TOL,
+        "{name}: {err:?}"
+    );
+    assert_rows_sum_to_one(&ex, 1e-5);
+    // Token ids agree with the reference tokenizer: lengths checked in compare; texts here.
+    for (i, span) in ex.tokens.sequences().iter().enumerate() {
+        let ids = expected.get(&format!("s{i}.ids")).i64;
+        assert_eq!(ids.len(), span.len);
+    }
+}
+
+#[test]
+fn bert_matches_transformers() {
+    text_case("bert_tiny", Architecture::Bert);
+    let dir = fixture_dir("bert_tiny");
+    let model = LoadedModel::load(&dir, &device()).unwrap();
+    let ex = model
+        .extract(
+            &Corpus::Text(vec!["Hello world".into()]),
+            &ExtractOptions::default(),
+            &mut |_, _| {},
+        )
+        .unwrap();
+    let toks = &ex.tokens.tokens;
+    assert_eq!(toks.first().unwrap().text, "[CLS]");
+    assert_eq!(toks.last().unwrap().text, "[SEP]");
+    assert!(toks.first().unwrap().is_special && toks.last().unwrap().is_special);
+    assert!(!toks[1].is_special);
+    // "hello" is lower-cased from bytes 0..5 of the text.
+    assert_eq!(toks[1].offsets.map(|(s, _)| s), Some(0));
+}
+
+#[test]
+fn gpt2_matches_transformers() {
+    text_case("gpt2_tiny", Architecture::Gpt2);
+    let dir = fixture_dir("gpt2_tiny");
+    let model = LoadedModel::load(&dir, &device()).unwrap();
+    let ex = model
+        .extract(
+            &Corpus::Text(vec!["The quick brown fox jumps over the lazy dog.".into()]),
+            &ExtractOptions::default(),
+            &mut |_, _| {},
+        )
+        .unwrap();
+    // Causal: no query attends to a later key; the first query attends only to itself.
+    for cap in &ex.heads {
+        let a = &cap.attention[0];
+        for q in 0..a.len() {
+            for k in q + 1..a.len() {
+                assert_eq!(a.get(q, k), 0.0);
+            }
+        }
+        assert!((a.get(0, 0) - 1.0).abs() < 1e-6);
+    }
+    assert!(ex.tokens.tokens.iter().all(|t| !t.is_special));
+    assert!(ex.tokens.tokens.iter().any(|t| t.text.starts_with('Ġ')));
+}
+
+fn vit_case(name: &str, grid: u16) {
+    let dir = fixture_dir(name);
+    let model = LoadedModel::load(&dir, &device()).expect("load");
+    let info = model.info();
+    assert_eq!(info.architecture, Architecture::Vit);
+    let geometry = info.image.expect("image geometry");
+    assert_eq!(geometry.grid_side(), u32::from(grid));
+    let expected = Expected::read(&dir);
+    let images: Vec<RgbImage> = (0..2)
+        .map(|i| {
+            let t = expected.get(&format!("s{i}.image"));
+            RgbImage::from_raw(t.shape[1] as u32, t.shape[0] as u32, t.u8).expect("image")
+        })
+        .collect();
+    let ex = model
+        .extract(
+            &Corpus::Images(images),
+            &ExtractOptions {
+                batch_size: 2,
+                ..Default::default()
+            },
+            &mut |_, _| {},
+        )
+        .expect("extract");
+    let err = compare(&ex, &expected, 2, &[0, 1, 2]);
+    eprintln!("{name}: max abs error {err:?}");
+    assert_eq!(err.compared, 12 * 2);
+    assert!(
+        err.q < TOL && err.k < TOL && err.attn < TOL,
+        "{name}: {err:?}"
+    );
+    assert_rows_sum_to_one(&ex, 1e-5);
+    let toks = &ex.tokens.tokens;
+    let per_image = usize::from(grid * grid) + 1;
+    assert_eq!(toks.len(), 2 * per_image);
+    assert!(toks[0].is_cls && toks[0].is_special && toks[0].patch.is_none());
+    let last = &toks[per_image - 1];
+    assert_eq!(
+        last.patch.map(|p| (p.row, p.col)),
+        Some((grid - 1, grid - 1))
+    );
+    assert_eq!(last.text, format!("patch {},{}", grid - 1, grid - 1));
+    assert!(toks[per_image].is_cls);
+}
+
+#[test]
+fn vit_patch16_matches_transformers() {
+    vit_case("vit16_tiny", 3);
+}
+
+#[test]
+fn vit_patch32_matches_transformers() {
+    vit_case("vit32_tiny", 2);
+}
+
+#[test]
+fn batching_and_selection_do_not_change_values() {
+    let dir = fixture_dir("bert_tiny");
+    let model = LoadedModel::load(&dir, &device()).unwrap();
+    let texts = sentences(&dir);
+    let corpus = Corpus::Text(texts);
+    let one = model
+        .extract(
+            &corpus,
+            &ExtractOptions {
+                batch_size: 1,
+                ..Default::default()
+            },
+            &mut |_, _| {},
+        )
+        .unwrap();
+    let subset = model
+        .extract(
+            &corpus,
+            &ExtractOptions {
+                batch_size: 4,
+                layers: Some(vec![2, 1]),
+                heads: Some(vec![3, 0]),
+                capture_attention: false,
+                ..Default::default()
+            },
+            &mut |_, _| {},
+        )
+        .unwrap();
+    assert_eq!(one.tokens, subset.tokens);
+    let ids: Vec<_> = subset
+        .heads
+        .iter()
+        .map(|h| (h.vectors.head.layer, h.vectors.head.head))
+        .collect();
+    assert_eq!(ids, vec![(1, 0), (1, 3), (2, 0), (2, 3)]);
+    for cap in &subset.heads {
+        assert!(cap.attention.is_empty());
+        let full = one
+            .heads
+            .iter()
+            .find(|h| h.vectors.head == cap.vectors.head)
+            .unwrap();
+        let diff = full
+            .vectors
+            .queries
+            .as_slice()
+            .iter()
+            .zip(cap.vectors.queries.as_slice())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            diff < 1e-5,
+            "{}: batch 1 vs 4 differ by {diff}",
+            cap.vectors.head
+        );
+        let norms = cap.value_norms.as_ref().unwrap();
+        assert_eq!(norms.len(), one.tokens.len());
+        assert!(norms.iter().all(|n| n.is_finite() && *n > 0.0));
+    }
+}
