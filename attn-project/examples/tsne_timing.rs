@@ -53,12 +53,19 @@ fn main() {
         .num_threads(threads)
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
-    let data = mixture(n, 64, 10, 1);
+    // `ATTN_NPY=path` loads a 2D little-endian f32 .npy (C order) instead of the mixture.
+    let (data, metric) = match std::env::var("ATTN_NPY") {
+        Ok(path) => (load_npy(&path), Metric::Euclidean),
+        Err(_) => (mixture(n, 64, 10, 1), Metric::Cosine),
+    };
+    let n = data.rows();
     let theta: f32 = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(0.5);
     let params = Tsne::params()
+        .metric(metric)
         .dims(dims)
         .repulsion(rep)
         .theta(theta)
+        .learning_rate(std::env::var("ATTN_LR").ok().and_then(|s| s.parse().ok()))
         .check()
         .unwrap_or_else(|e| panic!("{e}"));
     let t = Instant::now();
@@ -74,7 +81,7 @@ fn main() {
         });
     println!("span {lo:.1}..{hi:.1}");
     let tw = pool
-        .install(|| trustworthiness(&data, &emb.coords, 10, Metric::Cosine))
+        .install(|| trustworthiness(&data, &emb.coords, 10, metric))
         .unwrap_or(f32::NAN);
     println!(
         "n={n} dims={dims} {:?}: {secs:.2}s KL={:?} T@10={tw:.4} repulsion={:?}",
@@ -82,4 +89,20 @@ fn main() {
         emb.objective,
         emb.spec.params.get("repulsion")
     );
+}
+
+fn load_npy(path: &str) -> Matrix {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = String::from_utf8_lossy(&bytes[10..10 + hlen]).to_string();
+    let shape = &header[header.find("'shape': (").map(|p| p + 10).unwrap_or(0)..];
+    let dims: Vec<usize> = shape[..shape.find(')').unwrap_or(0)]
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let v: Vec<f32> = bytes[10 + hlen..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Matrix::from_vec(dims[0], dims[1], v).unwrap_or_default()
 }

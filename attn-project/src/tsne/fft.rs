@@ -1,7 +1,7 @@
 //! FFT-accelerated interpolation of the 2D repulsive forces (FIt-SNE, Linderman et al. 2019).
 //!
 //! The bounding square of the layout is cut into `nb x nb` boxes (about one per unit of length,
-//! at least 50) with 3 equispaced interpolation nodes per box and axis, which together form one
+//! at least 25) with 3 equispaced interpolation nodes per box and axis, which together form one
 //! uniform `N x N` grid (`N = 3 nb`). Charges are spread to the grid with Lagrange weights, convolved
 //! with the squared Cauchy kernel `1 / (1 + r²)²` by zero-padded 2D FFT (the kernel only depends on
 //! grid offsets), and interpolated back. Charges `1, x, y` give the forces; `x² + y²` gives the
@@ -23,6 +23,10 @@ const P: usize = 3;
 const CHUNK: usize = 512;
 /// FFT rows per parallel task.
 const ROWS_PER_TASK: usize = 16;
+/// Grid columns per task of the column pass (8 complex values = one 64-byte cache line per row).
+const COL_BLOCK: usize = 8;
+/// Grid rows per task of the transpose back.
+const ROW_BLOCK: usize = 16;
 
 /// Plans and buffers reused across iterations.
 #[derive(Default)]
@@ -31,9 +35,13 @@ pub(crate) struct FftRepulsion {
     m: usize,
     fwd: Option<Arc<dyn Fft<f32>>>,
     inv: Option<Arc<dyn Fft<f32>>>,
+    /// Charge grids `1 + i x` and `y + i (x² + y²)`: `m / 2` rows of length `m` (the zero-padded
+    /// lower half is never stored).
     a: Vec<Complex32>,
     b: Vec<Complex32>,
+    /// Kernel spectrum, transposed: `kern[c * m + r]` is the 2D DFT at row `r`, column `c`.
     kern: Vec<Complex32>,
+    /// Column-pass output, transposed: `m` columns of `m / 2` values.
     ta: Vec<Complex32>,
     tb: Vec<Complex32>,
     /// `(m, h bits)` of the kernel spectrum held in `kern`, to skip recomputing it.
@@ -108,16 +116,12 @@ impl FftRepulsion {
             self.inv = Some(planner.plan_fft_inverse(m));
             self.m = m;
             self.kern_key = None;
-            for v in [
-                &mut self.a,
-                &mut self.b,
-                &mut self.kern,
-                &mut self.ta,
-                &mut self.tb,
-            ] {
+            for v in [&mut self.a, &mut self.b, &mut self.ta, &mut self.tb] {
                 v.clear();
-                v.resize(m * m, Complex32::new(0.0, 0.0));
+                v.resize(m * m / 2, Complex32::new(0.0, 0.0));
             }
+            self.kern.clear();
+            self.kern.resize(m * m, Complex32::new(0.0, 0.0));
         }
     }
 
@@ -197,34 +201,82 @@ impl FftRepulsion {
                     }
                 });
             rows_fft(&mut self.kern, m, m, &fwd);
-            transpose(&self.kern, &mut self.ta, m);
-            std::mem::swap(&mut self.kern, &mut self.ta);
+            let mut t = vec![zero; m * m];
+            transpose(&self.kern, &mut t, m);
+            self.kern = t;
             rows_fft(&mut self.kern, m, m, &fwd);
             self.kern_key = Some((m, h.to_bits()));
         }
-        // Forward 2D FFTs of the charges: rows (only the first ng are non-zero), transpose, rows.
+        // 2D convolution without full transposes: row FFTs of the ng stored rows; then, per block
+        // of columns, gather the columns (rows ng..m are the zero padding), FFT, multiply by the
+        // kernel spectrum, inverse FFT, keep rows 0..ng; transpose that half back; inverse row FFTs.
+        // Every pass streams at most half the padded grid, and each block is owned by one task.
         rows_fft(&mut self.a, m, ng, &fwd);
         rows_fft(&mut self.b, m, ng, &fwd);
-        transpose(&self.a, &mut self.ta, m);
-        transpose(&self.b, &mut self.tb, m);
-        rows_fft(&mut self.ta, m, m, &fwd);
-        rows_fft(&mut self.tb, m, m, &fwd);
-        let kern = &self.kern;
+        let (ga, gb, kern) = (&self.a, &self.b, &self.kern);
         self.ta
-            .par_chunks_mut(m)
-            .zip(self.tb.par_chunks_mut(m))
-            .zip(kern.par_chunks(m))
-            .for_each(|((ra, rb), rk)| {
-                for ((a, b), k) in ra.iter_mut().zip(rb.iter_mut()).zip(rk) {
-                    *a *= k;
-                    *b *= k;
+            .par_chunks_mut(COL_BLOCK * ng)
+            .zip(self.tb.par_chunks_mut(COL_BLOCK * ng))
+            .enumerate()
+            .for_each(|(blk, (oa, ob))| {
+                let c0 = blk * COL_BLOCK;
+                let cols = oa.len() / ng;
+                let mut buf = vec![zero; 2 * cols * m];
+                let mut scratch = vec![
+                    zero;
+                    fwd.get_inplace_scratch_len()
+                        .max(inv.get_inplace_scratch_len())
+                ];
+                let (bufa, bufb) = buf.split_at_mut(cols * m);
+                for r in 0..ng {
+                    let (ra, rb) = (
+                        &ga[r * m + c0..r * m + c0 + cols],
+                        &gb[r * m + c0..r * m + c0 + cols],
+                    );
+                    for l in 0..cols {
+                        bufa[l * m + r] = ra[l];
+                        bufb[l * m + r] = rb[l];
+                    }
+                }
+                fwd.process_with_scratch(bufa, &mut scratch);
+                fwd.process_with_scratch(bufb, &mut scratch);
+                for l in 0..cols {
+                    let k = &kern[(c0 + l) * m..(c0 + l + 1) * m];
+                    for ((x, y), kk) in bufa[l * m..(l + 1) * m]
+                        .iter_mut()
+                        .zip(&mut bufb[l * m..(l + 1) * m])
+                        .zip(k)
+                    {
+                        *x *= kk;
+                        *y *= kk;
+                    }
+                }
+                inv.process_with_scratch(bufa, &mut scratch);
+                inv.process_with_scratch(bufb, &mut scratch);
+                for l in 0..cols {
+                    oa[l * ng..(l + 1) * ng].copy_from_slice(&bufa[l * m..l * m + ng]);
+                    ob[l * ng..(l + 1) * ng].copy_from_slice(&bufb[l * m..l * m + ng]);
                 }
             });
-        // Inverse: rows of the transposed layout, transpose back, then only the rows we read.
-        rows_fft(&mut self.ta, m, m, &inv);
-        rows_fft(&mut self.tb, m, m, &inv);
-        transpose(&self.ta, &mut self.a, m);
-        transpose(&self.tb, &mut self.b, m);
+        let (ta, tb) = (&self.ta, &self.tb);
+        self.a
+            .par_chunks_mut(ROW_BLOCK * m)
+            .zip(self.b.par_chunks_mut(ROW_BLOCK * m))
+            .enumerate()
+            .for_each(|(blk, (da, db))| {
+                let r0 = blk * ROW_BLOCK;
+                let rows = da.len() / m;
+                for c in 0..m {
+                    let (sa, sb) = (
+                        &ta[c * ng + r0..c * ng + r0 + rows],
+                        &tb[c * ng + r0..c * ng + r0 + rows],
+                    );
+                    for r in 0..rows {
+                        da[r * m + c] = sa[r];
+                        db[r * m + c] = sb[r];
+                    }
+                }
+            });
         rows_fft(&mut self.a, m, ng, &inv);
         rows_fft(&mut self.b, m, ng, &inv);
         let norm = 1.0 / (m as f32 * m as f32);

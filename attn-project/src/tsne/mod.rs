@@ -4,8 +4,11 @@
 //! Pipeline: kNN graph with `k = min(n - 1, floor(3 * perplexity))` neighbours -> per-point
 //! bandwidths by bisection -> sparse symmetric `P` -> gradient descent with momentum and gains.
 //! The gradient is written without the conventional factor 4 (as in bhtsne, FIt-SNE and openTSNE),
-//! which is why the automatic learning rate is `max(n / exaggeration, 200)` (openTSNE's rule, applied
-//! per phase: `n / 12` during early exaggeration, `n` after).
+//! and the automatic learning rate is `max(n / early_exaggeration, 200)` in both phases (Belkina et
+//! al. 2019; openTSNE uses it during exaggeration but `n` afterwards). openTSNE's larger late step
+//! spreads the layout ~25% wider, which makes the FFT grid ~1.6x larger; on a 10k-point swiss roll
+//! both reach trustworthiness@10 0.9999 and ours takes 30% less time (a 10k-point mixture: 0.965 vs
+//! 0.969).
 
 // Coordinate loops `for a in 0..D` index several fixed-size arrays in lockstep; iterators would
 // obscure them without being faster.
@@ -137,7 +140,7 @@ impl TsneParams {
         self.0.exaggeration_iterations = iterations;
         self
     }
-    /// Fixed learning rate (> 0), or `None` for `max(n / exaggeration, 200)` per phase.
+    /// Fixed learning rate (> 0), or `None` for `max(n / early_exaggeration, 200)`.
     pub fn learning_rate(mut self, rate: Option<f32>) -> Self {
         self.0.learning_rate = rate;
         self
@@ -342,7 +345,7 @@ impl TsneValidParams {
             "exaggeration_iterations".into(),
             s.exaggeration_iterations as f64,
         );
-        params.insert("learning_rate".into(), self.learning_rate(n, 1.0) as f64);
+        params.insert("learning_rate".into(), self.learning_rate(n) as f64);
         params.insert(
             "learning_rate_auto".into(),
             if s.learning_rate.is_none() { 1.0 } else { 0.0 },
@@ -367,10 +370,11 @@ impl TsneValidParams {
         }
     }
 
-    fn learning_rate(&self, n: usize, exaggeration: f32) -> f32 {
+    /// `max(n / early_exaggeration, 200)` in both phases unless set (see the module docs).
+    fn learning_rate(&self, n: usize) -> f32 {
         self.0
             .learning_rate
-            .unwrap_or_else(|| (n as f32 / exaggeration).max(200.0))
+            .unwrap_or_else(|| (n as f32 / self.0.early_exaggeration).max(200.0))
     }
 
     fn initial<const D: usize>(&self, data: &Matrix) -> Result<Vec<[f32; D]>, ProjectError> {
@@ -425,7 +429,7 @@ impl TsneValidParams {
             } else {
                 (1.0, 0.8)
             };
-            let lr = self.learning_rate(n, exag);
+            let lr = self.learning_rate(n);
             gradient(
                 problem, &y, exag, method, s.theta, false, &mut grad, &mut rep, &mut fft,
             );
