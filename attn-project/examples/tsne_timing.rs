@@ -80,9 +80,12 @@ fn main() {
             (a.min(v), b.max(v))
         });
     println!("span {lo:.1}..{hi:.1}");
-    let tw = pool
-        .install(|| trustworthiness(&data, &emb.coords, 10, metric))
-        .unwrap_or(f32::NAN);
+    let tw = if std::env::var("ATTN_NO_TRUST").is_ok() {
+        f32::NAN
+    } else {
+        pool.install(|| trustworthiness(&data, &emb.coords, 10, metric))
+            .unwrap_or(f32::NAN)
+    };
     println!(
         "n={n} dims={dims} {:?}: {secs:.2}s KL={:?} T@10={tw:.4} repulsion={:?}",
         rep,

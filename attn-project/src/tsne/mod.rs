@@ -477,6 +477,51 @@ impl TsneValidParams {
 /// Points per parallel task.
 const CHUNK: usize = 256;
 
+/// `sum_j P_ij w_ij (y_i - y_j)` over one row of `P` and, if `KL`, `-sum_j P_ij ln(1 + d_ij²)`.
+/// Four interleaved accumulators break the floating-point add dependency chain, which otherwise
+/// limits the loop to one neighbour per add latency.
+#[inline]
+fn attraction<const D: usize, const KL: bool>(
+    yi: [f32; D],
+    y: &[[f32; D]],
+    cols: &[u32],
+    vals: &[f32],
+) -> ([f32; D], f32) {
+    const W: usize = 4;
+    let mut acc = [[0f32; D]; W];
+    let mut kl = [0f32; W];
+    let full = cols.len() / W * W;
+    let term = |j: u32, pij: f32, acc: &mut [f32; D], kl: &mut f32| {
+        let yj = y[j as usize];
+        let mut dd = [0f32; D];
+        let mut r2 = 0f32;
+        for a in 0..D {
+            dd[a] = yi[a] - yj[a];
+            r2 += dd[a] * dd[a];
+        }
+        if KL {
+            *kl -= pij * (1.0 + r2).ln();
+        }
+        let pw = pij / (1.0 + r2);
+        for a in 0..D {
+            acc[a] += pw * dd[a];
+        }
+    };
+    for (cj, pj) in cols[..full]
+        .chunks_exact(W)
+        .zip(vals[..full].chunks_exact(W))
+    {
+        for l in 0..W {
+            term(cj[l], pj[l], &mut acc[l], &mut kl[l]);
+        }
+    }
+    for (&j, &pij) in cols[full..].iter().zip(&vals[full..]) {
+        term(j, pij, &mut acc[0], &mut kl[0]);
+    }
+    let attr = std::array::from_fn(|a| (acc[0][a] + acc[1][a]) + (acc[2][a] + acc[3][a]));
+    (attr, (kl[0] + kl[1]) + (kl[2] + kl[3]))
+}
+
 /// Writes the gradient into `grad`; returns `(sum P log w, Z)` (the first is 0 unless `want_kl`).
 #[allow(clippy::too_many_arguments)]
 fn gradient<const D: usize>(
@@ -507,25 +552,11 @@ fn gradient<const D: usize>(
                 let i = c * CHUNK + o;
                 let yi = y[i];
                 let (cols, vals) = p.row(i);
-                let mut attr = [0f32; D];
-                let mut acc = 0f32;
-                for (&j, &pij) in cols.iter().zip(vals) {
-                    let yj = y[j as usize];
-                    let mut dd = [0f32; D];
-                    let mut r2 = 0f32;
-                    for a in 0..D {
-                        dd[a] = yi[a] - yj[a];
-                        r2 += dd[a] * dd[a];
-                    }
-                    let w = 1.0 / (1.0 + r2);
-                    if want_kl {
-                        acc -= pij * (1.0 + r2).ln();
-                    }
-                    let pw = pij * w;
-                    for a in 0..D {
-                        attr[a] += pw * dd[a];
-                    }
-                }
+                let (attr, acc) = if want_kl {
+                    attraction::<D, true>(yi, y, cols, vals)
+                } else {
+                    attraction::<D, false>(yi, y, cols, vals)
+                };
                 plogw += acc as f64;
                 for a in 0..D {
                     g[a] = exaggeration * attr[a] - r[a] * inv_z;
