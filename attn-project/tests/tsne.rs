@@ -117,7 +117,7 @@ fn fft_path_on_an_approximate_graph_is_thread_independent() {
     let a = with_threads(1, run);
     let b = with_threads(2, run);
     assert_eq!(bits(&a.coords), bits(&b.coords));
-    assert_eq!(a.spec.params["repulsion"], 2.0);
+    assert_eq!(a.spec.params["repulsion"], 3.0);
     assert!(nn_label_agreement(&a.coords.slice_rows(0, 1000), &labels[..1000]) > 0.95);
 }
 

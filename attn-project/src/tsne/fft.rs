@@ -108,6 +108,32 @@ fn transpose(src: &[Complex32], dst: &mut [Complex32], m: usize) {
         });
 }
 
+/// Grid origin, boxes per axis and box width for a layout. Once the layout spans MIN_BOXES units,
+/// boxes are exactly 1 / BOXES_PER_UNIT wide so the kernel (which depends only on the grid spacing
+/// and size) is reused across iterations; before that the boxes shrink to keep MIN_BOXES of them.
+fn grid<const D: usize>(y: &[[f32; D]]) -> (f32, usize, f32) {
+    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+    for p in y {
+        for &v in &p[..2.min(D)] {
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+    }
+    let span = (hi - lo).max(1e-6);
+    if span * BOXES_PER_UNIT >= MIN_BOXES as f32 {
+        let nb = smooth_at_least((span * BOXES_PER_UNIT).ceil() as usize + 1);
+        (lo, nb, 1.0 / BOXES_PER_UNIT)
+    } else {
+        (lo, MIN_BOXES, span / MIN_BOXES as f32)
+    }
+}
+
+/// Cells of the zero-padded FFT grid the layout `y` needs: the per-iteration cost driver.
+pub(crate) fn padded_cells<const D: usize>(y: &[[f32; D]]) -> usize {
+    let m = 2 * P * grid(y).1;
+    m * m
+}
+
 impl FftRepulsion {
     fn plan(&mut self, m: usize) {
         if self.m != m {
@@ -128,23 +154,7 @@ impl FftRepulsion {
     /// `sum_j w_ij² (y_i - y_j)` for every point into `out`, and `Z = sum_{i != j} w_ij`.
     pub fn repulsion<const D: usize>(&mut self, y: &[[f32; D]], out: &mut [[f32; D]]) -> f64 {
         let n = y.len();
-        let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
-        for p in y {
-            for &v in &p[..2.min(D)] {
-                lo = lo.min(v);
-                hi = hi.max(v);
-            }
-        }
-        let span = (hi - lo).max(1e-6);
-        // Once the layout spans MIN_BOXES units, boxes are exactly 1 / BOXES_PER_UNIT wide so the
-        // kernel (which depends only on the grid spacing and size) is reused across iterations;
-        // before that the boxes shrink to keep MIN_BOXES of them across the layout.
-        let (nb, box_w) = if span * BOXES_PER_UNIT >= MIN_BOXES as f32 {
-            let nb = smooth_at_least((span * BOXES_PER_UNIT).ceil() as usize + 1);
-            (nb, 1.0 / BOXES_PER_UNIT)
-        } else {
-            (MIN_BOXES, span / MIN_BOXES as f32)
-        };
+        let (lo, nb, box_w) = grid(y);
         let h = box_w / P as f32;
         let ng = nb * P;
         let m = 2 * ng;
