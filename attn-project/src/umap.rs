@@ -296,18 +296,14 @@ impl UmapValidParams {
     }
 
     fn check_data(&self, data: &Matrix) -> Result<(), ProjectError> {
+        // Shared checks first (>= 2 points, >= 1 column, finite values naming the bad row/column).
+        crate::util::check_data(data)?;
         let n = data.rows();
-        if data.cols() == 0 {
-            return Err(ProjectError::InvalidInput("data has no columns".into()));
-        }
         if self.p.n_neighbors >= n {
             return Err(ProjectError::InvalidParam {
                 name: "n_neighbors",
                 reason: format!("must be below the number of points ({n}), got {}", self.p.n_neighbors),
             });
-        }
-        if data.as_slice().iter().any(|v| !v.is_finite()) {
-            return Err(ProjectError::InvalidInput("data contains NaN or infinite values".into()));
         }
         Ok(())
     }
@@ -399,8 +395,8 @@ impl UmapValidParams {
                     for (&r, &j) in g.rate[lo..hi].iter().zip(&g.indices[lo..hi]) {
                         // Samples of this edge up to this epoch (`as` truncates = floor, all >= 0):
                         // the edge is due when the count just went up.
-                        let count = (ef * r) as u64;
-                        if count == (ep * r) as u64 {
+                        let count = (ef * r) as i64;
+                        if count == (ep * r) as i64 {
                             continue;
                         }
                         let other = &snap[j as usize];
@@ -414,7 +410,7 @@ impl UmapValidParams {
                                 delta[d] += 2.0 * clip(coeff * (cur[d] - other[d]));
                             }
                         }
-                        let negs = ((count as f64 * neg_rate) as u64 - ((count - 1) as f64 * neg_rate) as u64) as usize;
+                        let negs = (count as f64 * neg_rate) as i64 - ((count - 1) as f64 * neg_rate) as i64;
                         for _ in 0..negs {
                             let k = rng.below(n);
                             if k == i {
