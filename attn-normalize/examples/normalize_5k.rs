@@ -38,9 +38,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             k.push(0.5 * (base + 0.3 * rng.random_range(-1.0f32..1.0)) + 1.0);
         }
     }
-    let head = HeadVectors::new(HeadId::new(0, 0), Matrix::from_vec(n, d, q)?, Matrix::from_vec(n, d, k)?)?;
+    let head = HeadVectors::new(
+        HeadId::new(0, 0),
+        Matrix::from_vec(n, d, q)?,
+        Matrix::from_vec(n, d, k)?,
+    )?;
     for (name, lens, causal) in [
-        ("200 sequences x 25 tokens, bidirectional", vec![25; 200], false),
+        (
+            "200 sequences x 25 tokens, bidirectional",
+            vec![25; 200],
+            false,
+        ),
         ("200 sequences x 25 tokens, causal", vec![25; 200], true),
         ("1 sequence x 5000 tokens (subsampled)", vec![5000], false),
     ] {

@@ -5,10 +5,13 @@ mod objective;
 mod pairs;
 mod stats;
 
-use attn_types::{HeadDiagnostics, HeadVectors, Matrix, NormalizationParams, NormalizedHead, TokenTable};
+use attn_types::{
+    HeadDiagnostics, HeadVectors, Matrix, NormalizationParams, NormalizedHead, TokenTable,
+};
 use rayon::prelude::*;
 
 pub use error::NormalizeError;
+pub use objective::NearScope;
 
 /// This crate's version, recorded in dataset provenance.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -30,7 +33,8 @@ impl Normalizer {
 }
 
 /// Unchecked normalization parameters (a builder). Defaults: translate and scale on, bidirectional
-/// pairs, near percentile 80, at most 200,000 pairs, seed 0, scale searched in `[0.05, 20]`.
+/// pairs, near percentile 20 taken per query, flat tolerance 0.002, at most 200,000 pairs (queries
+/// subsampled beyond), seed 0, scale searched in `[0.05, 20]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NormalizerParams {
     translate: bool,
@@ -41,6 +45,8 @@ pub struct NormalizerParams {
     seed: u64,
     scale_min: f32,
     scale_max: f32,
+    near_scope: NearScope,
+    flat_tolerance: f32,
 }
 
 impl Default for NormalizerParams {
@@ -49,11 +55,13 @@ impl Default for NormalizerParams {
             translate: true,
             scale: true,
             causal: false,
-            near_percentile: 80.0,
+            near_percentile: 20.0,
             max_pairs: 200_000,
             seed: 0,
             scale_min: 0.05,
             scale_max: 20.0,
+            near_scope: NearScope::default(),
+            flat_tolerance: 0.002,
         }
     }
 }
@@ -78,11 +86,25 @@ impl NormalizerParams {
         self
     }
 
-    /// Percentile `p` in `(0, 100]` of the head's query-key distances: pairs below it get weight
-    /// `(T - d)^2` in the scale objective, the rest none (default 80; see the crate docs for why not
-    /// a low percentile).
+    /// Percentile `p` in `(0, 100]` of each query's distances to its keys (or of all the head's
+    /// query-key distances, see [`Self::near_scope`]): keys below it get weight `(t - d)^2` in the
+    /// scale objective, the rest none (default 20, the research code's low percentile).
     pub fn near_percentile(mut self, p: f32) -> Self {
         self.near_percentile = p;
+        self
+    }
+
+    /// Where the near-pair threshold is taken: per query (default) or over the whole head.
+    pub fn near_scope(mut self, scope: NearScope) -> Self {
+        self.near_scope = scope;
+        self
+    }
+
+    /// Tolerance `eps >= 0` of the scale search (default 0.002): the chosen `c` is the one closest to
+    /// 1 (in `|ln c|`) whose objective is within `eps` of the best found, so flat tails do not push
+    /// `c` to the search bound and heads that cannot be improved by more than `eps` keep `c = 1`.
+    pub fn flat_tolerance(mut self, eps: f32) -> Self {
+        self.flat_tolerance = eps;
         self
     }
 
@@ -113,6 +135,13 @@ impl NormalizerParams {
             return Err(NormalizeError::InvalidParam {
                 param: "near_percentile",
                 reason: format!("{p} is not in (0, 100]"),
+            });
+        }
+        let eps = self.flat_tolerance;
+        if !(eps.is_finite() && eps >= 0.0) {
+            return Err(NormalizeError::InvalidParam {
+                param: "flat_tolerance",
+                reason: format!("{eps} is not a finite non-negative number"),
             });
         }
         if self.max_pairs < 2 || self.max_pairs > (1 << 31) {
@@ -157,6 +186,11 @@ impl NormalizerValidParams {
         self.0.near_percentile
     }
 
+    /// Where the near-pair threshold is taken.
+    pub fn scope(&self) -> NearScope {
+        self.0.near_scope
+    }
+
     fn pairs(&self, vectors: &HeadVectors, tokens: &TokenTable) -> Result<PairSet, NormalizeError> {
         check_head(vectors, Some(tokens))?;
         let pairs = build_pairs(tokens, self.0.causal, self.0.max_pairs, self.0.seed);
@@ -171,15 +205,33 @@ impl NormalizerValidParams {
     }
 
     /// Normalizes one head: translates keys (if on), searches the scale `c` that makes the
-    /// distance-weighted correlation most negative (if on), applies both, and reports diagnostics.
+    /// per-query distance-weighted correlation most negative, up to the flat tolerance (if on),
+    /// applies both, and reports diagnostics.
     /// Row `i` of `vectors` must be token `i` of `tokens`.
-    pub fn normalize(&self, vectors: &HeadVectors, tokens: &TokenTable) -> Result<NormalizedHead, NormalizeError> {
+    pub fn normalize(
+        &self,
+        vectors: &HeadVectors,
+        tokens: &TokenTable,
+    ) -> Result<NormalizedHead, NormalizeError> {
         let pairs = self.pairs(vectors, tokens)?;
         let near = f64::from(self.0.near_percentile);
         let c = if self.0.scale {
-            let obj = Objective::new(&vectors.queries, &vectors.keys, &pairs, self.0.translate, near);
-            let (lo, hi) = (f64::from(self.0.scale_min).ln(), f64::from(self.0.scale_max).ln());
-            (obj.minimize(lo, hi).0.exp() as f32).clamp(self.0.scale_min, self.0.scale_max)
+            let obj = Objective::new(
+                &vectors.queries,
+                &vectors.keys,
+                &pairs,
+                self.0.translate,
+                near,
+                self.0.near_scope,
+            );
+            let (lo, hi) = (
+                f64::from(self.0.scale_min).ln(),
+                f64::from(self.0.scale_max).ln(),
+            );
+            (obj.minimize(lo, hi, f64::from(self.0.flat_tolerance))
+                .0
+                .exp() as f32)
+                .clamp(self.0.scale_min, self.0.scale_max)
         } else {
             1.0
         };
@@ -192,7 +244,7 @@ impl NormalizerValidParams {
             scale: c,
         };
         let normalized = apply(vectors, &params)?;
-        let diagnostics = diagnostics_on(vectors, &normalized, &pairs, near);
+        let diagnostics = diagnostics_on(vectors, &normalized, &pairs, near, self.0.near_scope);
         Ok(NormalizedHead {
             vectors: normalized,
             params,
@@ -207,12 +259,19 @@ impl NormalizerValidParams {
         heads: &[HeadVectors],
         tokens: &TokenTable,
     ) -> Vec<Result<NormalizedHead, NormalizeError>> {
-        heads.par_iter().map(|h| self.normalize(h, tokens)).collect()
+        heads
+            .par_iter()
+            .map(|h| self.normalize(h, tokens))
+            .collect()
     }
 
-    /// The distance-weighted correlation (the scale objective) of `vectors` as they are (`c = 1`,
-    /// no translation), on this configuration's pairs.
-    pub fn weighted_correlation(&self, vectors: &HeadVectors, tokens: &TokenTable) -> Result<f32, NormalizeError> {
+    /// The per-query distance-weighted correlation (the scale objective) of `vectors` as they are
+    /// (`c = 1`, no translation, their own logits), on this configuration's pairs.
+    pub fn weighted_correlation(
+        &self,
+        vectors: &HeadVectors,
+        tokens: &TokenTable,
+    ) -> Result<f32, NormalizeError> {
         let pairs = self.pairs(vectors, tokens)?;
         let obj = Objective::new(
             &vectors.queries,
@@ -220,13 +279,16 @@ impl NormalizerValidParams {
             &pairs,
             false,
             f64::from(self.0.near_percentile),
+            self.0.near_scope,
         );
         Ok(obj.eval(0.0) as f32)
     }
 
     /// Diagnostics comparing `before` with `after` (any transform of the same head, usually the
-    /// output of [`Self::normalize`]) on this configuration's pairs. `norm_gap` is taken from
-    /// `before`.
+    /// output of [`Self::normalize`]) on this configuration's pairs. The logits every distance is
+    /// ranked against are those of `before`; `after` must shift each query's logits by a constant
+    /// at most (as [`apply`] does) for the "after" values to mean anything. `norm_gap` is taken
+    /// from `before`.
     pub fn diagnostics(
         &self,
         before: &HeadVectors,
@@ -235,7 +297,13 @@ impl NormalizerValidParams {
     ) -> Result<HeadDiagnostics, NormalizeError> {
         check_head(after, Some(tokens))?;
         let pairs = self.pairs(before, tokens)?;
-        Ok(diagnostics_on(before, after, &pairs, f64::from(self.0.near_percentile)))
+        Ok(diagnostics_on(
+            before,
+            after,
+            &pairs,
+            f64::from(self.0.near_percentile),
+            self.0.near_scope,
+        ))
     }
 }
 
@@ -246,12 +314,18 @@ pub fn key_translation(vectors: &HeadVectors, scale: f32) -> Vec<f32> {
     let c2 = f64::from(scale) * f64::from(scale);
     let mq = centroid(&vectors.queries);
     let mk = centroid(&vectors.keys);
-    mq.iter().zip(&mk).map(|(q, k)| (c2 * q - k) as f32).collect()
+    mq.iter()
+        .zip(&mk)
+        .map(|(q, k)| (c2 * q - k) as f32)
+        .collect()
 }
 
 /// Applies `params` to a head: `q' = c q`, `k' = (k + t) / c` (an empty `t` means no translation).
 /// Every query's logits change by a constant only, so attention is unchanged.
-pub fn apply(vectors: &HeadVectors, params: &NormalizationParams) -> Result<HeadVectors, NormalizeError> {
+pub fn apply(
+    vectors: &HeadVectors,
+    params: &NormalizationParams,
+) -> Result<HeadVectors, NormalizeError> {
     check_head(vectors, None)?;
     let c = params.scale;
     if !(c.is_finite() && c > 0.0) {
@@ -330,7 +404,11 @@ fn check_head(v: &HeadVectors, tokens: Option<&TokenTable>) -> Result<(), Normal
         });
     }
     if qr == 0 || qc == 0 {
-        return Err(NormalizeError::EmptyHead { head, rows: qr, cols: qc });
+        return Err(NormalizeError::EmptyHead {
+            head,
+            rows: qr,
+            cols: qc,
+        });
     }
     if let Some(t) = tokens
         && t.len() != qr
@@ -355,45 +433,82 @@ fn check_head(v: &HeadVectors, tokens: Option<&TokenTable>) -> Result<(), Normal
     Ok(())
 }
 
-/// Spearman correlations of cosine and Euclidean distance vs dot product, over `pairs`, of one
-/// head's vectors; undefined values (constant inputs) are reported as 0.
-fn rank_correlations(v: &HeadVectors, pairs: &PairSet) -> (f32, f32) {
-    let n = pairs.len();
-    let (mut dots, mut cos, mut euc) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+/// Mean over queries of the per-query Spearman correlations of cosine and of Euclidean distance
+/// (between the vectors of `v`) vs the attention logits `q_i . k_j` of `orig` (same head, any
+/// transform that shifts each query's logits by a constant gives the same ranks). Queries with fewer
+/// than 3 keys, or an undefined correlation (constant ranks), are skipped; no query left gives 0.
+fn rank_correlations(v: &HeadVectors, orig: &HeadVectors, pairs: &PairSet) -> (f32, f32) {
     let norms: Vec<f64> = [&v.queries, &v.keys]
         .iter()
-        .flat_map(|m| m.iter_rows().map(|r| r.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt()))
+        .flat_map(|m| {
+            m.iter_rows()
+                .map(|r| r.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt())
+        })
         .collect();
     let nq = v.len();
-    for (i, j) in pairs.iter() {
-        let (q, k) = (v.queries.row(i), v.keys.row(j));
-        let (mut s, mut e) = (0.0f64, 0.0f64);
-        for (&a, &b) in q.iter().zip(k) {
-            let (a, b) = (f64::from(a), f64::from(b));
-            s += a * b;
-            e += (a - b) * (a - b);
+    let (mut dots, mut cos, mut euc) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut sc, mut nc, mut se, mut ne) = (0.0f64, 0usize, 0.0f64, 0usize);
+    for &(qi, s, e) in &pairs.groups {
+        if e - s < 3 {
+            continue;
         }
-        let denom = norms[i] * norms[nq + j];
-        // A zero vector has no direction: count it as orthogonal (cosine distance 1).
-        cos.push(if denom > 0.0 { 1.0 - s / denom } else { 1.0 });
-        euc.push(e.sqrt());
-        dots.push(s);
+        let i = qi as usize;
+        dots.clear();
+        cos.clear();
+        euc.clear();
+        let (q, qo) = (v.queries.row(i), orig.queries.row(i));
+        for &j in &pairs.keys[s as usize..e as usize] {
+            let j = j as usize;
+            let (k, ko) = (v.keys.row(j), orig.keys.row(j));
+            let (mut dt, mut ed) = (0.0f64, 0.0f64);
+            for (&a, &b) in q.iter().zip(k) {
+                let (a, b) = (f64::from(a), f64::from(b));
+                dt += a * b;
+                ed += (a - b) * (a - b);
+            }
+            let denom = norms[i] * norms[nq + j];
+            // A zero vector has no direction: count it as orthogonal (cosine distance 1).
+            cos.push(if denom > 0.0 { 1.0 - dt / denom } else { 1.0 });
+            euc.push(ed.sqrt());
+            dots.push(
+                qo.iter()
+                    .zip(ko)
+                    .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                    .sum::<f64>(),
+            );
+        }
+        // Rank the logits once for both correlations.
+        let rd = stats::average_ranks(&dots);
+        let rc = stats::pearson(&stats::average_ranks(&cos), &rd);
+        if rc.is_finite() {
+            sc += rc;
+            nc += 1;
+        }
+        let re = stats::pearson(&stats::average_ranks(&euc), &rd);
+        if re.is_finite() {
+            se += re;
+            ne += 1;
+        }
     }
-    let z = |r: f64| if r.is_finite() { r as f32 } else { 0.0 };
-    if n < 2 {
-        return (0.0, 0.0);
-    }
-    // Rank the dot products once for both correlations.
-    let rd = stats::average_ranks(&dots);
-    let rho = |x: &[f64]| z(stats::pearson(&stats::average_ranks(x), &rd));
-    (rho(&cos), rho(&euc))
+    let mean = |s: f64, n: usize| if n > 0 { (s / n as f64) as f32 } else { 0.0 };
+    (mean(sc, nc), mean(se, ne))
 }
 
-fn diagnostics_on(before: &HeadVectors, after: &HeadVectors, pairs: &PairSet, near: f64) -> HeadDiagnostics {
-    let (cb, eb) = rank_correlations(before, pairs);
-    let (ca, ea) = rank_correlations(after, pairs);
-    let wc = |v: &HeadVectors| Objective::new(&v.queries, &v.keys, pairs, false, near).eval(0.0) as f32;
-    let mean_norm = |m: &Matrix| m.row_norms().iter().map(|&x| f64::from(x)).sum::<f64>() / m.rows().max(1) as f64;
+fn diagnostics_on(
+    before: &HeadVectors,
+    after: &HeadVectors,
+    pairs: &PairSet,
+    near: f64,
+    scope: NearScope,
+) -> HeadDiagnostics {
+    let (cb, eb) = rank_correlations(before, before, pairs);
+    let (ca, ea) = rank_correlations(after, before, pairs);
+    let wc = |v: &HeadVectors| {
+        Objective::new(&v.queries, &v.keys, pairs, false, near, scope).eval(0.0) as f32
+    };
+    let mean_norm = |m: &Matrix| {
+        m.row_norms().iter().map(|&x| f64::from(x)).sum::<f64>() / m.rows().max(1) as f64
+    };
     HeadDiagnostics {
         spearman_cosine_before: cb,
         spearman_cosine_after: ca,

@@ -15,19 +15,10 @@ impl PairSet {
     pub fn len(&self) -> usize {
         self.keys.len()
     }
-
-    /// `(query, key)` of every pair in storage order.
-    pub fn iter(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        self.groups.iter().flat_map(move |&(q, s, e)| {
-            self.keys[s as usize..e as usize]
-                .iter()
-                .map(move |&k| (q as usize, k as usize))
-        })
-    }
 }
 
 /// SplitMix64 finalizer: a cheap, well-mixed hash, so pair selection depends only on
-/// `(seed, query, key)` and never on iteration order or thread count.
+/// `(seed, query)` and never on iteration order or thread count.
 fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -37,9 +28,16 @@ fn mix(mut z: u64) -> u64 {
 
 /// The pairs of one head: within each sequence, every query with every key it may attend to
 /// (`key position <= query position` when `causal`), dropping queries that see fewer than two keys.
-/// When there are more than `max_pairs`, each pair is kept independently with probability
-/// `max_pairs / total` by a seeded hash, so about `max_pairs` remain.
-pub(crate) fn build_pairs(tokens: &TokenTable, causal: bool, max_pairs: usize, seed: u64) -> PairSet {
+/// When there are more than `max_pairs`, *queries* are subsampled: each query is kept (with all its
+/// keys) iff a seeded hash of its index is below `max_pairs / total`, so about `max_pairs` pairs
+/// remain, per-query statistics stay exact for the kept queries, and the choice depends only on
+/// `(seed, query)`, never on iteration order or thread count.
+pub(crate) fn build_pairs(
+    tokens: &TokenTable,
+    causal: bool,
+    max_pairs: usize,
+    seed: u64,
+) -> PairSet {
     let spans = tokens.sequences();
     let visible = |pos: usize, len: usize| if causal { pos + 1 } else { len };
     let total: u128 = spans
@@ -56,24 +54,15 @@ pub(crate) fn build_pairs(tokens: &TokenTable, causal: bool, max_pairs: usize, s
     for span in &spans {
         for p in 0..span.len {
             let n = visible(p, span.len);
-            if n < 2 {
+            let q = span.start + p;
+            if n < 2 || threshold.is_some_and(|t| mix(seed_hash ^ q as u64) >= t) {
                 continue;
             }
-            let q = span.start + p;
             let start = out.keys.len();
-            for k in span.start..span.start + n {
-                let keep = threshold.is_none_or(|t| {
-                    mix(seed_hash ^ (((q as u64) << 32) | k as u64)) < t
-                });
-                if keep {
-                    out.keys.push(k as u32);
-                }
-            }
-            if out.keys.len() - start >= 2 {
-                out.groups.push((q as u32, start as u32, out.keys.len() as u32));
-            } else {
-                out.keys.truncate(start);
-            }
+            out.keys
+                .extend((span.start..span.start + n).map(|k| k as u32));
+            out.groups
+                .push((q as u32, start as u32, out.keys.len() as u32));
         }
     }
     out
