@@ -5,7 +5,11 @@ use attn_types::{Matrix, Metric};
 
 use crate::ProjectError;
 
-/// Checks that `data` can be projected: at least 2 rows, at least 1 column, all values finite.
+/// Largest accepted input magnitude: squared distances of such values still fit in f32.
+pub(crate) const MAX_ABS_VALUE: f32 = 1e15;
+
+/// Checks that `data` can be projected: at least 2 rows, at least 1 column, all values finite and
+/// at most [`MAX_ABS_VALUE`] in magnitude.
 pub(crate) fn check_data(data: &Matrix) -> Result<(), ProjectError> {
     let (n, d) = data.shape();
     if n < 2 {
@@ -22,6 +26,13 @@ pub(crate) fn check_data(data: &Matrix) -> Result<(), ProjectError> {
         if let Some(j) = row.iter().position(|v| !v.is_finite()) {
             return Err(ProjectError::InvalidInput(format!(
                 "row {i} has a non-finite value ({}) in column {j}",
+                row[j]
+            )));
+        }
+        // Squared distances are computed in f32; beyond this magnitude they would overflow.
+        if let Some(j) = row.iter().position(|v| v.abs() > MAX_ABS_VALUE) {
+            return Err(ProjectError::InvalidInput(format!(
+                "row {i} has a value of magnitude above {MAX_ABS_VALUE:e} ({}) in column {j}",
                 row[j]
             )));
         }

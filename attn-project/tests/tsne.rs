@@ -236,3 +236,29 @@ fn bad_and_degenerate_inputs() {
     let emb = p.fit(&same).expect("identical points");
     assert!(emb.coords.as_slice().iter().all(|v| v.is_finite()));
 }
+
+#[test]
+fn huge_values_and_divergence_are_errors_not_nan() {
+    let p = Tsne::params()
+        .iterations(60)
+        .exaggeration_iterations(30)
+        .check()
+        .expect("params");
+    let mut data = uniform(40, 3, 4);
+    data.row_mut(5)[0] = 1e20;
+    match p.fit(&data) {
+        Err(ProjectError::InvalidInput(msg)) => assert!(msg.contains("row 5"), "{msg}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    // An absurd learning rate must not hand back NaN coordinates.
+    let wild = Tsne::params()
+        .learning_rate(Some(1e38))
+        .iterations(60)
+        .exaggeration_iterations(30)
+        .check()
+        .expect("params");
+    match wild.fit(&uniform(40, 3, 4)) {
+        Ok(emb) => assert!(emb.coords.as_slice().iter().all(|v| v.is_finite())),
+        Err(e) => assert!(matches!(e, ProjectError::InvalidInput(_))),
+    }
+}

@@ -318,6 +318,12 @@ impl TsneValidParams {
             let (y, kl) = self.optimize(&problem, y0, method);
             (y.into_iter().flatten().collect::<Vec<f32>>(), kl)
         };
+        if coords.iter().any(|v| !v.is_finite()) {
+            // Only reachable with extreme user settings (e.g. a huge fixed learning rate).
+            return Err(ProjectError::InvalidInput(
+                "t-SNE diverged to non-finite coordinates; lower the learning rate".into(),
+            ));
+        }
         let coords = Matrix::from_vec(n, s.dims as usize, coords)
             .map_err(|e| ProjectError::InvalidInput(format!("internal shape error: {e}")))?;
         Ok(Embedding {
