@@ -92,16 +92,6 @@ impl CorpusSource {
             CorpusSource::ImageFolder(_) => CorpusKind::Images,
         }
     }
-
-    /// The file or directory this source reads.
-    pub fn path(&self) -> &Path {
-        match self {
-            CorpusSource::Lines(p)
-            | CorpusSource::Jsonl(p)
-            | CorpusSource::Parquet(p)
-            | CorpusSource::ImageFolder(p) => p,
-        }
-    }
 }
 
 /// Everything that can go wrong while locating or reading a corpus.
@@ -657,8 +647,8 @@ mod tests {
             CorpusSource::Parquet(parquet.clone())
         );
         assert_eq!(
-            CorpusSource::from_path(&dir.0).unwrap().path(),
-            dir.0.as_path()
+            CorpusSource::from_path(&dir.0).unwrap(),
+            CorpusSource::ImageFolder(dir.0.clone())
         );
         assert_eq!(detect(&txt).unwrap(), CorpusKind::Text);
         assert_eq!(detect(&parquet).unwrap(), CorpusKind::Text);

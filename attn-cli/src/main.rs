@@ -453,7 +453,7 @@ fn render_cmd(args: &RenderArgs) -> Result<PathBuf> {
         search: args.search.as_deref().map(Search::substring),
         head: args.head,
         selected: args.select.map(|token| Selection {
-            token,
+            token: token as usize,
             role: if args.select_key { attn_types::Role::Key } else { attn_types::Role::Query },
         }),
         show_labels: args.labels,
@@ -529,7 +529,7 @@ fn render_cmd(args: &RenderArgs) -> Result<PathBuf> {
                 .with_context(|| format!("--seq {}: no such image in the dataset", args.seq))?;
             let model = data.model_data()?;
             let state = ViewState {
-                selected: Some(Selection { token: token as u32, role: attn_types::Role::Query }),
+                selected: Some(Selection { token, role: attn_types::Role::Query }),
                 ..state
             };
             let view = attn_viz_core::image_view(&model, &state, args.seq)?;

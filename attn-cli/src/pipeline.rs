@@ -14,7 +14,7 @@ use attn_project::{Embedding, Pca, Projector, Tsne, Umap};
 use attn_store::Dataset;
 use attn_types::{
     DATA_MODEL_VERSION, DatasetMeta, HeadId, HeadProjection, Matrix, Metric, ModelInfo, ProjectionMethod,
-    RunInfo, TokenTable,
+    RunInfo,
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
@@ -245,12 +245,12 @@ pub fn run(plan: &RunPlan, report: Reporting) -> Result<RunSummary> {
     let start = Instant::now();
     let interrupted = interrupt_flag();
     let device = attn_extract::device_from_name(&plan.backend)?;
-    let mut model = LoadedModel::load(&plan.model_dir, &device)
+    let model = LoadedModel::load(&plan.model_dir, &device)
         .with_context(|| format!("loading the model in {}", plan.model_dir.display()))?;
+    let mut info = model.info().clone();
     if let Some(id) = &plan.model_id {
-        model.set_id(id.clone());
+        info.id = id.clone();
     }
-    let info = model.info().clone();
     let (corpus, corpus_name) =
         load_corpus(&info, plan.corpus.as_deref(), &plan.text_field, plan.max_sequences)?;
     let selected = select_heads(
@@ -448,7 +448,7 @@ pub fn project_heads(
             .fit(&joint)
             .with_context(|| format!("projecting head {head} with {method} {dims}D"))?;
         let quality = if settings.quality {
-            Some(attn_project::metrics::quality(&joint, &fit.coords, 10, settings.metric, settings.seed)?)
+            Some(attn_project::metrics::quality(&joint, &fit.coords, 10, settings.metric)?)
         } else {
             None
         };
@@ -549,10 +549,6 @@ pub fn print_summary(s: &RunSummary) {
     }
 }
 
-/// Loads the tokens of a dataset (used by `project` and `render`).
-pub fn dataset_tokens(dataset: &Dataset) -> Result<TokenTable> {
-    Ok(dataset.read_tokens()?)
-}
 
 /// `attnviz project`: projects the heads of an existing dataset.
 pub fn project_dataset(

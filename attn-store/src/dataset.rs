@@ -432,6 +432,16 @@ impl Dataset {
         self.projection_path(head, method, dims).is_file()
     }
 
+    /// Deletes a head's projection with this method and dimension, if present (to recompute it).
+    pub fn remove_projection(&self, head: HeadId, method: ProjectionMethod, dims: u8) -> Result<(), StoreError> {
+        let path = self.projection_path(head, method, dims);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StoreError::Io { path, source }),
+        }
+    }
+
     /// The projections on disk for a head, sorted; empty when there are none (or the folder is
     /// unreadable).
     pub fn projections(&self, head: HeadId) -> Vec<(ProjectionMethod, u8)> {

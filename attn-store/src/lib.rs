@@ -20,3 +20,6 @@ pub use files::{
     write_vectors_file,
 };
 pub use pq::KV_SCHEMA_VERSION;
+
+/// Version of this crate, recorded in dataset provenance.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

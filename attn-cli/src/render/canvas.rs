@@ -85,16 +85,6 @@ impl Canvas {
         Ok(Self { pixmap })
     }
 
-    /// Width in pixels.
-    pub fn width(&self) -> u32 {
-        self.pixmap.width()
-    }
-
-    /// Height in pixels.
-    pub fn height(&self) -> u32 {
-        self.pixmap.height()
-    }
-
     /// Draws an RGB image scaled into the rectangle `(x, y, w, h)` (nearest neighbour).
     pub fn image(&mut self, img: &image::RgbImage, x: f32, y: f32, w: f32, h: f32) {
         let (iw, ih) = img.dimensions();
