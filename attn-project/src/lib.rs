@@ -35,3 +35,6 @@ pub struct Embedding {
     /// Everything needed to reproduce the fit (method, dims, metric, seed, parameters).
     pub spec: ProjectionSpec,
 }
+
+/// Version of this crate, recorded in dataset provenance.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
