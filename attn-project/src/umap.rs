@@ -983,6 +983,36 @@ mod tests {
     }
 
     #[test]
+    fn tiny_and_degenerate_inputs_give_finite_layouts() {
+        // Three points, the smallest valid n_neighbors, both metrics, all inits.
+        let tiny = Matrix::from_rows(&[[1.0f32, 0.0], [0.0, 1.0], [1.0, 1.0]]).unwrap();
+        // Forty identical rows plus a zero row: zero distances everywhere, rho = 0.
+        let mut rows = vec![[0.5f32, -0.25, 2.0]; 40];
+        rows.push([0.0, 0.0, 0.0]);
+        let dup = Matrix::from_rows(&rows).unwrap();
+        for (data, k) in [(&tiny, 2), (&dup, 5)] {
+            for metric in [Metric::Cosine, Metric::Euclidean] {
+                for init in [UmapInit::Spectral, UmapInit::Pca, UmapInit::Random] {
+                    for dims in [2, 3] {
+                        let e = Umap::params()
+                            .n_neighbors(k)
+                            .metric(metric)
+                            .init(init)
+                            .dims(dims)
+                            .n_epochs(Some(50))
+                            .check()
+                            .unwrap()
+                            .fit(data)
+                            .unwrap();
+                        assert_eq!(e.coords.shape(), (data.rows(), dims as usize));
+                        assert!(e.coords.as_slice().iter().all(|v| v.is_finite()), "{metric:?} {init:?} {dims}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn identical_output_on_one_and_two_threads() {
         let (data, _) = mixture(600, 4, 16, 3.0, 7);
         for (dims, init) in [(2, UmapInit::Spectral), (3, UmapInit::Random)] {
