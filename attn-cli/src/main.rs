@@ -99,11 +99,11 @@ struct ModelArgs {
     #[arg(long)]
     no_normalize: bool,
     /// Layers to process, e.g. `0,2,4-5` (default: all).
-    #[arg(long, value_parser = select::parse_index_list, value_name = "LIST")]
-    layers: Option<Vec<u16>>,
+    #[arg(long, value_name = "LIST")]
+    layers: Option<String>,
     /// Heads to process in every selected layer, e.g. `0-3` (default: all).
-    #[arg(long, value_parser = select::parse_index_list, value_name = "LIST")]
-    heads: Option<Vec<u16>>,
+    #[arg(long, value_name = "LIST")]
+    heads: Option<String>,
     /// Process only shard k of n of the selected heads (e.g. `--shard 0/4`); shards write disjoint
     /// heads into one dataset directory.
     #[arg(long, value_name = "K/N")]
@@ -345,11 +345,17 @@ fn plan(args: &ModelArgs, projection: ProjectionSettings, quiet: bool) -> Result
         batch_size: args.batch_size,
         truncate: args.truncate,
         normalize: !args.no_normalize,
-        layers: args.layers.clone(),
-        heads: args.heads.clone(),
+        layers: index_list("--layers", args.layers.as_deref())?,
+        heads: index_list("--heads", args.heads.as_deref())?,
         shard: args.shard,
         projection,
     })
+}
+
+fn index_list(flag: &str, value: Option<&str>) -> Result<Option<Vec<u16>>> {
+    value
+        .map(|v| select::parse_index_list(v).map_err(|e| anyhow::anyhow!("{flag}: {e}")))
+        .transpose()
 }
 
 fn finish(summary: &pipeline::RunSummary, json: bool) -> Result<ExitCode> {

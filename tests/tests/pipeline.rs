@@ -156,8 +156,8 @@ fn interrupted_run_resumes_without_recomputing_finished_heads() {
     attnviz_ok(tmp.path(), &base);
     let ds = tmp.path().join("ds");
     // Simulate a crash part-way: one head never written, one head's projection missing.
-    std::fs::remove_dir_all(ds.join("heads/L2H3")).unwrap();
-    std::fs::remove_file(ds.join("heads/L0H1/projections/tsne_2d.parquet")).unwrap();
+    std::fs::remove_dir_all(ds.join("heads/L02H03")).unwrap();
+    std::fs::remove_file(ds.join("heads/L00H01/projections/tsne_2d.parquet")).unwrap();
     let before = mtimes(&ds);
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let out = attnviz_ok(tmp.path(), &[&base[..], &["--json"]].concat());
@@ -171,8 +171,8 @@ fn interrupted_run_resumes_without_recomputing_finished_heads() {
         }
         assert_eq!(after.get(path), Some(t), "{} was rewritten", path.display());
     }
-    assert!(ds.join("heads/L2H3/projections/pca_2d.parquet").is_file());
-    assert!(ds.join("heads/L0H1/projections/tsne_2d.parquet").is_file());
+    assert!(ds.join("heads/L02H03/projections/pca_2d.parquet").is_file());
+    assert!(ds.join("heads/L00H01/projections/tsne_2d.parquet").is_file());
     check_dataset(&ds, 3, 4, &[ProjectionMethod::Tsne, ProjectionMethod::Pca], 2);
 }
 
