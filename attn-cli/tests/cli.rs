@@ -12,7 +12,7 @@ fn help_lists_every_command() {
     let out = attnviz(&["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["run", "extract", "project", "render", "info", "fetch-model"] {
+    for cmd in ["run", "extract", "project", "render", "info", "bench", "fetch-model"] {
         assert!(text.contains(cmd), "--help does not mention `{cmd}`:\n{text}");
     }
 }
