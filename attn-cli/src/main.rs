@@ -287,11 +287,11 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    if let Some(n) = cli.threads {
-        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
-            eprintln!("attnviz: error: --threads {n}: {e}");
-            return ExitCode::from(2);
-        }
+    if let Some(n) = cli.threads
+        && let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global()
+    {
+        eprintln!("attnviz: error: --threads {n}: {e}");
+        return ExitCode::from(2);
     }
     match dispatch(cli) {
         Ok(code) => code,
@@ -329,10 +329,10 @@ fn plan(args: &ModelArgs, projection: ProjectionSettings, quiet: bool) -> Result
             Some(model_fetch::DEFAULT_MODEL_ID.to_string()),
         ),
     };
-    if let Some(c) = &args.corpus {
-        if !c.exists() {
-            bail!("--corpus {}: no such file or directory", c.display());
-        }
+    if let Some(c) = &args.corpus
+        && !c.exists()
+    {
+        bail!("--corpus {}: no such file or directory", c.display());
     }
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");

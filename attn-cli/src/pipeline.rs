@@ -304,7 +304,6 @@ pub fn run(plan: &RunPlan, report: Reporting) -> Result<RunSummary> {
             heads: Some(head_idx),
             truncate: plan.truncate,
             capture_attention: true,
-            ..ExtractOptions::default()
         };
         let pb = bar(&multi, corpus.len() as u64, "extract", report.quiet);
         let extraction = model.extract(&corpus, &opts, &mut |done, _| pb.set_position(done as u64))?;

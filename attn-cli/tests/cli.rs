@@ -4,7 +4,7 @@
 use std::process::Command;
 
 fn attnviz(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_attnviz")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_attnviz")).args(args).output().expect("attnviz runs")
 }
 
 #[test]

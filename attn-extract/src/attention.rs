@@ -3,7 +3,10 @@
 //! burn-nn's `MultiHeadAttention` hides the query/key projections and the probabilities; the
 //! extraction needs both, so every model computes one fused `[q | k | v]` projection and hands it here.
 
+use burn::module::Module;
+use burn::nn::Linear;
 use burn::tensor::activation::softmax;
+use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor, TensorData};
 
 /// Additive logit bias that masks padding (and, when `causal`, future keys).
@@ -74,3 +77,32 @@ pub(crate) struct LayerTaps {
 
 /// Receives the taps of a layer; returns an error to stop the forward pass.
 pub(crate) type TapSink<'a> = dyn FnMut(usize, LayerTaps) -> crate::error::Result<()> + 'a;
+
+/// The query/key/value projections of one layer (HF `attention.self` in BERT,
+/// `attention.attention` in ViT); GPT-2 keeps its fused `c_attn` Conv1D instead.
+#[derive(Module, Debug)]
+pub struct QkvProjection {
+    pub(crate) query: Linear,
+    pub(crate) key: Linear,
+    pub(crate) value: Linear,
+}
+
+impl QkvProjection {
+    /// One `[q | k | v]` projection: a single matmul instead of three.
+    pub(crate) fn qkv(&self, x: Tensor<3>) -> Tensor<3> {
+        let w = Tensor::cat(
+            vec![
+                self.query.weight.val(),
+                self.key.weight.val(),
+                self.value.weight.val(),
+            ],
+            1,
+        );
+        let b = [&self.query, &self.key, &self.value]
+            .iter()
+            .map(|l| l.bias.as_ref().map(|b| b.val()))
+            .collect::<Option<Vec<_>>>()
+            .map(|bs| Tensor::cat(bs, 0));
+        linear(x, w, b)
+    }
+}

@@ -7,10 +7,9 @@ use burn::module::Module;
 use burn::nn::{
     Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
 };
-use burn::tensor::module::linear;
 use burn::tensor::{Device, Int, Tensor};
 
-use crate::attention::{LayerTaps, TapSink, attend};
+use crate::attention::{LayerTaps, QkvProjection, TapSink, attend};
 use crate::error::Result;
 use crate::hf::{Activation, HfConfig, RemapRule, load_safetensors};
 
@@ -126,7 +125,7 @@ impl BertConfig {
             },
             layers: (0..self.num_layers)
                 .map(|_| BertLayer {
-                    attention: BertSelfAttention {
+                    attention: QkvProjection {
                         query: lin(h, h),
                         key: lin(h, h),
                         value: lin(h, h),
@@ -153,38 +152,10 @@ pub struct BertEmbeddings {
     norm: LayerNorm,
 }
 
-/// The query/key/value projections of one layer (HF `attention.self`).
-#[derive(Module, Debug)]
-pub struct BertSelfAttention {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-}
-
-impl BertSelfAttention {
-    /// One `[q | k | v]` projection: a single matmul instead of three.
-    fn qkv(&self, x: Tensor<3>) -> Tensor<3> {
-        let w = Tensor::cat(
-            vec![
-                self.query.weight.val(),
-                self.key.weight.val(),
-                self.value.weight.val(),
-            ],
-            1,
-        );
-        let b = [&self.query, &self.key, &self.value]
-            .iter()
-            .map(|l| l.bias.as_ref().map(|b| b.val()))
-            .collect::<Option<Vec<_>>>()
-            .map(|bs| Tensor::cat(bs, 0));
-        linear(x, w, b)
-    }
-}
-
 /// One post-LN encoder layer.
 #[derive(Module, Debug)]
 pub struct BertLayer {
-    attention: BertSelfAttention,
+    attention: QkvProjection,
     attention_output: Linear,
     attention_norm: LayerNorm,
     intermediate: Linear,

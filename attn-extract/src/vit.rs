@@ -6,10 +6,9 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor};
 
-use crate::attention::{LayerTaps, TapSink, attend};
+use crate::attention::{LayerTaps, QkvProjection, TapSink, attend};
 use crate::error::Result;
 use crate::hf::{Activation, HfConfig, RemapRule, load_safetensors};
 
@@ -151,7 +150,7 @@ impl VitConfig {
             layers: (0..self.num_layers)
                 .map(|_| VitLayer {
                     norm_before: norm(),
-                    attention: VitSelfAttention {
+                    attention: QkvProjection {
                         query: lin(h, h, self.qkv_bias),
                         key: lin(h, h, self.qkv_bias),
                         value: lin(h, h, self.qkv_bias),
@@ -176,39 +175,11 @@ pub struct VitEmbeddings {
     position_embeddings: Param<Tensor<3>>,
 }
 
-/// The query/key/value projections of one layer (HF `attention.attention`).
-#[derive(Module, Debug)]
-pub struct VitSelfAttention {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-}
-
-impl VitSelfAttention {
-    /// One `[q | k | v]` projection: a single matmul instead of three.
-    fn qkv(&self, x: Tensor<3>) -> Tensor<3> {
-        let w = Tensor::cat(
-            vec![
-                self.query.weight.val(),
-                self.key.weight.val(),
-                self.value.weight.val(),
-            ],
-            1,
-        );
-        let b = [&self.query, &self.key, &self.value]
-            .iter()
-            .map(|l| l.bias.as_ref().map(|b| b.val()))
-            .collect::<Option<Vec<_>>>()
-            .map(|bs| Tensor::cat(bs, 0));
-        linear(x, w, b)
-    }
-}
-
 /// One pre-LN encoder layer.
 #[derive(Module, Debug)]
 pub struct VitLayer {
     norm_before: LayerNorm,
-    attention: VitSelfAttention,
+    attention: QkvProjection,
     attention_output: Linear,
     norm_after: LayerNorm,
     intermediate: Linear,

@@ -17,18 +17,18 @@ const SENTENCES: &[&str] = &[
 
 /// Checks a finished dataset: every head present with vectors, attention and the projections.
 fn check_dataset(dir: &Path, layers: u16, heads: u16, methods: &[ProjectionMethod], dims: u8) {
-    let ds = Dataset::open(dir).unwrap();
-    let tokens = ds.read_tokens().unwrap();
+    let ds = Dataset::open(dir).expect("dataset opens");
+    let tokens = ds.read_tokens().expect("tokens read");
     assert!(!tokens.is_empty());
-    tokens.validate().unwrap();
-    let stored = ds.heads().unwrap();
+    tokens.validate().expect("token table is consistent");
+    let stored = ds.heads().expect("heads listed");
     assert_eq!(stored.len(), usize::from(layers * heads), "heads on disk: {stored:?}");
     for h in HeadId::all(layers, heads) {
-        let head = ds.read_head(h).unwrap();
+        let head = ds.read_head(h).expect("head reads");
         assert_eq!(head.raw.len(), tokens.len());
         let norm = head.normalized.expect("normalized vectors stored");
         assert!(norm.params.scale > 0.0);
-        let att = ds.read_attention(h).unwrap();
+        let att = ds.read_attention(h).expect("attention reads");
         assert_eq!(att.len(), tokens.sequences().len());
         for a in &att {
             for q in 0..a.len() {
@@ -37,7 +37,7 @@ fn check_dataset(dir: &Path, layers: u16, heads: u16, methods: &[ProjectionMetho
             }
         }
         for &m in methods {
-            let p = ds.read_projection(h, m, dims).unwrap();
+            let p = ds.read_projection(h, m, dims).expect("projection reads");
             assert_eq!(p.coords.shape(), (2 * tokens.len(), usize::from(dims)));
             assert!(p.coords.as_slice().iter().all(|v| v.is_finite()));
             let q = p.quality.expect("quality computed");
