@@ -34,7 +34,7 @@ impl Normalizer {
 
 /// Unchecked normalization parameters (a builder). Defaults: translate and scale on, bidirectional
 /// pairs, near percentile 20 taken per query, flat tolerance 0.002, at most 200,000 pairs (queries
-/// subsampled beyond), seed 0, scale searched in `[0.05, 20]`.
+/// subsampled beyond), seed 0, scale searched in `[0.2, 5]` (the range of the research code's grid).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NormalizerParams {
     translate: bool,
@@ -58,8 +58,8 @@ impl Default for NormalizerParams {
             near_percentile: 20.0,
             max_pairs: 200_000,
             seed: 0,
-            scale_min: 0.05,
-            scale_max: 20.0,
+            scale_min: 0.2,
+            scale_max: 5.0,
             near_scope: NearScope::default(),
             flat_tolerance: 0.002,
         }
@@ -121,7 +121,10 @@ impl NormalizerParams {
         self
     }
 
-    /// Range `[min, max]` searched for the scale `c` (default `[0.05, 20]`), `0 < min < max`.
+    /// Range `[min, max]` searched for the scale `c` (default `[0.2, 5]`, the span of the research code's
+    /// grid `{0.2, .., 5}`), `0 < min < max`. Wider ranges let heads reach scales around 10 at which the
+    /// translated keys `(k - mean k)/c + c mean(q)` collapse onto one direction under the cosine metric
+    /// (seen on MiniLM: such heads projected as a dot plus a line).
     pub fn scale_range(mut self, min: f32, max: f32) -> Self {
         self.scale_min = min;
         self.scale_max = max;

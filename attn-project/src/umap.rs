@@ -44,10 +44,12 @@ impl Umap {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UmapInit {
     /// Eigenvectors of the normalized graph Laplacian (umap-learn's default). Falls back to PCA if the
-    /// eigen-solver does not produce a finite layout.
-    #[default]
+    /// eigen-solver does not produce a finite layout. Not the default: on real query/key sets
+    /// (all-MiniLM-L6-v2 heads, 11k points) it left outliers 10x farther out than the bulk of the
+    /// layout, where PCA init gave a compact layout and equal or better trustworthiness.
     Spectral,
-    /// The top principal components of the input.
+    /// The top principal components of the input (the default).
+    #[default]
     Pca,
     /// Uniform random in `[-10, 10]` (the AttentionViz research code's choice).
     Random,
@@ -93,7 +95,7 @@ impl Default for UmapParams {
             learning_rate: 1.0,
             negative_sample_rate: 5.0,
             repulsion_strength: 1.0,
-            init: UmapInit::Spectral,
+            init: UmapInit::Pca,
         }
     }
 }

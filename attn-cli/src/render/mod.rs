@@ -355,8 +355,8 @@ pub fn draw_image(view: &ImageView, image: &image::RgbImage, title: &str, path: 
 
 /// Draws the head-similarity layout: each head a dot at its MDS position, colored by layer.
 pub fn draw_similarity(sim: &HeadSimilarity, layers: u16, title: &str, path: &Path) -> Result<()> {
-    let (w, h, plot) = (900u32, 860u32, 760.0f32);
-    let (x0, y0) = (40.0, 60.0);
+    let (w, h, plot) = (900u32, 880u32, 760.0f32);
+    let (x0, y0) = (40.0, 80.0);
     let mut c = Canvas::new(w, h, WHITE)?;
     c.text(x0, 32.0, 18.0, Anchor::Start, INK, title);
     let (mut minx, mut maxx, mut miny, mut maxy) = (f32::MAX, f32::MIN, f32::MAX, f32::MIN);
@@ -375,7 +375,7 @@ pub fn draw_similarity(sim: &HeadSimilarity, layers: u16, title: &str, path: &Pa
         c.circle(px, py, 6.0, rgba(col));
         c.text(px + 8.0, py + 4.0, 11.0, Anchor::Start, INK, &head.to_string());
     }
-    c.text(x0 + plot, 32.0, 12.0, Anchor::End, FAINT, "color: layer (light = early); distance ~ JS divergence of attention");
+    c.text(x0, 52.0, 12.0, Anchor::Start, FAINT, "color: layer (light = early); distance ~ JS divergence of attention");
     c.save_png(path)
 }
 
