@@ -20,8 +20,11 @@ if [ -z "${ATTNVIZ_PYTHON:-}" ]; then
     export ATTNVIZ_PYTHON="$venv/bin/python"
 fi
 
+# Build everything once, with the workspace's feature set (a `cargo run -p attn-cli` here would build
+# the dependency tree a second time with other features), then fetch the model with the built binary.
+cargo test --workspace --no-run --quiet
 if [ -z "${ATTNVIZ_MINILM_DIR:-}" ]; then
-    ATTNVIZ_MINILM_DIR="$(cargo run --quiet -p attn-cli --bin attnviz -- fetch-model --print-dir)"
+    ATTNVIZ_MINILM_DIR="$("$CARGO_TARGET_DIR/debug/attnviz" fetch-model --print-dir)"
     export ATTNVIZ_MINILM_DIR
 fi
 
