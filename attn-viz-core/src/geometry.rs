@@ -8,9 +8,21 @@ use serde::{Deserialize, Serialize};
 use crate::error::VizError;
 use crate::state::LabelStyle;
 
+/// Cells of at least this many points get robust bounds (see [`normalize_cell`]).
+pub const ROBUST_MIN_POINTS: usize = 200;
+/// Fraction of points on each side of each axis that robust bounds may leave outside.
+pub const ROBUST_TAIL: f32 = 0.005;
+/// Margin added on each side of robust bounds, as a fraction of their range.
+pub const ROBUST_MARGIN: f32 = 0.1;
+
 /// Scales one head's coordinates into `[0, 1]^dims`, preserving the aspect ratio: every axis is divided
 /// by the largest axis range, and shorter axes are centred. Always returns `[x, y, z]` (z = 0 in 2D).
 /// A cell whose points all coincide maps them to the centre (0.5).
+///
+/// Bounds are robust for cells of [`ROBUST_MIN_POINTS`] or more points: per axis, the
+/// [`ROBUST_TAIL`] and `1 - ROBUST_TAIL` quantiles widened by [`ROBUST_MARGIN`] of their range (never
+/// wider than the full range). A few far outliers (UMAP pushes points of small disconnected
+/// components far out) would otherwise shrink the whole layout to a dot; they are drawn on the border.
 pub fn normalize_cell(head: HeadId, coords: &Matrix) -> Result<Vec<[f32; 3]>, VizError> {
     let dims = coords.cols().min(3);
     let mut lo = [f32::INFINITY; 3];
@@ -23,6 +35,20 @@ pub fn normalize_cell(head: HeadId, coords: &Matrix) -> Result<Vec<[f32; 3]>, Vi
             }
             lo[d] = lo[d].min(v);
             hi[d] = hi[d].max(v);
+        }
+    }
+    let n = coords.rows();
+    if n >= ROBUST_MIN_POINTS {
+        let tail = ((n - 1) as f32 * ROBUST_TAIL).floor() as usize;
+        let mut axis: Vec<f32> = Vec::with_capacity(n);
+        for d in 0..dims {
+            axis.clear();
+            axis.extend(coords.iter_rows().map(|r| r[d]));
+            let q_lo = *axis.select_nth_unstable_by(tail, f32::total_cmp).1;
+            let q_hi = *axis.select_nth_unstable_by(n - 1 - tail, f32::total_cmp).1;
+            let margin = (q_hi - q_lo) * ROBUST_MARGIN;
+            lo[d] = lo[d].max(q_lo - margin);
+            hi[d] = hi[d].min(q_hi + margin);
         }
     }
     let extent = (0..dims).map(|d| hi[d] - lo[d]).fold(0.0f32, f32::max);
@@ -40,7 +66,7 @@ pub fn normalize_cell(head: HeadId, coords: &Matrix) -> Result<Vec<[f32; 3]>, Vi
             let mut p = [0.0f32; 3];
             for d in 0..dims {
                 p[d] = if extent > 0.0 {
-                    (r[d] - lo[d]) / extent + offset[d]
+                    (r[d].clamp(lo[d], hi[d]) - lo[d]) / extent + offset[d]
                 } else {
                     offset[d]
                 };

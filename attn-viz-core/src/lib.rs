@@ -19,7 +19,9 @@ pub use color::{
 };
 pub use data::{HeadData, ModelData, RawNorms};
 pub use error::VizError;
-pub use geometry::{Label, count_clusters, normalize_cell, place_labels};
+pub use geometry::{
+    Label, ROBUST_MARGIN, ROBUST_MIN_POINTS, ROBUST_TAIL, count_clusters, normalize_cell, place_labels,
+};
 pub use image::{
     ARROW_MIN_WEIGHT, ClsMarker, HeatCell, ImageEdge, ImageNode, ImageView, PatchArrow,
     STRONG_MIN_WEIGHT, STRONG_WIDTH_MIN, STRONG_WIDTH_RANGE, image_view,

@@ -885,3 +885,24 @@ fn similar_heads_are_grouped() {
     assert_eq!(head_groups(&sim, 0.54), vec![0, 1, 0]);
     assert_eq!(head_groups(&sim, 0.0), vec![0, 1, 2]);
 }
+
+#[test]
+fn far_outliers_do_not_shrink_the_layout() {
+    use attn_types::{HeadId, Matrix};
+    // 1,000 points on a grid plus two points 1,000 units away: the grid must still fill the cell.
+    let mut rows: Vec<[f32; 2]> = (0..1000).map(|i| [(i % 40) as f32, (i / 40) as f32]).collect();
+    rows.push([1000.0, 0.0]);
+    rows.push([-1000.0, 0.0]);
+    let m = Matrix::from_rows(&rows).unwrap();
+    let p = crate::normalize_cell(HeadId::new(0, 0), &m).unwrap();
+    let xs: Vec<f32> = p[..1000].iter().map(|q| q[0]).collect();
+    let spread = xs.iter().copied().fold(f32::MIN, f32::max) - xs.iter().copied().fold(f32::MAX, f32::min);
+    assert!(spread > 0.7, "the bulk spans only {spread} of the cell");
+    assert_eq!(p[1000][0], 1.0, "outliers are drawn on the border");
+    assert_eq!(p[1001][0], 0.0);
+    // Small cells keep exact bounds.
+    let small = Matrix::from_rows(&[[0.0f32, 0.0], [10.0, 0.0], [1.0, 1.0]]).unwrap();
+    let q = crate::normalize_cell(HeadId::new(0, 0), &small).unwrap();
+    assert_eq!(q[1][0], 1.0);
+    assert!((q[2][0] - 0.1).abs() < 1e-6);
+}
