@@ -34,7 +34,7 @@ struct Cli {
     /// Print a JSON summary on stdout instead of the table.
     #[arg(long, global = true)]
     json: bool,
-    /// Worker threads (default: all cores). Results do not depend on it.
+    /// Worker threads (default: all cores). Normalization and projections do not depend on it.
     #[arg(long, global = true, value_name = "N")]
     threads: Option<usize>,
     #[command(subcommand)]
