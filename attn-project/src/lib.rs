@@ -18,7 +18,9 @@ mod util;
 pub use batch::{Projector, project_batch};
 pub use error::ProjectError;
 pub use knn::{KnnGraph, approximate_knn, exact_knn, knn, knn_recall};
-pub use metrics::{continuity, distance_spearman, knn_recall_at_k, quality, trustworthiness};
+pub use metrics::{
+    continuity, distance_spearman, knn_recall_at_k, quality, quality_sampled, trustworthiness,
+};
 pub use pca::{Pca, PcaParams, PcaValidParams};
 pub use tsne::{Repulsion, Tsne, TsneInit, TsneParams, TsneValidParams};
 pub use umap::{Umap, UmapInit, UmapParams, UmapValidParams};

@@ -78,6 +78,7 @@ fn rank_sums(
     emb: &Matrix,
     k: usize,
     metric: Metric,
+    max_queries: usize,
 ) -> Result<RankSums, ProjectError> {
     check_pair(data, emb)?;
     let n = data.rows();
@@ -87,13 +88,19 @@ fn rank_sums(
             reason: format!("must be in 1..n/2 (n = {n}), got {k}"),
         });
     }
-    let queries: Vec<usize> = if n <= METRIC_EXACT_MAX_N {
+    if max_queries == 0 {
+        return Err(ProjectError::InvalidParam {
+            name: "max_queries",
+            reason: "must be at least 1".into(),
+        });
+    }
+    let queries: Vec<usize> = if n <= max_queries {
         (0..n).collect()
     } else {
         let mut q = sample(
             &mut ChaCha8Rng::seed_from_u64(SAMPLE_SEED),
             n,
-            METRIC_EXACT_MAX_N,
+            max_queries,
         )
         .into_vec();
         q.sort_unstable();
@@ -161,7 +168,7 @@ pub fn trustworthiness(
     k: usize,
     metric: Metric,
 ) -> Result<f32, ProjectError> {
-    let s = rank_sums(data, emb, k, metric)?;
+    let s = rank_sums(data, emb, k, metric, METRIC_EXACT_MAX_N)?;
     Ok(normalize(s.trust, s.queries, data.rows(), k))
 }
 
@@ -172,7 +179,7 @@ pub fn continuity(
     k: usize,
     metric: Metric,
 ) -> Result<f32, ProjectError> {
-    let s = rank_sums(data, emb, k, metric)?;
+    let s = rank_sums(data, emb, k, metric, METRIC_EXACT_MAX_N)?;
     Ok(normalize(s.cont, s.queries, data.rows(), k))
 }
 
@@ -184,18 +191,32 @@ pub fn knn_recall_at_k(
     k: usize,
     metric: Metric,
 ) -> Result<f32, ProjectError> {
-    let s = rank_sums(data, emb, k, metric)?;
+    let s = rank_sums(data, emb, k, metric, METRIC_EXACT_MAX_N)?;
     Ok(s.hits as f32 / (s.queries * k) as f32)
 }
 
-/// Trustworthiness, continuity and kNN recall in one pass.
+/// Trustworthiness, continuity and kNN recall in one pass (exact up to [`METRIC_EXACT_MAX_N`] points,
+/// a fixed sample of that many query points above).
 pub fn quality(
     data: &Matrix,
     emb: &Matrix,
     k: usize,
     metric: Metric,
 ) -> Result<ProjectionQuality, ProjectError> {
-    let s = rank_sums(data, emb, k, metric)?;
+    quality_sampled(data, emb, k, metric, METRIC_EXACT_MAX_N)
+}
+
+/// [`quality`] ranking at most `max_queries` query points (a fixed seeded sample) against all points:
+/// the cost is linear in `max_queries`, the standard error of trustworthiness about
+/// `sd / sqrt(max_queries)`.
+pub fn quality_sampled(
+    data: &Matrix,
+    emb: &Matrix,
+    k: usize,
+    metric: Metric,
+    max_queries: usize,
+) -> Result<ProjectionQuality, ProjectError> {
+    let s = rank_sums(data, emb, k, metric, max_queries)?;
     let n = data.rows();
     Ok(ProjectionQuality {
         trustworthiness: normalize(s.trust, s.queries, n, k),
