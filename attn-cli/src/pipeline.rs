@@ -283,11 +283,7 @@ pub fn run(plan: &RunPlan, report: Reporting) -> Result<RunSummary> {
         },
     };
     let dataset = Dataset::create(&plan.out, &meta)?;
-    let multi = MultiProgress::with_draw_target(if report.quiet {
-        ProgressDrawTarget::hidden()
-    } else {
-        ProgressDrawTarget::stderr()
-    });
+    let multi = progress_target(report);
 
     // Stage 1: extraction, only if some selected head lacks vectors on disk.
     let missing: Vec<HeadId> = selected
@@ -360,15 +356,7 @@ pub fn run(plan: &RunPlan, report: Reporting) -> Result<RunSummary> {
     }
 
     // Stage 2: projections, one task per (head, method, dims), each written as soon as it is done.
-    let tasks: Vec<(HeadId, ProjectionMethod, u8)> = selected
-        .iter()
-        .flat_map(|&h| {
-            plan.projection
-                .methods
-                .iter()
-                .flat_map(move |&m| plan.projection.dims.iter().map(move |&d| (h, m, d)))
-        })
-        .collect();
+    let tasks = projection_tasks(&selected, &plan.projection);
     let summary_projection = project_heads(&dataset, &tasks, &plan.projection, &multi, report)?;
 
     let per_head = summarize(&dataset, &selected)?;
@@ -386,6 +374,23 @@ pub fn run(plan: &RunPlan, report: Reporting) -> Result<RunSummary> {
         seconds: start.elapsed().as_secs_f64(),
         per_head,
         figures: Vec::new(),
+    })
+}
+
+/// Every (head, method, dims) projection the settings ask for, head by head.
+fn projection_tasks(heads: &[HeadId], s: &ProjectionSettings) -> Vec<(HeadId, ProjectionMethod, u8)> {
+    heads
+        .iter()
+        .flat_map(|&h| s.methods.iter().flat_map(move |&m| s.dims.iter().map(move |&d| (h, m, d))))
+        .collect()
+}
+
+/// Progress bars on stderr, or nowhere with `--quiet`.
+fn progress_target(report: Reporting) -> MultiProgress {
+    MultiProgress::with_draw_target(if report.quiet {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
     })
 }
 
@@ -576,20 +581,13 @@ pub fn project_dataset(
     if heads.is_empty() {
         bail!("{}: the dataset has no heads yet; run `attnviz extract` first", dir.display());
     }
-    let tasks: Vec<(HeadId, ProjectionMethod, u8)> = heads
-        .iter()
-        .flat_map(|&h| settings.methods.iter().flat_map(move |&m| settings.dims.iter().map(move |&d| (h, m, d))))
-        .collect();
+    let tasks = projection_tasks(&heads, settings);
     if force {
         for &(h, m, d) in &tasks {
             dataset.remove_projection(h, m, d)?;
         }
     }
-    let multi = MultiProgress::with_draw_target(if report.quiet {
-        ProgressDrawTarget::hidden()
-    } else {
-        ProgressDrawTarget::stderr()
-    });
+    let multi = progress_target(report);
     let (computed, reused) = project_heads(&dataset, &tasks, settings, &multi, report)?;
     let mut summary = dataset_summary(dir)?;
     summary.heads = heads.len();

@@ -168,8 +168,7 @@ pub fn trustworthiness(
     k: usize,
     metric: Metric,
 ) -> Result<f32, ProjectError> {
-    let s = rank_sums(data, emb, k, metric, METRIC_EXACT_MAX_N)?;
-    Ok(normalize(s.trust, s.queries, data.rows(), k))
+    Ok(quality(data, emb, k, metric)?.trustworthiness)
 }
 
 /// Continuity at `k` (1 = every true neighbour stays a neighbour in the embedding); `k < n / 2`.
@@ -179,8 +178,7 @@ pub fn continuity(
     k: usize,
     metric: Metric,
 ) -> Result<f32, ProjectError> {
-    let s = rank_sums(data, emb, k, metric, METRIC_EXACT_MAX_N)?;
-    Ok(normalize(s.cont, s.queries, data.rows(), k))
+    Ok(quality(data, emb, k, metric)?.continuity)
 }
 
 /// Fraction of each point's `k` input-space neighbours that are among its `k` embedding
@@ -191,8 +189,7 @@ pub fn knn_recall_at_k(
     k: usize,
     metric: Metric,
 ) -> Result<f32, ProjectError> {
-    let s = rank_sums(data, emb, k, metric, METRIC_EXACT_MAX_N)?;
-    Ok(s.hits as f32 / (s.queries * k) as f32)
+    Ok(quality(data, emb, k, metric)?.knn_recall)
 }
 
 /// Trustworthiness, continuity and kNN recall in one pass (exact up to [`METRIC_EXACT_MAX_N`] points,
