@@ -4,6 +4,7 @@
 //! with code 2 and one line naming the file or flag involved.
 
 mod corpus;
+mod import;
 mod model_fetch;
 mod pipeline;
 mod render;
@@ -54,6 +55,12 @@ enum Command {
     Project(ProjectArgs),
     /// Draw a figure of a dataset: matrix, single, sentence, image or similarity view.
     Render(RenderArgs),
+    /// Bring your own vectors: turn Q/K vectors computed elsewhere (NumPy .npy or per-head Parquet)
+    /// and their token table into a dataset that `project`, `render` and `info` work on.
+    ///
+    /// Example: `attnviz import --queries q.npy --keys k.npy --tokens tokens.jsonl --model-id my-llm
+    /// --causal --out runs/my-llm`, then `attnviz project runs/my-llm` and `attnviz render runs/my-llm`.
+    Import(ImportArgs),
     /// Print a dataset's model, corpus and per-head summary.
     Info {
         /// Dataset directory.
@@ -226,6 +233,70 @@ enum ColorArg {
     PatchColumn,
     Patch,
 }
+
+/// `attnviz import`: see `attnviz import --help`.
+#[derive(Debug, Args)]
+#[command(after_long_help = IMPORT_HELP)]
+struct ImportArgs {
+    /// Query vectors: a .npy array of shape [layers, heads, n, d], [heads, n, d] (one layer) or
+    /// [n, d] (one head), C order, float32 (float16 and float64 are converted). n = tokens, in the
+    /// order of --tokens; rows are raw queries W_Q x + b_Q, before any 1/sqrt(d) scaling.
+    #[arg(long, value_name = "Q.npy", requires = "keys", conflicts_with = "vectors")]
+    queries: Option<PathBuf>,
+    /// Key vectors: a .npy array of the same shape as --queries.
+    #[arg(long, value_name = "K.npy", requires = "queries", conflicts_with = "vectors")]
+    keys: Option<PathBuf>,
+    /// Instead of --queries/--keys: a folder of per-head Parquet files named `L<layer>H<head>.parquet`
+    /// (e.g. L0H3.parquet) or `L<layer>H<head>/vectors.parquet`, each with `query` and `key` columns
+    /// (fixed_size_list or list of float32), one row per token.
+    #[arg(long, value_name = "DIR")]
+    vectors: Option<PathBuf>,
+    /// Token table, one row per token in the order of the vectors: a .jsonl file of objects or a
+    /// .parquet file with `seq_id` (integer), `position` (integer, 0..len-1 within its sequence),
+    /// `text` (string) and optionally `is_special` (bool, default false). Sequences are contiguous.
+    #[arg(long, value_name = "FILE")]
+    tokens: PathBuf,
+    /// Dataset directory to write (an existing import of the same inputs resumes).
+    #[arg(long, short, value_name = "DIR")]
+    out: PathBuf,
+    /// Name of the model the vectors come from, recorded in the dataset and shown in figures
+    /// (default: the --out folder's name).
+    #[arg(long, value_name = "NAME")]
+    model_id: Option<String>,
+    /// The model's attention is causal (decoder): queries see keys at or before their position.
+    #[arg(long)]
+    causal: bool,
+    /// Attention weights: a .npy array [layers, heads, n, max_len] whose row i is token i's
+    /// attention over the positions of its own sequence (zero beyond its length). Default: computed
+    /// from the vectors as softmax(q.k/sqrt(d)) per sequence (masked with --causal).
+    #[arg(long, value_name = "A.npy", conflicts_with = "no_attention")]
+    attention: Option<PathBuf>,
+    /// Store no attention (the views then show no attention lines or sentence weights).
+    #[arg(long)]
+    no_attention: bool,
+    /// Store raw vectors only (no key translation or query/key scaling), as `extract --no-normalize`.
+    #[arg(long)]
+    no_normalize: bool,
+    /// Seed of the normalizer's query-key pair subsampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+const IMPORT_HELP: &str = "\
+Computed attention is exact for standard scaled dot-product attention whose scores are q.k/sqrt(d) and
+nothing else. It is not the model's attention when the scores have other terms (ALiBi or relative
+position biases, rotary embeddings applied after the vectors were captured, soft-capping, a different
+scale): capture queries and keys after rotary embeddings, or pass --attention.
+
+From PyTorch (any model): hook the query/key projections of every layer, split heads, stack to
+[layers, heads, n, d] over all tokens of all sequences (no padding), then
+  np.save('q.npy', q.astype(np.float32)); np.save('k.npy', k.astype(np.float32))
+and write one JSON line per token: {\"seq_id\": 0, \"position\": 0, \"text\": \"The\"}.
+
+Examples:
+  attnviz import --queries q.npy --keys k.npy --tokens tokens.jsonl --causal --model-id my-llm --out runs/my-llm
+  attnviz import --vectors heads/ --tokens tokens.parquet --out runs/mine
+  attnviz project runs/my-llm --methods tsne,umap && attnviz render runs/my-llm --method umap";
 
 #[derive(Debug, Args)]
 struct RenderArgs {
@@ -412,6 +483,35 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 println!("figure: {}", path.display());
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Import(args) => {
+            let model_id = match &args.model_id {
+                Some(id) => id.clone(),
+                None => args
+                    .out
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "imported".to_string()),
+            };
+            let attention = match (&args.attention, args.no_attention) {
+                (Some(path), _) => import::AttentionSource::Npy(path.clone()),
+                (None, true) => import::AttentionSource::None,
+                (None, false) => import::AttentionSource::Computed,
+            };
+            let plan = import::ImportPlan {
+                queries: args.queries,
+                keys: args.keys,
+                vectors: args.vectors,
+                tokens: args.tokens,
+                attention,
+                out: args.out,
+                model_id,
+                causal: args.causal,
+                normalize: !args.no_normalize,
+                seed: args.seed,
+            };
+            let summary = import::import(&plan, report)?;
+            finish(&summary, cli.json)
         }
         Command::Info { dataset } => {
             let summary = pipeline::dataset_summary(&dataset)?;

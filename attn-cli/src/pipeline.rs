@@ -9,12 +9,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use attn_extract::{Corpus, ExtractOptions, LoadedModel};
-use attn_normalize::Normalizer;
+use attn_normalize::{Normalizer, NormalizerValidParams};
 use attn_project::{Embedding, Pca, Projector, Tsne, Umap};
 use attn_store::Dataset;
 use attn_types::{
-    DATA_MODEL_VERSION, DatasetMeta, HeadId, HeadProjection, Matrix, Metric, ModelInfo, ProjectionMethod,
-    RunInfo,
+    DATA_MODEL_VERSION, DatasetMeta, HeadCapture, HeadId, HeadProjection, Matrix, Metric, ModelInfo,
+    ProjectionMethod, RunInfo, TokenTable,
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
@@ -153,7 +153,7 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
     .clone()
 }
 
-fn bar(multi: &MultiProgress, len: u64, msg: &str, quiet: bool) -> ProgressBar {
+pub(crate) fn bar(multi: &MultiProgress, len: u64, msg: &str, quiet: bool) -> ProgressBar {
     let pb = if quiet {
         ProgressBar::hidden()
     } else {
@@ -167,7 +167,7 @@ fn bar(multi: &MultiProgress, len: u64, msg: &str, quiet: bool) -> ProgressBar {
     pb
 }
 
-fn crate_versions() -> BTreeMap<String, String> {
+pub(crate) fn crate_versions() -> BTreeMap<String, String> {
     [
         ("attn-cli", env!("CARGO_PKG_VERSION")),
         ("attn-extract", attn_extract::VERSION),
@@ -181,7 +181,7 @@ fn crate_versions() -> BTreeMap<String, String> {
     .collect()
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -322,12 +322,7 @@ pub fn run(plan: &RunPlan, report: Reporting) -> Result<RunSummary> {
         if let (Corpus::Images(images), Some(geometry)) = (&corpus, info.image) {
             store_images(&dataset, images, geometry.image_size)?;
         }
-        let normalizer = Normalizer::params()
-            .translate(plan.normalize)
-            .scale(plan.normalize)
-            .causal(info.architecture.is_causal())
-            .seed(plan.projection.seed)
-            .check()?;
+        let normalizer = head_normalizer(plan.normalize, info.architecture.is_causal(), plan.projection.seed)?;
         let pb = bar(&multi, missing.len() as u64, "normalize", report.quiet);
         let tokens = &extraction.tokens;
         extraction
@@ -338,16 +333,7 @@ pub fn run(plan: &RunPlan, report: Reporting) -> Result<RunSummary> {
                 if interrupted.load(Ordering::SeqCst) {
                     return Ok(());
                 }
-                let head = capture.vectors.head;
-                let normalized = normalizer
-                    .normalize(&capture.vectors, tokens)
-                    .with_context(|| format!("normalizing head {head}"))?;
-                dataset.write_attention(head, &capture.attention)?;
-                if let Some(norms) = &capture.value_norms {
-                    dataset.write_value_norms(head, norms)?;
-                }
-                // Vectors last: their file marks the head as extracted.
-                dataset.write_head(&capture.vectors, Some(&normalized))?;
+                store_head(&dataset, &normalizer, capture, tokens)?;
                 pb.inc(1);
                 Ok(())
             })?;
@@ -377,6 +363,41 @@ pub fn run(plan: &RunPlan, report: Reporting) -> Result<RunSummary> {
     })
 }
 
+/// The normalizer of `run`, `extract` and `import`: key translation and query/key scaling when
+/// `normalize` (else the identity, stored with its diagnostics), on causal pairs for causal models.
+pub fn head_normalizer(normalize: bool, causal: bool, seed: u64) -> Result<NormalizerValidParams> {
+    Ok(Normalizer::params()
+        .translate(normalize)
+        .scale(normalize)
+        .causal(causal)
+        .seed(seed)
+        .check()?)
+}
+
+/// Normalizes one captured head and stores it: attention (when captured), value norms (when
+/// captured), then the raw and normalized vectors, whose file marks the head as done. Shared by
+/// `run`/`extract` and `import`.
+pub fn store_head(
+    dataset: &Dataset,
+    normalizer: &NormalizerValidParams,
+    capture: &HeadCapture,
+    tokens: &TokenTable,
+) -> Result<()> {
+    let head = capture.vectors.head;
+    let normalized = normalizer
+        .normalize(&capture.vectors, tokens)
+        .with_context(|| format!("normalizing head {head}"))?;
+    if !capture.attention.is_empty() {
+        dataset.write_attention(head, &capture.attention)?;
+    }
+    if let Some(norms) = &capture.value_norms {
+        dataset.write_value_norms(head, norms)?;
+    }
+    // Vectors last: their file marks the head as extracted.
+    dataset.write_head(&capture.vectors, Some(&normalized))?;
+    Ok(())
+}
+
 /// Every (head, method, dims) projection the settings ask for, head by head.
 fn projection_tasks(heads: &[HeadId], s: &ProjectionSettings) -> Vec<(HeadId, ProjectionMethod, u8)> {
     heads
@@ -386,7 +407,7 @@ fn projection_tasks(heads: &[HeadId], s: &ProjectionSettings) -> Vec<(HeadId, Pr
 }
 
 /// Progress bars on stderr, or nowhere with `--quiet`.
-fn progress_target(report: Reporting) -> MultiProgress {
+pub(crate) fn progress_target(report: Reporting) -> MultiProgress {
     MultiProgress::with_draw_target(if report.quiet {
         ProgressDrawTarget::hidden()
     } else {

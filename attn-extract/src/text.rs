@@ -53,6 +53,10 @@ impl TextTokenizer {
                 path: json,
                 message: "a vision model has no tokenizer".into(),
             }),
+            Architecture::Imported { .. } => Err(ExtractError::Tokenizer {
+                path: json,
+                message: "imported vectors come without a tokenizer".into(),
+            }),
         }
     }
 

@@ -107,6 +107,48 @@ pub enum StoreError {
         /// The value of this run.
         requested: String,
     },
+    /// A `.npy` file whose preamble or header dictionary cannot be parsed.
+    #[error("{path}: not a readable .npy file: {message}")]
+    NpyHeader {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A `.npy` file of an element type other than little-endian float16/32/64.
+    #[error(
+        "{path}: dtype `{dtype}` is not supported; expected little-endian float32 (`<f4`), float16 (`<f2`) or float64 (`<f8`), e.g. `np.save(path, a.astype(np.float32))`"
+    )]
+    NpyDtype {
+        /// The file.
+        path: PathBuf,
+        /// The header's `descr`.
+        dtype: String,
+    },
+    /// A `.npy` file stored in Fortran (column-major) order.
+    #[error(
+        "{path}: the array is in Fortran order; save it in C order (`np.save(path, np.ascontiguousarray(a))`)"
+    )]
+    NpyFortranOrder {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A `.npy` file whose data size disagrees with its header's shape (truncated, most often).
+    #[error(
+        "{path}: shape {shape:?} of {dtype} needs {expected} data bytes, the file holds {found} (truncated or corrupt)"
+    )]
+    NpySize {
+        /// The file.
+        path: PathBuf,
+        /// The header's shape.
+        shape: Vec<usize>,
+        /// The header's element type.
+        dtype: &'static str,
+        /// Bytes the shape needs.
+        expected: u64,
+        /// Bytes after the header.
+        found: u64,
+    },
 }
 
 impl StoreError {

@@ -4,6 +4,7 @@ mod dataset;
 mod error;
 mod files;
 mod json;
+mod npy;
 mod pq;
 
 pub use dataset::{
@@ -12,6 +13,7 @@ pub use dataset::{
     projection_file_name,
 };
 pub use error::StoreError;
+pub use npy::{NpyDtype, NpyFile, NpyHeader, f16_to_f32, read_npy, write_npy};
 pub use files::{
     KV_HEAD, KV_NORMALIZATION, KV_PROJECTION, KV_SEQUENCES, StoredHead, attention_schema,
     projection_schema, read_attention_file, read_projection_file, read_tokens_file,

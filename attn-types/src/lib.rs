@@ -242,12 +242,29 @@ pub enum Architecture {
     Gpt2,
     /// Vision Transformer: image patches plus a CLS token, bidirectional.
     Vit,
+    /// Vectors imported from a model attnviz cannot load (`attnviz import`): only the attention
+    /// pattern is known. Serialized as `{"imported": {"causal": bool}}`, next to the plain strings of
+    /// the other variants, so datasets written before this variant existed still load.
+    Imported {
+        /// Whether the imported model's attention is causal (each query sees keys at or before its
+        /// own position only).
+        causal: bool,
+    },
 }
 
 impl Architecture {
     /// Whether a query may only attend to keys at or before its own position.
     pub fn is_causal(self) -> bool {
-        matches!(self, Architecture::Gpt2)
+        match self {
+            Architecture::Gpt2 => true,
+            Architecture::Bert | Architecture::Vit => false,
+            Architecture::Imported { causal } => causal,
+        }
+    }
+
+    /// Whether the vectors were imported rather than extracted from a model attnviz loads.
+    pub fn is_imported(self) -> bool {
+        matches!(self, Architecture::Imported { .. })
     }
 
     /// Whether inputs are images (patches) rather than text.
@@ -262,6 +279,8 @@ impl fmt::Display for Architecture {
             Architecture::Bert => "bert",
             Architecture::Gpt2 => "gpt2",
             Architecture::Vit => "vit",
+            Architecture::Imported { causal: false } => "imported",
+            Architecture::Imported { causal: true } => "imported (causal)",
         })
     }
 }
@@ -808,6 +827,26 @@ mod tests {
         assert!(HeadVectors::new(HeadId::new(0, 0), q.clone(), k).is_err());
         let hv = HeadVectors::new(HeadId::new(0, 1), q.clone(), q).unwrap();
         assert_eq!(hv.joint().shape(), (6, 4));
+    }
+
+    #[test]
+    fn architecture_serde_is_backward_compatible() {
+        // Datasets written before `Imported` existed hold plain strings.
+        let old: Architecture = serde_json::from_str("\"gpt2\"").unwrap();
+        assert_eq!(old, Architecture::Gpt2);
+        assert_eq!(serde_json::to_string(&Architecture::Bert).unwrap(), "\"bert\"");
+        for causal in [false, true] {
+            let a = Architecture::Imported { causal };
+            let json = serde_json::to_string(&a).unwrap();
+            assert_eq!(json, format!("{{\"imported\":{{\"causal\":{causal}}}}}"));
+            assert_eq!(serde_json::from_str::<Architecture>(&json).unwrap(), a);
+            assert_eq!(a.is_causal(), causal);
+            assert!(a.is_imported() && !a.is_vision());
+        }
+        assert_ne!(
+            Architecture::Imported { causal: true }.to_string(),
+            Architecture::Imported { causal: false }.to_string()
+        );
     }
 
     #[test]

@@ -20,10 +20,12 @@ pub struct HideTokens {
 
 impl HideTokens {
     /// The paper's default: `[CLS]`/`[SEP]` for BERT, the first token for GPT-2, nothing for ViT.
+    /// For imported vectors: the tokens the import flagged `is_special`, and, when the imported
+    /// attention is causal, the first token too (the attention sink of decoders, as for GPT-2).
     pub fn for_architecture(arch: Architecture) -> Self {
         Self {
-            special: arch == Architecture::Bert,
-            first: arch == Architecture::Gpt2,
+            special: matches!(arch, Architecture::Bert | Architecture::Imported { .. }),
+            first: arch.is_causal(),
             positions: Vec::new(),
         }
     }

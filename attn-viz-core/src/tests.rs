@@ -244,6 +244,10 @@ fn renormalization_after_hiding() {
     // GPT-2 default hides the first token only.
     let g = HideTokens::for_architecture(attn_types::Architecture::Gpt2);
     assert!(g.first && !g.special);
+    let i = HideTokens::for_architecture(attn_types::Architecture::Imported { causal: true });
+    assert!(i.first && i.special);
+    let i = HideTokens::for_architecture(attn_types::Architecture::Imported { causal: false });
+    assert!(!i.first && i.special);
 }
 
 #[test]

@@ -1,0 +1,777 @@
+//! `attnviz import`: bring your own vectors. Query/key vectors computed elsewhere (NumPy `.npy`
+//! arrays, or per-head Parquet files) plus a token table become an attnviz dataset, normalized and
+//! stored exactly as `extract` stores the heads of a model it loads; `project`, `render` and `info`
+//! then work on it.
+//!
+//! Everything that can be checked without the vector data (files exist, headers, dtypes, shapes,
+//! token table, row counts) is checked before the dataset directory is created. A fresh import that
+//! fails later anyway (a NaN in some head) removes what it wrote; an import into an existing dataset
+//! resumes and skips heads already written.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type};
+use arrow_array::{Array, ArrayRef};
+use arrow_schema::DataType;
+use attn_store::{Dataset, NpyFile};
+use attn_types::{
+    Architecture, DATA_MODEL_VERSION, DatasetMeta, HeadCapture, HeadId, HeadVectors, Matrix, ModelInfo, RunInfo,
+    SequenceAttention, SequenceSpan, TokenMeta, TokenTable,
+};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use rayon::prelude::*;
+
+use crate::pipeline::{self, Reporting, RunSummary};
+
+/// Row sums of given attention must be within this of 1 (float16 inputs round to ~1e-3).
+const ROW_SUM_TOLERANCE: f64 = 1e-2;
+/// Weights of given attention at padded or (causal) future positions must not exceed this.
+const ZERO_TOLERANCE: f32 = 1e-6;
+
+/// Where the attention of the imported heads comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttentionSource {
+    /// `softmax(q . k / sqrt(d))` per sequence, causal-masked when the import is causal.
+    Computed,
+    /// A `.npy` array `[layers, heads, n, max_len]`: row `i` is token `i`'s attention over the
+    /// positions of its own sequence (zero-padded beyond its length).
+    Npy(PathBuf),
+    /// No attention is stored.
+    None,
+}
+
+/// Everything `attnviz import` needs.
+#[derive(Debug, Clone)]
+pub struct ImportPlan {
+    /// Queries `.npy`, with [`Self::keys`].
+    pub queries: Option<PathBuf>,
+    /// Keys `.npy`, with [`Self::queries`].
+    pub keys: Option<PathBuf>,
+    /// Or a folder of per-head Parquet files.
+    pub vectors: Option<PathBuf>,
+    /// The token table (JSONL or Parquet).
+    pub tokens: PathBuf,
+    /// Attention of the heads.
+    pub attention: AttentionSource,
+    /// Dataset directory.
+    pub out: PathBuf,
+    /// Model id recorded in the dataset.
+    pub model_id: String,
+    /// Causal attention.
+    pub causal: bool,
+    /// Key translation and query/key scaling (else raw vectors only).
+    pub normalize: bool,
+    /// Seed of the normalizer's pair subsampling.
+    pub seed: u64,
+}
+
+/// Where the vectors come from, validated.
+enum VectorSource {
+    /// `queries` and `keys` of equal shape `[layers, heads, n, d]`.
+    Npy { queries: NpyFile, keys: NpyFile, heads: u16, n: usize, d: usize },
+    /// One Parquet file per head (rows checked against the token count).
+    Parquet { dir: PathBuf, files: BTreeMap<HeadId, PathBuf>, d: usize },
+}
+
+/// `[layers, heads, n, d]` of an array of 2, 3 or 4 dimensions.
+fn grid_shape(flag: &str, f: &NpyFile, trailing: &str) -> Result<[usize; 4]> {
+    let s = f.shape();
+    let shape = match *s {
+        [n, d] => [1, 1, n, d],
+        [h, n, d] => [1, h, n, d],
+        [l, h, n, d] => [l, h, n, d],
+        _ => bail!(
+            "{flag} {}: shape {s:?} has {} dimensions; expected [layers, heads, {trailing}], [heads, {trailing}] or [{trailing}]",
+            f.path().display(),
+            s.len()
+        ),
+    };
+    if shape.contains(&0) {
+        bail!("{flag} {}: shape {s:?} has an empty dimension", f.path().display());
+    }
+    if shape[0] > usize::from(u16::MAX) || shape[1] > usize::from(u16::MAX) {
+        bail!("{flag} {}: shape {s:?}: at most {} layers and heads", f.path().display(), u16::MAX);
+    }
+    Ok(shape)
+}
+
+fn open_npy(flag: &str, path: &Path) -> Result<NpyFile> {
+    NpyFile::open(path).with_context(|| flag.to_string())
+}
+
+impl VectorSource {
+    fn open(plan: &ImportPlan) -> Result<(VectorSource, u16, u16, usize)> {
+        match (&plan.queries, &plan.keys, &plan.vectors) {
+            (Some(q), Some(k), None) => {
+                let queries = open_npy("--queries", q)?;
+                let keys = open_npy("--keys", k)?;
+                let qs = grid_shape("--queries", &queries, "n, d")?;
+                let ks = grid_shape("--keys", &keys, "n, d")?;
+                if queries.shape() != keys.shape() {
+                    bail!(
+                        "--keys {}: shape {:?} differs from the shape {:?} of --queries {}",
+                        k.display(),
+                        keys.shape(),
+                        queries.shape(),
+                        q.display()
+                    );
+                }
+                debug_assert_eq!(qs, ks);
+                let [layers, heads, n, d] = qs;
+                Ok((
+                    VectorSource::Npy { queries, keys, heads: heads as u16, n, d },
+                    layers as u16,
+                    heads as u16,
+                    n,
+                ))
+            }
+            (None, None, Some(dir)) => Self::open_parquet_dir(dir),
+            (Some(_), None, _) => bail!("--queries needs --keys (or give --vectors DIR instead)"),
+            (None, Some(_), _) => bail!("--keys needs --queries (or give --vectors DIR instead)"),
+            (Some(_), Some(_), Some(_)) => bail!("--vectors cannot be combined with --queries/--keys"),
+            (None, None, None) => bail!("no vectors given: pass --queries Q.npy --keys K.npy, or --vectors DIR"),
+        }
+    }
+
+    /// A folder holding `L<layer>H<head>.parquet` files, or `L<layer>H<head>/vectors.parquet`
+    /// folders (the store's own layout, e.g. another dataset's `heads/`).
+    fn open_parquet_dir(dir: &Path) -> Result<(VectorSource, u16, u16, usize)> {
+        if !dir.is_dir() {
+            bail!("--vectors {}: no such directory", dir.display());
+        }
+        let mut files: BTreeMap<HeadId, PathBuf> = BTreeMap::new();
+        let entries = std::fs::read_dir(dir).with_context(|| format!("--vectors {}", dir.display()))?;
+        for entry in entries {
+            let path = entry.with_context(|| format!("--vectors {}", dir.display()))?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let (head, file) = if path.is_dir() {
+                match attn_store::parse_head_dir_name(&name) {
+                    Some(h) if path.join(attn_store::VECTORS_FILE).is_file() => {
+                        (h, path.join(attn_store::VECTORS_FILE))
+                    }
+                    _ => continue,
+                }
+            } else {
+                match name.strip_suffix(".parquet").and_then(attn_store::parse_head_dir_name) {
+                    Some(h) => (h, path.clone()),
+                    None => continue,
+                }
+            };
+            if let Some(other) = files.insert(head, file.clone()) {
+                bail!(
+                    "--vectors {}: head {head} is given twice ({} and {})",
+                    dir.display(),
+                    other.display(),
+                    file.display()
+                );
+            }
+        }
+        let Some((&first, first_file)) = files.iter().next() else {
+            bail!(
+                "--vectors {}: no per-head Parquet files (expected names like L0H3.parquet or L00H03/vectors.parquet)",
+                dir.display()
+            );
+        };
+        // Row counts from the footers (cheap), so a wrong file is reported before anything is written.
+        let mut n = None;
+        for file in files.values() {
+            let rows = parquet_rows(file)?;
+            match n {
+                None => n = Some(rows),
+                Some(n0) if n0 != rows => bail!(
+                    "--vectors {}: {rows} rows, but {} has {n0}",
+                    file.display(),
+                    files[&first].display()
+                ),
+                Some(_) => {}
+            }
+        }
+        let n = n.unwrap_or(0);
+        let d = attn_store::read_vectors_file(first_file, first)
+            .with_context(|| "--vectors".to_string())?
+            .raw
+            .dim();
+        let layers = files.keys().map(|h| h.layer).max().unwrap_or(0) + 1;
+        let heads = files.keys().map(|h| h.head).max().unwrap_or(0) + 1;
+        Ok((VectorSource::Parquet { dir: dir.to_path_buf(), files, d }, layers, heads, n))
+    }
+
+    fn dim(&self) -> usize {
+        match self {
+            VectorSource::Npy { d, .. } | VectorSource::Parquet { d, .. } => *d,
+        }
+    }
+
+    fn heads(&self, layers: u16, heads: u16) -> Vec<HeadId> {
+        match self {
+            VectorSource::Npy { .. } => HeadId::all(layers, heads).collect(),
+            VectorSource::Parquet { files, .. } => files.keys().copied().collect(),
+        }
+    }
+
+    /// One head's raw vectors, checked to be finite.
+    fn load(&self, head: HeadId) -> Result<HeadVectors> {
+        match self {
+            VectorSource::Npy { queries, keys, heads, n, d } => {
+                let slab = n * d;
+                let start = (usize::from(head.layer) * usize::from(*heads) + usize::from(head.head)) * slab;
+                let read = |flag: &str, f: &NpyFile| -> Result<Matrix> {
+                    let data = f.read_f32(start, slab).with_context(|| flag.to_string())?;
+                    check_finite(flag, f.path(), head, &data, *d)?;
+                    Ok(Matrix::from_vec(*n, *d, data)?)
+                };
+                Ok(HeadVectors::new(head, read("--queries", queries)?, read("--keys", keys)?)?)
+            }
+            VectorSource::Parquet { files, .. } => {
+                let path = &files[&head];
+                let stored = attn_store::read_vectors_file(path, head).with_context(|| "--vectors".to_string())?;
+                check_finite("--vectors", path, head, stored.raw.queries.as_slice(), stored.raw.dim())?;
+                check_finite("--vectors", path, head, stored.raw.keys.as_slice(), stored.raw.dim())?;
+                Ok(stored.raw)
+            }
+        }
+    }
+
+    /// What the import's provenance records about the source.
+    fn describe(&self) -> serde_json::Value {
+        let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        match self {
+            VectorSource::Npy { queries, keys, .. } => serde_json::json!({
+                "format": "npy",
+                "queries": { "file": name(queries.path()), "shape": queries.shape(), "dtype": queries.dtype().name() },
+                "keys": { "file": name(keys.path()), "shape": keys.shape(), "dtype": keys.dtype().name() },
+            }),
+            VectorSource::Parquet { files, dir, .. } => serde_json::json!({
+                "format": "parquet",
+                "files": files
+                    .values()
+                    .map(|p| p.strip_prefix(dir).unwrap_or(p).display().to_string())
+                    .collect::<Vec<_>>(),
+            }),
+        }
+    }
+}
+
+fn check_finite(flag: &str, path: &Path, head: HeadId, data: &[f32], d: usize) -> Result<()> {
+    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "{flag} {}: head {head}, token {} holds a non-finite value ({})",
+            path.display(),
+            i / d.max(1),
+            data[i]
+        );
+    }
+    Ok(())
+}
+
+fn parquet_rows(path: &Path) -> Result<usize> {
+    let file = File::open(path).with_context(|| format!("--vectors {}", path.display()))?;
+    let reader = SerializedFileReader::new(file)
+        .with_context(|| format!("--vectors {}: not a readable Parquet file", path.display()))?;
+    Ok(usize::try_from(reader.metadata().file_metadata().num_rows()).unwrap_or(0))
+}
+
+// ----------------------------------------------------------------------------------------------- tokens
+
+/// One token row as given by the user.
+struct TokenRow {
+    seq_id: u32,
+    position: u32,
+    text: String,
+    is_special: bool,
+}
+
+/// Reads `--tokens`: JSONL (one object per line) or Parquet, with `seq_id`, `position`, `text` and
+/// optionally `is_special`; checks that sequences are contiguous and positions run `0..len`.
+pub fn read_tokens(path: &Path) -> Result<TokenTable> {
+    let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+    if !path.is_file() {
+        bail!("--tokens {}: no such file", path.display());
+    }
+    let rows = match ext.as_str() {
+        "jsonl" | "ndjson" => read_token_jsonl(path)?,
+        "parquet" => read_token_parquet(path)?,
+        _ => bail!("--tokens {}: expected a .jsonl or .parquet file", path.display()),
+    };
+    if rows.is_empty() {
+        bail!("--tokens {}: no tokens", path.display());
+    }
+    // Rows are 1-based lines (JSONL) or 0-based rows (Parquet) in messages.
+    let row_name = |i: usize| if ext == "parquet" { format!("row {i}") } else { format!("line {}", i + 1) };
+    let mut seen = HashSet::new();
+    let mut lens: Vec<(usize, usize)> = Vec::new(); // (start, len) of every sequence
+    for (i, r) in rows.iter().enumerate() {
+        let continues = i > 0 && rows[i - 1].seq_id == r.seq_id;
+        if !continues {
+            if !seen.insert(r.seq_id) {
+                bail!(
+                    "--tokens {}: `seq_id` {} at {} is not contiguous: its tokens appeared before (sequences must not be interleaved)",
+                    path.display(),
+                    r.seq_id,
+                    row_name(i)
+                );
+            }
+            lens.push((i, 0));
+        }
+        let (start, len) = lens.last_mut().map(|s| (s.0, &mut s.1)).ok_or_else(|| anyhow!("no sequence"))?;
+        if r.position as usize != i - start {
+            bail!(
+                "--tokens {}: `position` at {} is {}, expected {} (positions must run 0..len-1 within sequence {}, in order)",
+                path.display(),
+                row_name(i),
+                r.position,
+                i - start,
+                r.seq_id
+            );
+        }
+        *len += 1;
+    }
+    let mut tokens = Vec::with_capacity(rows.len());
+    for (start, len) in lens {
+        for r in &rows[start..start + len] {
+            tokens.push(TokenMeta {
+                seq_id: r.seq_id,
+                position: r.position,
+                seq_len: u32::try_from(len).map_err(|_| anyhow!("--tokens {}: a sequence of {len} tokens", path.display()))?,
+                text: r.text.clone(),
+                is_special: r.is_special,
+                patch: None,
+                is_cls: false,
+                offsets: None,
+            });
+        }
+    }
+    let table = TokenTable { tokens };
+    table.validate().with_context(|| format!("--tokens {}", path.display()))?;
+    Ok(table)
+}
+
+fn read_token_jsonl(path: &Path) -> Result<Vec<TokenRow>> {
+    let file = File::open(path).with_context(|| format!("--tokens {}", path.display()))?;
+    let mut rows = Vec::new();
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line_no = i + 1;
+        let line = line.with_context(|| format!("--tokens {}: line {line_no}", path.display()))?;
+        let line = line.trim_start_matches('\u{feff}');
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("--tokens {}: line {line_no}", path.display());
+        let value: serde_json::Value = serde_json::from_str(line).with_context(at)?;
+        let obj = value.as_object().ok_or_else(|| anyhow!("{}: not a JSON object", at()))?;
+        let uint = |field: &str| -> Result<u32> {
+            let v = obj.get(field).ok_or_else(|| anyhow!("{}: field `{field}` is missing", at()))?;
+            v.as_u64()
+                .and_then(|v| u32::try_from(v).ok())
+                .ok_or_else(|| anyhow!("{}: field `{field}` is {v}, not an integer in 0..2^32", at()))
+        };
+        let text = match obj.get("text") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(v) => bail!("{}: field `text` is {v}, not a string", at()),
+            None => bail!("{}: field `text` is missing", at()),
+        };
+        let is_special = match obj.get("is_special") {
+            None | Some(serde_json::Value::Null) => false,
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(v) => bail!("{}: field `is_special` is {v}, not a bool", at()),
+        };
+        rows.push(TokenRow { seq_id: uint("seq_id")?, position: uint("position")?, text, is_special });
+    }
+    Ok(rows)
+}
+
+fn read_token_parquet(path: &Path) -> Result<Vec<TokenRow>> {
+    let at = || format!("--tokens {}", path.display());
+    let file = File::open(path).with_context(at)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).with_context(|| format!("{}: not a readable Parquet file", at()))?;
+    let schema = builder.schema().clone();
+    for required in ["seq_id", "position", "text"] {
+        if schema.column_with_name(required).is_none() {
+            bail!("{}: column `{required}` is missing", at());
+        }
+    }
+    let mut rows = Vec::new();
+    for batch in builder.build().with_context(at)? {
+        let batch = batch.with_context(at)?;
+        let seq = uint_column(path, "seq_id", batch.column_by_name("seq_id"))?;
+        let pos = uint_column(path, "position", batch.column_by_name("position"))?;
+        let text = string_column(path, batch.column_by_name("text"))?;
+        let special = match batch.column_by_name("is_special") {
+            None => vec![false; batch.num_rows()],
+            Some(a) => {
+                let b = a.as_boolean_opt().ok_or_else(|| {
+                    anyhow!("{}: column `is_special` has type {}, expected bool", at(), a.data_type())
+                })?;
+                (0..b.len()).map(|i| b.is_valid(i) && b.value(i)).collect()
+            }
+        };
+        for i in 0..batch.num_rows() {
+            rows.push(TokenRow { seq_id: seq[i], position: pos[i], text: text[i].clone(), is_special: special[i] });
+        }
+    }
+    Ok(rows)
+}
+
+fn uint_column(path: &Path, name: &str, a: Option<&ArrayRef>) -> Result<Vec<u32>> {
+    let a = a.ok_or_else(|| anyhow!("--tokens {}: column `{name}` is missing", path.display()))?;
+    let bad = |i: usize| anyhow!("--tokens {}: column `{name}` row {i} is null or outside 0..2^32", path.display());
+    macro_rules! conv {
+        ($t:ty) => {
+            if let Some(p) = a.as_primitive_opt::<$t>() {
+                return (0..p.len())
+                    .map(|i| {
+                        if p.is_null(i) {
+                            return Err(bad(i));
+                        }
+                        u32::try_from(p.value(i)).map_err(|_| bad(i))
+                    })
+                    .collect();
+            }
+        };
+    }
+    conv!(UInt32Type);
+    conv!(Int64Type);
+    conv!(Int32Type);
+    conv!(UInt64Type);
+    conv!(UInt16Type);
+    conv!(Int16Type);
+    conv!(UInt8Type);
+    conv!(Int8Type);
+    bail!("--tokens {}: column `{name}` has type {}, expected an integer type", path.display(), a.data_type())
+}
+
+fn string_column(path: &Path, a: Option<&ArrayRef>) -> Result<Vec<String>> {
+    let a = a.ok_or_else(|| anyhow!("--tokens {}: column `text` is missing", path.display()))?;
+    let null = |i: usize| anyhow!("--tokens {}: column `text` row {i} is null", path.display());
+    let collect = |it: &mut dyn Iterator<Item = Option<&str>>| -> Result<Vec<String>> {
+        it.enumerate().map(|(i, s)| s.map(String::from).ok_or_else(|| null(i))).collect()
+    };
+    match a.data_type() {
+        DataType::Utf8 => collect(&mut a.as_string::<i32>().iter()),
+        DataType::LargeUtf8 => collect(&mut a.as_string::<i64>().iter()),
+        DataType::Utf8View => collect(&mut a.as_string_view().iter()),
+        other => bail!("--tokens {}: column `text` has type {other}, expected a string type", path.display()),
+    }
+}
+
+// -------------------------------------------------------------------------------------------- attention
+
+/// `softmax(q . k / sqrt(d))` of every sequence, with keys after the query masked when `causal`.
+/// Exact for standard scaled dot-product attention whose scores have no other terms.
+pub fn compute_attention(vectors: &HeadVectors, spans: &[SequenceSpan], causal: bool) -> Result<Vec<SequenceAttention>> {
+    let scale = 1.0 / (vectors.dim().max(1) as f64).sqrt();
+    spans
+        .iter()
+        .map(|span| {
+            let len = span.len;
+            let mut w = vec![0f32; len * len];
+            let mut logits = vec![0f64; len];
+            for qi in 0..len {
+                let q = vectors.queries.row(span.start + qi);
+                let visible = if causal { qi + 1 } else { len };
+                let mut max = f64::NEG_INFINITY;
+                for (kj, logit) in logits.iter_mut().enumerate().take(visible) {
+                    let k = vectors.keys.row(span.start + kj);
+                    let dot: f64 = q.iter().zip(k).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+                    *logit = dot * scale;
+                    max = max.max(*logit);
+                }
+                let mut sum = 0.0;
+                for logit in logits.iter_mut().take(visible) {
+                    *logit = (*logit - max).exp();
+                    sum += *logit;
+                }
+                for (kj, logit) in logits.iter().enumerate().take(visible) {
+                    w[qi * len + kj] = (logit / sum) as f32;
+                }
+            }
+            Ok(SequenceAttention { seq_id: span.seq_id, weights: Matrix::from_vec(len, len, w)? })
+        })
+        .collect()
+}
+
+/// Opens `--attention` and checks its shape against the vectors' `[layers, heads, n]`.
+fn open_attention(path: &Path, layers: u16, heads: u16, n: usize, max_len: usize) -> Result<(NpyFile, usize)> {
+    let f = open_npy("--attention", path)?;
+    let [l, h, rows, width] = grid_shape("--attention", &f, "n, max_len")?;
+    if (l, h, rows) != (usize::from(layers), usize::from(heads), n) {
+        bail!(
+            "--attention {}: shape {:?} does not match the vectors' {layers} layers x {heads} heads x {n} tokens",
+            path.display(),
+            f.shape()
+        );
+    }
+    if width < max_len {
+        bail!(
+            "--attention {}: rows of {width} weights, but the longest sequence has {max_len} tokens",
+            path.display()
+        );
+    }
+    Ok((f, width))
+}
+
+/// One head's given attention, checked: weights finite and non-negative, padding zero, rows summing
+/// to 1, and nothing after the query when causal.
+fn read_attention(
+    f: &NpyFile,
+    width: usize,
+    head: HeadId,
+    heads: u16,
+    spans: &[SequenceSpan],
+    causal: bool,
+) -> Result<Vec<SequenceAttention>> {
+    let n: usize = spans.iter().map(|s| s.len).sum();
+    let start = (usize::from(head.layer) * usize::from(heads) + usize::from(head.head)) * n * width;
+    let data = f.read_f32(start, n * width).with_context(|| "--attention".to_string())?;
+    let fail = |token: usize, what: String| {
+        anyhow!("--attention {}: head {head}, token {token}: {what}", f.path().display())
+    };
+    spans
+        .iter()
+        .map(|span| {
+            let len = span.len;
+            let mut w = Vec::with_capacity(len * len);
+            for qi in 0..len {
+                let token = span.start + qi;
+                let row = &data[token * width..(token + 1) * width];
+                if let Some(v) = row.iter().find(|v| !v.is_finite() || **v < 0.0) {
+                    return Err(fail(token, format!("weight {v} is not a probability")));
+                }
+                if let Some(p) = row[len..].iter().position(|v| *v > ZERO_TOLERANCE) {
+                    return Err(fail(
+                        token,
+                        format!("weight {} at position {} beyond its sequence of {len} tokens (padding must be 0)", row[len + p], len + p),
+                    ));
+                }
+                if causal && let Some(p) = row[qi + 1..len].iter().position(|v| *v > ZERO_TOLERANCE) {
+                    return Err(fail(
+                        token,
+                        format!("--causal, but position {qi} attends to the later position {} ({})", qi + 1 + p, row[qi + 1 + p]),
+                    ));
+                }
+                let sum: f64 = row[..len].iter().map(|v| f64::from(*v)).sum();
+                if (sum - 1.0).abs() > ROW_SUM_TOLERANCE {
+                    return Err(fail(token, format!("weights sum to {sum:.4}, not 1 (are these logits rather than probabilities?)")));
+                }
+                w.extend_from_slice(&row[..len]);
+            }
+            Ok(SequenceAttention { seq_id: span.seq_id, weights: Matrix::from_vec(len, len, w)? })
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------- import
+
+/// Removes what a failed fresh import wrote, so that no partial dataset is left behind.
+struct Cleanup {
+    out: PathBuf,
+    dir_existed: bool,
+    armed: bool,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if self.dir_existed {
+            let _ = std::fs::remove_file(self.out.join(attn_store::META_FILE));
+            let _ = std::fs::remove_file(self.out.join(attn_store::TOKENS_FILE));
+            let _ = std::fs::remove_dir_all(self.out.join(attn_store::HEADS_DIR));
+        } else {
+            let _ = std::fs::remove_dir_all(&self.out);
+        }
+    }
+}
+
+/// Runs the import. Heads already in the dataset are skipped.
+pub fn import(plan: &ImportPlan, report: Reporting) -> Result<RunSummary> {
+    let start = Instant::now();
+    let interrupted = pipeline::interrupt_flag();
+
+    // 1. Everything checkable without the data, before anything is written.
+    let (source, layers, heads, n) = VectorSource::open(plan)?;
+    let tokens = read_tokens(&plan.tokens)?;
+    if tokens.len() != n {
+        let what = match &source {
+            VectorSource::Npy { queries, .. } => {
+                format!("--queries {} has {n} tokens per head (shape {:?})", queries.path().display(), queries.shape())
+            }
+            VectorSource::Parquet { .. } => format!("the --vectors files have {n} rows"),
+        };
+        bail!("--tokens {}: {} tokens, but {what}", plan.tokens.display(), tokens.len());
+    }
+    let spans = tokens.sequences();
+    let max_len = spans.iter().map(|s| s.len).max().unwrap_or(0);
+    let given = match &plan.attention {
+        AttentionSource::Npy(path) => {
+            if matches!(source, VectorSource::Parquet { .. }) {
+                bail!("--attention {}: only with --queries/--keys (.npy)", path.display());
+            }
+            Some(open_attention(path, layers, heads, n, max_len)?)
+        }
+        _ => None,
+    };
+    if plan.out.is_file() {
+        bail!("--out {}: is a file, not a directory", plan.out.display());
+    }
+    let normalizer = pipeline::head_normalizer(plan.normalize, plan.causal, plan.seed)?;
+
+    // 2. The dataset.
+    let d = source.dim();
+    let attention_mode = match &plan.attention {
+        AttentionSource::Computed => "computed: softmax(q.k/sqrt(d)) per sequence".to_string(),
+        AttentionSource::Npy(p) => format!("given: {}", p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()),
+        AttentionSource::None => "none".to_string(),
+    };
+    let config = serde_json::json!({
+        "attnviz_import": {
+            "source": source.describe(),
+            "tokens": { "file": plan.tokens.file_name().map(|n| n.to_string_lossy().into_owned()), "count": n, "sequences": spans.len() },
+            "causal": plan.causal,
+            "attention": attention_mode,
+        }
+    });
+    let info = ModelInfo {
+        id: plan.model_id.clone(),
+        architecture: Architecture::Imported { causal: plan.causal },
+        num_layers: layers,
+        num_heads: heads,
+        head_dim: u32::try_from(d).context("head dimension")?,
+        hidden_size: 0,
+        max_positions: u32::try_from(max_len).context("sequence length")?,
+        image: None,
+        config,
+    };
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string();
+    let mut params = BTreeMap::new();
+    params.insert("import".to_string(), "true".to_string());
+    if let (Some(q), Some(k)) = (&plan.queries, &plan.keys) {
+        params.insert("queries".to_string(), abs(q));
+        params.insert("keys".to_string(), abs(k));
+    }
+    if let Some(v) = &plan.vectors {
+        params.insert("vectors".to_string(), abs(v));
+    }
+    if let AttentionSource::Npy(p) = &plan.attention {
+        params.insert("attention".to_string(), abs(p));
+    }
+    params.insert("normalize".to_string(), plan.normalize.to_string());
+    params.insert("causal".to_string(), plan.causal.to_string());
+    let meta = DatasetMeta {
+        schema_version: DATA_MODEL_VERSION,
+        model: info.clone(),
+        run: RunInfo {
+            corpus: abs(&plan.tokens),
+            num_sequences: u32::try_from(spans.len()).context("sequence count")?,
+            num_tokens: n as u64,
+            seed: plan.seed,
+            params,
+            crate_versions: pipeline::crate_versions(),
+            created_at: pipeline::now_rfc3339(),
+        },
+    };
+    let mut cleanup = Cleanup {
+        out: plan.out.clone(),
+        dir_existed: plan.out.exists(),
+        armed: !plan.out.join(attn_store::META_FILE).exists(),
+    };
+    let dataset = Dataset::create(&plan.out, &meta)?;
+    if dataset.has_tokens() {
+        if dataset.read_tokens()? != tokens {
+            cleanup.armed = false;
+            bail!(
+                "--out {}: the dataset holds other tokens than --tokens {}; use a new --out directory",
+                plan.out.display(),
+                plan.tokens.display()
+            );
+        }
+    } else {
+        dataset.write_tokens(&tokens)?;
+    }
+
+    // 3. Heads, in parallel: read, attention, normalize, store (the `extract` path).
+    let selected = source.heads(layers, heads);
+    let want_attention = !matches!(plan.attention, AttentionSource::None);
+    let missing: Vec<HeadId> = selected
+        .iter()
+        .copied()
+        .filter(|&h| !dataset.has_head(h) || (want_attention && !dataset.has_attention(h)))
+        .collect();
+    let multi = pipeline::progress_target(report);
+    let pb = pipeline::bar(&multi, missing.len() as u64, "import", report.quiet);
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    missing.par_iter().try_for_each(|&head| -> Result<()> {
+        if interrupted.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let vectors = source.load(head)?;
+        let attention = match (&plan.attention, &given) {
+            (AttentionSource::Computed, _) => compute_attention(&vectors, &spans, plan.causal)?,
+            (AttentionSource::Npy(_), Some((f, width))) => read_attention(f, *width, head, heads, &spans, plan.causal)?,
+            _ => Vec::new(),
+        };
+        let capture = HeadCapture { vectors, attention, value_norms: None };
+        pipeline::store_head(&dataset, &normalizer, &capture, &tokens)?;
+        done.fetch_add(1, Ordering::Relaxed);
+        pb.inc(1);
+        Ok(())
+    })?;
+    pb.finish();
+    cleanup.armed = false;
+
+    let per_head = pipeline::summarize(&dataset, &selected)?;
+    Ok(RunSummary {
+        dataset: plan.out.clone(),
+        model: info.id,
+        sequences: spans.len(),
+        tokens: n,
+        heads: selected.len(),
+        heads_extracted: done.into_inner(),
+        projections_computed: 0,
+        projections_reused: 0,
+        interrupted: interrupted.load(Ordering::SeqCst),
+        seconds: start.elapsed().as_secs_f64(),
+        per_head,
+        figures: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn computed_attention_is_softmax_and_respects_the_mask() {
+        let q = Matrix::from_rows(&[[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]).expect("q");
+        let k = Matrix::from_rows(&[[0.5, 0.5], [1.0, -1.0], [0.0, 3.0]]).expect("k");
+        let v = HeadVectors::new(HeadId::new(0, 0), q, k).expect("head");
+        let spans = [SequenceSpan { seq_id: 4, start: 0, len: 3 }];
+        for causal in [false, true] {
+            let a = compute_attention(&v, &spans, causal).expect("attention");
+            assert_eq!(a[0].seq_id, 4);
+            for i in 0..3 {
+                let visible = if causal { i + 1 } else { 3 };
+                let logits: Vec<f64> = (0..visible)
+                    .map(|j| {
+                        let (qi, kj) = (v.queries.row(i), v.keys.row(j));
+                        (f64::from(qi[0] * kj[0] + qi[1] * kj[1])) / 2f64.sqrt()
+                    })
+                    .collect();
+                let z: f64 = logits.iter().map(|l| l.exp()).sum();
+                for j in 0..3 {
+                    let want = logits.get(j).map_or(0.0, |l| l.exp() / z);
+                    assert!((f64::from(a[0].get(i, j)) - want).abs() < 1e-6, "{causal} {i} {j}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! End-to-end: `attnviz import` (bring your own vectors) from .npy files and from per-head Parquet
+//! files, then `project`, `render` and `info` on the imported dataset; bad inputs exit 2 naming the
+//! file and leave no dataset behind.
+
+use std::path::{Path, PathBuf};
+
+use attn_store::Dataset;
+use attn_types::{Architecture, HeadId, HeadVectors, Matrix, ProjectionMethod};
+use attnviz_tests::{attnviz_fails, attnviz_ok, mtimes, png_size};
+
+const LAYERS: usize = 2;
+const HEADS: usize = 2;
+const D: usize = 8;
+/// Four sequences of these lengths: n = 22 tokens.
+const LENS: [usize; 4] = [5, 7, 4, 6];
+
+fn n_tokens() -> usize {
+    LENS.iter().sum()
+}
+
+/// Deterministic pseudo-random values in [-1.5, 1.5) (a 64-bit LCG), exactly representable in f32.
+fn values(seed: u64, len: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+    (0..len)
+        .map(|_| {
+            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 3.0 - 1.5
+        })
+        .collect()
+}
+
+/// Writes a .npy file (format 1.0) with any dtype string and payload.
+fn write_npy_raw(path: &Path, descr: &str, fortran: bool, shape: &[usize], payload: &[u8]) {
+    let dims = shape.iter().map(|d| format!("{d},")).collect::<String>();
+    let dict = format!(
+        "{{'descr': '{descr}', 'fortran_order': {}, 'shape': ({dims}), }}",
+        if fortran { "True" } else { "False" }
+    );
+    let total = (10 + dict.len() + 1).div_ceil(64) * 64;
+    let mut b = b"\x93NUMPY\x01\x00".to_vec();
+    b.extend_from_slice(&((total - 10) as u16).to_le_bytes());
+    b.extend_from_slice(dict.as_bytes());
+    b.resize(total - 1, b' ');
+    b.push(b'\n');
+    b.extend_from_slice(payload);
+    std::fs::write(path, b).expect("write npy");
+}
+
+fn write_f32(path: &Path, shape: &[usize], data: &[f32]) {
+    let payload: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_npy_raw(path, "<f4", false, shape, &payload);
+}
+
+fn write_f64(path: &Path, shape: &[usize], data: &[f32]) {
+    let payload: Vec<u8> = data.iter().flat_map(|v| f64::from(*v).to_le_bytes()).collect();
+    write_npy_raw(path, "<f8", false, shape, &payload);
+}
+
+fn write_tokens(path: &Path, lens: &[usize]) {
+    let mut s = String::new();
+    for (seq, &len) in lens.iter().enumerate() {
+        for p in 0..len {
+            let special = p == 0;
+            s.push_str(&format!(
+                "{{\"seq_id\": {}, \"position\": {p}, \"text\": \"w{seq}_{p}\", \"is_special\": {special}}}\n",
+                seq * 10
+            ));
+        }
+    }
+    std::fs::write(path, s).expect("write tokens");
+}
+
+/// The toy inputs: q.npy (float32), k.npy (float64), tokens.jsonl. Returns (queries, keys) values.
+struct Toy {
+    q: PathBuf,
+    k: PathBuf,
+    tokens: PathBuf,
+    qv: Vec<f32>,
+    kv: Vec<f32>,
+}
+
+fn toy(dir: &Path) -> Toy {
+    let shape = [LAYERS, HEADS, n_tokens(), D];
+    let len = shape.iter().product();
+    let (qv, kv) = (values(1, len), values(2, len));
+    let toy = Toy { q: dir.join("q.npy"), k: dir.join("k.npy"), tokens: dir.join("tokens.jsonl"), qv, kv };
+    write_f32(&toy.q, &shape, &toy.qv);
+    write_f64(&toy.k, &shape, &toy.kv);
+    write_tokens(&toy.tokens, &LENS);
+    toy
+}
+
+fn slab(v: &[f32], head: HeadId) -> &[f32] {
+    let size = n_tokens() * D;
+    let start = (usize::from(head.layer) * HEADS + usize::from(head.head)) * size;
+    &v[start..start + size]
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// softmax(q.k/sqrt(d)) over the visible keys, computed independently of attnviz.
+fn expected_attention(q: &[f32], k: &[f32], start: usize, len: usize, causal: bool) -> Vec<Vec<f64>> {
+    (0..len)
+        .map(|i| {
+            let visible = if causal { i + 1 } else { len };
+            let logits: Vec<f64> = (0..visible)
+                .map(|j| {
+                    let dot: f64 = (0..D)
+                        .map(|c| f64::from(q[(start + i) * D + c]) * f64::from(k[(start + j) * D + c]))
+                        .sum();
+                    dot / (D as f64).sqrt()
+                })
+                .collect();
+            let m = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = logits.iter().map(|l| (l - m).exp()).sum();
+            (0..len).map(|j| if j < visible { (logits[j] - m).exp() / z } else { 0.0 }).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn npy_import_then_project_render_info() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let toy = toy(tmp.path());
+    let args = [
+        "import", "--queries", s(&toy.q), "--keys", s(&toy.k), "--tokens", s(&toy.tokens), "--causal",
+        "--model-id", "toy-llm", "--out", "ds", "--quiet", "--json",
+    ];
+    let summary: serde_json::Value = serde_json::from_str(&attnviz_ok(tmp.path(), &args)).expect("json summary");
+    assert_eq!(summary["heads"], 4, "{summary}");
+    assert_eq!(summary["heads_extracted"], 4, "{summary}");
+    assert_eq!(summary["tokens"], 22, "{summary}");
+
+    let dir = tmp.path().join("ds");
+    let ds = Dataset::open(&dir).expect("dataset opens");
+    let model = &ds.meta().model;
+    assert_eq!(model.id, "toy-llm");
+    assert_eq!(model.architecture, Architecture::Imported { causal: true });
+    assert_eq!((model.num_layers, model.num_heads, model.head_dim), (2, 2, 8));
+    assert_eq!(model.max_positions, 7);
+    assert_eq!(model.config["attnviz_import"]["source"]["keys"]["dtype"], "float64");
+    let tokens = ds.read_tokens().expect("tokens");
+    assert_eq!(tokens.len(), 22);
+    assert_eq!(tokens.sequences().iter().map(|s| s.seq_id).collect::<Vec<_>>(), vec![0, 10, 20, 30]);
+    assert!(tokens.tokens[5].is_special && !tokens.tokens[6].is_special);
+    assert_eq!(tokens.tokens[6].text, "w1_1");
+    assert_eq!(ds.heads().expect("heads"), HeadId::all(2, 2).collect::<Vec<_>>());
+    for h in HeadId::all(2, 2) {
+        let stored = ds.read_head(h).expect("head reads");
+        assert_eq!(stored.raw.queries.as_slice(), slab(&toy.qv, h), "{h} queries");
+        assert_eq!(stored.raw.keys.as_slice(), slab(&toy.kv, h), "{h} keys (float64 input)");
+        let norm = stored.normalized.expect("normalized like extract");
+        assert!(norm.params.scale > 0.0 && !norm.params.key_translation.is_empty());
+        let att = ds.read_attention(h).expect("attention");
+        assert_eq!(att.len(), 4);
+        let mut start = 0;
+        for (a, &len) in att.iter().zip(&LENS) {
+            let want = expected_attention(slab(&toy.qv, h), slab(&toy.kv, h), start, len, true);
+            assert_eq!(a.len(), len);
+            for (i, want_row) in want.iter().enumerate() {
+                let sum: f32 = a.weights.row(i).iter().sum();
+                assert!((sum - 1.0).abs() < 1e-5, "{h} seq {} row {i} sums to {sum}", a.seq_id);
+                for (j, w) in want_row.iter().enumerate() {
+                    if j > i {
+                        assert_eq!(a.get(i, j), 0.0, "{h}: causal mask at {i},{j}");
+                    }
+                    assert!((f64::from(a.get(i, j)) - w).abs() < 1e-5, "{h} {i},{j}");
+                }
+            }
+            start += len;
+        }
+    }
+
+    // The other commands work on it.
+    let ds_s = s(&dir);
+    attnviz_ok(tmp.path(), &["project", ds_s, "--methods", "pca,tsne", "--perplexity", "5", "--quiet"]);
+    for h in HeadId::all(2, 2) {
+        for m in [ProjectionMethod::Pca, ProjectionMethod::Tsne] {
+            let p = ds.read_projection(h, m, 2).expect("projection");
+            assert_eq!(p.coords.shape(), (44, 2));
+        }
+    }
+    let png = tmp.path().join("matrix.png");
+    attnviz_ok(tmp.path(), &["render", ds_s, "--view", "matrix", "--method", "tsne", "-o", s(&png)]);
+    let (w, hgt) = png_size(&png);
+    assert!(w > 300 && hgt > 200, "matrix figure {w}x{hgt}");
+    let sentence = tmp.path().join("sentence.png");
+    attnviz_ok(
+        tmp.path(),
+        &["render", ds_s, "--view", "sentence", "--method", "pca", "--head", "L1H0", "--seq", "10", "--hide-special", "-o", s(&sentence)],
+    );
+    assert!(png_size(&sentence).0 > 100);
+    let info: serde_json::Value =
+        serde_json::from_str(&attnviz_ok(tmp.path(), &["info", ds_s, "--json"])).expect("info json");
+    assert_eq!(info["per_head"].as_array().map(Vec::len), Some(4));
+    assert_eq!(info["model"], "toy-llm");
+
+    // The same command again resumes: nothing is rewritten.
+    let before = mtimes(&dir);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let again: serde_json::Value = serde_json::from_str(&attnviz_ok(tmp.path(), &args)).expect("json");
+    assert_eq!(again["heads_extracted"], 0, "{again}");
+    assert_eq!(mtimes(&dir), before, "a resumed import rewrote files");
+
+    // Given attention (from the dataset just written) round-trips through --attention, non-causal
+    // raw import: vectors stored without normalization.
+    let width = 7;
+    let mut given = vec![0f32; LAYERS * HEADS * n_tokens() * width];
+    for h in HeadId::all(2, 2) {
+        let base = (usize::from(h.layer) * HEADS + usize::from(h.head)) * n_tokens() * width;
+        let mut row = 0;
+        for a in ds.read_attention(h).expect("attention") {
+            for i in 0..a.len() {
+                given[base + row * width..base + row * width + a.len()].copy_from_slice(a.weights.row(i));
+                row += 1;
+            }
+        }
+    }
+    let att = tmp.path().join("att.npy");
+    write_f32(&att, &[LAYERS, HEADS, n_tokens(), width], &given);
+    attnviz_ok(
+        tmp.path(),
+        &["import", "--queries", s(&toy.q), "--keys", s(&toy.k), "--tokens", s(&toy.tokens), "--attention", s(&att), "--causal", "--no-normalize", "--out", "given", "--quiet"],
+    );
+    let g = Dataset::open(tmp.path().join("given")).expect("opens");
+    assert_eq!(g.meta().model.id, "given", "default model id is the folder name");
+    for h in HeadId::all(2, 2) {
+        assert_eq!(g.read_attention(h).expect("att"), ds.read_attention(h).expect("att"), "{h}");
+        let stored = g.read_head(h).expect("head");
+        let norm = stored.normalized.expect("identity normalization stored, as extract --no-normalize");
+        assert_eq!(norm.params.scale, 1.0);
+        assert!(norm.params.key_translation.is_empty());
+    }
+}
+
+#[test]
+fn parquet_folder_import_without_attention_is_bidirectional() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let toy = toy(tmp.path());
+    let heads_dir = tmp.path().join("vectors");
+    std::fs::create_dir(&heads_dir).expect("mkdir");
+    let n = n_tokens();
+    // One head as `L0H1.parquet`, one in the store's layout `L01H00/vectors.parquet`.
+    let layout = [(HeadId::new(0, 1), heads_dir.join("L0H1.parquet")), (HeadId::new(1, 0), heads_dir.join("L01H00/vectors.parquet"))];
+    for (h, path) in &layout {
+        let q = Matrix::from_vec(n, D, slab(&toy.qv, *h).to_vec()).expect("q");
+        let k = Matrix::from_vec(n, D, slab(&toy.kv, *h).to_vec()).expect("k");
+        attn_store::write_vectors_file(path, &HeadVectors::new(*h, q, k).expect("head"), None).expect("write");
+    }
+    attnviz_ok(
+        tmp.path(),
+        &["import", "--vectors", s(&heads_dir), "--tokens", s(&toy.tokens), "--no-attention", "--out", "pq", "--quiet"],
+    );
+    let ds = Dataset::open(tmp.path().join("pq")).expect("opens");
+    assert_eq!(ds.meta().model.architecture, Architecture::Imported { causal: false });
+    assert_eq!((ds.meta().model.num_layers, ds.meta().model.num_heads), (2, 2));
+    assert_eq!(ds.heads().expect("heads"), vec![HeadId::new(0, 1), HeadId::new(1, 0)]);
+    for (h, _) in &layout {
+        assert_eq!(ds.read_head(*h).expect("head").raw.keys.as_slice(), slab(&toy.kv, *h));
+        assert!(!ds.has_attention(*h));
+    }
+    attnviz_ok(tmp.path(), &["project", "pq", "--methods", "pca", "--quiet"]);
+    let png = tmp.path().join("m.png");
+    attnviz_ok(tmp.path(), &["render", "pq", "--method", "pca", "-o", s(&png)]);
+    assert!(png_size(&png).0 > 300);
+
+    // Bidirectional computed attention: every key visible.
+    attnviz_ok(tmp.path(), &["import", "--vectors", s(&heads_dir), "--tokens", s(&toy.tokens), "--out", "bi", "--quiet"]);
+    let bi = Dataset::open(tmp.path().join("bi")).expect("opens");
+    let a = &bi.read_attention(HeadId::new(0, 1)).expect("attention")[1];
+    assert!((0..a.len()).all(|i| (0..a.len()).all(|j| a.get(i, j) > 0.0)));
+}
+
+#[test]
+fn bad_input_exits_2_naming_the_file_and_leaves_no_dataset() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let toy = toy(tmp.path());
+    let n = n_tokens();
+    let (q, k, t) = (s(&toy.q), s(&toy.k), s(&toy.tokens));
+    let fails = |args: &[&str], needles: &[&str]| {
+        let mut full = vec!["import"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["--out", "ds"]);
+        let stderr = attnviz_fails(tmp.path(), &full, needles);
+        eprintln!("{}", stderr.trim_end());
+        assert!(!tmp.path().join("ds").exists(), "{args:?} left a dataset behind");
+    };
+
+    // Shape mismatch between Q and K.
+    let k_short = tmp.path().join("k_short.npy");
+    write_f32(&k_short, &[LAYERS, HEADS, n - 1, D], &values(3, LAYERS * HEADS * (n - 1) * D));
+    fails(&["--queries", q, "--keys", s(&k_short), "--tokens", t], &["k_short.npy", "q.npy", "shape"]);
+    // Token count mismatch.
+    let few = tmp.path().join("few.jsonl");
+    write_tokens(&few, &[5, 7, 4]);
+    fails(&["--queries", q, "--keys", k, "--tokens", s(&few)], &["few.jsonl", "16 tokens", "22"]);
+    // Wrong dtype.
+    let ints = tmp.path().join("ints.npy");
+    write_npy_raw(&ints, "<i4", false, &[LAYERS, HEADS, n, D], &vec![0u8; LAYERS * HEADS * n * D * 4]);
+    fails(&["--queries", s(&ints), "--keys", k, "--tokens", t], &["ints.npy", "<i4"]);
+    // Fortran order.
+    let fortran = tmp.path().join("fortran.npy");
+    write_npy_raw(&fortran, "<f4", true, &[LAYERS, HEADS, n, D], &vec![0u8; LAYERS * HEADS * n * D * 4]);
+    fails(&["--queries", q, "--keys", s(&fortran), "--tokens", t], &["fortran.npy", "Fortran"]);
+    // Truncated data.
+    let cut = tmp.path().join("cut.npy");
+    write_npy_raw(&cut, "<f4", false, &[LAYERS, HEADS, n, D], &[0u8; 100]);
+    fails(&["--queries", s(&cut), "--keys", k, "--tokens", t], &["cut.npy", "truncated"]);
+    // Missing files.
+    fails(&["--queries", "nope.npy", "--keys", k, "--tokens", t], &["nope.npy", "--queries"]);
+    fails(&["--queries", q, "--keys", k, "--tokens", "nope.jsonl"], &["nope.jsonl", "--tokens"]);
+    fails(&["--vectors", "no_dir", "--tokens", t], &["no_dir"]);
+    // Flags: --queries without --keys.
+    fails(&["--queries", q, "--tokens", t], &["--keys"]);
+    // Positions that do not run 0..len-1, and an interleaved sequence.
+    let bad_pos = tmp.path().join("bad_pos.jsonl");
+    let text = std::fs::read_to_string(&toy.tokens).expect("tokens").replacen("\"position\": 2", "\"position\": 3", 1);
+    std::fs::write(&bad_pos, text).expect("write");
+    fails(&["--queries", q, "--keys", k, "--tokens", s(&bad_pos)], &["bad_pos.jsonl", "position", "line 3"]);
+    let no_text = tmp.path().join("no_text.jsonl");
+    let text = std::fs::read_to_string(&toy.tokens).expect("tokens").replacen("\"text\"", "\"txt\"", 1);
+    std::fs::write(&no_text, text).expect("write");
+    fails(&["--queries", q, "--keys", k, "--tokens", s(&no_text)], &["no_text.jsonl", "`text`", "line 1"]);
+    // A NaN in the last head: found only while importing; the fresh dataset is removed.
+    let mut qv = toy.qv.clone();
+    let last = qv.len() - 3;
+    qv[last] = f32::NAN;
+    let nan = tmp.path().join("nan.npy");
+    write_f32(&nan, &[LAYERS, HEADS, n, D], &qv);
+    fails(&["--queries", s(&nan), "--keys", k, "--tokens", t], &["nan.npy", "L1H1", "non-finite"]);
+    // Attention rows that are not probabilities.
+    let att = tmp.path().join("logits.npy");
+    write_f32(&att, &[LAYERS, HEADS, n, 7], &values(4, LAYERS * HEADS * n * 7));
+    fails(&["--queries", q, "--keys", k, "--tokens", t, "--attention", s(&att)], &["logits.npy"]);
+}
