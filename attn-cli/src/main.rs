@@ -9,6 +9,7 @@ mod model_fetch;
 mod pipeline;
 mod render;
 mod select;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -61,6 +62,11 @@ enum Command {
     /// Example: `attnviz import --queries q.npy --keys k.npy --tokens tokens.jsonl --model-id my-llm
     /// --causal --out runs/my-llm`, then `attnviz project runs/my-llm` and `attnviz render runs/my-llm`.
     Import(ImportArgs),
+    /// Explore a dataset in the browser: starts a local server (loopback only unless --host says
+    /// otherwise) with the interactive Matrix, Single, Sentence, Image and head-similarity views.
+    Serve(ServeArgs),
+    /// Write the viewer of a dataset as one self-contained HTML file (data embedded; opens offline).
+    ExportHtml(ExportHtmlArgs),
     /// Print a dataset's model, corpus and per-head summary.
     Info {
         /// Dataset directory.
@@ -243,7 +249,8 @@ struct ImportArgs {
     /// order of --tokens; rows are raw queries W_Q x + b_Q, before any 1/sqrt(d) scaling.
     #[arg(long, value_name = "Q.npy", requires = "keys", conflicts_with = "vectors")]
     queries: Option<PathBuf>,
-    /// Key vectors: a .npy array of the same shape as --queries.
+    /// Key vectors: a .npy array of the same shape as --queries, or with fewer heads for
+    /// grouped-query / multi-query attention (query head h uses key head h / (heads / key heads)).
     #[arg(long, value_name = "K.npy", requires = "queries", conflicts_with = "vectors")]
     keys: Option<PathBuf>,
     /// Instead of --queries/--keys: a folder of per-head Parquet files named `L<layer>H<head>.parquet`
@@ -274,6 +281,10 @@ struct ImportArgs {
     /// Store no attention (the views then show no attention lines or sentence weights).
     #[arg(long)]
     no_attention: bool,
+    /// Logit scale of the computed attention, softmax(S q.k), when the model does not use
+    /// 1/sqrt(d): e.g. 1 for T5, or for queries that already include the scaling.
+    #[arg(long, value_name = "S", conflicts_with_all = ["attention", "no_attention"])]
+    softmax_scale: Option<f64>,
     /// Store raw vectors only (no key translation or query/key scaling), as `extract --no-normalize`.
     #[arg(long)]
     no_normalize: bool,
@@ -347,6 +358,72 @@ struct RenderArgs {
     /// Image view: the selected patch as `row,col` (default: the centre patch).
     #[arg(long, value_name = "ROW,COL")]
     patch: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Dataset directory.
+    dataset: PathBuf,
+    /// Port to listen on (0 picks a free one; the URL is printed).
+    #[arg(long, default_value_t = 8737)]
+    port: u16,
+    /// Address to listen on. The default answers this machine only; 0.0.0.0 exposes the dataset to
+    /// the network.
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    host: std::net::IpAddr,
+    /// Open the page in the default browser.
+    #[arg(long)]
+    open: bool,
+}
+
+#[derive(Debug, Args)]
+struct ExportHtmlArgs {
+    /// Dataset directory.
+    dataset: PathBuf,
+    /// Output file (default: <dataset>/viewer.html).
+    #[arg(long, short, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Projections to include, e.g. `tsne:2,umap:3` (default: every projection of the dataset).
+    #[arg(long, value_delimiter = ',', value_parser = parse_projection, value_name = "LIST")]
+    projection: Option<Vec<(ProjectionMethod, u8)>>,
+    /// Sentence / Image views are embedded for this many sequences per head.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    sequences: usize,
+}
+
+fn parse_projection(s: &str) -> std::result::Result<(ProjectionMethod, u8), String> {
+    let (m, d) = s.split_once(':').unwrap_or((s, "2"));
+    let dims: u8 = d.parse().map_err(|_| format!("`{s}`: dims `{d}` is not 2 or 3"))?;
+    if !matches!(dims, 2 | 3) {
+        return Err(format!("`{s}`: dims {dims} is not 2 or 3"));
+    }
+    Ok((m.parse()?, dims))
+}
+
+fn serve_cmd(args: &ServeArgs, quiet: bool, json: bool) -> Result<ExitCode> {
+    use std::io::Write;
+    let viewer = serve::Viewer::bind(&args.dataset, std::net::SocketAddr::new(args.host, args.port))?;
+    let addr = viewer.addr().context("the server has no IP address")?;
+    let url = format!("http://{addr}/");
+    if let Some(e) = viewer.dataset_error() {
+        eprintln!("attnviz: warning: {e}; the page will say so");
+    }
+    if json {
+        println!("{}", serde_json::json!({ "url": url, "dataset": args.dataset }));
+    } else {
+        println!("attnviz: serving {} at {url} (Ctrl-C stops)", args.dataset.display());
+    }
+    std::io::stdout().flush().context("writing to stdout")?;
+    if args.open {
+        let opener = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
+        if let Err(e) = std::process::Command::new(opener).arg(&url).spawn()
+            && !quiet
+        {
+            eprintln!("attnviz: could not open a browser ({opener}: {e}); open {url} yourself");
+        }
+    }
+    viewer.run(4);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -484,6 +561,18 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve(args) => serve_cmd(&args, cli.quiet, cli.json),
+        Command::ExportHtml(args) => {
+            let out = args.out.clone().unwrap_or_else(|| args.dataset.join("viewer.html"));
+            let options = serve::export::ExportOptions { projections: args.projection.clone(), sequences: args.sequences };
+            let summary = serve::export::export_html(&args.dataset, &out, &options)?;
+            if cli.json {
+                println!("{}", serde_json::json!({ "file": out, "responses": summary.responses, "bytes": summary.bytes }));
+            } else {
+                println!("viewer: {} ({:.1} MB, {} views embedded)", out.display(), summary.bytes as f64 / 1e6, summary.responses);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Import(args) => {
             let model_id = match &args.model_id {
                 Some(id) => id.clone(),
@@ -493,10 +582,15 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_else(|| "imported".to_string()),
             };
+            if let Some(s) = args.softmax_scale
+                && !(s.is_finite() && s > 0.0)
+            {
+                bail!("--softmax-scale {s}: must be a positive number");
+            }
             let attention = match (&args.attention, args.no_attention) {
                 (Some(path), _) => import::AttentionSource::Npy(path.clone()),
                 (None, true) => import::AttentionSource::None,
-                (None, false) => import::AttentionSource::Computed,
+                (None, false) => import::AttentionSource::Computed { scale: args.softmax_scale },
             };
             let plan = import::ImportPlan {
                 queries: args.queries,
@@ -648,14 +742,7 @@ fn render_cmd(args: &RenderArgs) -> Result<PathBuf> {
                 }
                 None => (side / 2, side / 2),
             };
-            let token = data
-                .tokens
-                .tokens
-                .iter()
-                .position(|t| {
-                    t.seq_id == args.seq
-                        && t.patch.is_some_and(|p| p.row == patch.0 && p.col == patch.1)
-                })
+            let token = serve::api::patch_token(&data.tokens, args.seq, patch.0, patch.1)
                 .with_context(|| format!("--seq {}: no such image in the dataset", args.seq))?;
             let model = data.model_data()?;
             let state = ViewState {

@@ -641,7 +641,7 @@ pub fn dataset_summary(dir: &Path) -> Result<RunSummary> {
     })
 }
 
-fn image_path(dataset: &Dataset, seq_id: u32) -> PathBuf {
+pub fn image_path(dataset: &Dataset, seq_id: u32) -> PathBuf {
     dataset.dir().join("images").join(format!("{seq_id:05}.png"))
 }
 
