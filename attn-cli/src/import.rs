@@ -37,10 +37,14 @@ const ROW_SUM_TOLERANCE: f64 = 1e-2;
 const ZERO_TOLERANCE: f32 = 1e-6;
 
 /// Where the attention of the imported heads comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum AttentionSource {
-    /// `softmax(q . k / sqrt(d))` per sequence, causal-masked when the import is causal.
-    Computed,
+    /// `softmax(scale * q . k)` per sequence, causal-masked when the import is causal; `scale`
+    /// defaults to `1/sqrt(d)`.
+    Computed {
+        /// The logit scale, when not `1/sqrt(d)`.
+        scale: Option<f64>,
+    },
     /// A `.npy` array `[layers, heads, n, max_len]`: row `i` is token `i`'s attention over the
     /// positions of its own sequence (zero-padded beyond its length).
     Npy(PathBuf),
@@ -76,7 +80,9 @@ pub struct ImportPlan {
 /// Where the vectors come from, validated.
 enum VectorSource {
     /// `queries` and `keys` of equal shape `[layers, heads, n, d]`.
-    Npy { queries: NpyFile, keys: NpyFile, heads: u16, n: usize, d: usize },
+    /// `kv_heads` divides `heads`: query head `h` uses key head `h / (heads / kv_heads)` (grouped-query
+    /// attention, as Hugging Face's `repeat_kv`).
+    Npy { queries: NpyFile, keys: NpyFile, heads: u16, kv_heads: u16, n: usize, d: usize },
     /// One Parquet file per head (rows checked against the token count).
     Parquet { dir: PathBuf, files: BTreeMap<HeadId, PathBuf>, d: usize },
 }
@@ -115,19 +121,22 @@ impl VectorSource {
                 let keys = open_npy("--keys", k)?;
                 let qs = grid_shape("--queries", &queries, "n, d")?;
                 let ks = grid_shape("--keys", &keys, "n, d")?;
-                if queries.shape() != keys.shape() {
+                // Equal shapes, or fewer key heads that each serve a group of query heads (grouped-query
+                // and multi-query attention).
+                let grouped = qs[1] % ks[1] == 0 && queries.shape().len() == keys.shape().len();
+                if qs[0] != ks[0] || qs[2] != ks[2] || qs[3] != ks[3] || !grouped {
                     bail!(
-                        "--keys {}: shape {:?} differs from the shape {:?} of --queries {}",
+                        "--keys {}: shape {:?} does not fit the shape {:?} of --queries {} (same layers, tokens and \
+                         head dimension; as many heads, or a divisor of them for grouped-query attention)",
                         k.display(),
                         keys.shape(),
                         queries.shape(),
                         q.display()
                     );
                 }
-                debug_assert_eq!(qs, ks);
                 let [layers, heads, n, d] = qs;
                 Ok((
-                    VectorSource::Npy { queries, keys, heads: heads as u16, n, d },
+                    VectorSource::Npy { queries, keys, heads: heads as u16, kv_heads: ks[1] as u16, n, d },
                     layers as u16,
                     heads as u16,
                     n,
@@ -220,15 +229,20 @@ impl VectorSource {
     /// One head's raw vectors, checked to be finite.
     fn load(&self, head: HeadId) -> Result<HeadVectors> {
         match self {
-            VectorSource::Npy { queries, keys, heads, n, d } => {
+            VectorSource::Npy { queries, keys, heads, kv_heads, n, d } => {
                 let slab = n * d;
-                let start = (usize::from(head.layer) * usize::from(*heads) + usize::from(head.head)) * slab;
-                let read = |flag: &str, f: &NpyFile| -> Result<Matrix> {
+                let read = |flag: &str, f: &NpyFile, per_layer: u16, index: u16| -> Result<Matrix> {
+                    let start = (usize::from(head.layer) * usize::from(per_layer) + usize::from(index)) * slab;
                     let data = f.read_f32(start, slab).with_context(|| flag.to_string())?;
                     check_finite(flag, f.path(), head, &data, *d)?;
                     Ok(Matrix::from_vec(*n, *d, data)?)
                 };
-                Ok(HeadVectors::new(head, read("--queries", queries)?, read("--keys", keys)?)?)
+                let kv_head = head.head / (heads / kv_heads);
+                Ok(HeadVectors::new(
+                    head,
+                    read("--queries", queries, *heads, head.head)?,
+                    read("--keys", keys, *kv_heads, kv_head)?,
+                )?)
             }
             VectorSource::Parquet { files, .. } => {
                 let path = &files[&head];
@@ -464,10 +478,15 @@ fn string_column(path: &Path, a: Option<&ArrayRef>) -> Result<Vec<String>> {
 
 // -------------------------------------------------------------------------------------------- attention
 
-/// `softmax(q . k / sqrt(d))` of every sequence, with keys after the query masked when `causal`.
-/// Exact for standard scaled dot-product attention whose scores have no other terms.
-pub fn compute_attention(vectors: &HeadVectors, spans: &[SequenceSpan], causal: bool) -> Result<Vec<SequenceAttention>> {
-    let scale = 1.0 / (vectors.dim().max(1) as f64).sqrt();
+/// `softmax(scale * q . k)` of every sequence (`scale` is `1/sqrt(d)` for standard attention), with
+/// keys after the query masked when `causal`. Exact for scaled dot-product attention whose scores
+/// have no other terms.
+pub fn compute_attention(
+    vectors: &HeadVectors,
+    spans: &[SequenceSpan],
+    causal: bool,
+    scale: f64,
+) -> Result<Vec<SequenceAttention>> {
     spans
         .iter()
         .map(|span| {
@@ -628,7 +647,8 @@ pub fn import(plan: &ImportPlan, report: Reporting) -> Result<RunSummary> {
     // 2. The dataset.
     let d = source.dim();
     let attention_mode = match &plan.attention {
-        AttentionSource::Computed => "computed: softmax(q.k/sqrt(d)) per sequence".to_string(),
+        AttentionSource::Computed { scale: None } => "computed: softmax(q.k/sqrt(d)) per sequence".to_string(),
+        AttentionSource::Computed { scale: Some(s) } => format!("computed: softmax({s} q.k) per sequence"),
         AttentionSource::Npy(p) => format!("given: {}", p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()),
         AttentionSource::None => "none".to_string(),
     };
@@ -715,7 +735,10 @@ pub fn import(plan: &ImportPlan, report: Reporting) -> Result<RunSummary> {
         }
         let vectors = source.load(head)?;
         let attention = match (&plan.attention, &given) {
-            (AttentionSource::Computed, _) => compute_attention(&vectors, &spans, plan.causal)?,
+            (AttentionSource::Computed { scale }, _) => {
+                let scale = scale.unwrap_or_else(|| 1.0 / (d as f64).sqrt());
+                compute_attention(&vectors, &spans, plan.causal, scale)?
+            }
             (AttentionSource::Npy(_), Some((f, width))) => read_attention(f, *width, head, heads, &spans, plan.causal)?,
             _ => Vec::new(),
         };
@@ -748,6 +771,85 @@ pub fn import(plan: &ImportPlan, report: Reporting) -> Result<RunSummary> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    use arrow_array::{BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray};
+    use parquet::arrow::ArrowWriter;
+
+    /// A scratch directory removed on drop (attn-cli has no tempfile dependency).
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("attnviz-import-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("scratch dir");
+            TempDir(dir)
+        }
+
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) {
+        let batch = RecordBatch::try_from_iter(columns).expect("batch");
+        let mut w = ArrowWriter::try_new(File::create(path).expect("create"), batch.schema(), None).expect("writer");
+        w.write(&batch).expect("write");
+        w.close().expect("close");
+    }
+
+    #[test]
+    fn reads_parquet_tokens_of_any_integer_type() {
+        let tmp = TempDir::new("tokens");
+        let p = tmp.path().join("tokens.parquet");
+        write_parquet(
+            &p,
+            vec![
+                ("seq_id", Arc::new(Int64Array::from(vec![7, 7, 7, 3, 3])) as ArrayRef),
+                ("position", Arc::new(Int32Array::from(vec![0, 1, 2, 0, 1])) as ArrayRef),
+                ("text", Arc::new(StringArray::from(vec!["<s>", "a", "b", "<s>", "c"])) as ArrayRef),
+                ("is_special", Arc::new(BooleanArray::from(vec![Some(true), Some(false), None, Some(true), Some(false)])) as ArrayRef),
+            ],
+        );
+        let t = read_tokens(&p).expect("reads");
+        assert_eq!(t.len(), 5);
+        assert_eq!(t.sequences().iter().map(|s| (s.seq_id, s.len)).collect::<Vec<_>>(), vec![(7, 3), (3, 2)]);
+        assert_eq!(t.tokens[4].seq_len, 2);
+        assert_eq!(t.tokens.iter().map(|t| t.is_special).collect::<Vec<_>>(), vec![true, false, false, true, false]);
+        assert_eq!(t.tokens[2].text, "b");
+
+        // Interleaved sequences, negative ids and a missing column are errors naming file and field.
+        let bad = tmp.path().join("bad.parquet");
+        write_parquet(
+            &bad,
+            vec![
+                ("seq_id", Arc::new(Int64Array::from(vec![0, 1, 0])) as ArrayRef),
+                ("position", Arc::new(Int64Array::from(vec![0, 0, 1])) as ArrayRef),
+                ("text", Arc::new(StringArray::from(vec!["a", "b", "c"])) as ArrayRef),
+            ],
+        );
+        let e = format!("{:#}", read_tokens(&bad).expect_err("interleaved"));
+        assert!(e.contains("bad.parquet") && e.contains("seq_id") && e.contains("row 2"), "{e}");
+        write_parquet(
+            &bad,
+            vec![
+                ("seq_id", Arc::new(Int64Array::from(vec![-1])) as ArrayRef),
+                ("position", Arc::new(Int64Array::from(vec![0])) as ArrayRef),
+                ("text", Arc::new(StringArray::from(vec!["a"])) as ArrayRef),
+            ],
+        );
+        let e = format!("{:#}", read_tokens(&bad).expect_err("negative"));
+        assert!(e.contains("bad.parquet") && e.contains("seq_id"), "{e}");
+        write_parquet(&bad, vec![("seq_id", Arc::new(Int64Array::from(vec![0])) as ArrayRef)]);
+        let e = format!("{:#}", read_tokens(&bad).expect_err("no position"));
+        assert!(e.contains("bad.parquet") && e.contains("`position`"), "{e}");
+    }
 
     #[test]
     fn computed_attention_is_softmax_and_respects_the_mask() {
@@ -756,7 +858,7 @@ mod tests {
         let v = HeadVectors::new(HeadId::new(0, 0), q, k).expect("head");
         let spans = [SequenceSpan { seq_id: 4, start: 0, len: 3 }];
         for causal in [false, true] {
-            let a = compute_attention(&v, &spans, causal).expect("attention");
+            let a = compute_attention(&v, &spans, causal, 1.0 / 2f64.sqrt()).expect("attention");
             assert_eq!(a[0].seq_id, 4);
             for i in 0..3 {
                 let visible = if causal { i + 1 } else { 3 };

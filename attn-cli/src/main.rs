@@ -294,10 +294,10 @@ struct ImportArgs {
 }
 
 const IMPORT_HELP: &str = "\
-Computed attention is exact for standard scaled dot-product attention whose scores are q.k/sqrt(d) and
-nothing else. It is not the model's attention when the scores have other terms (ALiBi or relative
-position biases, rotary embeddings applied after the vectors were captured, soft-capping, a different
-scale): capture queries and keys after rotary embeddings, or pass --attention.
+Computed attention is exact for standard scaled dot-product attention whose scores are q.k/sqrt(d) (or
+S q.k with --softmax-scale S) and nothing else. It is not the model's attention when the scores have
+other terms (ALiBi or relative position biases, rotary embeddings applied after the vectors were
+captured, soft-capping): capture queries and keys after rotary embeddings, or pass --attention.
 
 From PyTorch (any model): hook the query/key projections of every layer, split heads, stack to
 [layers, heads, n, d] over all tokens of all sequences (no padding), then

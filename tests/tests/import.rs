@@ -101,7 +101,7 @@ fn s(p: &Path) -> &str {
 }
 
 /// softmax(q.k/sqrt(d)) over the visible keys, computed independently of attnviz.
-fn expected_attention(q: &[f32], k: &[f32], start: usize, len: usize, causal: bool) -> Vec<Vec<f64>> {
+fn expected_attention(q: &[f32], k: &[f32], start: usize, len: usize, causal: bool, scale: f64) -> Vec<Vec<f64>> {
     (0..len)
         .map(|i| {
             let visible = if causal { i + 1 } else { len };
@@ -110,7 +110,7 @@ fn expected_attention(q: &[f32], k: &[f32], start: usize, len: usize, causal: bo
                     let dot: f64 = (0..D)
                         .map(|c| f64::from(q[(start + i) * D + c]) * f64::from(k[(start + j) * D + c]))
                         .sum();
-                    dot / (D as f64).sqrt()
+                    dot * scale
                 })
                 .collect();
             let m = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -157,7 +157,7 @@ fn npy_import_then_project_render_info() {
         assert_eq!(att.len(), 4);
         let mut start = 0;
         for (a, &len) in att.iter().zip(&LENS) {
-            let want = expected_attention(slab(&toy.qv, h), slab(&toy.kv, h), start, len, true);
+            let want = expected_attention(slab(&toy.qv, h), slab(&toy.kv, h), start, len, true, 1.0 / (D as f64).sqrt());
             assert_eq!(a.len(), len);
             for (i, want_row) in want.iter().enumerate() {
                 let sum: f32 = a.weights.row(i).iter().sum();
@@ -233,6 +233,45 @@ fn npy_import_then_project_render_info() {
         assert_eq!(norm.params.scale, 1.0);
         assert!(norm.params.key_translation.is_empty());
     }
+}
+
+#[test]
+fn grouped_query_keys_and_softmax_scale() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let toy = toy(tmp.path());
+    // One key head per layer serves both query heads (multi-query attention).
+    let n = n_tokens();
+    let kv = values(9, LAYERS * n * D);
+    let k1 = tmp.path().join("k1.npy");
+    write_f32(&k1, &[LAYERS, 1, n, D], &kv);
+    attnviz_ok(
+        tmp.path(),
+        &["import", "--queries", s(&toy.q), "--keys", s(&k1), "--tokens", s(&toy.tokens), "--softmax-scale", "1", "--out", "mqa", "--quiet"],
+    );
+    let ds = Dataset::open(tmp.path().join("mqa")).expect("opens");
+    assert_eq!(ds.meta().model.num_heads, 2);
+    for h in HeadId::all(2, 2) {
+        let stored = ds.read_head(h).expect("head");
+        let layer_keys = &kv[usize::from(h.layer) * n * D..(usize::from(h.layer) + 1) * n * D];
+        assert_eq!(stored.raw.keys.as_slice(), layer_keys, "{h} uses its layer's key head");
+        assert_eq!(stored.raw.queries.as_slice(), slab(&toy.qv, h));
+        let a = &ds.read_attention(h).expect("attention")[0];
+        let want = expected_attention(slab(&toy.qv, h), layer_keys, 0, LENS[0], false, 1.0);
+        for (i, row) in want.iter().enumerate() {
+            for (j, w) in row.iter().enumerate() {
+                assert!((f64::from(a.get(i, j)) - w).abs() < 1e-5, "{h} {i},{j}: scale 1");
+            }
+        }
+    }
+    // Key heads that do not divide the query heads are an error.
+    let k3 = tmp.path().join("k3.npy");
+    write_f32(&k3, &[LAYERS, 3, n, D], &values(9, LAYERS * 3 * n * D));
+    attnviz_fails(
+        tmp.path(),
+        &["import", "--queries", s(&toy.q), "--keys", s(&k3), "--tokens", s(&toy.tokens), "--out", "bad"],
+        &["k3.npy", "grouped-query"],
+    );
+    assert!(!tmp.path().join("bad").exists());
 }
 
 #[test]
