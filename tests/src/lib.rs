@@ -24,7 +24,10 @@ pub fn attnviz_bin() -> PathBuf {
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // At run time first: `cargo test` sets it for the checkout being tested, while the compile-time
+    // value may name another checkout that shares the target directory.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir
         .parent()
         .expect("tests/ sits in the repository root")
         .to_path_buf()

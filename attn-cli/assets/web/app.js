@@ -336,7 +336,7 @@ const app = {
 };
 window.attnviz = app; // for scripts and the browser test
 // Where a normalized point of the Single View is drawn, in CSS px of its canvas.
-window.attnvizProject = (p) => projectPoint(p, rot(), app.view.zoom, app.view.pan, app.singleSize);
+window.attnvizProject = (p) => projectPoint(p, rot(), singleZoom(), app.view.pan, app.singleSize);
 
 function projection() {
   const [method, dims] = (state.proj || '').split(':');
@@ -344,6 +344,9 @@ function projection() {
 }
 const dims3 = () => projection().dims === 3;
 const rot = () => (dims3() ? rotation(app.orbit.yaw, app.orbit.pitch) : IDENTITY);
+// A rotated unit cube spans up to sqrt(3) of its side; shrink 3D views so that it stays in the box.
+const fitZoom = () => (dims3() ? 0.62 : 1);
+const singleZoom = () => app.view.zoom * fitZoom();
 function searchParams() {
   return { search: EMBED ? '' : state.q, mode: state.exact && state.q ? 'exact' : '' };
 }
@@ -522,7 +525,7 @@ function layoutMatrix() {
 function drawMatrix() {
   const fade = !!app.matrix.header.search;
   const point = Math.max(1.2, Math.min(3, app.cellSize / 70));
-  app.matrixRenderer.draw(app.regions, { rot: rot(), point, fade });
+  app.matrixRenderer.draw(app.regions, { rot: rot(), zoom: fitZoom(), point, fade });
 }
 
 function bindMatrixPointer() {
@@ -596,13 +599,13 @@ function drawSingle() {
   const size = app.singleSize;
   const r = rot();
   app.singleRenderer.draw([{ x: 0, y: 0, w: size, h: size, offset: 0, count: s.header.count }],
-    { rot: r, zoom: app.view.zoom, pan: app.view.pan, point: s.header.count < 4000 ? 5 : 3, fade: app.singleFade });
+    { rot: r, zoom: singleZoom(), pan: app.view.pan, point: s.header.count < 4000 ? 5 : 3, fade: app.singleFade });
   const ov = $('single-overlay');
   const ctx = ov.getContext('2d');
   const dpr = window.devicePixelRatio || 1;
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, size, size);
-  const P = (p) => projectPoint(p, r, app.view.zoom, app.view.pan, size);
+  const P = (p) => projectPoint(p, r, singleZoom(), app.view.pan, size);
   for (const line of s.header.lines) {
     const [x0, y0] = P(line.from);
     const [x1, y1] = P(line.to);
@@ -620,10 +623,13 @@ function drawSingle() {
   ctx.font = '11px system-ui, sans-serif';
   ctx.fillStyle = '#111';
   ctx.textBaseline = 'middle';
+  // Labels were placed without overlap around their points in view units; keep that offset from
+  // where the point is drawn now (after zoom, pan or rotation).
+  const unit = size * singleZoom() * 0.95;
+  const pos = s.arrays.positions;
   for (const l of s.header.labels) {
-    // Labels were placed without overlap in view coordinates; draw them where that box lands now.
-    const [x, y] = P([l.rect[0], (l.rect[1] + l.rect[3]) / 2, 0.5]);
-    ctx.fillText(l.text, x, y);
+    const [px, py] = P([pos[3 * l.row], pos[3 * l.row + 1], pos[3 * l.row + 2]]);
+    ctx.fillText(l.text, px + (l.rect[0] - l.anchor[0]) * unit, py - ((l.rect[1] + l.rect[3]) / 2 - l.anchor[1]) * unit);
   }
 }
 
@@ -638,7 +644,7 @@ function nearestPoint(ev) {
   let best = -1;
   let bestD = 64; // within 8 px
   for (let i = 0; i < s.header.count; i++) {
-    const [x, y] = projectPoint([pos[3 * i], pos[3 * i + 1], pos[3 * i + 2]], r, app.view.zoom, app.view.pan, app.singleSize);
+    const [x, y] = projectPoint([pos[3 * i], pos[3 * i + 1], pos[3 * i + 2]], r, singleZoom(), app.view.pan, app.singleSize);
     const d = (x - mx) ** 2 + (y - my) ** 2;
     if (d < bestD) { bestD = d; best = i; }
   }
