@@ -374,3 +374,80 @@ fn bad_input_exits_2_naming_the_file_and_leaves_no_dataset() {
     write_f32(&att, &[LAYERS, HEADS, n, 7], &values(4, LAYERS * HEADS * n * 7));
     fails(&["--queries", q, "--keys", k, "--tokens", t, "--attention", s(&att)], &["logits.npy"]);
 }
+
+/// Vectors that `extract` wrote, exported and imported again, give back what `extract` stored: the
+/// same normalization (the shared code path) and, for these standard-attention models, the same
+/// attention computed from Q and K (bidirectional BERT, causal GPT-2).
+#[test]
+fn importing_extracted_vectors_reproduces_extract() {
+    let sentences = ["the cat sat on the mat", "a dog ran to the park and back", "hello world", "we will go home after the rain"];
+    for (fixture, causal) in [("bert_tiny", false), ("gpt2_tiny", true)] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let corpus = attnviz_tests::write_corpus(tmp.path(), &sentences);
+        let model = attnviz_tests::fixture_model(fixture);
+        attnviz_ok(tmp.path(), &["extract", "--model", s(&model), "--corpus", s(&corpus), "--out", "ext", "--quiet"]);
+        let ext = Dataset::open(tmp.path().join("ext")).expect("extracted dataset");
+        let info = ext.meta().model.clone();
+        let tokens = ext.read_tokens().expect("tokens");
+        let (layers, heads, n, d) = (info.num_layers, info.num_heads, tokens.len(), info.head_dim as usize);
+
+        // Export: q/k as [layers, heads, n, d] .npy, the tokens as JSONL.
+        let (mut q, mut k) = (Vec::new(), Vec::new());
+        for h in HeadId::all(layers, heads) {
+            let raw = ext.read_head(h).expect("head").raw;
+            q.extend_from_slice(raw.queries.as_slice());
+            k.extend_from_slice(raw.keys.as_slice());
+        }
+        let shape = [usize::from(layers), usize::from(heads), n, d];
+        attn_store::write_npy(tmp.path().join("q.npy"), &shape, &q).expect("q.npy");
+        attn_store::write_npy(tmp.path().join("k.npy"), &shape, &k).expect("k.npy");
+        let lines: String = tokens
+            .tokens
+            .iter()
+            .map(|t| {
+                serde_json::json!({"seq_id": t.seq_id, "position": t.position, "text": t.text, "is_special": t.is_special})
+                    .to_string()
+                    + "\n"
+            })
+            .collect();
+        std::fs::write(tmp.path().join("tokens.jsonl"), lines).expect("tokens.jsonl");
+
+        let mut args = vec!["import", "--queries", "q.npy", "--keys", "k.npy", "--tokens", "tokens.jsonl", "--out", "imp", "--quiet"];
+        if causal {
+            args.push("--causal");
+        }
+        attnviz_ok(tmp.path(), &args);
+        // The store's own head layout works as a --vectors folder too.
+        let heads_dir = tmp.path().join("ext/heads");
+        let mut args = vec!["import", "--vectors", s(&heads_dir), "--tokens", "tokens.jsonl", "--out", "imp_pq", "--quiet"];
+        if causal {
+            args.push("--causal");
+        }
+        attnviz_ok(tmp.path(), &args);
+
+        for dir in ["imp", "imp_pq"] {
+            let imp = Dataset::open(tmp.path().join(dir)).expect("imported dataset");
+            assert_eq!(imp.meta().model.architecture.is_causal(), causal);
+            let imported_tokens = imp.read_tokens().expect("tokens");
+            assert_eq!(imported_tokens.sequences(), tokens.sequences());
+            for h in HeadId::all(layers, heads) {
+                let (a, b) = (ext.read_head(h).expect("ext"), imp.read_head(h).expect("imp"));
+                assert_eq!(a.raw, b.raw, "{fixture} {dir} {h}: raw vectors");
+                assert_eq!(a.normalized, b.normalized, "{fixture} {dir} {h}: normalization as extract's");
+                let (aa, ba) = (ext.read_attention(h).expect("ext att"), imp.read_attention(h).expect("imp att"));
+                assert_eq!(aa.len(), ba.len());
+                for (x, y) in aa.iter().zip(&ba) {
+                    assert_eq!(x.seq_id, y.seq_id);
+                    let diff = x
+                        .weights
+                        .as_slice()
+                        .iter()
+                        .zip(y.weights.as_slice())
+                        .map(|(u, v)| (u - v).abs())
+                        .fold(0f32, f32::max);
+                    assert!(diff < 2e-5, "{fixture} {dir} {h} seq {}: attention differs by {diff}", x.seq_id);
+                }
+            }
+        }
+    }
+}
