@@ -30,6 +30,7 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use rayon::prelude::*;
 
 use crate::pipeline::{self, Reporting, RunSummary};
+use crate::select::{Shard, select_heads};
 
 /// Row sums of given attention must be within this of 1 (float16 inputs round to ~1e-3).
 const ROW_SUM_TOLERANCE: f64 = 1e-2;
@@ -75,6 +76,12 @@ pub struct ImportPlan {
     pub normalize: bool,
     /// Seed of the normalizer's pair subsampling.
     pub seed: u64,
+    /// Layer filter.
+    pub layers: Option<Vec<u16>>,
+    /// Head filter.
+    pub heads: Option<Vec<u16>>,
+    /// Shard of the selected heads.
+    pub shard: Option<Shard>,
 }
 
 /// Where the vectors come from, validated.
@@ -642,6 +649,15 @@ pub fn import(plan: &ImportPlan, report: Reporting) -> Result<RunSummary> {
     if plan.out.is_file() {
         bail!("--out {}: is a file, not a directory", plan.out.display());
     }
+    let available = source.heads(layers, heads);
+    let selection: Vec<HeadId> =
+        select_heads(layers, heads, plan.layers.as_deref(), plan.heads.as_deref(), plan.shard)?
+            .into_iter()
+            .filter(|h| available.contains(h))
+            .collect();
+    if selection.is_empty() {
+        bail!("--layers/--heads/--shard: the selection holds none of the heads of the input");
+    }
     let normalizer = pipeline::head_normalizer(plan.normalize, plan.causal, plan.seed)?;
 
     // 2. The dataset.
@@ -702,7 +718,8 @@ pub fn import(plan: &ImportPlan, report: Reporting) -> Result<RunSummary> {
     let mut cleanup = Cleanup {
         out: plan.out.clone(),
         dir_existed: plan.out.exists(),
-        armed: !plan.out.join(attn_store::META_FILE).exists(),
+        // Shards share the directory: a failing one must not delete the others' heads.
+        armed: !plan.out.join(attn_store::META_FILE).exists() && plan.shard.is_none(),
     };
     let dataset = Dataset::create(&plan.out, &meta)?;
     if dataset.has_tokens() {
@@ -719,7 +736,7 @@ pub fn import(plan: &ImportPlan, report: Reporting) -> Result<RunSummary> {
     }
 
     // 3. Heads, in parallel: read, attention, normalize, store (the `extract` path).
-    let selected = source.heads(layers, heads);
+    let selected = selection.clone();
     let want_attention = !matches!(plan.attention, AttentionSource::None);
     let missing: Vec<HeadId> = selected
         .iter()

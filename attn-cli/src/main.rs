@@ -291,6 +291,16 @@ struct ImportArgs {
     /// Seed of the normalizer's query-key pair subsampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Layers to import, e.g. `0,2,4-5` (default: all).
+    #[arg(long, value_name = "LIST")]
+    layers: Option<String>,
+    /// Heads to import in every selected layer, e.g. `0-3` (default: all).
+    #[arg(long, value_name = "LIST")]
+    heads: Option<String>,
+    /// Import only shard k of n of the selected heads (e.g. `--shard 0/4`); shards write disjoint
+    /// heads into one dataset directory.
+    #[arg(long, value_name = "K/N")]
+    shard: Option<Shard>,
 }
 
 const IMPORT_HELP: &str = "\
@@ -603,6 +613,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 causal: args.causal,
                 normalize: !args.no_normalize,
                 seed: args.seed,
+                layers: index_list("--layers", args.layers.as_deref())?,
+                heads: index_list("--heads", args.heads.as_deref())?,
+                shard: args.shard,
             };
             let summary = import::import(&plan, report)?;
             finish(&summary, cli.json)

@@ -451,3 +451,26 @@ fn importing_extracted_vectors_reproduces_extract() {
         }
     }
 }
+
+#[test]
+fn layer_selection_and_shards_fill_one_dataset() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let toy = toy(tmp.path());
+    let base = ["import", "--queries", s(&toy.q), "--keys", s(&toy.k), "--tokens", s(&toy.tokens), "--causal", "--quiet"];
+    attnviz_ok(tmp.path(), &[&base[..], &["--out", "whole"]].concat());
+    attnviz_ok(tmp.path(), &[&base[..], &["--out", "l1", "--layers", "1"]].concat());
+    let l1 = Dataset::open(tmp.path().join("l1")).expect("opens");
+    assert_eq!(l1.heads().expect("heads"), vec![HeadId::new(1, 0), HeadId::new(1, 1)]);
+    assert_eq!(l1.meta().model.num_layers, 2, "the model keeps its size");
+    attnviz_ok(tmp.path(), &[&base[..], &["--out", "sharded", "--shard", "0/2"]].concat());
+    assert_eq!(Dataset::open(tmp.path().join("sharded")).expect("opens").heads().expect("heads").len(), 2);
+    attnviz_ok(tmp.path(), &[&base[..], &["--out", "sharded", "--shard", "1/2"]].concat());
+    let (whole, sharded) = (Dataset::open(tmp.path().join("whole")).expect("opens"), Dataset::open(tmp.path().join("sharded")).expect("opens"));
+    assert_eq!(whole.heads().expect("heads"), sharded.heads().expect("heads"));
+    for h in whole.heads().expect("heads") {
+        assert_eq!(whole.read_head(h).expect("head"), sharded.read_head(h).expect("head"), "{h}");
+        assert_eq!(whole.read_attention(h).expect("att"), sharded.read_attention(h).expect("att"), "{h}");
+    }
+    attnviz_fails(tmp.path(), &[&base[..], &["--out", "bad", "--layers", "2"]].concat(), &["--layers"]);
+    assert!(!tmp.path().join("bad").exists());
+}
