@@ -251,9 +251,17 @@ impl VectorSource {
                     read("--keys", keys, *kv_heads, kv_head)?,
                 )?)
             }
-            VectorSource::Parquet { files, .. } => {
+            VectorSource::Parquet { files, d, .. } => {
                 let path = &files[&head];
                 let stored = attn_store::read_vectors_file(path, head).with_context(|| "--vectors".to_string())?;
+                if stored.raw.dim() != *d {
+                    bail!(
+                        "--vectors {}: vectors of dimension {}, but {} has {d}",
+                        path.display(),
+                        stored.raw.dim(),
+                        files.values().next().map_or_else(String::new, |p| p.display().to_string())
+                    );
+                }
                 check_finite("--vectors", path, head, stored.raw.queries.as_slice(), stored.raw.dim())?;
                 check_finite("--vectors", path, head, stored.raw.keys.as_slice(), stored.raw.dim())?;
                 Ok(stored.raw)
@@ -506,8 +514,7 @@ pub fn compute_attention(
                 let mut max = f64::NEG_INFINITY;
                 for (kj, logit) in logits.iter_mut().enumerate().take(visible) {
                     let k = vectors.keys.row(span.start + kj);
-                    let dot: f64 = q.iter().zip(k).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
-                    *logit = dot * scale;
+                    *logit = f64::from(dot(q, k)) * scale;
                     max = max.max(*logit);
                 }
                 let mut sum = 0.0;
@@ -522,6 +529,19 @@ pub fn compute_attention(
             Ok(SequenceAttention { seq_id: span.seq_id, weights: Matrix::from_vec(len, len, w)? })
         })
         .collect()
+}
+
+/// `a . b` with eight independent f32 accumulators (vectorizes; long sums stay accurate).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Opens `--attention` and checks its shape against the vectors' `[layers, heads, n]`.
