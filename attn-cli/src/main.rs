@@ -393,7 +393,8 @@ struct ExportHtmlArgs {
     /// Output file (default: <dataset>/viewer.html).
     #[arg(long, short, value_name = "FILE")]
     out: Option<PathBuf>,
-    /// Projections to include, e.g. `tsne:2,umap:3` (default: every projection of the dataset).
+    /// Projections to include, e.g. `tsne:2,umap:3` (default: one, t-SNE 2D if the dataset has it,
+    /// else UMAP 2D, else PCA 2D; each adds every head's points once per color encoding).
     #[arg(long, value_delimiter = ',', value_parser = parse_projection, value_name = "LIST")]
     projection: Option<Vec<(ProjectionMethod, u8)>>,
     /// Sentence / Image views are embedded for this many sequences per head.

@@ -128,6 +128,11 @@ try {
     await page.waitForSelector('#similarity-svg circle', { timeout: 15000 });
     out.similarity_heads = await page.locator('#similarity-svg circle').count();
     await shot('similarity');
+    out.similarity_clicked = await page.getAttribute('#similarity-svg circle >> nth=0', 'data-head');
+    await page.click('#similarity-svg circle >> nth=0');
+    await page.waitForSelector('#single-view:not([hidden])', { timeout: 15000 });
+    await page.waitForFunction((h) => window.attnviz.single && document.getElementById('single-title').textContent.startsWith(h + ' '), out.similarity_clicked, { timeout: 15000 });
+    out.similarity_opened = await page.textContent('#single-title');
   } else if (mode === 'image') {
     // A ViT dataset: the Image View beside the Single View; a click on a patch selects its query.
     await page.goto(url + '#view=single&head=L1H1');

@@ -272,6 +272,8 @@ fn browser_matrix_single_search_and_sentence_views_work() {
     assert_eq!(r["restored"]["selected"], r["selected"]);
     assert!(r["hash"].as_str().unwrap().contains(&format!("head={head_name}")));
     assert_eq!(r["similarity_heads"], 12);
+    let clicked = r["similarity_clicked"].as_str().unwrap();
+    assert!(r["similarity_opened"].as_str().unwrap().starts_with(&format!("{clicked} ")), "a click on a head opens it");
     for shot in ["matrix", "search", "single", "single_selected", "similarity"] {
         assert!(shots.join(format!("{shot}.png")).is_file(), "screenshot {shot}");
     }

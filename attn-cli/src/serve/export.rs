@@ -17,7 +17,7 @@ use super::{APP_JS, INDEX_HTML, STYLE_CSS};
 /// What an export contains.
 #[derive(Debug, Clone)]
 pub struct ExportOptions {
-    /// The projections to include (`None`: every one the dataset has).
+    /// The projections to include (`None`: t-SNE 2D, else UMAP 2D, else PCA 2D, else the first one).
     pub projections: Option<Vec<(ProjectionMethod, u8)>>,
     /// Sentence and Image views for this many sequences of each head (the first ones).
     pub sequences: usize,
@@ -66,7 +66,13 @@ pub fn export_html(dir: &Path, out: &Path, options: &ExportOptions) -> Result<Ex
         .filter_map(|p| Some((p["method"].as_str()?.parse().ok()?, u8::try_from(p["dims"].as_u64()?).ok()?)))
         .collect();
     let chosen: Vec<(ProjectionMethod, u8)> = match &options.projections {
-        None => available.iter().copied().collect(),
+        // One projection keeps the file small: t-SNE 2D when there is one (what the page opens).
+        None => [(ProjectionMethod::Tsne, 2), (ProjectionMethod::Umap, 2), (ProjectionMethod::Pca, 2)]
+            .into_iter()
+            .find(|p| available.contains(p))
+            .or_else(|| available.iter().next().copied())
+            .into_iter()
+            .collect(),
         Some(list) => {
             for pd in list {
                 if !available.contains(pd) {
