@@ -118,6 +118,13 @@ struct ModelArgs {
     /// Store raw vectors only (no key translation or query/key scaling).
     #[arg(long)]
     no_normalize: bool,
+    #[command(flatten)]
+    selection: HeadSelectionArgs,
+}
+
+/// Which heads a command processes (`extract`, `run`, `import`).
+#[derive(Debug, Args)]
+struct HeadSelectionArgs {
     /// Layers to process, e.g. `0,2,4-5` (default: all).
     #[arg(long, value_name = "LIST")]
     layers: Option<String>,
@@ -291,16 +298,8 @@ struct ImportArgs {
     /// Seed of the normalizer's query-key pair subsampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Layers to import, e.g. `0,2,4-5` (default: all).
-    #[arg(long, value_name = "LIST")]
-    layers: Option<String>,
-    /// Heads to import in every selected layer, e.g. `0-3` (default: all).
-    #[arg(long, value_name = "LIST")]
-    heads: Option<String>,
-    /// Import only shard k of n of the selected heads (e.g. `--shard 0/4`); shards write disjoint
-    /// heads into one dataset directory.
-    #[arg(long, value_name = "K/N")]
-    shard: Option<Shard>,
+    #[command(flatten)]
+    selection: HeadSelectionArgs,
 }
 
 const IMPORT_HELP: &str = "\
@@ -511,9 +510,9 @@ fn plan(args: &ModelArgs, projection: ProjectionSettings, quiet: bool) -> Result
         batch_size: args.batch_size,
         truncate: args.truncate,
         normalize: !args.no_normalize,
-        layers: index_list("--layers", args.layers.as_deref())?,
-        heads: index_list("--heads", args.heads.as_deref())?,
-        shard: args.shard,
+        layers: index_list("--layers", args.selection.layers.as_deref())?,
+        heads: index_list("--heads", args.selection.heads.as_deref())?,
+        shard: args.selection.shard,
         projection,
     })
 }
@@ -614,9 +613,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 causal: args.causal,
                 normalize: !args.no_normalize,
                 seed: args.seed,
-                layers: index_list("--layers", args.layers.as_deref())?,
-                heads: index_list("--heads", args.heads.as_deref())?,
-                shard: args.shard,
+                layers: index_list("--layers", args.selection.layers.as_deref())?,
+                heads: index_list("--heads", args.selection.heads.as_deref())?,
+                shard: args.selection.shard,
             };
             let summary = import::import(&plan, report)?;
             finish(&summary, cli.json)

@@ -5,6 +5,7 @@
 //! they need Debian's chromium and `npm ci` in tests/browser, which `scripts/test.sh` (the README's test
 //! command, run by CI) installs before running every test with `--include-ignored`. Screenshots are
 //! kept in `<target>/viewer-screenshots/`.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns; a panic is the failure report
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -91,12 +91,8 @@ impl Api {
         let result = match endpoint {
             "meta" => self.meta(dataset).map(|v| Reply::json(&v)),
             "tokens" => tokens(dataset).map(|v| Reply::json(&v)),
-            "matrix" => self.matrix(dataset, params),
-            "single" => self.single(dataset, params),
-            "sentence" => self.sentence(dataset, params),
-            "image" => self.image(dataset, params),
+            "matrix" | "single" | "sentence" | "image" | "similarity" => self.view(dataset, endpoint, params),
             "picture" => picture(dataset, params),
-            "similarity" => self.similarity(dataset, params),
             other => return Reply::not_found(&format!("/api/{other}")),
         };
         result.unwrap_or_else(|e| Reply::error(400, &format!("{e:#}")))
@@ -159,72 +155,58 @@ impl Api {
         }))
     }
 
-    fn matrix(&self, dataset: &Dataset, params: &Params) -> Result<Reply> {
+    /// The views: each loads (once) the heads of the requested projection and asks attn-viz-core.
+    fn view(&self, dataset: &Dataset, endpoint: &str, params: &Params) -> Result<Reply> {
         let (method, dims) = method_dims(params)?;
         let loaded = self.load(dataset, method, dims)?;
         let model = model_data(&loaded)?;
-        let state = view_state(params, method, dims)?;
-        let view = attn_viz_core::matrix_view(&model, &state)?;
-        Ok(Reply { status: 200, content_type: "application/octet-stream", body: encode_matrix(view)? })
+        let state = || view_state(params, method, dims);
+        let binary = |body: Vec<u8>| Reply { status: 200, content_type: "application/octet-stream", body };
+        Ok(match endpoint {
+            "matrix" => binary(encode_matrix(attn_viz_core::matrix_view(&model, &state()?)?)?),
+            "single" => binary(encode_single(attn_viz_core::single_view(&model, &state()?)?)?),
+            "sentence" => Reply::json(&serde_json::to_value(sentence(&loaded, &model, params)?)?),
+            "image" => {
+                let seq = number(params, "seq")?.context("seq: missing (an image id)")?;
+                let mut state = state()?;
+                if state.selected.is_none() {
+                    let side = loaded.data.model.image.map_or(0, |g| g.grid_side()) as u16;
+                    let token = patch_token(&loaded.data.tokens, seq, side / 2, side / 2)
+                        .with_context(|| format!("seq: no image {seq} in the dataset"))?;
+                    state.selected = Some(Selection { token, role: Role::Query });
+                }
+                Reply::json(&serde_json::to_value(attn_viz_core::image_view(&model, &state, seq)?)?)
+            }
+            "similarity" => Reply::json(&serde_json::to_value(attn_viz_core::head_similarity(&model)?)?),
+            other => Reply::not_found(&format!("/api/{other}")),
+        })
     }
+}
 
-    fn single(&self, dataset: &Dataset, params: &Params) -> Result<Reply> {
-        let (method, dims) = method_dims(params)?;
-        let loaded = self.load(dataset, method, dims)?;
-        let model = model_data(&loaded)?;
-        let state = view_state(params, method, dims)?;
-        let view = attn_viz_core::single_view(&model, &state)?;
-        Ok(Reply { status: 200, content_type: "application/octet-stream", body: encode_single(view)? })
+/// The Sentence View of `head`, `seq` (or the aggregate), hiding `hide_special` / `hidden` tokens.
+fn sentence(
+    loaded: &Loaded,
+    model: &attn_viz_core::ModelData<'_>,
+    params: &Params,
+) -> Result<attn_viz_core::SentenceView> {
+    let head = head_param(params)?;
+    let mut opts = SentenceOptions::default();
+    if flag(params, "hide_special") {
+        opts.hide = HideTokens::for_architecture(loaded.data.model.architecture);
     }
-
-    fn sentence(&self, dataset: &Dataset, params: &Params) -> Result<Reply> {
-        let (method, dims) = method_dims(params)?;
-        let loaded = self.load(dataset, method, dims)?;
-        let model = model_data(&loaded)?;
-        let head = head_param(params)?;
-        let mut opts = SentenceOptions::default();
-        if flag(params, "hide_special") {
-            opts.hide = HideTokens::for_architecture(loaded.data.model.architecture);
-        }
-        if let Some(list) = params.get("hidden").filter(|s| !s.is_empty()) {
-            opts.hide.positions = list
-                .split(',')
-                .map(|p| p.trim().parse::<u32>().map_err(|_| anyhow!("hidden: `{p}` is not a token position")))
-                .collect::<Result<_>>()?;
-        }
-        opts.focus = number(params, "focus")?;
-        let view = if flag(params, "aggregate") {
-            attn_viz_core::aggregate_sentence_view(&model, head, &opts)?
-        } else {
-            let seq = number(params, "seq")?.context("seq: missing (a sequence id)")?;
-            attn_viz_core::sentence_view(&model, head, seq, &opts)?
-        };
-        Ok(Reply::json(&serde_json::to_value(view)?))
+    if let Some(list) = params.get("hidden").filter(|s| !s.is_empty()) {
+        opts.hide.positions = list
+            .split(',')
+            .map(|p| p.trim().parse::<u32>().map_err(|_| anyhow!("hidden: `{p}` is not a token position")))
+            .collect::<Result<_>>()?;
     }
-
-    fn image(&self, dataset: &Dataset, params: &Params) -> Result<Reply> {
-        let (method, dims) = method_dims(params)?;
-        let loaded = self.load(dataset, method, dims)?;
-        let model = model_data(&loaded)?;
-        let seq = number(params, "seq")?.context("seq: missing (an image id)")?;
-        let mut state = view_state(params, method, dims)?;
-        if state.selected.is_none() {
-            let side = loaded.data.model.image.map_or(0, |g| g.grid_side()) as u16;
-            let token = patch_token(&loaded.data.tokens, seq, side / 2, side / 2)
-                .with_context(|| format!("seq: no image {seq} in the dataset"))?;
-            state.selected = Some(Selection { token, role: Role::Query });
-        }
-        let view = attn_viz_core::image_view(&model, &state, seq)?;
-        Ok(Reply::json(&serde_json::to_value(view)?))
-    }
-
-    fn similarity(&self, dataset: &Dataset, params: &Params) -> Result<Reply> {
-        let (method, dims) = method_dims(params)?;
-        let loaded = self.load(dataset, method, dims)?;
-        let model = model_data(&loaded)?;
-        let sim = attn_viz_core::head_similarity(&model)?;
-        Ok(Reply::json(&serde_json::to_value(sim)?))
-    }
+    opts.focus = number(params, "focus")?;
+    Ok(if flag(params, "aggregate") {
+        attn_viz_core::aggregate_sentence_view(model, head, &opts)?
+    } else {
+        let seq = number(params, "seq")?.context("seq: missing (a sequence id)")?;
+        attn_viz_core::sentence_view(model, head, seq, &opts)?
+    })
 }
 
 /// Every token's display text, sequence, position, special flag and patch, column-wise (tooltips,
@@ -269,14 +251,15 @@ fn patch_colors(dataset: &Dataset, data: &ViewData) -> Result<Option<Vec<Rgba>>>
             colors.push(attn_viz_core::NEUTRAL_COLOR);
             continue;
         };
-        if !images.contains_key(&t.seq_id) {
-            let path = crate::pipeline::image_path(dataset, t.seq_id);
-            if !path.is_file() {
-                return Ok(None);
+        let img = match images.entry(t.seq_id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                if !crate::pipeline::image_path(dataset, t.seq_id).is_file() {
+                    return Ok(None);
+                }
+                e.insert(crate::pipeline::stored_image(dataset, t.seq_id)?)
             }
-            images.insert(t.seq_id, crate::pipeline::stored_image(dataset, t.seq_id)?);
-        }
-        let img = &images[&t.seq_id];
+        };
         let mut sum = [0u64; 3];
         let mut count = 0u64;
         for y in u32::from(patch.row) * p..(u32::from(patch.row) + 1) * p {
