@@ -3,6 +3,19 @@
 //! A thin binary over the attnviz library crates: argument parsing and composition only. Errors exit
 //! with code 2 and one line naming the file or flag involved.
 
+/// `println!` that ends the program quietly when stdout is a closed pipe (`attnviz info ds | head`)
+/// instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 mod corpus;
 mod import;
 mod model_fetch;
@@ -419,9 +432,9 @@ fn serve_cmd(args: &ServeArgs, quiet: bool, json: bool) -> Result<ExitCode> {
         eprintln!("attnviz: warning: {e}; the page will say so");
     }
     if json {
-        println!("{}", serde_json::json!({ "url": url, "dataset": args.dataset }));
+        outln!("{}", serde_json::json!({ "url": url, "dataset": args.dataset }));
     } else {
-        println!("attnviz: serving {} at {url} (Ctrl-C stops)", args.dataset.display());
+        outln!("attnviz: serving {} at {url} (Ctrl-C stops)", args.dataset.display());
     }
     std::io::stdout().flush().context("writing to stdout")?;
     if args.open {
@@ -525,7 +538,7 @@ fn index_list(flag: &str, value: Option<&str>) -> Result<Option<Vec<u16>>> {
 
 fn finish(summary: &pipeline::RunSummary, json: bool) -> Result<ExitCode> {
     if json {
-        println!("{}", serde_json::to_string_pretty(summary)?);
+        outln!("{}", serde_json::to_string_pretty(summary)?);
     } else {
         pipeline::print_summary(summary);
     }
@@ -565,9 +578,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Render(args) => {
             let path = render_cmd(&args)?;
             if cli.json {
-                println!("{}", serde_json::json!({ "figure": path }));
+                outln!("{}", serde_json::json!({ "figure": path }));
             } else {
-                println!("figure: {}", path.display());
+                outln!("figure: {}", path.display());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -577,9 +590,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let options = serve::export::ExportOptions { projections: args.projection.clone(), sequences: args.sequences };
             let summary = serve::export::export_html(&args.dataset, &out, &options)?;
             if cli.json {
-                println!("{}", serde_json::json!({ "file": out, "responses": summary.responses, "bytes": summary.bytes }));
+                outln!("{}", serde_json::json!({ "file": out, "responses": summary.responses, "bytes": summary.bytes }));
             } else {
-                println!("viewer: {} ({:.1} MB, {} views embedded)", out.display(), summary.bytes as f64 / 1e6, summary.responses);
+                outln!("viewer: {} ({:.1} MB, {} views embedded)", out.display(), summary.bytes as f64 / 1e6, summary.responses);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -644,9 +657,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::FetchModel { print_dir } => {
             let dir = model_fetch::ensure_default_model(print_dir || cli.quiet)?;
             if print_dir {
-                println!("{}", dir.display());
+                outln!("{}", dir.display());
             } else {
-                println!("all-MiniLM-L6-v2 is in {}", dir.display());
+                outln!("all-MiniLM-L6-v2 is in {}", dir.display());
             }
             Ok(ExitCode::SUCCESS)
         }

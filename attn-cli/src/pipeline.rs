@@ -539,7 +539,7 @@ pub fn print_summary(s: &RunSummary) {
     for k in &keys {
         header.push_str(&format!(" {:>10}", format!("T@10 {k}")));
     }
-    println!("{header}");
+    outln!("{header}");
     for h in &s.per_head {
         let mut line = format!(
             "{:<8} {:>9} {:>9} {:>7} {:>8}",
@@ -552,29 +552,29 @@ pub fn print_summary(s: &RunSummary) {
         for k in &keys {
             line.push_str(&format!(" {:>10}", fmt(h.trustworthiness.get(*k).copied())));
         }
-        println!("{line}");
+        outln!("{line}");
     }
     let mean = |f: &dyn Fn(&HeadSummary) -> Option<f32>| {
         let v: Vec<f32> = s.per_head.iter().filter_map(f).collect();
         (!v.is_empty()).then(|| v.iter().sum::<f32>() / v.len() as f32)
     };
-    println!(
+    outln!(
         "mean     {:>9} {:>9} {:>7} {:>8}",
         fmt(mean(&|h| h.spearman_cosine_before)),
         fmt(mean(&|h| h.spearman_cosine_after)),
         fmt(mean(&|h| h.scale)),
         fmt(mean(&|h| h.norm_gap))
     );
-    println!(
+    outln!(
         "{} sequences, {} tokens, {} heads ({} extracted now), {} projections computed, {} reused, {:.1} s",
         s.sequences, s.tokens, s.heads, s.heads_extracted, s.projections_computed, s.projections_reused, s.seconds
     );
-    println!("dataset: {}", s.dataset.display());
+    outln!("dataset: {}", s.dataset.display());
     for f in &s.figures {
-        println!("figure:  {}", f.display());
+        outln!("figure:  {}", f.display());
     }
     if s.interrupted {
-        println!("interrupted: finished heads are on disk; run the same command again to resume");
+        outln!("interrupted: finished heads are on disk; run the same command again to resume");
     }
 }
 
