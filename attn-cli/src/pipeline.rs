@@ -26,6 +26,10 @@ use crate::select::{Shard, select_heads};
 /// about +-0.005, which 1,000 queries give, at a quarter of the cost of attn-project's default 4,000.
 pub const QUALITY_QUERIES: usize = 1_000;
 
+/// Neighbours of the trustworthiness/continuity estimate (fewer for tiny heads, where the metric
+/// needs `k < n / 2`).
+pub const QUALITY_K: usize = 10;
+
 /// Projection settings shared by `run` and `project`.
 #[derive(Debug, Clone)]
 pub struct ProjectionSettings {
@@ -476,8 +480,9 @@ pub fn project_heads(
         let fit: Embedding = projectors[&(method, dims)]
             .fit(&joint)
             .with_context(|| format!("projecting head {head} with {method} {dims}D"))?;
-        let quality = if settings.quality {
-            Some(attn_project::quality_sampled(&joint, &fit.coords, 10, settings.metric, QUALITY_QUERIES)?)
+        let k = QUALITY_K.min((joint.rows() / 2).saturating_sub(1));
+        let quality = if settings.quality && k > 0 {
+            Some(attn_project::quality_sampled(&joint, &fit.coords, k, settings.metric, QUALITY_QUERIES)?)
         } else {
             None
         };

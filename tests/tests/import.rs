@@ -474,3 +474,24 @@ fn layer_selection_and_shards_fill_one_dataset() {
     attnviz_fails(tmp.path(), &[&base[..], &["--out", "bad", "--layers", "2"]].concat(), &["--layers"]);
     assert!(!tmp.path().join("bad").exists());
 }
+
+#[test]
+fn tiny_heads_project_with_every_method_and_a_smaller_trust_k() {
+    // 9 tokens = 18 joint points: trustworthiness needs k < n / 2, so k drops from 10 to 8.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (q, k, tokens) = (tmp.path().join("q.npy"), tmp.path().join("k.npy"), tmp.path().join("t.jsonl"));
+    write_f32(&q, &[9, D], &values(7, 9 * D));
+    write_f32(&k, &[9, D], &values(8, 9 * D));
+    write_tokens(&tokens, &[4, 5]);
+    attnviz_ok(tmp.path(), &["import", "--queries", s(&q), "--keys", s(&k), "--tokens", s(&tokens), "--out", "ds", "--quiet"]);
+    attnviz_ok(tmp.path(), &["project", "ds", "--methods", "pca,tsne,umap", "--dims", "2,3", "--quiet"]);
+    let ds = Dataset::open(tmp.path().join("ds")).expect("dataset opens");
+    for m in [ProjectionMethod::Pca, ProjectionMethod::Tsne, ProjectionMethod::Umap] {
+        for dims in [2, 3] {
+            let p = ds.read_projection(HeadId::new(0, 0), m, dims).expect("projection");
+            assert_eq!(p.coords.shape(), (18, usize::from(dims)));
+            let quality = p.quality.expect("trustworthiness is estimated");
+            assert_eq!(quality.k, 8, "{m} {dims}D");
+        }
+    }
+}
