@@ -116,7 +116,14 @@ try {
     }));
     await shot('single_selected');
 
-    // 5. The URL holds the state: a fresh page on it shows the same head and selection.
+    // A smaller window lays the Single View out again, still drawn.
+    await page.setViewportSize({ width: 900, height: 700 });
+    await page.waitForFunction(() => window.attnviz.singleSize < 700, null, { timeout: 15000 });
+    await page.waitForTimeout(100);
+    out.resized_single_ink = await page.evaluate(() => window.attnviz.singleRenderer.inkPerRegion([{ x: 0, y: 0, w: window.attnviz.singleSize, h: window.attnviz.singleSize }])[0]);
+    await page.setViewportSize({ width: 1400, height: 1000 });
+
+        // 5. The URL holds the state: a fresh page on it shows the same head and selection.
     const fresh = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
     await fresh.goto(url + out.hash);
     await fresh.waitForFunction(() => window.attnviz && window.attnviz.single && window.attnviz.single.header.selected, null, { timeout: 30000 });

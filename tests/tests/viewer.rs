@@ -268,6 +268,7 @@ fn browser_matrix_single_search_and_sentence_views_work() {
     for (q, sum) in sums {
         assert!((sum - 1.0).abs() < 1e-4, "visible row {q} sums to {sum}");
     }
+    assert!(r["resized_single_ink"].as_u64().unwrap() > 20, "drawn again after a resize");
     // The URL alone restores the view.
     assert_eq!(r["restored"]["title"], r["single_title"]);
     assert_eq!(r["restored"]["selected"], r["selected"]);

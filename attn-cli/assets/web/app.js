@@ -448,7 +448,15 @@ function bindControls() {
   $('aggregate').onchange = (e) => setState({ agg: e.target.checked, focus: '' });
   $('unhide').onclick = () => setState({ hidden: '', hide: false });
   $('image-mode').onchange = (e) => setState({ imode: e.target.value });
-  window.addEventListener('resize', () => render().catch(report));
+  // A resize only lays the views out again; the data stay.
+  let resizeTimer = null;
+  window.addEventListener('resize', () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => {
+      if (state.view === 'matrix' && app.matrix) { layoutMatrix(); drawMatrix(); }
+      if (state.view === 'single' && app.single) { sizeSingle(); drawSingle(); }
+    }, 150);
+  });
   bindMatrixPointer();
   bindSinglePointer();
   $('image-canvas').onclick = imageClick;
@@ -581,6 +589,12 @@ async function renderSingle() {
   if (h.selected) flags[h.selected.row] |= 4;
   app.singleRenderer.upload(frame.arrays.positions, frame.arrays.colors, flags, frame.arrays.sizes);
   app.singleFade = !!h.search || !!h.selected;
+  sizeSingle();
+  drawSingle();
+  for (const b of ['prev', 'next', 'up', 'down']) $(`nav-${b}`).disabled = !h.nav[b];
+}
+
+function sizeSingle() {
   const size = Math.max(320, Math.min($('single-view').clientWidth - 8, window.innerHeight - 190));
   app.singleSize = size;
   app.singleRenderer.resize(size, size);
@@ -589,8 +603,6 @@ async function renderSingle() {
   const dpr = window.devicePixelRatio || 1;
   ov.width = size * dpr; ov.height = size * dpr;
   ov.style.width = `${size}px`; ov.style.height = `${size}px`;
-  drawSingle();
-  for (const b of ['prev', 'next', 'up', 'down']) $(`nav-${b}`).disabled = !h.nav[b];
 }
 
 function drawSingle() {
