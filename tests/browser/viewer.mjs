@@ -93,8 +93,7 @@ try {
       for (let i = 0; i < s.header.count; i++) {
         const tok = s.arrays.tokens[i];
         if ((s.arrays.flags[i] & 4) === 0 && !t.special[tok] && t.pos[tok] >= 2) {
-          const p = s.arrays.positions;
-          return { row: i, token: tok, xy: window.attnvizProject([p[3 * i], p[3 * i + 1], p[3 * i + 2]]) };
+          return { row: i, token: tok, xy: window.attnvizSinglePoint(i) };
         }
       }
       return null;
@@ -182,6 +181,7 @@ try {
     out.single_title = await page.textContent('#single-title');
     out.single_points = await page.evaluate(() => window.attnviz.single.header.count);
     out.sentence_edges = await page.locator('#sentence-svg line').count();
+    out.sequence_choices = await page.locator('#sentence-seq option').count();
     await shot('offline_single');
   } else {
     throw new Error(`unknown mode ${mode}`);

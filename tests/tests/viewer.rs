@@ -333,7 +333,7 @@ fn exported_html_works_offline() {
     let tmp = tempfile::tempdir().unwrap();
     let ds = bert_dataset(tmp.path());
     let file = tmp.path().join("viewer.html");
-    attnviz_ok(tmp.path(), &["export-html", ds.to_str().unwrap(), "-o", file.to_str().unwrap(), "--projection", "tsne:2"]);
+    attnviz_ok(tmp.path(), &["export-html", ds.to_str().unwrap(), "-o", file.to_str().unwrap(), "--projection", "tsne:2", "--sequences", "2"]);
     let html = std::fs::read_to_string(&file).unwrap();
     assert!(html.contains("attnviz-embed") && !html.contains("src=\"app.js\""), "self-contained");
     let url = format!("file://{}", file.display());
@@ -345,6 +345,7 @@ fn exported_html_works_offline() {
     let head = r["clicked_head"].as_str().unwrap();
     assert!(r["single_title"].as_str().unwrap().starts_with(head));
     assert!(r["sentence_edges"].as_u64().unwrap() > 5);
+    assert_eq!(r["sequence_choices"], 2, "only the embedded sequences are offered");
 }
 
 /// A synthetic dataset of `layers x heads` heads with `n` tokens each (random 2D t-SNE-like layouts; no

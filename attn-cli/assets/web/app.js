@@ -69,7 +69,11 @@ async function api(endpoint, params = {}) {
 }
 
 // A binary frame of the API: 'AVF1', u32 header length, JSON header, 4-byte aligned buffers.
-const BUFFER_TYPES = { positions: Float32Array, sizes: Float32Array, tokens: Uint32Array, colors: Uint8Array, flags: Uint8Array };
+// Positions come as u16 fixed point: 0..65535 spans the view's [0, 1].
+const BUFFER_TYPES = { positions: Uint16Array, sizes: Float32Array, tokens: Uint32Array, colors: Uint8Array, flags: Uint8Array };
+const POSITION_SCALE = 1 / 65535;
+// Point `i` of a frame's positions as [x, y, z] in [0, 1].
+const pointAt = (positions, i) => [positions[3 * i] * POSITION_SCALE, positions[3 * i + 1] * POSITION_SCALE, positions[3 * i + 2] * POSITION_SCALE];
 function parseFrame(buffer) {
   const bytes = new Uint8Array(buffer);
   const magic = String.fromCharCode(...bytes.subarray(0, 4));
@@ -212,7 +216,8 @@ class PointRenderer {
     this.count = 0;
   }
 
-  // positions: Float32Array (3 per point), colors: Uint8Array (4), flags: Uint8Array, sizes: Float32Array or null.
+  // positions: Uint16Array (3 per point, fixed point), colors: Uint8Array (4), flags: Uint8Array,
+  // sizes: Float32Array or null.
   upload(positions, colors, flags, sizes) {
     const gl = this.gl;
     this.count = positions.length / 3;
@@ -259,7 +264,7 @@ class PointRenderer {
       gl.enableVertexAttribArray(this.loc[name]);
       gl.vertexAttribPointer(this.loc[name], size, type, normalized, 0, 0);
     };
-    attr('a_pos', 'pos', 3, gl.FLOAT, false);
+    attr('a_pos', 'pos', 3, gl.UNSIGNED_SHORT, true);
     attr('a_color', 'color', 4, gl.UNSIGNED_BYTE, false);
     attr('a_flag', 'flag', 1, gl.FLOAT, false);
     attr('a_size', 'size', 1, gl.FLOAT, false);
@@ -337,6 +342,8 @@ const app = {
 window.attnviz = app; // for scripts and the browser test
 // Where a normalized point of the Single View is drawn, in CSS px of its canvas.
 window.attnvizProject = (p) => projectPoint(p, rot(), singleZoom(), app.view.pan, app.singleSize);
+// Where point `i` of the Single View is drawn.
+window.attnvizSinglePoint = (i) => window.attnvizProject(pointAt(app.single.arrays.positions, i));
 
 function projection() {
   const [method, dims] = (state.proj || '').split(':');
@@ -382,7 +389,12 @@ async function init() {
     state.proj = preferred || `${m.projections[0].method}:${m.projections[0].dims}`;
   }
   if (!m.encodings.includes(state.enc)) state.enc = 'query_key';
+  // An export holds the Sentence / Image Views of a few sequences: offer only those.
+  const embeddedSeqs = EMBED
+    ? new Set(Object.keys(EMBED.responses).map((k) => /^(?:sentence|image)\?.*\bseq=(\d+)/.exec(k)).filter(Boolean).map((x) => Number(x[1])))
+    : null;
   for (const s of m.sequences) {
+    if (embeddedSeqs && !embeddedSeqs.has(s.seq_id)) continue;
     const label = `${s.seq_id}: ${s.preview}`;
     $('sentence-seq').append(el('option', { value: s.seq_id }, label));
     $('image-seq').append(el('option', { value: s.seq_id }, label));
@@ -627,8 +639,7 @@ function drawSingle() {
   }
   if (s.header.selected) {
     const row = s.header.selected.row;
-    const pos = s.arrays.positions;
-    const [x, y] = P([pos[3 * row], pos[3 * row + 1], pos[3 * row + 2]]);
+    const [x, y] = P(pointAt(s.arrays.positions, row));
     ctx.strokeStyle = '#000'; ctx.lineWidth = 2;
     ctx.beginPath(); ctx.arc(x, y, 7, 0, 2 * Math.PI); ctx.stroke();
   }
@@ -638,9 +649,8 @@ function drawSingle() {
   // Labels were placed without overlap around their points in view units; keep that offset from
   // where the point is drawn now (after zoom, pan or rotation).
   const unit = size * singleZoom() * 0.95;
-  const pos = s.arrays.positions;
   for (const l of s.header.labels) {
-    const [px, py] = P([pos[3 * l.row], pos[3 * l.row + 1], pos[3 * l.row + 2]]);
+    const [px, py] = P(pointAt(s.arrays.positions, l.row));
     ctx.fillText(l.text, px + (l.rect[0] - l.anchor[0]) * unit, py - ((l.rect[1] + l.rect[3]) / 2 - l.anchor[1]) * unit);
   }
 }
@@ -652,11 +662,10 @@ function nearestPoint(ev) {
   const mx = ev.clientX - rect.left;
   const my = ev.clientY - rect.top;
   const r = rot();
-  const pos = s.arrays.positions;
   let best = -1;
   let bestD = 64; // within 8 px
   for (let i = 0; i < s.header.count; i++) {
-    const [x, y] = projectPoint([pos[3 * i], pos[3 * i + 1], pos[3 * i + 2]], r, singleZoom(), app.view.pan, app.singleSize);
+    const [x, y] = projectPoint(pointAt(s.arrays.positions, i), r, singleZoom(), app.view.pan, app.singleSize);
     const d = (x - mx) ** 2 + (y - my) ** 2;
     if (d < bestD) { bestD = d; best = i; }
   }

@@ -339,17 +339,23 @@ fn f32_bytes(values: impl Iterator<Item = f32>) -> Vec<u8> {
     values.flat_map(f32::to_le_bytes).collect()
 }
 
+/// View positions (always in `[0, 1]`) as `u16` fixed point, 1/65535 of a view: half the bytes of
+/// f32 and far finer than any screen; WebGL reads them as normalized attributes directly.
+fn position_bytes(values: impl Iterator<Item = f32>) -> Vec<u8> {
+    values.flat_map(|v| ((v.clamp(0.0, 1.0) * 65535.0).round() as u16).to_le_bytes()).collect()
+}
+
 /// The Matrix View as a [`Frame`]: the view without its point arrays (each cell gets `offset` and
-/// `count` into them), buffers `positions` (`f32 x 3` per point) and `colors` (`u8 x 4`).
+/// `count` into them), buffers `positions` (`u16 x 3` per point, fixed point) and `colors` (`u8 x 4`).
 pub fn encode_matrix(mut view: MatrixView) -> Result<Vec<u8>> {
     let total: usize = view.cells.iter().map(|c| c.positions.len()).sum();
-    let mut positions = Vec::with_capacity(total * 12);
+    let mut positions = Vec::with_capacity(total * 6);
     let mut colors = Vec::with_capacity(total * 4);
     let mut cells = Vec::with_capacity(view.cells.len());
     let mut offset = 0usize;
     for cell in &mut view.cells {
         let count = cell.positions.len();
-        positions.extend(f32_bytes(cell.positions.drain(..).flatten()));
+        positions.extend(position_bytes(cell.positions.drain(..).flatten()));
         colors.extend(cell.colors.drain(..).flat_map(|c| c.0));
         cell.patches.clear();
         let mut v = serde_json::to_value(&*cell)?;
@@ -376,7 +382,7 @@ pub const FLAG_IN_SELECTED_SEQUENCE: u8 = 2;
 /// The point is a key (otherwise a query).
 pub const FLAG_KEY: u8 = 4;
 
-/// The Single View as a [`Frame`]: the view without `points`, buffers `positions` (`f32 x 3`),
+/// The Single View as a [`Frame`]: the view without `points`, buffers `positions` (`u16 x 3`, fixed point),
 /// `colors` (`u8 x 4`), `sizes` (`f32`), `tokens` (`u32`) and `flags` (`u8`, the `FLAG_*` bits).
 pub fn encode_single(mut view: attn_viz_core::SingleView) -> Result<Vec<u8>> {
     let points = std::mem::take(&mut view.points);
@@ -394,7 +400,7 @@ pub fn encode_single(mut view: attn_viz_core::SingleView) -> Result<Vec<u8>> {
         })
         .collect();
     let buffers = vec![
-        ("positions", f32_bytes(points.iter().flat_map(|p| p.position))),
+        ("positions", position_bytes(points.iter().flat_map(|p| p.position))),
         ("colors", points.iter().flat_map(|p| p.color.0).collect()),
         ("sizes", f32_bytes(points.iter().map(|p| p.size))),
         ("tokens", points.iter().flat_map(|p| p.token.to_le_bytes()).collect()),
