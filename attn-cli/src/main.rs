@@ -430,6 +430,9 @@ fn serve_cmd(args: &ServeArgs, quiet: bool, json: bool) -> Result<ExitCode> {
     let viewer = serve::Viewer::bind(&args.dataset, std::net::SocketAddr::new(args.host, args.port))?;
     let addr = viewer.addr().context("the server has no IP address")?;
     let url = format!("http://{addr}/");
+    if !args.host.is_loopback() && !quiet {
+        eprintln!("attnviz: warning: --host {}: the dataset is readable by anyone who can reach this machine", args.host);
+    }
     if let Some(e) = viewer.dataset_error() {
         eprintln!("attnviz: warning: {e}; the page will say so");
     }
