@@ -4,7 +4,9 @@
 Same corpus (same 64-bit LCG), same work: every layer's per-head Q and K (hooked Linear outputs)
 and attention probabilities copied to host numpy arrays, sequences batched by similar length.
 
-    python scripts/torch_throughput.py <model dir> [sentences=300] [batch=16]
+    python scripts/torch_throughput.py <model dir> [sentences=300] [batch=16] [repeats=5]
+
+Like the Rust example, every run is repeated and the median and best are printed.
 """
 
 import sys
@@ -71,11 +73,16 @@ def main():
         for lin in (layer.attention.self.query, layer.attention.self.key):
             lin.register_forward_hook(lambda _m, _i, o: capture.append(o.detach()))
     texts = corpus(n)
+    repeats = int(sys.argv[4]) if len(sys.argv) > 4 else 5
     run(model, tok, texts[:batch], batch, capture)  # warm-up
-    t0 = time.perf_counter()
-    tokens = run(model, tok, texts, batch, capture)
-    secs = time.perf_counter() - t0
-    print(f"{n} sentences, {tokens} tokens, batch {batch}: {secs:.2f} s, {tokens / secs:.0f} tokens/s "
+    rates = []
+    for _ in range(max(repeats, 1)):
+        t0 = time.perf_counter()
+        tokens = run(model, tok, texts, batch, capture)
+        rates.append(tokens / (time.perf_counter() - t0))
+    rates.sort()
+    print(f"{n} sentences, {tokens} tokens, batch {batch}: median {rates[len(rates) // 2]:.0f} tokens/s, "
+          f"best {rates[-1]:.0f} ({len(rates)} runs: {', '.join(f'{r:.0f}' for r in rates)}) "
           f"(torch {torch.__version__}, 2 threads)")
 
 

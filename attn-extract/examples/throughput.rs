@@ -2,9 +2,11 @@
 //!
 //! ```text
 //! RAYON_NUM_THREADS=2 cargo run -p attn-extract --example throughput -- \
-//!     <model dir> [sentences=300] [batch=16] [device=flex]
+//!     <model dir> [sentences=300] [batch=16] [device=flex] [repeats=5]
 //! ```
-//! `scripts/torch_throughput.py` runs the same corpus (same generator) through PyTorch.
+//! `scripts/torch_throughput.py` runs the same corpus (same generator) through PyTorch. Each
+//! setting runs `repeats` times and the median and best are printed: on a shared machine single runs
+//! vary by 2x.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Instant;
@@ -103,10 +105,11 @@ fn main() {
         .get(1)
         .cloned()
         .or_else(|| std::env::var("ATTNVIZ_MINILM_DIR").ok())
-        .expect("usage: throughput <model dir> [sentences] [batch] [device]");
+        .expect("usage: throughput <model dir> [sentences] [batch] [device] [repeats]");
     let n: usize = args.get(2).map_or(300, |s| s.parse().expect("sentences"));
     let batch: usize = args.get(3).map_or(16, |s| s.parse().expect("batch"));
     let device = device_from_name(args.get(4).map_or("flex", String::as_str)).expect("device");
+    let repeats: usize = args.get(5).map_or(5, |s| s.parse().expect("repeats"));
     let model = LoadedModel::load(std::path::Path::new(&dir), &device).expect("load");
     let texts = corpus(n);
     let opts = ExtractOptions {
@@ -127,18 +130,27 @@ fn main() {
             capture_attention,
             ..opts.clone()
         };
-        let t0 = Instant::now();
-        let ex = model
-            .extract(&corpus, &opts, &mut |_, _| {})
-            .expect("extract");
-        let secs = t0.elapsed().as_secs_f64();
+        let mut rates = Vec::with_capacity(repeats);
+        let mut tokens = 0;
+        for _ in 0..repeats.max(1) {
+            let t0 = Instant::now();
+            let ex = model
+                .extract(&corpus, &opts, &mut |_, _| {})
+                .expect("extract");
+            let secs = t0.elapsed().as_secs_f64();
+            tokens = ex.tokens.len();
+            rates.push(tokens as f64 / secs);
+        }
+        rates.sort_by(f64::total_cmp);
+        let all: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
         println!(
-            "{} sentences, {} tokens, batch {batch}, attention {}: {:.2} s, {:.0} tokens/s",
-            n,
-            ex.tokens.len(),
+            "{n} sentences, {tokens} tokens, batch {batch}, attention {}: median {:.0} tokens/s, \
+             best {:.0} ({} runs: {})",
             if capture_attention { "on" } else { "off" },
-            secs,
-            ex.tokens.len() as f64 / secs
+            rates[rates.len() / 2],
+            rates[rates.len() - 1],
+            rates.len(),
+            all.join(", ")
         );
     }
 }

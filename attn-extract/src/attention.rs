@@ -82,14 +82,32 @@ pub(crate) type TapSink<'a> = dyn FnMut(usize, LayerTaps) -> crate::error::Resul
 /// `attention.attention` in ViT); GPT-2 keeps its fused `c_attn` Conv1D instead.
 #[derive(Module, Debug)]
 pub struct QkvProjection {
-    pub(crate) query: Linear,
-    pub(crate) key: Linear,
-    pub(crate) value: Linear,
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    /// The `[q | k | v]` weight and bias, concatenated once by [`QkvProjection::fuse`] after the
+    /// weights are loaded instead of on every forward pass.
+    #[module(skip)]
+    fused: Option<(Tensor<2>, Option<Tensor<1>>)>,
 }
 
 impl QkvProjection {
-    /// One `[q | k | v]` projection: a single matmul instead of three.
-    pub(crate) fn qkv(&self, x: Tensor<3>) -> Tensor<3> {
+    /// Three projections, not yet fused.
+    pub(crate) fn new(query: Linear, key: Linear, value: Linear) -> Self {
+        Self {
+            query,
+            key,
+            value,
+            fused: None,
+        }
+    }
+
+    /// Concatenates the loaded weights for [`QkvProjection::qkv`]; call again after changing them.
+    pub(crate) fn fuse(&mut self) {
+        self.fused = Some(self.concat());
+    }
+
+    fn concat(&self) -> (Tensor<2>, Option<Tensor<1>>) {
         let w = Tensor::cat(
             vec![
                 self.query.weight.val(),
@@ -103,6 +121,12 @@ impl QkvProjection {
             .map(|l| l.bias.as_ref().map(|b| b.val()))
             .collect::<Option<Vec<_>>>()
             .map(|bs| Tensor::cat(bs, 0));
+        (w, b)
+    }
+
+    /// One `[q | k | v]` projection: a single matmul instead of three.
+    pub(crate) fn qkv(&self, x: Tensor<3>) -> Tensor<3> {
+        let (w, b) = self.fused.clone().unwrap_or_else(|| self.concat());
         linear(x, w, b)
     }
 }

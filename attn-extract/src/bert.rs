@@ -125,11 +125,7 @@ impl BertConfig {
             },
             layers: (0..self.num_layers)
                 .map(|_| BertLayer {
-                    attention: QkvProjection {
-                        query: lin(h, h),
-                        key: lin(h, h),
-                        value: lin(h, h),
-                    },
+                    attention: QkvProjection::new(lin(h, h), lin(h, h), lin(h, h)),
                     attention_output: lin(h, h),
                     attention_norm: norm(),
                     intermediate: lin(h, self.intermediate_size),
@@ -179,6 +175,9 @@ impl Bert {
     pub(crate) fn load(config: &BertConfig, dir: &Path, device: &Device) -> Result<Self> {
         let mut model = config.init(device);
         load_safetensors(&mut model, dir, REMAP, IGNORE)?;
+        for layer in &mut model.layers {
+            layer.attention.fuse();
+        }
         Ok(model)
     }
 

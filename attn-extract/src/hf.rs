@@ -151,7 +151,7 @@ impl Activation {
     pub fn forward<const D: usize>(self, x: burn::tensor::Tensor<D>) -> burn::tensor::Tensor<D> {
         use burn::tensor::activation;
         match self {
-            Activation::Gelu => activation::gelu(x),
+            Activation::Gelu => crate::host::gelu(x),
             Activation::GeluTanh => activation::gelu_approximate(x),
             Activation::Relu => activation::relu(x),
         }

@@ -21,6 +21,7 @@ mod bert;
 mod error;
 mod gpt2;
 mod hf;
+mod host;
 mod images;
 mod text;
 mod vit;
@@ -34,6 +35,7 @@ use attn_types::{
 pub use burn::tensor::Device;
 use burn::tensor::{Int, Tensor, TensorData};
 pub use image::RgbImage;
+use rayon::prelude::*;
 
 pub use crate::bert::BertConfig;
 pub use crate::error::{ExtractError, Result};
@@ -187,13 +189,13 @@ struct SeqInput {
     pixels: Vec<f32>,
 }
 
-/// What one captured head holds for one sequence.
-#[derive(Default, Clone)]
-struct SeqHead {
+/// What one captured head collects over the whole corpus, filled batch by batch in place: rows in
+/// corpus order (sequence `si` starts at token row `first_token[si]`), attention per sequence.
+struct HeadBuffers {
     q: Vec<f32>,
     k: Vec<f32>,
-    attn: Vec<f32>,
     vnorm: Vec<f32>,
+    attn: Vec<Vec<f32>>,
 }
 
 impl LoadedModel {
@@ -324,9 +326,26 @@ impl LoadedModel {
         for (slot, &l) in layers.iter().enumerate() {
             layer_slot[l] = slot;
         }
-        // store[layer slot][head slot][sequence]
-        let mut store: Vec<Vec<Vec<SeqHead>>> =
-            vec![vec![vec![SeqHead::default(); n_seq]; heads.len()]; layers.len()];
+        // First token row of every sequence in the corpus-order output.
+        let mut first_token = Vec::with_capacity(n_seq);
+        let mut n_tok = 0;
+        for s in &inputs {
+            first_token.push(n_tok);
+            n_tok += s.tokens.len();
+        }
+        // store[layer slot][head slot], written in place so that nothing is copied twice.
+        let mut store: Vec<Vec<HeadBuffers>> = (0..layers.len())
+            .map(|_| {
+                (0..heads.len())
+                    .map(|_| HeadBuffers {
+                        q: vec![0.0; n_tok * d],
+                        k: vec![0.0; n_tok * d],
+                        vnorm: vec![0.0; n_tok],
+                        attn: vec![Vec::new(); if opts.capture_attention { n_seq } else { 0 }],
+                    })
+                    .collect()
+            })
+            .collect();
 
         // Batches of sequences of similar length: sort indices by length (stable, so ties keep
         // corpus order), then cut into runs of `batch_size`.
@@ -351,34 +370,36 @@ impl LoadedModel {
                 } else {
                     Vec::new()
                 };
-                for (b, &si) in batch.iter().enumerate() {
-                    let len = lengths[b];
-                    for (hs, &h) in heads.iter().enumerate() {
-                        let entry = &mut store[slot][hs][si];
-                        entry.q.reserve(len * d);
-                        entry.k.reserve(len * d);
-                        for t in 0..len {
-                            let row =
-                                &qkv[(b * seq + t) * 3 * hidden..(b * seq + t + 1) * 3 * hidden];
-                            entry.q.extend_from_slice(&row[h * d..(h + 1) * d]);
-                            entry
-                                .k
-                                .extend_from_slice(&row[hidden + h * d..hidden + (h + 1) * d]);
-                            let v = &row[2 * hidden + h * d..2 * hidden + (h + 1) * d];
-                            entry
-                                .vnorm
-                                .push(v.iter().map(|x| x * x).sum::<f32>().sqrt());
-                        }
-                        if capture {
-                            let base = ((b * n_heads + h) * seq) * seq;
-                            entry.attn.reserve(len * len);
-                            for qi in 0..len {
-                                let start = base + qi * seq;
-                                entry.attn.extend_from_slice(&probs[start..start + len]);
+                // Heads are independent: scatter them on the rayon threads, which would otherwise
+                // idle while this thread copies.
+                store[slot]
+                    .par_iter_mut()
+                    .zip(heads.par_iter())
+                    .for_each(|(buf, &h)| {
+                        for (b, &si) in batch.iter().enumerate() {
+                            let len = lengths[b];
+                            for t in 0..len {
+                                let row = &qkv
+                                    [(b * seq + t) * 3 * hidden..(b * seq + t + 1) * 3 * hidden];
+                                let out = (first_token[si] + t) * d;
+                                buf.q[out..out + d].copy_from_slice(&row[h * d..(h + 1) * d]);
+                                buf.k[out..out + d]
+                                    .copy_from_slice(&row[hidden + h * d..hidden + (h + 1) * d]);
+                                let v = &row[2 * hidden + h * d..2 * hidden + (h + 1) * d];
+                                buf.vnorm[first_token[si] + t] =
+                                    v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                            }
+                            if capture {
+                                let base = ((b * n_heads + h) * seq) * seq;
+                                let attn = &mut buf.attn[si];
+                                attn.reserve_exact(len * len);
+                                for qi in 0..len {
+                                    let start = base + qi * seq;
+                                    attn.extend_from_slice(&probs[start..start + len]);
+                                }
                             }
                         }
-                    }
-                }
+                    });
                 Ok(())
             };
             match &self.family {
@@ -407,40 +428,34 @@ impl LoadedModel {
             progress(done, n_seq);
         }
 
-        // Assemble in corpus order.
-        let mut tokens = Vec::with_capacity(inputs.iter().map(|s| s.tokens.len()).sum());
+        // The buffers already hold corpus order: wrap them without copying.
+        let mut tokens = Vec::with_capacity(n_tok);
         for s in &inputs {
             tokens.extend(s.tokens.iter().cloned());
         }
-        let n_tok = tokens.len();
         let mut captures = Vec::with_capacity(layers.len() * heads.len());
-        for (slot, &l) in layers.iter().enumerate() {
-            for (hs, &h) in heads.iter().enumerate() {
-                let per_seq = std::mem::take(&mut store[slot][hs]);
-                let mut q = Vec::with_capacity(n_tok * d);
-                let mut k = Vec::with_capacity(n_tok * d);
-                let mut vnorm = Vec::with_capacity(n_tok);
-                let mut attention =
-                    Vec::with_capacity(if opts.capture_attention { n_seq } else { 0 });
-                for (si, sh) in per_seq.into_iter().enumerate() {
-                    q.extend_from_slice(&sh.q);
-                    k.extend_from_slice(&sh.k);
-                    vnorm.extend_from_slice(&sh.vnorm);
-                    if opts.capture_attention {
+        for (per_head, &l) in store.into_iter().zip(&layers) {
+            for (buf, &h) in per_head.into_iter().zip(&heads) {
+                let attention = buf
+                    .attn
+                    .into_iter()
+                    .enumerate()
+                    .map(|(si, weights)| {
                         let len = inputs[si].tokens.len();
-                        attention.push(SequenceAttention {
+                        Ok(SequenceAttention {
                             seq_id: si as u32,
-                            weights: matrix(len, len, sh.attn)?,
-                        });
-                    }
-                }
+                            weights: matrix(len, len, weights)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
                 let head = HeadId::new(l as u16, h as u16);
-                let vectors = HeadVectors::new(head, matrix(n_tok, d, q)?, matrix(n_tok, d, k)?)
-                    .map_err(|e| ExtractError::Backend(e.to_string()))?;
+                let vectors =
+                    HeadVectors::new(head, matrix(n_tok, d, buf.q)?, matrix(n_tok, d, buf.k)?)
+                        .map_err(|e| ExtractError::Backend(e.to_string()))?;
                 captures.push(HeadCapture {
                     vectors,
                     attention,
-                    value_norms: Some(vnorm),
+                    value_norms: Some(buf.vnorm),
                 });
             }
         }

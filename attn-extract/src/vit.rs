@@ -150,11 +150,11 @@ impl VitConfig {
             layers: (0..self.num_layers)
                 .map(|_| VitLayer {
                     norm_before: norm(),
-                    attention: QkvProjection {
-                        query: lin(h, h, self.qkv_bias),
-                        key: lin(h, h, self.qkv_bias),
-                        value: lin(h, h, self.qkv_bias),
-                    },
+                    attention: QkvProjection::new(
+                        lin(h, h, self.qkv_bias),
+                        lin(h, h, self.qkv_bias),
+                        lin(h, h, self.qkv_bias),
+                    ),
                     attention_output: lin(h, h, true),
                     norm_after: norm(),
                     intermediate: lin(h, self.intermediate_size, true),
@@ -202,6 +202,9 @@ impl Vit {
     pub(crate) fn load(config: &VitConfig, dir: &Path, device: &Device) -> Result<Self> {
         let mut model = config.init(device);
         load_safetensors(&mut model, dir, REMAP, IGNORE)?;
+        for layer in &mut model.layers {
+            layer.attention.fuse();
+        }
         Ok(model)
     }
 
