@@ -59,6 +59,17 @@ try {
     out.cell_heads = await page.$$eval('.cell', (cs) => cs.map((c) => c.dataset.head));
     await shot('matrix');
 
+    // Another projection: the same cells, drawn from the other layout (the server shares the
+    // tokens and attention between projections).
+    out.projections = await page.$$eval('#projection option', (os) => os.map((o) => o.value));
+    await page.selectOption('#projection', 'pca:2');
+    await page.waitForFunction(() => window.attnviz.matrix.header.method === 'pca', null, { timeout: 15000 });
+    await settle();
+    out.pca_cell_ink = await page.evaluate(() => window.attnviz.matrixRenderer.inkPerRegion(window.attnviz.regions));
+    await page.selectOption('#projection', 'tsne:2');
+    await page.waitForFunction(() => window.attnviz.matrix.header.method === 'tsne', null, { timeout: 15000 });
+    await settle();
+
     // 2. Search: typed into the box; the page reports the count attn-viz-core computed.
     await page.fill('#search', searchText || 'the');
     await page.waitForFunction(() => window.attnviz.matrix.header.search !== null, null, { timeout: 15000 });

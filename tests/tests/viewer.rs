@@ -211,6 +211,10 @@ fn browser_matrix_single_search_and_sentence_views_work() {
     for (i, ink) in r["cell_ink"].as_array().unwrap().iter().enumerate() {
         assert!(ink.as_u64().unwrap() > 20, "cell {i} drew almost nothing ({ink} pixels)");
     }
+    assert_eq!(r["projections"], serde_json::json!(["pca:2", "tsne:2"]));
+    for (i, ink) in r["pca_cell_ink"].as_array().unwrap().iter().enumerate() {
+        assert!(ink.as_u64().unwrap() > 20, "PCA cell {i} drew almost nothing ({ink} pixels)");
+    }
     // The search count is what the dataset holds: every token whose text contains "the".
     let expected = tokens
         .tokens

@@ -4,6 +4,7 @@
 pub mod canvas;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use attn_store::Dataset;
@@ -23,72 +24,99 @@ const INK: Rgba = [40, 40, 40, 255];
 const FAINT: Rgba = [150, 150, 150, 255];
 const HIGHLIGHT: Rgba = [20, 20, 20, 255];
 
-/// Everything the views need from a dataset, owned, so that [`ModelData`] can borrow it.
-pub struct ViewData {
+/// What the views need from a dataset besides the projections, loaded once and shared by the views
+/// of every projection (the viewer's server keeps one copy however many projections it shows).
+pub struct HeadTables {
     /// The model.
     pub model: ModelInfo,
     /// All tokens.
     pub tokens: TokenTable,
     heads: Vec<HeadId>,
-    projections: Vec<HeadProjection>,
     attention: Vec<Option<Vec<SequenceAttention>>>,
     norms: Vec<Option<(Vec<f32>, Vec<f32>)>>,
     diagnostics: Vec<Option<HeadDiagnostics>>,
 }
 
-impl ViewData {
-    /// Loads the heads of `dataset` that have a `method`/`dims` projection (all of them, or `only`).
-    pub fn load(dataset: &Dataset, method: ProjectionMethod, dims: u8, only: Option<&[HeadId]>) -> Result<Self> {
-        let tokens = dataset.read_tokens()?;
-        let mut data = ViewData {
+impl HeadTables {
+    /// Loads the token table and, for every head of `dataset` (or only those in `only`), its norms
+    /// before scaling, normalization diagnostics and attention.
+    pub fn load(dataset: &Dataset, only: Option<&[HeadId]>) -> Result<Self> {
+        let mut t = HeadTables {
             model: dataset.meta().model.clone(),
-            tokens,
+            tokens: dataset.read_tokens()?,
             heads: Vec::new(),
-            projections: Vec::new(),
             attention: Vec::new(),
             norms: Vec::new(),
             diagnostics: Vec::new(),
         };
         for head in dataset.heads()? {
-            if only.is_some_and(|o| !o.contains(&head)) || !dataset.has_projection(head, method, dims) {
+            if only.is_some_and(|o| !o.contains(&head)) {
                 continue;
             }
             let stored = dataset.read_head(head)?;
-            data.norms.push(Some((stored.raw.queries.row_norms(), stored.raw.keys.row_norms())));
-            data.diagnostics.push(stored.normalized.map(|n| n.diagnostics));
-            data.projections.push(dataset.read_projection(head, method, dims)?);
-            data.attention.push(if dataset.has_attention(head) {
-                Some(dataset.read_attention(head)?)
-            } else {
-                None
-            });
-            data.heads.push(head);
+            t.norms.push(Some((stored.raw.queries.row_norms(), stored.raw.keys.row_norms())));
+            t.diagnostics.push(stored.normalized.map(|n| n.diagnostics));
+            t.attention.push(if dataset.has_attention(head) { Some(dataset.read_attention(head)?) } else { None });
+            t.heads.push(head);
         }
-        if data.heads.is_empty() {
+        Ok(t)
+    }
+}
+
+/// The data of one projection's views: the shared [`HeadTables`] plus the projection of every head
+/// that has one, so that [`ModelData`] can borrow them. Derefs to the tables.
+pub struct ViewData {
+    tables: Arc<HeadTables>,
+    /// `(index into the tables' heads, projection)`.
+    projections: Vec<(usize, HeadProjection)>,
+}
+
+impl std::ops::Deref for ViewData {
+    type Target = HeadTables;
+    fn deref(&self) -> &HeadTables {
+        &self.tables
+    }
+}
+
+impl ViewData {
+    /// Loads the heads of `dataset` that have a `method`/`dims` projection (all of them, or `only`).
+    pub fn load(dataset: &Dataset, method: ProjectionMethod, dims: u8, only: Option<&[HeadId]>) -> Result<Self> {
+        Self::with_tables(Arc::new(HeadTables::load(dataset, only)?), dataset, method, dims)
+    }
+
+    /// The `method`/`dims` projections of the heads in `tables`.
+    pub fn with_tables(tables: Arc<HeadTables>, dataset: &Dataset, method: ProjectionMethod, dims: u8) -> Result<Self> {
+        let mut projections = Vec::new();
+        for (i, &head) in tables.heads.iter().enumerate() {
+            if dataset.has_projection(head, method, dims) {
+                projections.push((i, dataset.read_projection(head, method, dims)?));
+            }
+        }
+        if projections.is_empty() {
             bail!(
                 "{}: no head has a {method} {dims}D projection; run `attnviz project {} --methods {method} --dims {dims}` first",
                 dataset.dir().display(),
                 dataset.dir().display()
             );
         }
-        Ok(data)
+        Ok(ViewData { tables, projections })
     }
 
     /// The view-model input borrowing this data.
     pub fn model_data(&self) -> Result<ModelData<'_>> {
+        let t = &*self.tables;
         let heads = self
-            .heads
+            .projections
             .iter()
-            .enumerate()
-            .map(|(i, &head)| {
-                let mut h = HeadData::new(head, &self.projections[i]);
-                h.attention = self.attention[i].as_deref();
-                h.norms = self.norms[i].as_ref().map(|(q, k)| RawNorms { queries: q, keys: k });
-                h.diagnostics = self.diagnostics[i].as_ref();
+            .map(|(i, projection)| {
+                let mut h = HeadData::new(t.heads[*i], projection);
+                h.attention = t.attention[*i].as_deref();
+                h.norms = t.norms[*i].as_ref().map(|(q, k)| RawNorms { queries: q, keys: k });
+                h.diagnostics = t.diagnostics[*i].as_ref();
                 h
             })
             .collect();
-        Ok(ModelData::new(&self.tokens, self.model.num_layers, self.model.num_heads, heads)?)
+        Ok(ModelData::new(&t.tokens, t.model.num_layers, t.model.num_heads, heads)?)
     }
 }
 

@@ -15,7 +15,7 @@ use attn_viz_core::{
 };
 use serde_json::{Value, json};
 
-use crate::render::ViewData;
+use crate::render::{HeadTables, ViewData};
 use crate::select::parse_head;
 
 /// Query parameters of one request, sorted by name (the order of the HTML export's cache keys).
@@ -51,6 +51,12 @@ impl Reply {
 /// The views of one method/dims, loaded once and shared by every request that needs them.
 struct Loaded {
     data: ViewData,
+    shared: Arc<Shared>,
+}
+
+/// What every projection's views share: tokens, attention, norms, diagnostics, patch colors.
+struct Shared {
+    tables: Arc<HeadTables>,
     patch_colors: Option<Vec<Rgba>>,
 }
 
@@ -59,6 +65,7 @@ struct Loaded {
 pub struct Api {
     dir: PathBuf,
     dataset: Result<Dataset, String>,
+    shared: Mutex<Option<Arc<Shared>>>,
     loaded: Mutex<HashMap<(ProjectionMethod, u8), Arc<Loaded>>>,
 }
 
@@ -69,7 +76,7 @@ impl Api {
     /// Opens `dir`; failures are kept and reported by every request.
     pub fn open(dir: &Path) -> Api {
         let dataset = Dataset::open(dir).map_err(|e| format!("{e:#}"));
-        Api { dir: dir.to_path_buf(), dataset, loaded: Mutex::new(HashMap::new()) }
+        Api { dir: dir.to_path_buf(), dataset, shared: Mutex::new(None), loaded: Mutex::new(HashMap::new()) }
     }
 
     /// The dataset, or why it could not be opened.
@@ -103,11 +110,23 @@ impl Api {
         if let Some(l) = cache.get(&(method, dims)) {
             return Ok(Arc::clone(l));
         }
-        let data = ViewData::load(dataset, method, dims, None)?;
-        let patch_colors = patch_colors(dataset, &data)?;
-        let loaded = Arc::new(Loaded { data, patch_colors });
+        let shared = self.shared(dataset)?;
+        let data = ViewData::with_tables(Arc::clone(&shared.tables), dataset, method, dims)?;
+        let loaded = Arc::new(Loaded { data, shared });
         cache.insert((method, dims), Arc::clone(&loaded));
         Ok(loaded)
+    }
+
+    fn shared(&self, dataset: &Dataset) -> Result<Arc<Shared>> {
+        let mut shared = self.shared.lock().map_err(|_| anyhow!("a previous request failed while loading"))?;
+        if let Some(s) = &*shared {
+            return Ok(Arc::clone(s));
+        }
+        let tables = Arc::new(HeadTables::load(dataset, None)?);
+        let patch_colors = patch_colors(dataset, &tables)?;
+        let s = Arc::new(Shared { tables, patch_colors });
+        *shared = Some(Arc::clone(&s));
+        Ok(s)
     }
 
     fn meta(&self, dataset: &Dataset) -> Result<Value> {
@@ -225,7 +244,7 @@ fn tokens(dataset: &Dataset) -> Result<Value> {
 
 fn model_data(loaded: &Loaded) -> Result<attn_viz_core::ModelData<'_>> {
     let model = loaded.data.model_data()?;
-    Ok(match &loaded.patch_colors {
+    Ok(match &loaded.shared.patch_colors {
         Some(c) => model.with_patch_colors(c)?,
         None => model,
     })
@@ -241,7 +260,7 @@ fn picture(dataset: &Dataset, params: &Params) -> Result<Reply> {
 
 /// Mean pixel color of every token's patch (vision datasets with stored images), for the
 /// `original_patch` encoding; `None` for text.
-fn patch_colors(dataset: &Dataset, data: &ViewData) -> Result<Option<Vec<Rgba>>> {
+fn patch_colors(dataset: &Dataset, data: &HeadTables) -> Result<Option<Vec<Rgba>>> {
     let Some(geometry) = data.model.image else { return Ok(None) };
     let p = geometry.patch_size;
     let mut images: HashMap<u32, image::RgbImage> = HashMap::new();
