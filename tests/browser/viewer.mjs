@@ -9,9 +9,12 @@ import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
-const [mode, url, outdir, searchText] = process.argv.slice(2);
+const [modeArg, url, outdir, searchText] = process.argv.slice(2);
+// `<mode>-nowebgl` runs the same steps in a browser without WebGL (the page's CPU fallback).
+const noWebgl = (modeArg || '').endsWith('-nowebgl');
+const mode = noWebgl ? modeArg.slice(0, -'-nowebgl'.length) : modeArg;
 if (!mode || !url || !outdir) {
-  console.error('usage: node viewer.mjs interact|load|error <url> <outdir> [search]');
+  console.error('usage: node viewer.mjs interact|load|error|image|offline[-nowebgl] <url> <outdir> [search]');
   process.exit(2);
 }
 mkdirSync(outdir, { recursive: true });
@@ -20,7 +23,8 @@ const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   args: [
     '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--use-angle=swiftshader', '--enable-unsafe-swiftshader',
+    '--disable-component-update', '--disable-sync',
+    ...(noWebgl ? ['--disable-webgl', '--disable-3d-apis'] : ['--use-angle=swiftshader', '--enable-unsafe-swiftshader']),
   ],
 });
 const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
@@ -54,6 +58,7 @@ try {
     // 1. Matrix View: every cell has drawn points.
     await page.goto(url);
     await page.waitForFunction(() => window.attnviz && window.attnviz.regions && window.attnviz.loads.matrixDrawn > 0, null, { timeout: 60000 });
+    out.renderer = await page.evaluate(() => window.attnviz.renderer);
     out.cells = await page.locator('.cell').count();
     out.cell_ink = await page.evaluate(() => window.attnviz.matrixRenderer.inkPerRegion(window.attnviz.regions));
     out.cell_heads = await page.$$eval('.cell', (cs) => cs.map((c) => c.dataset.head));

@@ -205,6 +205,7 @@ fn browser_matrix_single_search_and_sentence_views_work() {
     let server = Server::start(&ds_dir);
     let shots = screenshots("bert_tiny");
     let r = browser("interact", &server.url, &shots, &["the"]);
+    assert_eq!(r["renderer"], "webgl");
 
     // Every Matrix cell drew its points.
     assert_eq!(r["cells"], 12);
@@ -319,6 +320,22 @@ fn browser_image_view_follows_clicks_on_patches() {
             assert!((cell["weight"].as_f64().unwrap() as f32 - want).abs() < 1e-5);
         }
     }
+}
+
+#[test]
+#[ignore = "needs chromium and tests/browser/node_modules (scripts/test.sh installs both)"]
+fn browser_without_webgl_draws_on_the_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = bert_dataset(tmp.path());
+    let server = Server::start(&ds);
+    let r = browser("interact-nowebgl", &server.url, &screenshots("bert_tiny_nowebgl"), &["the"]);
+    assert_eq!(r["renderer"], "canvas2d");
+    assert_eq!(r["cells"], 12);
+    for (i, ink) in r["cell_ink"].as_array().unwrap().iter().enumerate() {
+        assert!(ink.as_u64().unwrap() > 20, "cell {i} drew almost nothing ({ink} pixels)");
+    }
+    assert!(r["single_ink"].as_u64().unwrap() > 20);
+    assert_eq!(r["selected"]["role"], "query", "points are picked the same way");
 }
 
 #[test]

@@ -305,6 +305,106 @@ class PointRenderer {
   }
 }
 
+// The same drawing without WebGL (browsers or remote desktops that lack it): points are written
+// into one RGBA pixel buffer on the CPU, with the shader's colors, sizes and depth order.
+class CanvasPointRenderer {
+  constructor(canvas) {
+    this.canvas = canvas;
+    this.ctx = canvas.getContext('2d');
+    this.count = 0;
+  }
+
+  upload(positions, colors, flags, sizes) {
+    this.positions = positions;
+    this.colors = colors;
+    this.flags = Uint8Array.from(flags);
+    this.sizes = sizes;
+    this.count = positions.length / 3;
+  }
+
+  setFlags(flags) { this.flags = Uint8Array.from(flags); }
+
+  resize(width, height) {
+    const dpr = window.devicePixelRatio || 1;
+    this.canvas.style.width = `${width}px`;
+    this.canvas.style.height = `${height}px`;
+    this.canvas.width = Math.round(width * dpr);
+    this.canvas.height = Math.round(height * dpr);
+    this.dpr = dpr;
+  }
+
+  draw(regions, { rot, zoom = 1, pan = [0, 0], point = 2, fade = false }) {
+    const W = this.canvas.width;
+    const H = this.canvas.height;
+    const dpr = this.dpr || 1;
+    const img = this.ctx.createImageData(W, H);
+    const px = img.data;
+    px.fill(255);
+    const plot = (cx, cy, r, c) => {
+      const x0 = Math.max(0, Math.round(cx - r));
+      const x1 = Math.min(W - 1, Math.round(cx + r));
+      const y0 = Math.max(0, Math.round(cy - r));
+      const y1 = Math.min(H - 1, Math.round(cy + r));
+      const a = c[3] / 255;
+      for (let y = y0; y <= y1; y++) {
+        for (let x = x0; x <= x1; x++) {
+          const o = 4 * (y * W + x);
+          px[o] = px[o] * (1 - a) + c[0] * a;
+          px[o + 1] = px[o + 1] * (1 - a) + c[1] * a;
+          px[o + 2] = px[o + 2] * (1 - a) + c[2] * a;
+        }
+      }
+    };
+    for (const reg of regions) {
+      const size = reg.w * dpr;
+      const ox = reg.x * dpr;
+      const oy = reg.y * dpr;
+      // Plain points first, then search matches and emphasized points, then the selection on top.
+      for (const pass of [0, 1, 2]) {
+        for (let i = reg.offset; i < reg.offset + reg.count; i++) {
+          const f = this.flags[i];
+          const level = f & 4 ? 2 : f & 3 ? 1 : 0;
+          if (level !== pass) continue;
+          const [x, y] = projectPoint(pointAt(this.positions, i), rot, zoom, pan, size);
+          if (x < 0 || y < 0 || x >= size || y >= size) continue;
+          let c = [this.colors[4 * i], this.colors[4 * i + 1], this.colors[4 * i + 2], this.colors[4 * i + 3]];
+          if (fade && level === 0) c = [c[0] + (255 - c[0]) * 0.7, c[1] + (255 - c[1]) * 0.7, c[2] + (255 - c[2]) * 0.7, c[3]];
+          if (f & 1 && !(f & 2)) c = [c[0] * 0.85, c[1] * 0.85, c[2] * 0.85, c[3]];
+          if (level === 2) c = [13, 13, 13, 255];
+          const scale = level === 2 ? 3.5 : f & 1 ? 2 : 1;
+          const r = Math.max(0.5, (point * dpr * (this.sizes ? this.sizes[i] : 1) * scale) / 2 - 0.5);
+          plot(ox + x, oy + y, r, c);
+        }
+      }
+    }
+    this.ctx.putImageData(img, 0, 0);
+  }
+
+  inkPerRegion(regions) {
+    const dpr = this.dpr || 1;
+    return regions.map((r) => {
+      const d = this.ctx.getImageData(Math.round(r.x * dpr), Math.round(r.y * dpr), Math.round(r.w * dpr), Math.round(r.h * dpr)).data;
+      let ink = 0;
+      for (let i = 0; i < d.length; i += 4) if (d[i] < 245 || d[i + 1] < 245 || d[i + 2] < 245) ink++;
+      return ink;
+    });
+  }
+}
+
+// A WebGL renderer where the browser has WebGL, else the CPU one.
+function pointRenderer(canvas) {
+  try {
+    return new PointRenderer(canvas);
+  } catch (err) {
+    console.warn(`${err.message}: drawing without WebGL (slower)`);
+    // A canvas that was asked for WebGL cannot give a 2D context: draw on a fresh one in its place.
+    const fresh = canvas.cloneNode(false);
+    canvas.replaceWith(fresh);
+    app.renderer = 'canvas2d';
+    return new CanvasPointRenderer(fresh);
+  }
+}
+
 // Orbit rotation (yaw about y, then pitch about x), column-major for WebGL.
 function rotation(yaw, pitch) {
   const cy = Math.cos(yaw); const sy = Math.sin(yaw);
@@ -405,8 +505,9 @@ async function init() {
     $('exact').disabled = true;
   }
   app.tokens = await api('tokens').catch(() => null);
-  app.matrixRenderer = new PointRenderer($('matrix-canvas'));
-  app.singleRenderer = new PointRenderer($('single-canvas'));
+  app.renderer = 'webgl';
+  app.matrixRenderer = pointRenderer($('matrix-canvas'));
+  app.singleRenderer = pointRenderer($('single-canvas'));
   bindControls();
   syncControls();
   await render();
