@@ -145,6 +145,11 @@ try {
     out.restored = await fresh.evaluate(() => ({ title: document.getElementById('single-title').textContent, selected: window.attnviz.single.header.selected }));
     await fresh.close();
 
+    // The arrow keys walk the heads.
+    await page.keyboard.press('ArrowRight');
+    await page.waitForFunction((t) => document.getElementById('single-title').textContent !== t, out.single_title, { timeout: 15000 });
+    out.after_arrow = await page.textContent('#single-title');
+
     // 6. Head similarity: heads laid out, a click opens one.
     await page.click('#to-similarity');
     await page.waitForSelector('#similarity-svg circle', { timeout: 15000 });

@@ -278,6 +278,8 @@ fn browser_matrix_single_search_and_sentence_views_work() {
     assert_eq!(r["restored"]["title"], r["single_title"]);
     assert_eq!(r["restored"]["selected"], r["selected"]);
     assert!(r["hash"].as_str().unwrap().contains(&format!("head={head_name}")));
+    let next = format!("L{}H{} ", head.layer, head.head + 1);
+    assert!(r["after_arrow"].as_str().unwrap().starts_with(&next), "ArrowRight opens the next head: {}", r["after_arrow"]);
     assert_eq!(r["similarity_heads"], 12);
     let clicked = r["similarity_clicked"].as_str().unwrap();
     assert!(r["similarity_opened"].as_str().unwrap().starts_with(&format!("{clicked} ")), "a click on a head opens it");

@@ -555,6 +555,17 @@ function bindControls() {
       if (h) setState({ head: headName(h) });
     };
   }
+  // Arrow keys walk the heads in the Single View (not while typing); Escape goes back to the matrix.
+  window.addEventListener('keydown', (ev) => {
+    if (state.view !== 'single' || ev.target.closest('input, select, textarea')) return;
+    const dir = { ArrowLeft: 'prev', ArrowRight: 'next', ArrowUp: 'up', ArrowDown: 'down' }[ev.key];
+    if (dir) {
+      ev.preventDefault();
+      $(`nav-${dir}`).click();
+    } else if (ev.key === 'Escape') {
+      setState({ view: 'matrix' });
+    }
+  });
   $('sentence-seq').onchange = (e) => setState({ seq: e.target.value, agg: false, focus: '', hidden: '' });
   $('image-seq').onchange = (e) => setState({ seq: e.target.value, sel: '' });
   $('hide-special').onchange = (e) => setState({ hide: e.target.checked });
