@@ -160,6 +160,16 @@ function cellInfoText(head, info) {
   return lines.join('\n');
 }
 
+// Sizes a canvas to `width` x `height` CSS px at the screen's pixel density; returns that density.
+function sizeCanvas(canvas, width, height) {
+  const dpr = window.devicePixelRatio || 1;
+  canvas.style.width = `${width}px`;
+  canvas.style.height = `${height}px`;
+  canvas.width = Math.round(width * dpr);
+  canvas.height = Math.round(height * dpr);
+  return dpr;
+}
+
 // ---------------------------------------------------------------- WebGL point renderer
 const VERT = `
 attribute vec3 a_pos; attribute vec4 a_color; attribute float a_flag; attribute float a_size;
@@ -239,12 +249,7 @@ class PointRenderer {
   }
 
   resize(width, height) {
-    const dpr = window.devicePixelRatio || 1;
-    this.canvas.style.width = `${width}px`;
-    this.canvas.style.height = `${height}px`;
-    this.canvas.width = Math.round(width * dpr);
-    this.canvas.height = Math.round(height * dpr);
-    this.dpr = dpr;
+    this.dpr = sizeCanvas(this.canvas, width, height);
   }
 
   // regions: [{x, y, w, h (CSS px, top-left origin), offset, count}]
@@ -325,12 +330,7 @@ class CanvasPointRenderer {
   setFlags(flags) { this.flags = Uint8Array.from(flags); }
 
   resize(width, height) {
-    const dpr = window.devicePixelRatio || 1;
-    this.canvas.style.width = `${width}px`;
-    this.canvas.style.height = `${height}px`;
-    this.canvas.width = Math.round(width * dpr);
-    this.canvas.height = Math.round(height * dpr);
-    this.dpr = dpr;
+    this.dpr = sizeCanvas(this.canvas, width, height);
   }
 
   draw(regions, { rot, zoom = 1, pan = [0, 0], point = 2, fade = false }) {
@@ -723,10 +723,7 @@ function sizeSingle() {
   app.singleSize = size;
   app.singleRenderer.resize(size, size);
   $('single-wrap').style.height = `${size}px`;
-  const ov = $('single-overlay');
-  const dpr = window.devicePixelRatio || 1;
-  ov.width = size * dpr; ov.height = size * dpr;
-  ov.style.width = `${size}px`; ov.style.height = `${size}px`;
+  sizeCanvas($('single-overlay'), size, size);
 }
 
 function drawSingle() {
