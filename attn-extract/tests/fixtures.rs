@@ -2,6 +2,8 @@
 //!
 //! The fixtures come from `scripts/make_fixtures.py`; every family must match Q, K and attention to
 //! 1e-4 (max abs), with sequences batched and padded differently from the per-sequence reference.
+//! The reference comparisons run on every backend compiled in: flex always, ndarray with
+//! `--features ndarray`, the first GPU with `--features cuda`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -16,9 +18,30 @@ fn device() -> Device {
     device_from_name("flex").expect("flex device")
 }
 
+/// Every backend this test binary was built with, by name.
+fn compiled_devices() -> Vec<(&'static str, Device)> {
+    let mut names = vec!["flex"];
+    if cfg!(feature = "ndarray") {
+        names.push("ndarray");
+    }
+    if cfg!(feature = "cuda") {
+        names.push("cuda:0");
+    }
+    names
+        .into_iter()
+        .map(|name| (name, device_from_name(name).expect(name)))
+        .collect()
+}
+
 fn text_case(name: &str, arch: Architecture) {
+    for (backend, device) in compiled_devices() {
+        text_case_on(name, arch, backend, &device);
+    }
+}
+
+fn text_case_on(name: &str, arch: Architecture, backend: &str, device: &Device) {
     let dir = fixture_dir(name);
-    let model = LoadedModel::load(&dir, &device()).expect("load");
+    let model = LoadedModel::load(&dir, device).expect("load");
     assert_eq!(model.info().architecture, arch);
     assert_eq!(
         (
@@ -45,11 +68,11 @@ fn text_case(name: &str, arch: Architecture) {
     ex.tokens.validate().expect("token table is consistent");
     let expected = Expected::read(&dir);
     let err = compare(&ex, &expected, texts.len(), &[0, 1, 2]);
-    eprintln!("{name}: max abs error {err:?}");
+    eprintln!("{name} on {backend}: max abs error {err:?}");
     assert_eq!(err.compared, 12 * texts.len());
     assert!(
         err.q < TOL && err.k < TOL && err.attn < TOL,
-        "{name}: {err:?}"
+        "{name} on {backend}: {err:?}"
     );
     assert_rows_sum_to_one(&ex, 1e-5);
     // Token ids agree with the reference tokenizer: lengths checked in compare; texts here.
@@ -107,8 +130,14 @@ fn gpt2_matches_transformers() {
 }
 
 fn vit_case(name: &str, grid: u16) {
+    for (backend, device) in compiled_devices() {
+        vit_case_on(name, grid, backend, &device);
+    }
+}
+
+fn vit_case_on(name: &str, grid: u16, backend: &str, device: &Device) {
     let dir = fixture_dir(name);
-    let model = LoadedModel::load(&dir, &device()).expect("load");
+    let model = LoadedModel::load(&dir, device).expect("load");
     let info = model.info();
     assert_eq!(info.architecture, Architecture::Vit);
     let geometry = info.image.expect("image geometry");
@@ -131,11 +160,11 @@ fn vit_case(name: &str, grid: u16) {
         )
         .expect("extract");
     let err = compare(&ex, &expected, 2, &[0, 1, 2]);
-    eprintln!("{name}: max abs error {err:?}");
+    eprintln!("{name} on {backend}: max abs error {err:?}");
     assert_eq!(err.compared, 12 * 2);
     assert!(
         err.q < TOL && err.k < TOL && err.attn < TOL,
-        "{name}: {err:?}"
+        "{name} on {backend}: {err:?}"
     );
     assert_rows_sum_to_one(&ex, 1e-5);
     let toks = &ex.tokens.tokens;

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
-"""PyTorch + transformers baseline for attn-extract's examples/throughput.rs (dev-time only).
+"""PyTorch + transformers side of the extraction benchmark (benches/src/bin/extract_compare.rs).
 
-Same corpus (same 64-bit LCG), same work: every layer's per-head Q and K (hooked Linear outputs)
-and attention probabilities copied to host numpy arrays, sequences batched by similar length.
+Same corpus as the Rust side (same 64-bit LCG), same work: every layer's per-head Q and K (hooked
+Linear outputs) and attention probabilities copied to host numpy arrays, sequences batched by
+similar length. Each run is repeated; the last line of stdout is a JSON record of all rates.
 
-    python scripts/torch_throughput.py <model dir> [sentences=300] [batch=16] [repeats=5]
-
-Like the Rust example, every run is repeated and the median and best are printed.
+    python torch_extract.py <model dir> [--sentences 300] [--batch 16] [--repeats 5] [--threads 2]
 """
 
+import argparse
+import json
 import sys
 import time
 
@@ -62,28 +63,31 @@ def run(model, tok, texts, batch, capture):
 
 
 def main():
-    model_dir = sys.argv[1]
-    n = int(sys.argv[2]) if len(sys.argv) > 2 else 300
-    batch = int(sys.argv[3]) if len(sys.argv) > 3 else 16
-    torch.set_num_threads(2)
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = BertModel.from_pretrained(model_dir, attn_implementation="eager").eval()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model_dir")
+    ap.add_argument("--sentences", type=int, default=300)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    tok = AutoTokenizer.from_pretrained(a.model_dir)
+    model = BertModel.from_pretrained(a.model_dir, attn_implementation="eager").eval()
     capture = []
     for layer in model.encoder.layer:
         for lin in (layer.attention.self.query, layer.attention.self.key):
             lin.register_forward_hook(lambda _m, _i, o: capture.append(o.detach()))
-    texts = corpus(n)
-    repeats = int(sys.argv[4]) if len(sys.argv) > 4 else 5
-    run(model, tok, texts[:batch], batch, capture)  # warm-up
+    texts = corpus(a.sentences)
+    run(model, tok, texts[:a.batch], a.batch, capture)  # warm-up
     rates = []
-    for _ in range(max(repeats, 1)):
+    tokens = 0
+    for _ in range(max(a.repeats, 1)):
         t0 = time.perf_counter()
-        tokens = run(model, tok, texts, batch, capture)
+        tokens = run(model, tok, texts, a.batch, capture)
         rates.append(tokens / (time.perf_counter() - t0))
-    rates.sort()
-    print(f"{n} sentences, {tokens} tokens, batch {batch}: median {rates[len(rates) // 2]:.0f} tokens/s, "
-          f"best {rates[-1]:.0f} ({len(rates)} runs: {', '.join(f'{r:.0f}' for r in rates)}) "
-          f"(torch {torch.__version__}, 2 threads)")
+    print(json.dumps({"tokens": tokens, "rates": rates, "torch": torch.__version__,
+                      "transformers": __import__("transformers").__version__, "threads": a.threads}))
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
