@@ -40,45 +40,36 @@ pub(crate) fn check_data(data: &Matrix) -> Result<(), ProjectError> {
     Ok(())
 }
 
-/// Dot product with 8 independent accumulators so that LLVM vectorizes it without fast-math (the
-/// summation order is fixed, so results do not depend on threads).
-#[inline]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+/// Sum of `term(a[i], b[i])` with 8 independent accumulators so that LLVM vectorizes it without
+/// fast-math (the summation order is fixed, so results do not depend on threads).
+#[inline(always)]
+fn sum_lanes(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f32) -> f32 {
     let mut acc = [0f32; 8];
     let ca = a.chunks_exact(8);
     let cb = b.chunks_exact(8);
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
         for l in 0..8 {
-            acc[l] += x[l] * y[l];
+            acc[l] += term(x[l], y[l]);
         }
     }
     let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
     for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
+        s += term(*x, *y);
     }
     s
 }
 
-/// Squared Euclidean distance, vectorized like [`dot`].
+/// Dot product (see [`sum_lanes`]).
+#[inline]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    sum_lanes(a, b, |x, y| x * y)
+}
+
+/// Squared Euclidean distance (see [`sum_lanes`]).
 #[inline]
 pub(crate) fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let ca = a.chunks_exact(8);
-    let cb = b.chunks_exact(8);
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            let t = x[l] - y[l];
-            acc[l] += t * t;
-        }
-    }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (x, y) in ra.iter().zip(rb) {
-        let t = x - y;
-        s += t * t;
-    }
-    s
+    sum_lanes(a, b, |x, y| (x - y) * (x - y))
 }
 
 /// Row-major copy of `data` prepared for `metric`: rows L2-normalized for cosine (zero rows stay
