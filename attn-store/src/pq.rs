@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arrow_array::types::{Float32Type, UInt16Type, UInt32Type};
 use arrow_array::{
     Array, ArrayRef, ArrowPrimitiveType, BooleanArray, FixedSizeListArray, Float32Array,
-    LargeListArray, LargeStringArray, ListArray, PrimitiveArray, RecordBatch, StringArray,
+    GenericListArray, LargeListArray, LargeStringArray, ListArray, OffsetSizeTrait, PrimitiveArray,
+    RecordBatch, StringArray,
 };
 use arrow_schema::{DataType, Field, SchemaRef};
 use attn_types::DATA_MODEL_VERSION;
@@ -270,6 +271,24 @@ impl Contents {
         Ok(out)
     }
 
+    /// The child values and row boundaries of each batch's list array, refusing null rows.
+    fn list_parts<'a, O: OffsetSizeTrait>(
+        &self,
+        arrays: Vec<&'a GenericListArray<O>>,
+        column: &str,
+    ) -> Result<Vec<(&'a ArrayRef, Vec<usize>)>, StoreError> {
+        arrays
+            .into_iter()
+            .map(|a| {
+                if a.null_count() > 0 {
+                    return Err(self.null_error(column));
+                }
+                let offsets = a.value_offsets().iter().map(|o| o.as_usize()).collect();
+                Ok((a.values(), offsets))
+            })
+            .collect()
+    }
+
     fn null_error(&self, column: &str) -> StoreError {
         StoreError::invalid(
             &self.path,
@@ -445,28 +464,19 @@ impl Contents {
                     values.extend_from_slice(slice.values());
                     Ok(())
                 };
-                let mut row = 0;
-                if matches!(dt, DataType::List(_)) {
-                    for a in self.arrays::<ListArray>(column, EXPECTED)? {
-                        if a.null_count() > 0 {
-                            return Err(self.null_error(column));
-                        }
-                        let child = child_values(a.values())?;
-                        for w in a.value_offsets().windows(2) {
-                            push_row(row, &child, w[0] as usize, w[1] as usize)?;
-                            row += 1;
-                        }
-                    }
+                // Both offset widths as (child values, row boundaries); the boundaries are few next
+                // to the values.
+                let parts = if matches!(dt, DataType::List(_)) {
+                    self.list_parts(self.arrays::<ListArray>(column, EXPECTED)?, column)?
                 } else {
-                    for a in self.arrays::<LargeListArray>(column, EXPECTED)? {
-                        if a.null_count() > 0 {
-                            return Err(self.null_error(column));
-                        }
-                        let child = child_values(a.values())?;
-                        for w in a.value_offsets().windows(2) {
-                            push_row(row, &child, w[0] as usize, w[1] as usize)?;
-                            row += 1;
-                        }
+                    self.list_parts(self.arrays::<LargeListArray>(column, EXPECTED)?, column)?
+                };
+                let mut row = 0;
+                for (child, offsets) in parts {
+                    let child = child_values(child)?;
+                    for w in offsets.windows(2) {
+                        push_row(row, &child, w[0], w[1])?;
+                        row += 1;
                     }
                 }
                 Ok((d.unwrap_or(0), values))

@@ -8,7 +8,9 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float32Array, Int64Array, ListArray, RecordBatch, UInt32Array};
+use arrow_array::{
+    ArrayRef, Float32Array, Int64Array, LargeListArray, ListArray, RecordBatch, UInt32Array,
+};
 use arrow_schema::{DataType, Field, Schema};
 use attn_store::{Dataset, StoreError, read_vectors_file};
 use attn_types::{DATA_MODEL_VERSION, HeadId, ProjectionMethod};
@@ -270,6 +272,29 @@ fn user_vectors_as_list_columns_are_accepted_and_ragged_rows_rejected() {
     assert_eq!(stored.raw.queries.row(2), &[5.0, 6.0]);
     assert_eq!(stored.raw.keys.row(0), &[-1.0, 0.5]);
     assert!(stored.normalized.is_none());
+
+    // 64-bit offsets (`LargeList`, e.g. from polars) read the same.
+    let large_list = |rows: Vec<Vec<f32>>| -> ArrayRef {
+        Arc::new(LargeListArray::from_iter_primitive::<
+            arrow_array::types::Float32Type,
+            _,
+            _,
+        >(
+            rows.into_iter()
+                .map(|r| Some(r.into_iter().map(Some).collect::<Vec<_>>())),
+        ))
+    };
+    write_foreign(
+        &path,
+        vec![
+            ("query", large_list(vec![vec![1.0, 2.0], vec![3.0, 4.0]])),
+            ("key", list(vec![vec![-1.0, 0.5], vec![0.0, 9.0]])),
+        ],
+        vec![],
+    );
+    let stored = read_vectors_file(&path, head).unwrap();
+    assert_eq!(stored.raw.queries.row(1), &[3.0, 4.0]);
+    assert_eq!(stored.raw.keys.row(1), &[0.0, 9.0]);
 
     // Long enough to be read back in several record batches.
     let rows: Vec<Vec<f32>> = (0..3000)
