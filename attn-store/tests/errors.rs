@@ -9,7 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::{
-    ArrayRef, Float32Array, Int64Array, LargeListArray, ListArray, RecordBatch, UInt32Array,
+    ArrayRef, Float32Array, GenericListArray, Int64Array, ListArray, OffsetSizeTrait, RecordBatch,
+    UInt32Array,
 };
 use arrow_schema::{DataType, Field, Schema};
 use attn_store::{Dataset, StoreError, read_vectors_file};
@@ -237,20 +238,23 @@ fn a_file_of_another_head_is_detected() {
     );
 }
 
+/// A `List<Float32>` (`O = i32`) or `LargeList<Float32>` (`O = i64`) column of `rows`.
+fn list_column<O: OffsetSizeTrait>(rows: Vec<Vec<f32>>) -> ArrayRef {
+    Arc::new(GenericListArray::<O>::from_iter_primitive::<
+        arrow_array::types::Float32Type,
+        _,
+        _,
+    >(
+        rows.into_iter()
+            .map(|r| Some(r.into_iter().map(Some).collect::<Vec<_>>())),
+    ))
+}
+
 #[test]
 fn user_vectors_as_list_columns_are_accepted_and_ragged_rows_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("my_qk.parquet");
-    let list = |rows: Vec<Vec<f32>>| -> ArrayRef {
-        Arc::new(ListArray::from_iter_primitive::<
-            arrow_array::types::Float32Type,
-            _,
-            _,
-        >(
-            rows.into_iter()
-                .map(|r| Some(r.into_iter().map(Some).collect::<Vec<_>>())),
-        ))
-    };
+    let list = list_column::<i32>;
     write_foreign(
         &path,
         vec![
@@ -274,20 +278,10 @@ fn user_vectors_as_list_columns_are_accepted_and_ragged_rows_rejected() {
     assert!(stored.normalized.is_none());
 
     // 64-bit offsets (`LargeList`, e.g. from polars) read the same.
-    let large_list = |rows: Vec<Vec<f32>>| -> ArrayRef {
-        Arc::new(LargeListArray::from_iter_primitive::<
-            arrow_array::types::Float32Type,
-            _,
-            _,
-        >(
-            rows.into_iter()
-                .map(|r| Some(r.into_iter().map(Some).collect::<Vec<_>>())),
-        ))
-    };
     write_foreign(
         &path,
         vec![
-            ("query", large_list(vec![vec![1.0, 2.0], vec![3.0, 4.0]])),
+            ("query", list_column::<i64>(vec![vec![1.0, 2.0], vec![3.0, 4.0]])),
             ("key", list(vec![vec![-1.0, 0.5], vec![0.0, 9.0]])),
         ],
         vec![],
