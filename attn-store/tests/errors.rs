@@ -281,7 +281,10 @@ fn user_vectors_as_list_columns_are_accepted_and_ragged_rows_rejected() {
     write_foreign(
         &path,
         vec![
-            ("query", list_column::<i64>(vec![vec![1.0, 2.0], vec![3.0, 4.0]])),
+            (
+                "query",
+                list_column::<i64>(vec![vec![1.0, 2.0], vec![3.0, 4.0]]),
+            ),
             ("key", list(vec![vec![-1.0, 0.5], vec![0.0, 9.0]])),
         ],
         vec![],
