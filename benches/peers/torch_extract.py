@@ -5,7 +5,7 @@ Same corpus as the Rust side (same 64-bit LCG), same work: every layer's per-hea
 Linear outputs) and attention probabilities copied to host numpy arrays, sequences batched by
 similar length. Each run is repeated; the last line of stdout is a JSON record of all rates.
 
-    python torch_extract.py <model dir> [--sentences 300] [--batch 16] [--repeats 5] [--threads 2]
+    python torch_extract.py <model dir> [--sentences 300] [--batch 16] [--repeats 5] [--threads 2] [--truncate]
 """
 
 import argparse
@@ -42,8 +42,8 @@ def corpus(n):
     return out
 
 
-def run(model, tok, texts, batch, capture):
-    enc = [tok(t)["input_ids"] for t in texts]
+def run(model, tok, texts, batch, capture, max_len=None):
+    enc = [tok(t, truncation=max_len is not None, max_length=max_len)["input_ids"] for t in texts]
     order = sorted(range(len(texts)), key=lambda i: len(enc[i]))
     tokens = 0
     for start in range(0, len(order), batch):
@@ -69,6 +69,7 @@ def main():
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--truncate", action="store_true", help="cut sequences to the model's positions")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     tok = AutoTokenizer.from_pretrained(a.model_dir)
@@ -78,12 +79,13 @@ def main():
         for lin in (layer.attention.self.query, layer.attention.self.key):
             lin.register_forward_hook(lambda _m, _i, o: capture.append(o.detach()))
     texts = corpus(a.sentences)
-    run(model, tok, texts[:a.batch], a.batch, capture)  # warm-up
+    max_len = model.config.max_position_embeddings if a.truncate else None
+    run(model, tok, texts[:a.batch], a.batch, capture, max_len)  # warm-up
     rates = []
     tokens = 0
     for _ in range(max(a.repeats, 1)):
         t0 = time.perf_counter()
-        tokens = run(model, tok, texts, a.batch, capture)
+        tokens = run(model, tok, texts, a.batch, capture, max_len)
         rates.append(tokens / (time.perf_counter() - t0))
     print(json.dumps({"tokens": tokens, "rates": rates, "torch": torch.__version__,
                       "transformers": __import__("transformers").__version__, "threads": a.threads}))

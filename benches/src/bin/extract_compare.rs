@@ -11,8 +11,9 @@
 //! Options: `--model DIR` (or `$ATTNVIZ_MINILM_DIR`; `attnviz fetch-model --print-dir` prints the
 //! cached one), `--sentences 300`, `--batch 16`, `--repeats 5`, `--rounds 2`, `--threads 2`,
 //! `--device flex`, `--python PATH` (default: the dev venv made by `scripts/devvenv.sh`, torch +
-//! transformers from PyPI), `--skip-python`, `--out DIR` (default target/extract-compare). Writes
-//! `DIR/results.md` and `DIR/results.json`.
+//! transformers from PyPI), `--skip-python`, `--truncate` (cut sentences longer than the model's
+//! positions, on both sides), `--out DIR` (default target/extract-compare). Writes `DIR/results.md`
+//! and `DIR/results.json`.
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ struct Args {
     device: String,
     python: Option<String>,
     skip_python: bool,
+    truncate: bool,
     out: PathBuf,
 }
 
@@ -47,6 +49,7 @@ fn parse_args() -> Res<Args> {
         device: "flex".into(),
         python: None,
         skip_python: false,
+        truncate: false,
         out: PathBuf::from("target/extract-compare"),
     };
     let mut it = std::env::args().skip(1);
@@ -62,6 +65,7 @@ fn parse_args() -> Res<Args> {
             "--device" => a.device = val()?,
             "--python" => a.python = Some(val()?),
             "--skip-python" => a.skip_python = true,
+            "--truncate" => a.truncate = true,
             "--out" => a.out = PathBuf::from(val()?),
             "-h" | "--help" => {
                 let doc = include_str!("extract_compare.rs")
@@ -258,6 +262,7 @@ fn time_torch(python: &str, args: &Args, model_dir: &Path) -> Res<TorchRound> {
                 "--threads",
                 &t,
             ])
+            .args(args.truncate.then_some("--truncate"))
             .env("OMP_NUM_THREADS", &t)
             .env("MKL_NUM_THREADS", &t),
         &script,
@@ -291,7 +296,17 @@ fn fmt_rates(rates: &[f64]) -> String {
         .join(", ")
 }
 
-fn main() -> Res<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("extract_compare: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Res<()> {
     let args = parse_args()?;
     let model_dir = args.model.clone().ok_or("pass --model <all-MiniLM-L6-v2 dir> (or set ATTNVIZ_MINILM_DIR); `attnviz fetch-model --print-dir` downloads it and prints the directory")?;
     rayon::ThreadPoolBuilder::new()
@@ -302,6 +317,7 @@ fn main() -> Res<()> {
     let texts = corpus(args.sentences);
     let opts = ExtractOptions {
         batch_size: args.batch,
+        truncate: args.truncate,
         ..Default::default()
     };
     let opts_no_attention = ExtractOptions {

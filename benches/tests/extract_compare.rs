@@ -1,0 +1,78 @@
+//! The extraction benchmark's driver runs end to end on a tiny fixture model (the PyTorch side is
+//! skipped: CI has no torch). Checks what it reports, not how fast.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn extract_compare_reports_rounds_and_writes_results() {
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../attn-extract/tests/fixtures/bert_tiny");
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_extract_compare"))
+        .arg("--model")
+        .arg(&model)
+        .args([
+            "--sentences",
+            "12",
+            "--batch",
+            "5",
+            "--repeats",
+            "2",
+            "--rounds",
+            "2",
+            "--skip-python",
+            "--truncate",
+        ])
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("PyTorch skipped: no ratio."), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["sentences"], 12);
+    // Every generated sentence has at least 9 words plus [CLS] and [SEP].
+    assert!(json["tokens"].as_u64().unwrap() >= 12 * 11, "{json}");
+    assert!(json["ratio"].is_null());
+    let rounds = json["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2);
+    for round in rounds {
+        for key in ["attn_extract", "attn_extract_no_attention"] {
+            let rates = round[key].as_array().unwrap();
+            assert_eq!(rates.len(), 2, "{key}");
+            assert!(
+                rates.iter().all(|r| r.as_f64().unwrap() > 0.0),
+                "{key}: {rates:?}"
+            );
+        }
+        assert!(round["pytorch"].is_null());
+    }
+    assert!(out.path().join("results.md").is_file());
+    assert!(!out.path().join(".results.json.tmp").exists());
+}
+
+#[test]
+fn extract_compare_names_a_missing_model_and_bad_options() {
+    let missing = Command::new(env!("CARGO_BIN_EXE_extract_compare"))
+        .env_remove("ATTNVIZ_MINILM_DIR")
+        .arg("--skip-python")
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--model"));
+    let zero = Command::new(env!("CARGO_BIN_EXE_extract_compare"))
+        .args(["--repeats", "0"])
+        .output()
+        .unwrap();
+    assert!(!zero.status.success());
+    assert!(String::from_utf8_lossy(&zero.stderr).contains("--repeats must be at least 1"));
+}
