@@ -152,7 +152,7 @@ impl Activation {
         use burn::tensor::activation;
         match self {
             Activation::Gelu => crate::host::gelu(x),
-            Activation::GeluTanh => activation::gelu_approximate(x),
+            Activation::GeluTanh => crate::host::gelu_tanh(x),
             Activation::Relu => activation::relu(x),
         }
     }

@@ -1,9 +1,11 @@
 //! Element-wise work done on the host for CPU devices, where burn's own kernel is the bottleneck.
 //!
-//! burn-flex 0.22 evaluates GELU element by element with libm's scalar `erff` on a single thread;
-//! on all-MiniLM-L6-v2 that was a fifth of the extraction time. On a CPU device the tensor already
-//! lives in host memory, so taking its data, rewriting it in place with a branch-free (hence
-//! vectorized) erf on the rayon threads and handing it back costs at most two copies.
+//! burn-flex 0.22 evaluates GELU element by element with libm's scalar `erff` on a single thread
+//! (a fifth of the extraction time on all-MiniLM-L6-v2), and GPT-2's tanh GELU as separate passes
+//! with scalar `powf` and `tanhf` (two fifths of it on a GPT-2-small-sized model). On a CPU device
+//! the tensor already lives in host memory, so taking its data, rewriting it in place with
+//! branch-free (hence vectorized) rational approximations on the rayon threads and handing it back
+//! costs at most two copies.
 
 use burn::tensor::{Device, Tensor, activation};
 use rayon::prelude::*;
@@ -30,17 +32,33 @@ fn is_host(device: &Device) -> bool {
 
 /// Exact (erf) GELU, `0.5 x (1 + erf(x / sqrt 2))`: on the host for CPU devices, else burn's.
 pub(crate) fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    map_on_host(x, gelu_f32, activation::gelu)
+}
+
+/// Tanh-approximated GELU (`gelu_new`, GPT-2), `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`:
+/// on the host for CPU devices, else burn's.
+pub(crate) fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    map_on_host(x, gelu_tanh_f32, activation::gelu_approximate)
+}
+
+/// `f` applied to every element on the rayon threads when `x` lives in host memory; `on_device`
+/// otherwise (and for non-f32 data, which the loaders never produce: they cast weights to f32).
+#[inline(always)]
+fn map_on_host<const D: usize>(
+    x: Tensor<D>,
+    f: impl Fn(f32) -> f32 + Sync,
+    on_device: fn(Tensor<D>) -> Tensor<D>,
+) -> Tensor<D> {
     let device = x.device();
     if !is_host(&device) {
-        return activation::gelu(x);
+        return on_device(x);
     }
     let mut data = x.into_data();
     match data.as_mut_slice::<f32>() {
         Ok(values) => values
             .par_chunks_mut(CHUNK)
-            .for_each(|chunk| chunk.iter_mut().for_each(|v| *v = gelu_f32(*v))),
-        // Not f32 (the loaders cast every weight to f32, so not expected): burn's kernel.
-        Err(_) => return activation::gelu(Tensor::from_data(data, &device)),
+            .for_each(|chunk| chunk.iter_mut().for_each(|v| *v = f(*v))),
+        Err(_) => return on_device(Tensor::from_data(data, &device)),
     }
     Tensor::from_data(data, &device)
 }
@@ -50,6 +68,39 @@ pub(crate) fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 #[inline(always)]
 fn gelu_f32(x: f32) -> f32 {
     0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+#[inline(always)]
+fn gelu_tanh_f32(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + tanh_f32(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)))
+}
+
+/// Numerator (odd, x^1..x^13) and denominator (even, x^0..x^6) coefficients of Eigen's and XLA's
+/// f32 `tanh`, highest power first.
+const TANH_P: [f64; 7] = [
+    -2.76076847742355e-16,
+    2.00018790482477e-13,
+    -8.60467152213735e-11,
+    5.12229709037114e-08,
+    1.48572235717979e-05,
+    6.37261928875436e-04,
+    4.89352455891786e-03,
+];
+const TANH_Q: [f64; 4] = [
+    1.19825839466702e-06,
+    1.18534705686654e-04,
+    2.26843463243900e-03,
+    4.89352518554385e-03,
+];
+
+/// tanh as a rational function of x (absolute error below 1e-6), branch-free like [`erf_f32`].
+#[inline(always)]
+fn tanh_f32(x: f32) -> f32 {
+    // tanh(+-7.9) rounds to +-1 in f32; clamping keeps the polynomials in their fitted range.
+    let x = x.clamp(-7.905_311, 7.905_311);
+    let x2 = x * x;
+    x * horner(&TANH_P, x2) / horner(&TANH_Q, x2)
 }
 
 /// Numerator (odd, x^1..x^13) and denominator (even, x^0..x^8) coefficients of Eigen's and XLA's
@@ -102,6 +153,32 @@ mod tests {
         assert!(worst < 5e-7, "max |erf error| {worst}");
         assert_eq!(erf_f32(0.0), 0.0);
         assert_eq!(erf_f32(f32::INFINITY), erf_f32(4.0));
+    }
+
+    #[test]
+    fn tanh_matches_libm() {
+        let mut worst = 0.0f32;
+        for i in -200_000..=200_000 {
+            let x = i as f32 * 1e-4; // [-20, 20]
+            worst = worst.max((tanh_f32(x) - f64::from(x).tanh() as f32).abs());
+        }
+        assert!(worst < 1e-6, "max |tanh error| {worst}");
+        assert_eq!(tanh_f32(0.0), 0.0);
+        assert!((tanh_f32(f32::INFINITY) - 1.0).abs() < 1e-6);
+        assert!((tanh_f32(f32::NEG_INFINITY) + 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn gelu_tanh_matches_its_formula_in_f64() {
+        let mut worst = 0.0f64;
+        for i in -100_000..=100_000 {
+            let x = f64::from(i as f32 * 1e-4); // [-10, 10]
+            let exact = 0.5
+                * x
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh());
+            worst = worst.max((f64::from(gelu_tanh_f32(x as f32)) - exact).abs());
+        }
+        assert!(worst < 1e-5, "max |gelu_tanh error| {worst}");
     }
 
     // f64 reference through the standard library's (C) erf.

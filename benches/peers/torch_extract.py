@@ -14,7 +14,7 @@ import sys
 import time
 
 import torch
-from transformers import AutoTokenizer, BertModel
+from transformers import AutoModel, AutoTokenizer
 
 WORDS = [
     "the", "a", "model", "attention", "head", "query", "key", "value", "token", "sentence", "cat", "dog",
@@ -73,13 +73,19 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     tok = AutoTokenizer.from_pretrained(a.model_dir)
-    model = BertModel.from_pretrained(a.model_dir, attn_implementation="eager").eval()
+    model = AutoModel.from_pretrained(a.model_dir, attn_implementation="eager").eval()
     capture = []
-    for layer in model.encoder.layer:
-        for lin in (layer.attention.self.query, layer.attention.self.key):
-            lin.register_forward_hook(lambda _m, _i, o: capture.append(o.detach()))
+    hook = lambda _m, _i, o: capture.append(o.detach())
+    if model.config.model_type == "gpt2":
+        # GPT-2 projects q, k and v in one Conv1D; its output holds Q and K.
+        for block in model.h:
+            block.attn.c_attn.register_forward_hook(hook)
+    else:
+        for layer in model.encoder.layer:
+            for lin in (layer.attention.self.query, layer.attention.self.key):
+                lin.register_forward_hook(hook)
     texts = corpus(a.sentences)
-    max_len = model.config.max_position_embeddings if a.truncate else None
+    max_len = model.config.max_position_embeddings if a.truncate else None  # n_positions for GPT-2
     run(model, tok, texts[:a.batch], a.batch, capture, max_len)  # warm-up
     rates = []
     tokens = 0

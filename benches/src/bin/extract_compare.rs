@@ -1,7 +1,7 @@
 //! Extraction throughput: attn-extract against PyTorch + transformers (eager) on the same generated
 //! sentences, in one run. Both sides do the same work: every layer's per-head Q and K and attention
-//! probabilities of a BERT-family model (all-MiniLM-L6-v2) copied to host memory, sequences batched
-//! by similar length. The two stacks take turns (`--rounds`), each timing `--repeats` runs, so that
+//! probabilities of a BERT-family (e.g. all-MiniLM-L6-v2) or GPT-2 model copied to host memory,
+//! sequences batched by similar length. The two stacks take turns (`--rounds`), each timing `--repeats` runs, so that
 //! both see the same machine load; the ratio is taken of the per-round medians.
 //!
 //! ```text
