@@ -6,6 +6,8 @@
 //!   Seeded; bit-identical for any number of threads.
 //! - [`knn`]: picks exact up to [`EXACT_KNN_MAX_N`] points, approximate above.
 
+use std::collections::BinaryHeap;
+
 use attn_types::{Matrix, Metric};
 use nalgebra::{DMatrixView, DMatrixViewMut};
 use rand::{Rng, SeedableRng};
@@ -165,20 +167,31 @@ pub fn exact_knn(data: &Matrix, k: usize, metric: Metric) -> Result<KnnGraph, Pr
                     };
                 }
             }
-            let mut cand: Vec<(f32, u32)> = Vec::with_capacity(n);
+            let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
+            let mut top: Vec<(f32, u32)> = Vec::with_capacity(k);
             for qi in 0..nq {
                 let i = q0 + qi;
-                cand.clear();
-                cand.extend(
-                    buf[qi * n..(qi + 1) * n]
-                        .iter()
-                        .enumerate()
-                        .filter(|&(j, _)| j != i)
-                        .map(|(j, &v)| (v, j as u32)),
-                );
+                // The k smallest (value, index) pairs through a max-heap of size k: past the first
+                // few hundred candidates nearly every one fails the single comparison with the
+                // current k-th, where selecting from a copy of the whole row touched each one
+                // several times. Ties go to the lower index, so the set is the same as a full sort's.
+                heap.clear();
+                for (j, &v) in buf[qi * n..(qi + 1) * n].iter().enumerate() {
+                    if j == i {
+                        continue;
+                    }
+                    let c = Candidate(v, j as u32);
+                    if heap.len() < k {
+                        heap.push(c);
+                    } else if let Some(mut worst) = heap.peek_mut()
+                        && c < *worst
+                    {
+                        *worst = c;
+                    }
+                }
+                top.clear();
+                top.extend(heap.drain().map(|c| (c.0, c.1)));
                 let cmp = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
-                cand.select_nth_unstable_by(k - 1, cmp);
-                let top = &mut cand[..k];
                 let qrow = &rows[i * d..(i + 1) * d];
                 for c in top.iter_mut() {
                     let r = &rows[c.1 as usize * d..(c.1 as usize + 1) * d];
@@ -201,6 +214,24 @@ pub fn exact_knn(data: &Matrix, k: usize, metric: Metric) -> Result<KnnGraph, Pr
         indices,
         distances,
     })
+}
+
+/// A kNN candidate `(rank value, index)`, ordered by value (IEEE total order), then index.
+#[derive(Clone, Copy, PartialEq)]
+struct Candidate(f32, u32);
+
+impl Eq for Candidate {}
+
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0).then(self.1.cmp(&other.1))
+    }
 }
 
 /// Fraction of the exact graph's neighbours that the approximate graph found (mean over points).
