@@ -5,11 +5,12 @@ Same corpus as the Rust side (same 64-bit LCG), same work: every layer's per-hea
 Linear outputs) and attention probabilities copied to host numpy arrays, sequences batched by
 similar length. Each run is repeated; the last line of stdout is a JSON record of all rates.
 
-    python torch_extract.py <model dir> [--sentences 300] [--batch 16] [--repeats 5] [--threads 2] [--truncate]
+    python torch_extract.py <model dir> [--sentences 300] [--batch 16] [--repeats 5] [--threads 2] [--truncate] [--images DIR]
 """
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -62,6 +63,19 @@ def run(model, tok, texts, batch, capture, max_len=None):
     return tokens
 
 
+def run_images(model, processor, images, batch, capture):
+    """ViT: the same decoded pixels as the Rust side, preprocessing included in the time."""
+    tokens = 0
+    for start in range(0, len(images), batch):
+        pixels = processor(images=images[start:start + batch], return_tensors="pt")["pixel_values"]
+        capture.clear()
+        with torch.no_grad():
+            out = model(pixel_values=pixels, output_attentions=True)
+        _host = [c.numpy() for c in capture] + [a.numpy() for a in out.attentions]
+        tokens += out.attentions[0].shape[0] * out.attentions[0].shape[-1]
+    return tokens
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model_dir")
@@ -70,28 +84,48 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--truncate", action="store_true", help="cut sequences to the model's positions")
+    ap.add_argument("--images", help="a folder of PNGs (ViT models; --sentences is then ignored)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    tok = AutoTokenizer.from_pretrained(a.model_dir)
-    model = AutoModel.from_pretrained(a.model_dir, attn_implementation="eager").eval()
+    extra = {"add_pooling_layer": False} if a.images else {}  # ViT: no pooler (attn-extract has none)
+    model = AutoModel.from_pretrained(a.model_dir, attn_implementation="eager", **extra).eval()
     capture = []
     hook = lambda _m, _i, o: capture.append(o.detach())
     if model.config.model_type == "gpt2":
         # GPT-2 projects q, k and v in one Conv1D; its output holds Q and K.
         for block in model.h:
             block.attn.c_attn.register_forward_hook(hook)
+    elif model.config.model_type == "vit":
+        # transformers 5.x: ViTModel.layers and q_proj/k_proj in memory (4.x: encoder.layer, query/key).
+        for layer in model.layers if hasattr(model, "layers") else model.encoder.layer:
+            att = layer.attention
+            for lin in (getattr(att, "q_proj", None) or att.attention.query,
+                        getattr(att, "k_proj", None) or att.attention.key):
+                lin.register_forward_hook(hook)
     else:
         for layer in model.encoder.layer:
             for lin in (layer.attention.self.query, layer.attention.self.key):
                 lin.register_forward_hook(hook)
-    texts = corpus(a.sentences)
-    max_len = model.config.max_position_embeddings if a.truncate else None  # n_positions for GPT-2
-    run(model, tok, texts[:a.batch], a.batch, capture, max_len)  # warm-up
+    if a.images:
+        from PIL import Image
+        from transformers import AutoImageProcessor
+
+        processor = AutoImageProcessor.from_pretrained(a.model_dir)
+        files = sorted(p for p in os.listdir(a.images) if p.endswith(".png"))
+        images = [Image.open(os.path.join(a.images, f)).convert("RGB") for f in files]
+        once = lambda items: run_images(model, processor, items, a.batch, capture)
+        work = images
+    else:
+        tok = AutoTokenizer.from_pretrained(a.model_dir)
+        max_len = model.config.max_position_embeddings if a.truncate else None  # n_positions for GPT-2
+        once = lambda items: run(model, tok, items, a.batch, capture, max_len)
+        work = corpus(a.sentences)
+    once(work[:a.batch])  # warm-up
     rates = []
     tokens = 0
     for _ in range(max(a.repeats, 1)):
         t0 = time.perf_counter()
-        tokens = run(model, tok, texts, a.batch, capture, max_len)
+        tokens = once(work)
         rates.append(tokens / (time.perf_counter() - t0))
     print(json.dumps({"tokens": tokens, "rates": rates, "torch": torch.__version__,
                       "transformers": __import__("transformers").__version__, "threads": a.threads}))

@@ -76,3 +76,42 @@ fn extract_compare_names_a_missing_model_and_bad_options() {
     assert!(!zero.status.success());
     assert!(String::from_utf8_lossy(&zero.stderr).contains("--repeats must be at least 1"));
 }
+
+#[test]
+fn extract_compare_runs_a_vit_on_synthetic_images() {
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../attn-extract/tests/fixtures/vit16_tiny");
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_extract_compare"))
+        .arg("--model")
+        .arg(&model)
+        .args([
+            "--sentences",
+            "3",
+            "--batch",
+            "2",
+            "--repeats",
+            "1",
+            "--rounds",
+            "1",
+        ])
+        .arg("--skip-python")
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap())
+            .unwrap();
+    // The fixture sees 48 px through 16 px patches: 3 x 3 patches + [CLS] per image.
+    assert_eq!(json["tokens"], 3 * 10, "{json}");
+    let pngs = std::fs::read_dir(out.path().join("images"))
+        .unwrap()
+        .count();
+    assert_eq!(pngs, 3, "the images the PyTorch side reads");
+}

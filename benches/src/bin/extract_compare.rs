@@ -1,26 +1,30 @@
-//! Extraction throughput: attn-extract against PyTorch + transformers (eager) on the same generated
-//! sentences, in one run. Both sides do the same work: every layer's per-head Q and K and attention
-//! probabilities of a BERT-family (e.g. all-MiniLM-L6-v2) or GPT-2 model copied to host memory,
-//! sequences batched by similar length. The two stacks take turns (`--rounds`), each timing `--repeats` runs, so that
-//! both see the same machine load; the ratio is taken of the per-round medians.
+//! Extraction throughput: attn-extract against PyTorch + transformers (eager) on the same inputs, in
+//! one run. Both sides do the same work: every layer's per-head Q and K and attention probabilities,
+//! copied to host memory, sequences batched by similar length, for a BERT-family (e.g.
+//! all-MiniLM-L6-v2) or GPT-2 model on generated sentences, or for a ViT on the paper's synthetic
+//! images (written to `DIR/images/` as PNGs, which the PyTorch side reads). The two stacks take turns
+//! (`--rounds`), each timing `--repeats` runs, so that both see the same machine load; the ratio is
+//! taken of the per-round medians.
 //!
 //! ```text
 //! cargo run -p attnviz-benches --bin extract_compare -- --model <all-MiniLM-L6-v2 dir>
 //! ```
 //!
 //! Options: `--model DIR` (or `$ATTNVIZ_MINILM_DIR`; `attnviz fetch-model --print-dir` prints the
-//! cached one), `--sentences 300`, `--batch 16`, `--repeats 5`, `--rounds 2`, `--threads 2`,
-//! `--device flex`, `--python PATH` (default: the dev venv made by `scripts/devvenv.sh`, torch +
-//! transformers from PyPI), `--skip-python`, `--truncate` (cut sentences longer than the model's
-//! positions, on both sides), `--out DIR` (default target/extract-compare). Writes `DIR/results.md`
-//! and `DIR/results.json`.
+//! cached one), `--sentences 300` (images for a ViT), `--batch 16`, `--repeats 5`, `--rounds 2`,
+//! `--threads 2`, `--device flex`, `--python PATH` (default: the dev venv made by
+//! `scripts/devvenv.sh`, torch + transformers from PyPI), `--skip-python`, `--truncate` (cut
+//! sentences longer than the model's positions, on both sides), `--out DIR` (default
+//! target/extract-compare). Writes `DIR/results.md` and `DIR/results.json`.
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use attn_extract::{Corpus, Device, ExtractOptions, LoadedModel, device_from_name};
+use attn_extract::{
+    Corpus, Device, ExtractOptions, LoadedModel, device_from_name, synthetic_images,
+};
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -191,16 +195,15 @@ fn median(rates: &[f64]) -> f64 {
 /// One round of `repeats` timed extractions; returns (tokens, rates in tokens/s).
 fn time_ours(
     model: &LoadedModel,
-    texts: &[String],
+    corpus: &Corpus,
     opts: &ExtractOptions,
     repeats: usize,
 ) -> Res<(usize, Vec<f64>)> {
-    let corpus = Corpus::Text(texts.to_vec());
     let mut rates = Vec::with_capacity(repeats);
     let mut tokens = 0;
     for _ in 0..repeats {
         let t0 = Instant::now();
-        let ex = model.extract(&corpus, opts, &mut |_, _| {})?;
+        let ex = model.extract(corpus, opts, &mut |_, _| {})?;
         let secs = t0.elapsed().as_secs_f64();
         tokens = ex.tokens.len();
         rates.push(tokens as f64 / secs);
@@ -240,7 +243,12 @@ struct TorchRound {
     version: String,
 }
 
-fn time_torch(python: &str, args: &Args, model_dir: &Path) -> Res<TorchRound> {
+fn time_torch(
+    python: &str,
+    args: &Args,
+    model_dir: &Path,
+    images: Option<&Path>,
+) -> Res<TorchRound> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/torch_extract.py");
     let t = args.threads.to_string();
     let (n, batch, repeats) = (
@@ -263,6 +271,12 @@ fn time_torch(python: &str, args: &Args, model_dir: &Path) -> Res<TorchRound> {
                 &t,
             ])
             .args(args.truncate.then_some("--truncate"))
+            .args(
+                images
+                    .map(|dir| [Path::new("--images"), dir])
+                    .into_iter()
+                    .flatten(),
+            )
             .env("OMP_NUM_THREADS", &t)
             .env("MKL_NUM_THREADS", &t),
         &script,
@@ -314,7 +328,25 @@ fn run() -> Res<()> {
         .build_global()?;
     let device: Device = device_from_name(&args.device)?;
     let model = LoadedModel::load(&model_dir, &device)?;
-    let texts = corpus(args.sentences);
+    // Text models get the generated sentences; ViT the paper's synthetic images, written as PNGs
+    // so that the PyTorch side reads exactly the same pixels.
+    let (corpus, warm_up, images_dir) = match model.info().image {
+        Some(geometry) => {
+            let images = synthetic_images(args.sentences, geometry.image_size);
+            let dir = args.out.join("images");
+            std::fs::create_dir_all(&dir)?;
+            for (i, image) in images.iter().enumerate() {
+                image.save(dir.join(format!("{i:05}.png")))?;
+            }
+            let warm_up = Corpus::Images(images[..args.batch.min(images.len())].to_vec());
+            (Corpus::Images(images), warm_up, Some(dir))
+        }
+        None => {
+            let texts = corpus(args.sentences);
+            let warm_up = Corpus::Text(texts[..args.batch.min(texts.len())].to_vec());
+            (Corpus::Text(texts), warm_up, None)
+        }
+    };
     let opts = ExtractOptions {
         batch_size: args.batch,
         truncate: args.truncate,
@@ -325,11 +357,7 @@ fn run() -> Res<()> {
         ..opts.clone()
     };
     // Warm-up: allocator, thread pool, page faults of the first buffers.
-    model.extract(
-        &Corpus::Text(texts[..args.batch.min(texts.len())].to_vec()),
-        &opts,
-        &mut |_, _| {},
-    )?;
+    model.extract(&warm_up, &opts, &mut |_, _| {})?;
     let python = if args.skip_python {
         None
     } else {
@@ -340,8 +368,8 @@ fn run() -> Res<()> {
     let mut tokens = 0;
     let mut torch_version = String::new();
     for round in 1..=args.rounds {
-        let (n_tok, ours) = time_ours(&model, &texts, &opts, args.repeats)?;
-        let (_, ours_no_attn) = time_ours(&model, &texts, &opts_no_attention, args.repeats)?;
+        let (n_tok, ours) = time_ours(&model, &corpus, &opts, args.repeats)?;
+        let (_, ours_no_attn) = time_ours(&model, &corpus, &opts_no_attention, args.repeats)?;
         tokens = n_tok;
         log(&format!(
             "round {round}: attn-extract {:.0} tokens/s (runs: {}); without attention {:.0}",
@@ -351,7 +379,7 @@ fn run() -> Res<()> {
         ));
         let torch = match &python {
             Some(py) => {
-                let t = time_torch(py, &args, &model_dir)?;
+                let t = time_torch(py, &args, &model_dir, images_dir.as_deref())?;
                 if t.tokens != n_tok {
                     return Err(format!("token counts differ: attn-extract {n_tok}, PyTorch {} (different tokenization?)", t.tokens).into());
                 }
@@ -376,10 +404,15 @@ fn run() -> Res<()> {
         .collect();
     let ratio = (!torch_med.is_empty()).then(|| mean(&ours_med) / mean(&torch_med));
     let mut md = format!(
-        "Extraction throughput, {} ({} sentences, {tokens} tokens, batch {}, {} threads, device {}), medians of {} runs per round\n\n\
+        "Extraction throughput, {} ({} {}, {tokens} tokens, batch {}, {} threads, device {}), medians of {} runs per round\n\n\
          | round | attn-extract (tokens/s) | attn-extract, no attention | PyTorch{} |\n| --- | --- | --- | --- |\n",
         model_dir.display(),
         args.sentences,
+        if images_dir.is_some() {
+            "images"
+        } else {
+            "sentences"
+        },
         args.batch,
         args.threads,
         args.device,
