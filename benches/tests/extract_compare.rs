@@ -3,17 +3,41 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
+
+/// Runs the driver on the attn-extract fixture `fixture` with `args` (PyTorch skipped), writing
+/// into `out`; fails the test unless it succeeds. Returns its stdout.
+fn run_on_fixture(fixture: &str, args: &[&str], out: &Path) -> String {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../attn-extract/tests/fixtures")
+        .join(fixture);
+    let run: Output = Command::new(env!("CARGO_BIN_EXE_extract_compare"))
+        .arg("--model")
+        .arg(&model)
+        .args(args)
+        .arg("--skip-python")
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    String::from_utf8_lossy(&run.stdout).into_owned()
+}
+
+fn results(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
+}
 
 #[test]
 fn extract_compare_reports_rounds_and_writes_results() {
-    let model =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../attn-extract/tests/fixtures/bert_tiny");
     let out = tempfile::tempdir().unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_extract_compare"))
-        .arg("--model")
-        .arg(&model)
-        .args([
+    let stdout = run_on_fixture(
+        "bert_tiny",
+        &[
             "--sentences",
             "12",
             "--batch",
@@ -22,23 +46,12 @@ fn extract_compare_reports_rounds_and_writes_results() {
             "2",
             "--rounds",
             "2",
-            "--skip-python",
             "--truncate",
-        ])
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+        ],
+        out.path(),
     );
     assert!(stdout.contains("PyTorch skipped: no ratio."), "{stdout}");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap())
-            .unwrap();
+    let json = results(out.path());
     assert_eq!(json["sentences"], 12);
     // Every generated sentence has at least 9 words plus [CLS] and [SEP].
     assert!(json["tokens"].as_u64().unwrap() >= 12 * 11, "{json}");
@@ -79,35 +92,19 @@ fn extract_compare_names_a_missing_model_and_bad_options() {
 
 #[test]
 fn extract_compare_runs_a_vit_on_synthetic_images() {
-    let model =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../attn-extract/tests/fixtures/vit16_tiny");
     let out = tempfile::tempdir().unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_extract_compare"))
-        .arg("--model")
-        .arg(&model)
-        .args([
-            "--sentences",
-            "3",
-            "--batch",
-            "2",
-            "--repeats",
-            "1",
-            "--rounds",
-            "1",
-        ])
-        .arg("--skip-python")
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap())
-            .unwrap();
+    let args = [
+        "--sentences",
+        "3",
+        "--batch",
+        "2",
+        "--repeats",
+        "1",
+        "--rounds",
+        "1",
+    ];
+    run_on_fixture("vit16_tiny", &args, out.path());
+    let json = results(out.path());
     // The fixture sees 48 px through 16 px patches: 3 x 3 patches + [CLS] per image.
     assert_eq!(json["tokens"], 3 * 10, "{json}");
     let pngs = std::fs::read_dir(out.path().join("images"))
