@@ -2,9 +2,9 @@
 //! one run. Both sides do the same work: every layer's per-head Q and K and attention probabilities,
 //! copied to host memory, sequences batched by similar length, for a BERT-family (e.g.
 //! all-MiniLM-L6-v2) or GPT-2 model on generated sentences, or for a ViT on the paper's synthetic
-//! images (written to `DIR/images/` as PNGs, which the PyTorch side reads). The two stacks take turns
-//! (`--rounds`), each timing `--repeats` runs, so that both see the same machine load; the ratio is
-//! taken of the per-round medians.
+//! images (written afresh to `DIR/images/` as PNGs, which the PyTorch side reads). The two stacks
+//! take turns (`--rounds`), each timing `--repeats` runs, so that both see the same machine load; the
+//! ratio is taken of the per-round medians.
 //!
 //! ```text
 //! cargo run -p attnviz-benches --bin extract_compare -- --model <all-MiniLM-L6-v2 dir>
@@ -334,6 +334,11 @@ fn run() -> Res<()> {
         Some(geometry) => {
             let images = synthetic_images(args.sentences, geometry.image_size);
             let dir = args.out.join("images");
+            // Rewritten whole: the PyTorch side reads every PNG there, so none may be left over
+            // from an earlier run with more images.
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
+            }
             std::fs::create_dir_all(&dir)?;
             for (i, image) in images.iter().enumerate() {
                 image.save(dir.join(format!("{i:05}.png")))?;
