@@ -168,7 +168,7 @@ pub fn exact_knn(data: &Matrix, k: usize, metric: Metric) -> Result<KnnGraph, Pr
                 }
             }
             let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
-            let mut top: Vec<(f32, u32)> = Vec::with_capacity(k);
+            let mut top: Vec<Candidate> = Vec::with_capacity(k);
             for qi in 0..nq {
                 let i = q0 + qi;
                 // The k smallest (value, index) pairs through a max-heap of size k: past the first
@@ -190,8 +190,7 @@ pub fn exact_knn(data: &Matrix, k: usize, metric: Metric) -> Result<KnnGraph, Pr
                     }
                 }
                 top.clear();
-                top.extend(heap.drain().map(|c| (c.0, c.1)));
-                let cmp = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+                top.extend(heap.drain());
                 let qrow = &rows[i * d..(i + 1) * d];
                 for c in top.iter_mut() {
                     let r = &rows[c.1 as usize * d..(c.1 as usize + 1) * d];
@@ -200,7 +199,7 @@ pub fn exact_knn(data: &Matrix, k: usize, metric: Metric) -> Result<KnnGraph, Pr
                         Metric::Euclidean => sq_dist(qrow, r).sqrt(),
                     };
                 }
-                top.sort_unstable_by(cmp);
+                top.sort_unstable();
                 for (s, c) in top.iter().enumerate() {
                     idx_out[qi * k + s] = c.1;
                     dist_out[qi * k + s] = c.0;
@@ -217,8 +216,15 @@ pub fn exact_knn(data: &Matrix, k: usize, metric: Metric) -> Result<KnnGraph, Pr
 }
 
 /// A kNN candidate `(rank value, index)`, ordered by value (IEEE total order), then index.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 struct Candidate(f32, u32);
+
+// Equality agrees with `Ord` (total order: -0.0 != 0.0, NaN == NaN), unlike a derived f32 `==`.
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
 
 impl Eq for Candidate {}
 
