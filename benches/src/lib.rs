@@ -5,6 +5,7 @@
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::Path;
+use std::process::Command;
 
 use attn_types::Matrix;
 use rand::{Rng, SeedableRng};
@@ -213,6 +214,24 @@ pub fn read_npy(path: &Path) -> io::Result<Matrix> {
     Matrix::from_vec(rows, cols, data).map_err(|e| bad(e.to_string()))
 }
 
+/// Runs `command` (which runs `script`) to completion and returns the last line it printed on stdout:
+/// how the Python helpers report back (a venv's python path, a JSON record). A failure carries the
+/// script's stderr.
+pub fn last_line_of(
+    command: &mut Command,
+    script: &Path,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let out = command.output()?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("{} failed: {stderr}", script.display()).into());
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last();
+    last.map(str::to_string)
+        .ok_or_else(|| format!("{} printed nothing", script.display()).into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,3 +267,4 @@ mod tests {
         }
     }
 }
+

@@ -24,7 +24,7 @@ use attn_project::tsne::Tsne;
 use attn_project::umap::Umap;
 use attn_project::{Embedding, metrics};
 use attn_types::{Matrix, Metric};
-use attnviz_benches::{DatasetKind, read_npy, write_npy};
+use attnviz_benches::{DatasetKind, last_line_of, read_npy, write_npy};
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -273,15 +273,8 @@ fn run_python(args: &Args, data: &BTreeMap<(&'static str, usize), (Matrix, Metri
         Some(p) => p.clone(),
         None => {
             log("setting up the peer venv (benches/peers/setup.sh; first run takes a few minutes)");
-            let out = Command::new("bash").arg(peers.join("setup.sh")).output()?;
-            if !out.status.success() {
-                return Err(format!("setup.sh failed: {}", String::from_utf8_lossy(&out.stderr)).into());
-            }
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .last()
-                .map(str::to_string)
-                .ok_or("setup.sh printed no python path")?
+            let setup = peers.join("setup.sh");
+            last_line_of(Command::new("bash").arg(&setup), &setup)?
         }
     };
     let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());

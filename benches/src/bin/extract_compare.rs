@@ -25,6 +25,7 @@ use std::time::Instant;
 use attn_extract::{
     Corpus, Device, ExtractOptions, LoadedModel, device_from_name, synthetic_images,
 };
+use attnviz_benches::last_line_of;
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -209,19 +210,6 @@ fn time_ours(
         rates.push(tokens as f64 / secs);
     }
     Ok((tokens, rates))
-}
-
-/// Runs `command` (which runs `script`) to completion; returns the last line it printed.
-fn last_line_of(command: &mut Command, script: &Path) -> Res<String> {
-    let out = command.output()?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(format!("{} failed: {stderr}", script.display()).into());
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last();
-    last.map(str::to_string)
-        .ok_or_else(|| format!("{} printed nothing", script.display()).into())
 }
 
 /// The devvenv's python (created on first use), unless `--python` names one.
