@@ -64,7 +64,7 @@ fn map_on_host<const D: usize>(
 }
 
 // `inline(always)`: at the workspace's opt-level 2 these were left as a call per element, which
-// kept the loop in `gelu` scalar.
+// kept the loop in `map_on_host` scalar.
 #[inline(always)]
 fn gelu_f32(x: f32) -> f32 {
     0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
