@@ -112,3 +112,62 @@ fn extract_compare_runs_a_vit_on_synthetic_images() {
         .count();
     assert_eq!(pngs, 3, "the images the PyTorch side reads");
 }
+
+/// A stand-in for the PyTorch side: an executable shell script that prints `stdout` and exits with
+/// `code`, whatever it is asked.
+fn fake_python(dir: &Path, stdout: &str, code: i32) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("fake-python");
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\necho '{stdout}'\necho 'torch exploded' >&2\nexit {code}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn extract_compare_reports_a_failing_or_disagreeing_pytorch_side() {
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../attn-extract/tests/fixtures/bert_tiny");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |python: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_extract_compare"))
+            .arg("--model")
+            .arg(&model)
+            .args([
+                "--sentences",
+                "4",
+                "--repeats",
+                "1",
+                "--rounds",
+                "1",
+                "--truncate",
+            ])
+            .arg("--python")
+            .arg(python)
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .output()
+            .unwrap()
+    };
+    let failing = run(&fake_python(dir.path(), "", 3));
+    assert!(!failing.status.success());
+    let msg = String::from_utf8_lossy(&failing.stderr);
+    assert!(
+        msg.contains("torch_extract.py failed") && msg.contains("torch exploded"),
+        "{msg}"
+    );
+    let disagreeing = run(&fake_python(
+        dir.path(),
+        r#"{"tokens": 1, "rates": [5.0]}"#,
+        0,
+    ));
+    assert!(!disagreeing.status.success());
+    let msg = String::from_utf8_lossy(&disagreeing.stderr);
+    assert!(
+        msg.contains("token counts differ") && msg.contains("PyTorch 1"),
+        "{msg}"
+    );
+}
