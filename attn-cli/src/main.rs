@@ -16,25 +16,20 @@ macro_rules! outln {
     }};
 }
 
-mod corpus;
-mod import;
 mod model_fetch;
-mod pipeline;
-mod render;
-mod select;
-mod serve;
+mod progress;
+mod summary;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
+use attn_pipeline::{Control, CorpusInput, ProjectionSettings, RunPlan, RunSummary, Shard};
 use attn_store::Dataset;
 use attn_types::{HeadId, Metric, ProjectionMethod};
+use attn_viz_core::dataset::ViewData;
 use attn_viz_core::{ColorEncoding, Search, Selection, SentenceOptions, ViewState};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-
-use pipeline::{ProjectionSettings, Reporting, RunPlan};
-use select::Shard;
 
 /// Visualize the queries and keys of every attention head of a transformer (AttentionViz).
 ///
@@ -150,23 +145,22 @@ struct HeadSelectionArgs {
     shard: Option<Shard>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum MetricArg {
-    Cosine,
-    Euclidean,
-}
-
 #[derive(Debug, Args)]
 struct ProjectionArgs {
     /// Projection methods, comma separated: tsne, umap, pca.
-    #[arg(long, value_delimiter = ',', default_value = "tsne,umap,pca", value_name = "LIST")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "tsne,umap,pca",
+        value_name = "LIST"
+    )]
     methods: Vec<ProjectionMethod>,
     /// Output dimensions, comma separated: 2, 3 or 2,3.
     #[arg(long, value_delimiter = ',', default_value = "2", value_name = "LIST")]
     dims: Vec<u8>,
-    /// Input metric of t-SNE and UMAP.
-    #[arg(long, value_enum, default_value = "cosine")]
-    metric: MetricArg,
+    /// Input metric of t-SNE and UMAP: cosine or euclidean.
+    #[arg(long, default_value = "cosine")]
+    metric: Metric,
     /// Seed of every projection.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -188,25 +182,42 @@ struct ProjectionArgs {
 }
 
 impl ProjectionArgs {
+    /// The settings, checked (every flag) before any work starts.
     fn settings(&self) -> Result<ProjectionSettings> {
         if let Some(d) = self.dims.iter().find(|d| !matches!(d, 2 | 3)) {
             bail!("--dims: {d} is not 2 or 3");
         }
-        Ok(ProjectionSettings {
+        let settings = ProjectionSettings {
             methods: self.methods.clone(),
             dims: self.dims.clone(),
-            metric: match self.metric {
-                MetricArg::Cosine => Metric::Cosine,
-                MetricArg::Euclidean => Metric::Euclidean,
-            },
+            metric: self.metric,
             seed: self.seed,
             perplexity: self.perplexity,
             tsne_iterations: self.tsne_iterations,
             n_neighbors: self.n_neighbors,
             min_dist: self.min_dist,
             quality: !self.no_quality,
-        })
+        };
+        attn_pipeline::check_settings(&settings).map_err(|e| anyhow::anyhow!("{}", flag_of(&e)))?;
+        Ok(settings)
     }
+}
+
+/// A projection-setting error with the flag that sets it in front (the library names the
+/// parameter: `perplexity`, `n_neighbors`, ...).
+fn flag_of(e: &attn_pipeline::PipelineError) -> String {
+    let msg = attn_pipeline::error_chain(e);
+    for (param, flag) in [
+        ("perplexity", "--perplexity"),
+        ("iterations", "--tsne-iterations"),
+        ("n_neighbors", "--n-neighbors"),
+        ("min_dist", "--min-dist"),
+    ] {
+        if msg.contains(&format!("`{param}`")) {
+            return format!("{flag}: {msg}");
+        }
+    }
+    msg
 }
 
 #[derive(Debug, Args)]
@@ -231,7 +242,7 @@ struct ProjectArgs {
     /// Dataset directory (from `attnviz run` or `attnviz extract`).
     dataset: PathBuf,
     /// Heads to project, e.g. `L0H1,L2H3` (default: every head of the dataset).
-    #[arg(long, value_delimiter = ',', value_parser = select::parse_head, value_name = "LIST")]
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
     head: Option<Vec<HeadId>>,
     /// Replace projections that exist already.
     #[arg(long)]
@@ -267,11 +278,21 @@ struct ImportArgs {
     /// Query vectors: a .npy array of shape [layers, heads, n, d], [heads, n, d] (one layer) or
     /// [n, d] (one head), C order, float32 (float16 and float64 are converted). n = tokens, in the
     /// order of --tokens; rows are raw queries W_Q x + b_Q, before any 1/sqrt(d) scaling.
-    #[arg(long, value_name = "Q.npy", requires = "keys", conflicts_with = "vectors")]
+    #[arg(
+        long,
+        value_name = "Q.npy",
+        requires = "keys",
+        conflicts_with = "vectors"
+    )]
     queries: Option<PathBuf>,
     /// Key vectors: a .npy array of the same shape as --queries, or with fewer heads for
     /// grouped-query / multi-query attention (query head h uses key head h / (heads / key heads)).
-    #[arg(long, value_name = "K.npy", requires = "queries", conflicts_with = "vectors")]
+    #[arg(
+        long,
+        value_name = "K.npy",
+        requires = "queries",
+        conflicts_with = "vectors"
+    )]
     keys: Option<PathBuf>,
     /// Instead of --queries/--keys: a folder of per-head Parquet files named `L<layer>H<head>.parquet`
     /// (e.g. L0H3.parquet) or `L<layer>H<head>/vectors.parquet`, each with `query` and `key` columns
@@ -348,7 +369,7 @@ struct RenderArgs {
     #[arg(long, default_value_t = 2)]
     dims: u8,
     /// Head of the single, sentence and image views, e.g. L3H7.
-    #[arg(long, value_parser = select::parse_head, default_value = "L0H0")]
+    #[arg(long, default_value = "L0H0")]
     head: HeadId,
     /// Color encoding.
     #[arg(long, value_enum, default_value = "query-key")]
@@ -396,6 +417,10 @@ struct ServeArgs {
     /// Open the page in the default browser.
     #[arg(long)]
     open: bool,
+    /// Also answer requests addressed to this host name (e.g. the machine's name when serving with
+    /// --host 0.0.0.0); repeatable. Requests for any other Host are refused (against DNS rebinding).
+    #[arg(long, value_name = "NAME")]
+    allow_host: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -418,39 +443,64 @@ struct ExportHtmlArgs {
 
 fn parse_projection(s: &str) -> std::result::Result<(ProjectionMethod, u8), String> {
     let (m, d) = s.split_once(':').unwrap_or((s, "2"));
-    let dims: u8 = d.parse().map_err(|_| format!("`{s}`: dims `{d}` is not 2 or 3"))?;
+    let dims: u8 = d
+        .parse()
+        .map_err(|_| format!("`{s}`: dims `{d}` is not 2 or 3"))?;
     if !matches!(dims, 2 | 3) {
         return Err(format!("`{s}`: dims {dims} is not 2 or 3"));
     }
-    Ok((m.parse()?, dims))
+    Ok((
+        m.parse()
+            .map_err(|e: attn_types::TypesError| e.to_string())?,
+        dims,
+    ))
 }
 
 fn serve_cmd(args: &ServeArgs, quiet: bool, json: bool) -> Result<ExitCode> {
     use std::io::Write;
-    let viewer = serve::Viewer::bind(&args.dataset, std::net::SocketAddr::new(args.host, args.port))?;
-    let addr = viewer.addr().context("the server has no IP address")?;
-    let url = format!("http://{addr}/");
+    let mut viewer = attn_viewer::Viewer::bind(
+        &args.dataset,
+        std::net::SocketAddr::new(args.host, args.port),
+    )
+    .context("--port")?;
+    for host in &args.allow_host {
+        viewer.allow_host(host);
+    }
+    let url = viewer.url();
     if !args.host.is_loopback() && !quiet {
-        eprintln!("attnviz: warning: --host {}: the dataset is readable by anyone who can reach this machine", args.host);
+        eprintln!(
+            "attnviz: warning: --host {}: the dataset is readable by anyone who can reach this machine",
+            args.host
+        );
     }
     if let Some(e) = viewer.dataset_error() {
         eprintln!("attnviz: warning: {e}; the page will say so");
     }
     if json {
-        outln!("{}", serde_json::json!({ "url": url, "dataset": args.dataset }));
+        outln!(
+            "{}",
+            serde_json::json!({ "url": url, "dataset": args.dataset })
+        );
     } else {
-        outln!("attnviz: serving {} at {url} (Ctrl-C stops)", args.dataset.display());
+        outln!(
+            "attnviz: serving {} at {url} (Ctrl-C stops)",
+            args.dataset.display()
+        );
     }
     std::io::stdout().flush().context("writing to stdout")?;
     if args.open {
-        let opener = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
+        let opener = if cfg!(target_os = "macos") {
+            "open"
+        } else {
+            "xdg-open"
+        };
         if let Err(e) = std::process::Command::new(opener).arg(&url).spawn()
             && !quiet
         {
             eprintln!("attnviz: could not open a browser ({opener}: {e}); open {url} yourself");
         }
     }
-    viewer.run(4);
+    viewer.run(4, &progress::interrupt_flag());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -464,7 +514,9 @@ fn main() -> ExitCode {
         }
     };
     if let Some(n) = cli.threads
-        && let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global()
+        && let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
     {
         eprintln!("attnviz: error: --threads {n}: {e}");
         return ExitCode::from(2);
@@ -472,9 +524,8 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            // One line: the chain of causes, outermost first.
-            let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("attnviz: error: {msg}");
+            // One line: the chain of causes, outermost first, each said once.
+            eprintln!("attnviz: error: {}", attn_pipeline::error_chain(e.as_ref()));
             ExitCode::from(2)
         }
     }
@@ -493,6 +544,9 @@ fn default_out(model_dir: &Path, default_model: bool) -> PathBuf {
 }
 
 fn plan(args: &ModelArgs, projection: ProjectionSettings, quiet: bool) -> Result<RunPlan> {
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
     let (model_dir, model_id) = match &args.model {
         Some(dir) => {
             if !dir.is_dir() {
@@ -510,9 +564,6 @@ fn plan(args: &ModelArgs, projection: ProjectionSettings, quiet: bool) -> Result
     {
         bail!("--corpus {}: no such file or directory", c.display());
     }
-    if args.batch_size == 0 {
-        bail!("--batch-size must be at least 1");
-    }
     let out = args
         .out
         .clone()
@@ -520,7 +571,10 @@ fn plan(args: &ModelArgs, projection: ProjectionSettings, quiet: bool) -> Result
     Ok(RunPlan {
         model_dir,
         model_id,
-        corpus: args.corpus.clone(),
+        corpus: args
+            .corpus
+            .clone()
+            .map_or(CorpusInput::Builtin, CorpusInput::Path),
         text_field: args.text_field.clone(),
         max_sequences: args.max_sequences,
         out,
@@ -537,33 +591,44 @@ fn plan(args: &ModelArgs, projection: ProjectionSettings, quiet: bool) -> Result
 
 fn index_list(flag: &str, value: Option<&str>) -> Result<Option<Vec<u16>>> {
     value
-        .map(|v| select::parse_index_list(v).map_err(|e| anyhow::anyhow!("{flag}: {e}")))
+        .map(|v| attn_pipeline::parse_index_list(v).map_err(|e| anyhow::anyhow!("{flag}: {e}")))
         .transpose()
 }
 
-fn finish(summary: &pipeline::RunSummary, json: bool) -> Result<ExitCode> {
+fn finish(summary: &RunSummary, json: bool) -> Result<ExitCode> {
     if json {
         outln!("{}", serde_json::to_string_pretty(summary)?);
     } else {
-        pipeline::print_summary(summary);
+        summary::print_summary(summary);
     }
-    Ok(if summary.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
+    Ok(if summary.interrupted {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {
-    let report = Reporting { quiet: cli.quiet };
+    let bars = progress::Bars::new(cli.quiet);
+    let on_progress = |event| bars.on(event);
+    let interrupted = progress::interrupt_flag();
+    let control = Control::new(&interrupted, &on_progress);
     match cli.command {
         Command::Run(args) => {
             let settings = args.projection.settings()?;
             let plan = plan(&args.model, settings, cli.quiet)?;
-            let mut summary = pipeline::run(&plan, report)?;
+            let mut summary = attn_pipeline::run(&plan, control)?;
             if !args.no_render && !summary.interrupted {
                 let dataset = Dataset::open(&plan.out)?;
                 for &method in &plan.projection.methods {
                     let dims = plan.projection.dims[0];
-                    let path = render::figure_path(&dataset, &format!("matrix_{method}_{dims}d.png"));
-                    let state = ViewState { dims, method: Some(method), ..ViewState::default() };
-                    render::render_matrix(&dataset, &state, method, &path)?;
+                    let path = dataset.figure_path(&format!("matrix_{method}_{dims}d.png"));
+                    let state = ViewState {
+                        dims,
+                        method: Some(method),
+                        ..ViewState::default()
+                    };
+                    attn_render::render_matrix(&dataset, &state, method, &path)?;
                     summary.figures.push(path);
                 }
             }
@@ -572,12 +637,18 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Extract(args) => {
             let settings = ProjectArgs::no_projection();
             let plan = plan(&args.model, settings, cli.quiet)?;
-            let summary = pipeline::run(&plan, report)?;
+            let summary = attn_pipeline::run(&plan, control)?;
             finish(&summary, cli.json)
         }
         Command::Project(args) => {
             let settings = args.projection.settings()?;
-            let summary = pipeline::project_dataset(&args.dataset, args.head.as_deref(), args.force, &settings, report)?;
+            let summary = attn_pipeline::project_dataset(
+                &args.dataset,
+                args.head.as_deref(),
+                args.force,
+                &settings,
+                control,
+            )?;
             finish(&summary, cli.json)
         }
         Command::Render(args) => {
@@ -591,13 +662,27 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Serve(args) => serve_cmd(&args, cli.quiet, cli.json),
         Command::ExportHtml(args) => {
-            let out = args.out.clone().unwrap_or_else(|| args.dataset.join("viewer.html"));
-            let options = serve::export::ExportOptions { projections: args.projection.clone(), sequences: args.sequences };
-            let summary = serve::export::export_html(&args.dataset, &out, &options)?;
+            let out = args
+                .out
+                .clone()
+                .unwrap_or_else(|| args.dataset.join("viewer.html"));
+            let options = attn_viewer::ExportOptions {
+                projections: args.projection.clone(),
+                sequences: args.sequences,
+            };
+            let summary = attn_viewer::export_html(&args.dataset, &out, &options)?;
             if cli.json {
-                outln!("{}", serde_json::json!({ "file": out, "responses": summary.responses, "bytes": summary.bytes }));
+                outln!(
+                    "{}",
+                    serde_json::json!({ "file": out, "responses": summary.responses, "bytes": summary.bytes })
+                );
             } else {
-                outln!("viewer: {} ({:.1} MB, {} views embedded)", out.display(), summary.bytes as f64 / 1e6, summary.responses);
+                outln!(
+                    "viewer: {} ({:.1} MB, {} views embedded)",
+                    out.display(),
+                    summary.bytes as f64 / 1e6,
+                    summary.responses
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -616,11 +701,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 bail!("--softmax-scale {s}: must be a positive number");
             }
             let attention = match (&args.attention, args.no_attention) {
-                (Some(path), _) => import::AttentionSource::Npy(path.clone()),
-                (None, true) => import::AttentionSource::None,
-                (None, false) => import::AttentionSource::Computed { scale: args.softmax_scale },
+                (Some(path), _) => attn_pipeline::AttentionSource::Npy(path.clone()),
+                (None, true) => attn_pipeline::AttentionSource::None,
+                (None, false) => attn_pipeline::AttentionSource::Computed {
+                    scale: args.softmax_scale,
+                },
             };
-            let plan = import::ImportPlan {
+            let plan = attn_pipeline::ImportPlan {
                 queries: args.queries,
                 keys: args.keys,
                 vectors: args.vectors,
@@ -635,11 +722,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 heads: index_list("--heads", args.selection.heads.as_deref())?,
                 shard: args.selection.shard,
             };
-            let summary = import::import(&plan, report)?;
+            let summary = attn_pipeline::import(&plan, control)?;
             finish(&summary, cli.json)
         }
         Command::Info { dataset } => {
-            let summary = pipeline::dataset_summary(&dataset)?;
+            let summary = attn_pipeline::dataset_summary(&dataset)?;
             finish(&summary, cli.json)
         }
         Command::Bench { args } => {
@@ -657,7 +744,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 .args(&args)
                 .status()
                 .with_context(|| format!("running {}", driver.display()))?;
-            Ok(ExitCode::from(u8::try_from(status.code().unwrap_or(1)).unwrap_or(1)))
+            Ok(ExitCode::from(
+                u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
+            ))
         }
         Command::FetchModel { print_dir } => {
             let dir = model_fetch::ensure_default_model(print_dir || cli.quiet)?;
@@ -709,7 +798,11 @@ fn render_cmd(args: &RenderArgs) -> Result<PathBuf> {
         head: args.head,
         selected: args.select.map(|token| Selection {
             token: token as usize,
-            role: if args.select_key { attn_types::Role::Key } else { attn_types::Role::Query },
+            role: if args.select_key {
+                attn_types::Role::Key
+            } else {
+                attn_types::Role::Query
+            },
         }),
         show_labels: args.labels,
         size_by_norm: args.size_by_norm,
@@ -718,27 +811,28 @@ fn render_cmd(args: &RenderArgs) -> Result<PathBuf> {
     let view_name = format!("{:?}", args.view).to_ascii_lowercase();
     let out = match &args.out {
         Some(p) => p.clone(),
-        None => render::figure_path(
-            &dataset,
-            &format!("{view_name}_{}_{}_{}d.png", args.head, args.method, args.dims),
-        ),
+        None => dataset.figure_path(&format!(
+            "{view_name}_{}_{}_{}d.png",
+            args.head, args.method, args.dims
+        )),
     };
     let model_id = dataset.meta().model.id.clone();
     match args.view {
-        ViewArg::Matrix => render::render_matrix(&dataset, &state, args.method, &out)?,
+        ViewArg::Matrix => attn_render::render_matrix(&dataset, &state, args.method, &out)?,
         ViewArg::Single => {
-            let data = render::ViewData::load(&dataset, args.method, args.dims, Some(&[args.head]))?;
+            let data = ViewData::load(&dataset, args.method, args.dims, Some(&[args.head]))?;
             let model = data.model_data()?;
-            let view = attn_viz_core::single_view(&model, &state).context("computing the Single View")?;
+            let view =
+                attn_viz_core::single_view(&model, &state).context("computing the Single View")?;
             let title = format!("{model_id} {} ({} {}D)", args.head, args.method, args.dims);
-            render::draw_single(&view, &title, &out)?;
+            attn_render::draw_single(&view, &title, &out)?;
         }
         ViewArg::Sentence => {
-            let data = render::ViewData::load(&dataset, args.method, args.dims, Some(&[args.head]))?;
+            let data = ViewData::load(&dataset, args.method, args.dims, Some(&[args.head]))?;
             let model = data.model_data()?;
             let mut opts = SentenceOptions::default();
             if args.hide_special {
-                opts.hide = attn_viz_core::HideTokens::for_architecture(data.model.architecture);
+                opts.hide = attn_viz_core::HideTokens::for_architecture(data.model().architecture);
             }
             let (view, what) = if args.aggregate {
                 (
@@ -751,20 +845,24 @@ fn render_cmd(args: &RenderArgs) -> Result<PathBuf> {
                     format!("sequence {}", args.seq),
                 )
             };
-            render::draw_sentence(&view, &format!("{model_id} {}: {what}", args.head), &out)?;
+            attn_render::draw_sentence(&view, &format!("{model_id} {}: {what}", args.head), &out)?;
         }
         ViewArg::Image => {
-            let data = render::ViewData::load(&dataset, args.method, args.dims, Some(&[args.head]))?;
-            let geometry = data
-                .model
-                .image
-                .with_context(|| format!("{}: the image view needs a ViT dataset", args.dataset.display()))?;
+            let data = ViewData::load(&dataset, args.method, args.dims, Some(&[args.head]))?;
+            let geometry = data.model().image.with_context(|| {
+                format!(
+                    "{}: the image view needs a ViT dataset",
+                    args.dataset.display()
+                )
+            })?;
             let side = geometry.grid_side() as u16;
             let patch = match &args.patch {
                 Some(s) => {
                     let (r, c) = s
                         .split_once(',')
-                        .and_then(|(r, c)| Some((r.trim().parse::<u16>().ok()?, c.trim().parse::<u16>().ok()?)))
+                        .and_then(|(r, c)| {
+                            Some((r.trim().parse::<u16>().ok()?, c.trim().parse::<u16>().ok()?))
+                        })
                         .with_context(|| format!("--patch {s}: expected ROW,COL"))?;
                     if r >= side || c >= side {
                         bail!("--patch {s}: the grid is {side}x{side}");
@@ -773,23 +871,37 @@ fn render_cmd(args: &RenderArgs) -> Result<PathBuf> {
                 }
                 None => (side / 2, side / 2),
             };
-            let token = serve::api::patch_token(&data.tokens, args.seq, patch.0, patch.1)
+            let token = attn_viz_core::patch_token(data.tokens(), args.seq, patch.0, patch.1)
                 .with_context(|| format!("--seq {}: no such image in the dataset", args.seq))?;
             let model = data.model_data()?;
             let state = ViewState {
-                selected: Some(Selection { token, role: attn_types::Role::Query }),
+                selected: Some(Selection {
+                    token,
+                    role: attn_types::Role::Query,
+                }),
                 ..state
             };
             let view = attn_viz_core::image_view(&model, &state, args.seq)?;
-            let image = pipeline::stored_image(&dataset, args.seq)?;
-            let title = format!("{model_id} {} image {} patch {},{}", args.head, args.seq, patch.0, patch.1);
-            render::draw_image(&view, &image, &title, &out)?;
+            let png = dataset.read_image_png(args.seq)?;
+            let image = image::load_from_memory(&png)
+                .with_context(|| format!("decoding {}", dataset.image_path(args.seq).display()))?
+                .to_rgb8();
+            let title = format!(
+                "{model_id} {} image {} patch {},{}",
+                args.head, args.seq, patch.0, patch.1
+            );
+            attn_render::draw_image(&view, &image, &title, &out)?;
         }
         ViewArg::Similarity => {
-            let data = render::ViewData::load(&dataset, args.method, args.dims, None)?;
+            let data = ViewData::load(&dataset, args.method, args.dims, None)?;
             let model = data.model_data()?;
             let sim = attn_viz_core::head_similarity(&model)?;
-            render::draw_similarity(&sim, data.model.num_layers, &format!("{model_id}: heads by attention similarity"), &out)?;
+            attn_render::draw_similarity(
+                &sim,
+                data.model().num_layers,
+                &format!("{model_id}: heads by attention similarity"),
+                &out,
+            )?;
         }
     }
     Ok(out)

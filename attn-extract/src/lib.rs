@@ -1,20 +1,4 @@
-//! Extract per-head queries, keys and attention from BERT, GPT-2 and ViT checkpoints with burn.
-//!
-//! Load a Hugging Face-format model directory with [`LoadedModel::load`], then run a [`Corpus`]
-//! through it with [`LoadedModel::extract`]. The result is an [`attn_types::Extraction`]: one row per
-//! token (sequences in corpus order) in every head's query and key matrices, plus per-sequence
-//! attention probabilities and value norms.
-//!
-//! ```no_run
-//! use attn_extract::{Corpus, ExtractOptions, LoadedModel, device_from_name};
-//!
-//! let device = device_from_name("flex")?;
-//! let model = LoadedModel::load(std::path::Path::new("models/all-MiniLM-L6-v2"), &device)?;
-//! let corpus = Corpus::Text(vec!["The cat sat on the mat.".into()]);
-//! let extraction = model.extract(&corpus, &ExtractOptions::default(), &mut |_, _| {})?;
-//! assert_eq!(extraction.heads.len(), 6 * 12);
-//! # Ok::<(), attn_extract::ExtractError>(())
-//! ```
+#![doc = include_str!("../README.md")]
 
 mod attention;
 mod bert;
@@ -37,20 +21,18 @@ use burn::tensor::{Int, Tensor, TensorData};
 pub use image::RgbImage;
 use rayon::prelude::*;
 
-pub use crate::bert::BertConfig;
+// The burn models and their configs stay private: a user loads a model with `LoadedModel::load`
+// (the configs' `init` returns model types that only this crate can run).
 pub use crate::error::{ExtractError, Result};
-pub use crate::gpt2::Gpt2Config;
-pub use crate::hf::Activation;
 pub use crate::images::synthetic_images;
-pub use crate::vit::VitConfig;
 
 use crate::attention::{LayerTaps, attention_bias};
-use crate::bert::Bert;
-use crate::gpt2::Gpt2;
+use crate::bert::{Bert, BertConfig};
+use crate::gpt2::{Gpt2, Gpt2Config};
 use crate::hf::HfConfig;
 use crate::images::ImagePrep;
 use crate::text::TextTokenizer;
-use crate::vit::Vit;
+use crate::vit::{Vit, VitConfig};
 
 /// The input of an extraction.
 #[derive(Debug, Clone)]

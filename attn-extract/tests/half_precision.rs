@@ -55,7 +55,11 @@ fn decode(h: u16, half: Half) -> f32 {
             let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
             let exp = i32::from((h >> 10) & 0x1f);
             let mant = f32::from(h & 0x3ff);
-            sign * if exp == 0 { mant * 2f32.powi(-24) } else { (1.0 + mant / 1024.0) * 2f32.powi(exp - 15) }
+            sign * if exp == 0 {
+                mant * 2f32.powi(-24)
+            } else {
+                (1.0 + mant / 1024.0) * 2f32.powi(exp - 15)
+            }
         }
     }
 }
@@ -70,10 +74,24 @@ fn rewrite(name: &str, half: Half, out: &Path) {
     let mut rounded: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (key, view) in file.tensors() {
         assert_eq!(view.dtype(), Dtype::F32, "{key}");
-        let values: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
         let bits: Vec<u16> = values.iter().map(|&v| encode(v, half)).collect();
-        halves.push((key.clone(), view.shape().to_vec(), bits.iter().flat_map(|b| b.to_le_bytes()).collect()));
-        rounded.push((key, view.shape().to_vec(), bits.iter().flat_map(|&b| decode(b, half).to_le_bytes()).collect()));
+        halves.push((
+            key.clone(),
+            view.shape().to_vec(),
+            bits.iter().flat_map(|b| b.to_le_bytes()).collect(),
+        ));
+        rounded.push((
+            key,
+            view.shape().to_vec(),
+            bits.iter()
+                .flat_map(|&b| decode(b, half).to_le_bytes())
+                .collect(),
+        ));
     }
     let dtype = match half {
         Half::F16 => Dtype::F16,
@@ -90,15 +108,30 @@ fn rewrite(name: &str, half: Half, out: &Path) {
         }
         let views: Vec<(String, TensorView<'_>)> = tensors
             .iter()
-            .map(|(k, shape, data)| (k.clone(), TensorView::new(dtype, shape.clone(), data).unwrap()))
+            .map(|(k, shape, data)| {
+                (
+                    k.clone(),
+                    TensorView::new(dtype, shape.clone(), data).unwrap(),
+                )
+            })
             .collect();
-        std::fs::write(dir.join("model.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
+        std::fs::write(
+            dir.join("model.safetensors"),
+            safetensors::serialize(views, None).unwrap(),
+        )
+        .unwrap();
     }
 }
 
 fn extract(dir: &Path, texts: &[String]) -> Extraction {
     let model = LoadedModel::load(dir, &device_from_name("flex").unwrap()).expect("load");
-    model.extract(&Corpus::Text(texts.to_vec()), &ExtractOptions::default(), &mut |_, _| {}).expect("extract")
+    model
+        .extract(
+            &Corpus::Text(texts.to_vec()),
+            &ExtractOptions::default(),
+            &mut |_, _| {},
+        )
+        .expect("extract")
 }
 
 /// Largest absolute difference of Q, K and attention over all heads.
@@ -107,7 +140,10 @@ fn max_diff(a: &Extraction, b: &Extraction) -> (f32, f32) {
     let mut attn = 0.0f32;
     let mut scale = 0.0f32;
     for (x, y) in a.heads.iter().zip(&b.heads) {
-        for (m, n) in [(&x.vectors.queries, &y.vectors.queries), (&x.vectors.keys, &y.vectors.keys)] {
+        for (m, n) in [
+            (&x.vectors.queries, &y.vectors.queries),
+            (&x.vectors.keys, &y.vectors.keys),
+        ] {
             for (u, v) in m.as_slice().iter().zip(n.as_slice()) {
                 qk = qk.max((u - v).abs());
                 scale = scale.max(u.abs());
@@ -132,7 +168,11 @@ fn codec_round_trips_representable_values() {
                 Half::Bf16 => 8e-3 * v.abs(),
             };
             assert!((d - v).abs() <= tol, "{half:?} {v} -> {d}");
-            assert_eq!(decode(encode(d, half), half), d, "{half:?} {d} is representable");
+            assert_eq!(
+                decode(encode(d, half), half),
+                d,
+                "{half:?} {d} is representable"
+            );
         }
     }
 }
@@ -148,7 +188,10 @@ fn half_precision_checkpoints_load_exactly() {
             let from_half = extract(&tmp.path().join("half"), &texts);
             let from_rounded = extract(&tmp.path().join("rounded"), &texts);
             let (qk, attn) = max_diff(&from_half, &from_rounded);
-            assert!(qk < 1e-6 && attn < 1e-6, "{name} {half:?}: half vs its exact f32 values: {qk} {attn}");
+            assert!(
+                qk < 1e-6 && attn < 1e-6,
+                "{name} {half:?}: half vs its exact f32 values: {qk} {attn}"
+            );
             // Rounding the weights moves the outputs a little, not more.
             let (qk, attn) = max_diff(&from_half, &original);
             // bf16 keeps 8 mantissa bits: through three random-weight layers that moves attention by
@@ -158,7 +201,10 @@ fn half_precision_checkpoints_load_exactly() {
                 Half::Bf16 => 0.1,
             };
             assert!(qk > 0.0, "{name} {half:?}: the weights were really rounded");
-            assert!(qk < tol && attn < tol, "{name} {half:?}: vs f32 original: Q/K {qk} (relative), attention {attn}");
+            assert!(
+                qk < tol && attn < tol,
+                "{name} {half:?}: vs f32 original: Q/K {qk} (relative), attention {attn}"
+            );
         }
     }
 }

@@ -521,5 +521,7 @@ fn diagnostics_on(
         weighted_corr_after: wc(after),
         norm_gap: (mean_norm(&before.queries) - mean_norm(&before.keys)) as f32,
         pairs: pairs.len() as u64,
+        fidelity_raw: None,
+        fidelity_normalized: None,
     }
 }

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use crate::pca::PcaValidParams;
 use crate::tsne::TsneValidParams;
 use crate::umap::UmapValidParams;
-use crate::{Embedding, ProjectError};
+use crate::{AttentionEdges, Embedding, KnnGraph, ProjectError};
 
 /// A validated projection method, ready to fit.
 #[derive(Debug, Clone)]
@@ -28,6 +28,77 @@ impl Projector {
             Projector::Tsne(p) => p.fit(data),
             Projector::Pca(p) => p.fit(data),
             Projector::Umap(p) => p.fit(data),
+        }
+    }
+
+    /// How many kNN neighbours (self excluded) a fit of `n` points uses: `min(n - 1, floor(3 *
+    /// perplexity))` for t-SNE, `n_neighbors - 1` for UMAP, `None` for PCA. Build one graph with
+    /// the largest count over the projectors of a head and pass it to each [`Self::fit_knn`]: both
+    /// methods read only the first neighbours they need, so the result equals their own fit
+    /// whenever the graph is exact (up to [`crate::knn::EXACT_KNN_MAX_N`] points with
+    /// [`crate::knn()`]).
+    pub fn neighbors_for(&self, n: usize) -> Option<usize> {
+        match self {
+            Projector::Tsne(p) => Some(p.neighbors_for(n)),
+            Projector::Pca(_) => None,
+            Projector::Umap(p) => Some(p.n_neighbors() - 1),
+        }
+    }
+
+    /// Fits one point set on a precomputed kNN graph of it (see [`Self::neighbors_for`]); PCA
+    /// ignores the graph.
+    pub fn fit_knn(&self, data: &Matrix, graph: &KnnGraph) -> Result<Embedding, ProjectError> {
+        match self {
+            Projector::Tsne(p) => p.fit_knn(data, graph),
+            Projector::Pca(p) => p.fit(data),
+            Projector::Umap(p) => p.fit_knn(data, graph),
+        }
+    }
+
+    /// Attention-aware [`Self::fit_knn`] of a head's joint query/key set: t-SNE and UMAP mix the
+    /// attention edges in with their `attention_weight` (see
+    /// [`TsneValidParams::fit_knn_with_attention`], [`UmapValidParams::fit_knn_with_attention`]);
+    /// PCA, a linear map of the input, ignores graph and edges. Fails if `edges` is not for
+    /// `data.rows() / 2` tokens.
+    pub fn fit_knn_with_attention(
+        &self,
+        data: &Matrix,
+        graph: &KnnGraph,
+        edges: &AttentionEdges,
+    ) -> Result<Embedding, ProjectError> {
+        match self {
+            Projector::Tsne(p) => p.fit_knn_with_attention(data, graph, edges),
+            Projector::Pca(p) => {
+                edges.check_points(data.rows())?;
+                p.fit(data)
+            }
+            Projector::Umap(p) => p.fit_knn_with_attention(data, graph, edges),
+        }
+    }
+
+    /// Attention-aware [`Self::fit`]: builds the kNN graph the method needs, then
+    /// [`Self::fit_knn_with_attention`]; PCA ignores the edges.
+    pub fn fit_with_attention(
+        &self,
+        data: &Matrix,
+        edges: &AttentionEdges,
+    ) -> Result<Embedding, ProjectError> {
+        match self {
+            Projector::Tsne(p) => p.fit_with_attention(data, edges),
+            Projector::Pca(p) => {
+                edges.check_points(data.rows())?;
+                p.fit(data)
+            }
+            Projector::Umap(p) => p.fit_with_attention(data, edges),
+        }
+    }
+
+    /// The attention share `w` of t-SNE and UMAP (`None` for PCA, which has none).
+    pub fn attention_weight(&self) -> Option<f32> {
+        match self {
+            Projector::Tsne(p) => Some(p.attention_weight()),
+            Projector::Pca(_) => None,
+            Projector::Umap(p) => Some(p.attention_weight()),
         }
     }
 }

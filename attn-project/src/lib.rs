@@ -5,9 +5,13 @@
 //! `.check()` validates them into a `*ValidParams`, and `.fit(&Matrix)` returns an [`Embedding`].
 //! t-SNE and UMAP also accept a precomputed [`KnnGraph`] (`fit_knn`), so one graph can serve both.
 //! The same seed gives bit-identical output regardless of the number of rayon threads.
+//! [`fidelity()`] measures how well a layout (or the input space) keeps queries near the keys they
+//! attend to.
 
+pub mod attention;
 pub mod batch;
 pub mod error;
+pub mod fidelity;
 pub mod knn;
 pub mod metrics;
 pub mod pca;
@@ -15,8 +19,10 @@ pub mod tsne;
 pub mod umap;
 mod util;
 
+pub use attention::{ATTENTION_MIN_WEIGHT, AttentionEdges, attention_edges};
 pub use batch::{Projector, project_batch};
 pub use error::ProjectError;
+pub use fidelity::{FIDELITY_GLOBAL_SAMPLE, FIDELITY_MIN_KEYS, Fidelity, FidelitySpace, fidelity};
 pub use knn::{KnnGraph, approximate_knn, exact_knn, knn, knn_recall};
 pub use metrics::{
     continuity, distance_spearman, knn_recall_at_k, quality, quality_sampled, trustworthiness,

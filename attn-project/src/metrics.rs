@@ -97,12 +97,7 @@ fn rank_sums(
     let queries: Vec<usize> = if n <= max_queries {
         (0..n).collect()
     } else {
-        let mut q = sample(
-            &mut ChaCha8Rng::seed_from_u64(SAMPLE_SEED),
-            n,
-            max_queries,
-        )
-        .into_vec();
+        let mut q = sample(&mut ChaCha8Rng::seed_from_u64(SAMPLE_SEED), n, max_queries).into_vec();
         q.sort_unstable();
         q
     };
@@ -279,7 +274,14 @@ pub fn distance_spearman(
             dout.push(sq_dist(&c[i * e..(i + 1) * e], &c[j * e..(j + 1) * e]));
         }
     }
-    let (ra, rb) = (ranks(&din), ranks(&dout));
+    Ok(spearman(&din, &dout).map_or(0.0, |r| r as f32))
+}
+
+/// Spearman rank correlation of two equally long samples, with average ranks for ties (the Pearson
+/// correlation of their [`ranks`]). `None` when either sample is constant (or empty).
+pub(crate) fn spearman(a: &[f32], b: &[f32]) -> Option<f64> {
+    debug_assert_eq!(a.len(), b.len());
+    let (ra, rb) = (ranks(a), ranks(b));
     let m = ra.len() as f64;
     let (ma, mb) = (ra.iter().sum::<f64>() / m, rb.iter().sum::<f64>() / m);
     let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
@@ -289,7 +291,7 @@ pub fn distance_spearman(
         sbb += (b - mb) * (b - mb);
     }
     if saa == 0.0 || sbb == 0.0 {
-        return Ok(0.0);
+        return None;
     }
-    Ok((sab / (saa * sbb).sqrt()) as f32)
+    Some(sab / (saa * sbb).sqrt())
 }

@@ -28,7 +28,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::knn::KnnGraph;
-use crate::{Embedding, ProjectError};
+use crate::{AttentionEdges, Embedding, ProjectError};
 
 /// Entry point of the UMAP builder: `Umap::params()...check()?.fit(&data)`.
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +81,7 @@ pub struct UmapParams {
     negative_sample_rate: f32,
     repulsion_strength: f32,
     init: UmapInit,
+    attention_weight: f32,
 }
 
 impl Default for UmapParams {
@@ -97,6 +98,7 @@ impl Default for UmapParams {
             negative_sample_rate: 5.0,
             repulsion_strength: 1.0,
             init: UmapInit::Pca,
+            attention_weight: 0.0,
         }
     }
 }
@@ -169,23 +171,44 @@ impl UmapParams {
         self
     }
 
+    /// Share `w` in `[0, 1)` of the attention graph in the fuzzy graph of the attention-aware fits
+    /// ([`UmapValidParams::fit_knn_with_attention`]): `W = (1 - w) W_knn + w (S_knn / S_att)
+    /// W_att`, see there. 0 (the default) is plain UMAP; the plain fits ignore it.
+    pub fn attention_weight(mut self, w: f32) -> Self {
+        self.attention_weight = w;
+        self
+    }
+
     /// Validates the parameters that do not depend on the data; the data-dependent ones
     /// (`n_neighbors < n`, finite input) are checked by `fit`.
     pub fn check(self) -> Result<UmapValidParams, ProjectError> {
-        let bad = |name: &'static str, reason: String| Err(ProjectError::InvalidParam { name, reason });
+        let bad =
+            |name: &'static str, reason: String| Err(ProjectError::InvalidParam { name, reason });
         if self.n_neighbors < 2 {
-            return bad("n_neighbors", format!("must be at least 2, got {}", self.n_neighbors));
+            return bad(
+                "n_neighbors",
+                format!("must be at least 2, got {}", self.n_neighbors),
+            );
         }
         if !(self.spread.is_finite() && self.spread > 0.0) {
-            return bad("spread", format!("must be finite and positive, got {}", self.spread));
+            return bad(
+                "spread",
+                format!("must be finite and positive, got {}", self.spread),
+            );
         }
         if !(self.min_dist.is_finite() && self.min_dist >= 0.0) {
-            return bad("min_dist", format!("must be finite and >= 0, got {}", self.min_dist));
+            return bad(
+                "min_dist",
+                format!("must be finite and >= 0, got {}", self.min_dist),
+            );
         }
         if self.min_dist > self.spread {
             return bad(
                 "min_dist",
-                format!("must not exceed spread ({}), got {}", self.spread, self.min_dist),
+                format!(
+                    "must not exceed spread ({}), got {}",
+                    self.spread, self.min_dist
+                ),
             );
         }
         if self.dims != 2 && self.dims != 3 {
@@ -195,7 +218,10 @@ impl UmapParams {
             return bad("n_epochs", "must be at least 1".into());
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return bad("learning_rate", format!("must be finite and positive, got {}", self.learning_rate));
+            return bad(
+                "learning_rate",
+                format!("must be finite and positive, got {}", self.learning_rate),
+            );
         }
         if !(self.negative_sample_rate.is_finite() && self.negative_sample_rate >= 0.0) {
             return bad(
@@ -209,9 +235,21 @@ impl UmapParams {
                 format!("must be finite and >= 0, got {}", self.repulsion_strength),
             );
         }
+        if !(self.attention_weight.is_finite() && (0.0..1.0).contains(&self.attention_weight)) {
+            return bad(
+                "attention_weight",
+                format!("must be in [0, 1), got {}", self.attention_weight),
+            );
+        }
         let (a, b) = find_ab_params(self.spread, self.min_dist);
         if !(a.is_finite() && b.is_finite() && a > 0.0 && b > 0.0) {
-            return bad("min_dist", format!("curve fit failed for min_dist {} / spread {}", self.min_dist, self.spread));
+            return bad(
+                "min_dist",
+                format!(
+                    "curve fit failed for min_dist {} / spread {}",
+                    self.min_dist, self.spread
+                ),
+            );
         }
         Ok(UmapValidParams { p: self, a, b })
     }
@@ -251,9 +289,16 @@ impl UmapValidParams {
         self.p.n_neighbors
     }
 
+    /// Share of the attention graph in the fuzzy graph of the attention-aware fits.
+    pub fn attention_weight(&self) -> f32 {
+        self.p.attention_weight
+    }
+
     /// Epochs that a fit of `n` points runs.
     pub fn epochs_for(&self, n: usize) -> usize {
-        self.p.n_epochs.unwrap_or(if n <= 10_000 { 500 } else { 200 })
+        self.p
+            .n_epochs
+            .unwrap_or(if n <= 10_000 { 500 } else { 200 })
     }
 
     /// Builds the kNN graph of `data` with [`crate::knn::knn`] (exact for small inputs, seeded
@@ -267,6 +312,46 @@ impl UmapValidParams {
     /// Fits the layout of `data` from a precomputed kNN graph of it (at least `n_neighbors - 1`
     /// neighbours per point; extra neighbours are ignored). `data` is used for validation and PCA init.
     pub fn fit_knn(&self, data: &Matrix, graph: &KnnGraph) -> Result<Embedding, ProjectError> {
+        self.fit_graph(data, graph, None)
+    }
+
+    /// Attention-aware [`Self::fit`]: builds the kNN graph as [`Self::fit`] does, then
+    /// [`Self::fit_knn_with_attention`].
+    pub fn fit_with_attention(
+        &self,
+        data: &Matrix,
+        edges: &AttentionEdges,
+    ) -> Result<Embedding, ProjectError> {
+        self.check_data(data)?;
+        edges.check_points(data.rows())?;
+        let graph = crate::knn::knn(data, self.p.n_neighbors - 1, self.p.metric, self.p.seed)?;
+        self.fit_knn_with_attention(data, &graph, edges)
+    }
+
+    /// Attention-aware [`Self::fit_knn`] of a head's joint query/key set (`data` has `2n` rows,
+    /// queries first). After the fuzzy union of the kNN memberships (`W_knn`, total weight
+    /// `S_knn`), the attention edges are mixed in: `W = (1 - w) W_knn + w (S_knn / S_att) W_att`,
+    /// with `w` = [`UmapParams::attention_weight`], `W_att(i, n + j) = W_att(n + j, i) = a_ij`
+    /// (per-query normalized attention) and `S_att` its total, so that a share `w` of the graph's
+    /// weight, and so of the SGD's attractive samples, comes from attention. With `w = 0` or no
+    /// edges the result is bit-identical to [`Self::fit_knn`]. The effective `w` is recorded in
+    /// `spec.params["attention_weight"]`. Fails if `edges` is not for `data.rows() / 2` tokens.
+    pub fn fit_knn_with_attention(
+        &self,
+        data: &Matrix,
+        graph: &KnnGraph,
+        edges: &AttentionEdges,
+    ) -> Result<Embedding, ProjectError> {
+        edges.check_points(data.rows())?;
+        self.fit_graph(data, graph, Some(edges))
+    }
+
+    fn fit_graph(
+        &self,
+        data: &Matrix,
+        graph: &KnnGraph,
+        edges: Option<&AttentionEdges>,
+    ) -> Result<Embedding, ProjectError> {
         self.check_data(data)?;
         let n = data.rows();
         let k = self.p.n_neighbors - 1;
@@ -276,26 +361,49 @@ impl UmapValidParams {
                 graph.n
             )));
         }
-        if graph.k < k || graph.indices.len() != n * graph.k || graph.distances.len() != n * graph.k {
+        if graph.k < k || graph.indices.len() != n * graph.k || graph.distances.len() != n * graph.k
+        {
             return Err(ProjectError::InvalidInput(format!(
                 "kNN graph must have at least n_neighbors - 1 = {k} neighbours per point and n*k entries, has k = {}",
                 graph.k
             )));
         }
-        if graph.indices.iter().any(|&j| j as usize >= n) || graph.distances.iter().any(|d| !d.is_finite()) {
-            return Err(ProjectError::InvalidInput("kNN graph has out-of-range indices or non-finite distances".into()));
+        if graph.indices.iter().any(|&j| j as usize >= n)
+            || graph.distances.iter().any(|d| !d.is_finite())
+        {
+            return Err(ProjectError::InvalidInput(
+                "kNN graph has out-of-range indices or non-finite distances".into(),
+            ));
         }
-        let fuzzy = fuzzy_simplicial_set(graph, k, self.p.n_neighbors);
+        let mut fuzzy = fuzzy_simplicial_set(graph, k, self.p.n_neighbors);
+        // Sampling rates stay relative to the heaviest edge of the kNN graph: the total number of
+        // samples (and the run time) is that of the plain fit, of which attention edges take a
+        // share w; an attention edge heavier than that edge is due several times per epoch.
+        let wmax = max_weight(&fuzzy);
+        let w = self.p.attention_weight;
+        let attention_weight = match edges {
+            Some(edges) if w > 0.0 && !edges.is_empty() => {
+                fuzzy = mix_attention(&fuzzy, edges, w as f64);
+                w
+            }
+            _ => 0.0,
+        };
         let n_epochs = self.epochs_for(n);
         let mut coords = self.initial_layout(data, &fuzzy);
-        let sgd = SgdGraph::new(&fuzzy, n_epochs);
+        let sgd = SgdGraph::new(&fuzzy, n_epochs, wmax);
         self.optimize(&mut coords, &sgd, n, n_epochs);
         if coords.iter().any(|v| !v.is_finite()) {
-            return Err(ProjectError::InvalidInput("UMAP layout diverged to non-finite values".into()));
+            return Err(ProjectError::InvalidInput(
+                "UMAP layout diverged to non-finite values".into(),
+            ));
         }
         let coords = Matrix::from_vec(n, self.p.dims, coords)
             .map_err(|e| ProjectError::InvalidInput(e.to_string()))?;
-        Ok(Embedding { coords, objective: None, spec: self.spec(n_epochs) })
+        Ok(Embedding {
+            coords,
+            objective: None,
+            spec: self.spec(n_epochs, attention_weight),
+        })
     }
 
     fn check_data(&self, data: &Matrix) -> Result<(), ProjectError> {
@@ -305,13 +413,16 @@ impl UmapValidParams {
         if self.p.n_neighbors >= n {
             return Err(ProjectError::InvalidParam {
                 name: "n_neighbors",
-                reason: format!("must be below the number of points ({n}), got {}", self.p.n_neighbors),
+                reason: format!(
+                    "must be below the number of points ({n}), got {}",
+                    self.p.n_neighbors
+                ),
             });
         }
         Ok(())
     }
 
-    fn spec(&self, n_epochs: usize) -> ProjectionSpec {
+    fn spec(&self, n_epochs: usize, attention_weight: f32) -> ProjectionSpec {
         let p = &self.p;
         let params: BTreeMap<String, f64> = [
             ("n_neighbors", p.n_neighbors as f64),
@@ -324,6 +435,7 @@ impl UmapValidParams {
             ("init", p.init.code()),
             ("a", self.a as f64),
             ("b", self.b as f64),
+            ("attention_weight", attention_weight as f64),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -343,7 +455,9 @@ impl UmapValidParams {
         let n = data.rows();
         let mut rng = ChaCha8Rng::seed_from_u64(self.p.seed);
         let random = |rng: &mut ChaCha8Rng| -> Vec<f32> {
-            (0..n * dims).map(|_| rng.random_range(-10.0f32..10.0)).collect()
+            (0..n * dims)
+                .map(|_| rng.random_range(-10.0f32..10.0))
+                .collect()
         };
         let mut emb = match self.p.init {
             UmapInit::Random => random(&mut rng),
@@ -370,7 +484,13 @@ impl UmapValidParams {
     }
 
     /// The SGD with the output dimension as a constant, so that the per-pair loops unroll.
-    fn optimize_d<const D: usize>(&self, coords: &mut Vec<f32>, g: &SgdGraph, n: usize, n_epochs: usize) {
+    fn optimize_d<const D: usize>(
+        &self,
+        coords: &mut Vec<f32>,
+        g: &SgdGraph,
+        n: usize,
+        n_epochs: usize,
+    ) {
         let (a, b) = (self.a, self.b);
         let gamma = self.p.repulsion_strength;
         let neg_rate = self.p.negative_sample_rate as f64;
@@ -399,9 +519,13 @@ impl UmapValidParams {
                         // Samples of this edge up to this epoch (`as` truncates = floor, all >= 0):
                         // the edge is due when the count just went up.
                         let count = (ef * r) as i64;
-                        if count == (ep * r) as i64 {
+                        let due = count - (ep * r) as i64;
+                        if due == 0 {
                             continue;
                         }
+                        // Edges heavier than the reference weight (attention edges, rate > 1)
+                        // are due several times per epoch: one step of that many samples.
+                        let times = 2.0 * due as f32;
                         let other = &snap[j as usize];
                         let d2 = dist2(&cur, other);
                         if d2 > 0.0 {
@@ -410,10 +534,11 @@ impl UmapValidParams {
                             for d in 0..D {
                                 // Twice the step: the edge's other direction, sampled in the same
                                 // epoch by vertex j, moves i once more in umap-learn.
-                                delta[d] += 2.0 * clip(coeff * (cur[d] - other[d]));
+                                delta[d] += times * clip(coeff * (cur[d] - other[d]));
                             }
                         }
-                        let negs = (count as f64 * neg_rate) as i64 - ((count - 1) as f64 * neg_rate) as i64;
+                        let negs = (count as f64 * neg_rate) as i64
+                            - ((count - due) as f64 * neg_rate) as i64;
                         for _ in 0..negs {
                             let k = rng.below(n);
                             if k == i {
@@ -422,14 +547,17 @@ impl UmapValidParams {
                             let other = &snap[k];
                             let d2 = dist2(&cur, other);
                             if d2 > 0.0 {
-                                let coeff = 2.0 * gamma * b / ((0.001 + d2) * (a * fast_pow(d2, b) + 1.0));
+                                let coeff =
+                                    2.0 * gamma * b / ((0.001 + d2) * (a * fast_pow(d2, b) + 1.0));
                                 for d in 0..D {
                                     delta[d] += clip(coeff * (cur[d] - other[d]));
                                 }
                             }
                         }
                     }
-                    let cur: [f32; D] = std::array::from_fn(|d| cur[d] + alpha * delta[d].clamp(-MAX_EPOCH_STEP, MAX_EPOCH_STEP));
+                    let cur: [f32; D] = std::array::from_fn(|d| {
+                        cur[d] + alpha * delta[d].clamp(-MAX_EPOCH_STEP, MAX_EPOCH_STEP)
+                    });
                     *cur_out = cur;
                 }
             });
@@ -483,7 +611,10 @@ fn fast_exp2(y: f32) -> f32 {
     let i = (y + 127.5) as i32 - 127;
     let f = (y - i as f32) * std::f32::consts::LN_2; // |f| <= ln2 / 2
     // Taylor series of e^f to degree 6: error below 2e-7 on |f| <= 0.35.
-    let p = 1.0 + f * (1.0 + f * (0.5 + f * (1.0 / 6.0 + f * (1.0 / 24.0 + f * (1.0 / 120.0 + f * (1.0 / 720.0))))));
+    let p = 1.0
+        + f * (1.0
+            + f * (0.5
+                + f * (1.0 / 6.0 + f * (1.0 / 24.0 + f * (1.0 / 120.0 + f * (1.0 / 720.0))))));
     p * f32::from_bits(((i + 127) as u32) << 23)
 }
 
@@ -504,7 +635,10 @@ impl SplitMix64 {
     }
 
     fn for_vertex(seed: u64, epoch: u64, vertex: u64) -> Self {
-        SplitMix64(Self::mix(Self::mix(seed ^ 0x5eed) ^ Self::mix(epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ vertex)))
+        SplitMix64(Self::mix(
+            Self::mix(seed ^ 0x5eed)
+                ^ Self::mix(epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ vertex),
+        ))
     }
 
     fn next_u64(&mut self) -> u64 {
@@ -528,7 +662,9 @@ struct Csr {
 }
 
 /// The SGD's view of the fuzzy graph: CSR rows with per-edge sampling rate `w / w_max` (umap-learn's
-/// `1 / epochs_per_sample`), edges too weak to be sampled once in `n_epochs` dropped.
+/// `1 / epochs_per_sample`), edges too weak to be sampled once in `n_epochs` dropped. `w_max` is the
+/// heaviest edge of the kNN graph, so attention edges may have rates above 1 (due several times per
+/// epoch).
 struct SgdGraph {
     indptr: Vec<usize>,
     indices: Vec<u32>,
@@ -536,8 +672,7 @@ struct SgdGraph {
 }
 
 impl SgdGraph {
-    fn new(g: &Csr, n_epochs: usize) -> Self {
-        let wmax = g.values.iter().copied().fold(0.0f32, f32::max);
+    fn new(g: &Csr, n_epochs: usize, wmax: f32) -> Self {
         let cut = wmax / n_epochs as f32;
         let mut indptr = Vec::with_capacity(g.n + 1);
         let mut indices = Vec::with_capacity(g.indices.len());
@@ -553,8 +688,17 @@ impl SgdGraph {
             }
             indptr.push(indices.len());
         }
-        SgdGraph { indptr, indices, rate }
+        SgdGraph {
+            indptr,
+            indices,
+            rate,
+        }
     }
+}
+
+/// The largest edge weight of `g` (0 for an empty graph).
+fn max_weight(g: &Csr) -> f32 {
+    g.values.iter().copied().fold(0.0f32, f32::max)
 }
 
 /// Per-point `(rho, sigma)` by umap-learn's smooth-kNN binary search, so that the membership strengths
@@ -581,7 +725,11 @@ fn smooth_knn(dists: &[f32], n_neighbors: usize, mean_all: f64) -> (f64, f64) {
             mid = (lo + hi) / 2.0;
         } else {
             lo = mid;
-            mid = if hi.is_infinite() { mid * 2.0 } else { (lo + hi) / 2.0 };
+            mid = if hi.is_infinite() {
+                mid * 2.0
+            } else {
+                (lo + hi) / 2.0
+            };
         }
     }
     // A floor on sigma keeps memberships from collapsing to 0 for points whose neighbours are all at
@@ -596,7 +744,10 @@ fn smooth_knn(dists: &[f32], n_neighbors: usize, mean_all: f64) -> (f64, f64) {
 fn fuzzy_simplicial_set(graph: &KnnGraph, k: usize, n_neighbors: usize) -> Csr {
     let n = graph.n;
     let mean_all = {
-        let s: f64 = (0..n).flat_map(|i| graph.neighbor_distances(i)[..k].iter()).map(|&d| d as f64).sum();
+        let s: f64 = (0..n)
+            .flat_map(|i| graph.neighbor_distances(i)[..k].iter())
+            .map(|&d| d as f64)
+            .sum();
         s / (n * k).max(1) as f64
     };
     // (row, col, forward weight, backward weight); each directed edge contributes to both orientations.
@@ -645,7 +796,60 @@ fn fuzzy_simplicial_set(graph: &KnnGraph, k: usize, n_neighbors: usize) -> Csr {
     for i in 0..n {
         indptr[i + 1] += indptr[i];
     }
-    Csr { n, indptr, indices, values }
+    Csr {
+        n,
+        indptr,
+        indices,
+        values,
+    }
+}
+
+/// `(1 - w) W + w (S_W / S_att) W_att` (see [`UmapValidParams::fit_knn_with_attention`]): both
+/// graphs have sorted rows; each output row is their merge, summed in f64 and rounded once.
+fn mix_attention(g: &Csr, edges: &AttentionEdges, w: f64) -> Csr {
+    let n = g.n;
+    let s_knn: f64 = g.values.iter().map(|&v| v as f64).sum();
+    let s_att: f64 = 2.0 * edges.joint_edges().map(|(_, _, a)| a as f64).sum::<f64>();
+    let (a_off, a_cols, a_vals) = edges.symmetric_csr(w * s_knn / s_att);
+    let keep = 1.0 - w;
+    let mut indptr = Vec::with_capacity(n + 1);
+    indptr.push(0);
+    let mut indices = Vec::with_capacity(g.indices.len() + a_cols.len());
+    let mut values = Vec::with_capacity(g.indices.len() + a_cols.len());
+    for i in 0..n {
+        let (gc, gv) = (
+            &g.indices[g.indptr[i]..g.indptr[i + 1]],
+            &g.values[g.indptr[i]..g.indptr[i + 1]],
+        );
+        let (ac, av) = (
+            &a_cols[a_off[i]..a_off[i + 1]],
+            &a_vals[a_off[i]..a_off[i + 1]],
+        );
+        let (mut s, mut t) = (0, 0);
+        while s < gc.len() || t < ac.len() {
+            let next_g = gc.get(s).copied().unwrap_or(u32::MAX);
+            let next_a = ac.get(t).copied().unwrap_or(u32::MAX);
+            let j = next_g.min(next_a);
+            let mut x = 0f64;
+            if next_g == j {
+                x += keep * gv[s] as f64;
+                s += 1;
+            }
+            if next_a == j {
+                x += av[t];
+                t += 1;
+            }
+            indices.push(j);
+            values.push(x as f32);
+        }
+        indptr.push(indices.len());
+    }
+    Csr {
+        n,
+        indptr,
+        indices,
+        values,
+    }
 }
 
 /// Rescales every column of the `n x dims` layout to `[0, scale]` (constant columns to 0).
@@ -657,7 +861,11 @@ fn rescale(emb: &mut [f32], dims: usize, scale: f32) {
             hi = hi.max(*v);
         }
         let span = hi - lo;
-        let f = if span > 0.0 && span.is_finite() { scale / span } else { 0.0 };
+        let f = if span > 0.0 && span.is_finite() {
+            scale / span
+        } else {
+            0.0
+        };
         for v in emb.iter_mut().skip(d).step_by(dims) {
             *v = (*v - lo) * f;
         }
@@ -720,7 +928,12 @@ fn pca_layout(data: &Matrix, dims: usize) -> Option<Vec<f32>> {
     let mut out = vec![0.0f32; n * dims];
     for (i, r) in data.iter_rows().enumerate() {
         for (c, comp) in comps.iter().enumerate() {
-            let s: f64 = r.iter().zip(&mean).zip(comp).map(|((v, m), w)| (*v as f64 - m) * w).sum();
+            let s: f64 = r
+                .iter()
+                .zip(&mean)
+                .zip(comp)
+                .map(|((v, m), w)| (*v as f64 - m) * w)
+                .sum();
             out[i * dims + c] = s as f32;
         }
     }
@@ -739,7 +952,12 @@ fn spectral_layout(g: &Csr, dims: usize, rng: &mut ChaCha8Rng) -> Option<Vec<f32
         return None;
     }
     let deg: Vec<f64> = (0..n)
-        .map(|i| g.values[g.indptr[i]..g.indptr[i + 1]].iter().map(|&w| w as f64).sum())
+        .map(|i| {
+            g.values[g.indptr[i]..g.indptr[i + 1]]
+                .iter()
+                .map(|&w| w as f64)
+                .sum()
+        })
         .collect();
     if deg.iter().any(|&x| x <= 0.0) {
         return None;
@@ -752,12 +970,19 @@ fn spectral_layout(g: &Csr, dims: usize, rng: &mut ChaCha8Rng) -> Option<Vec<f32
     let apply = |x: &[f64], y: &mut [f64]| {
         for c in 0..p {
             let xc = &x[c * n..(c + 1) * n];
-            y[c * n..(c + 1) * n].par_iter_mut().enumerate().for_each(|(i, yi)| {
-                let s: f64 = (g.indptr[i]..g.indptr[i + 1])
-                    .map(|e| g.values[e] as f64 * dinv[g.indices[e] as usize] * xc[g.indices[e] as usize])
-                    .sum();
-                *yi = 0.5 * (xc[i] + dinv[i] * s);
-            });
+            y[c * n..(c + 1) * n]
+                .par_iter_mut()
+                .enumerate()
+                .for_each(|(i, yi)| {
+                    let s: f64 = (g.indptr[i]..g.indptr[i + 1])
+                        .map(|e| {
+                            g.values[e] as f64
+                                * dinv[g.indices[e] as usize]
+                                * xc[g.indices[e] as usize]
+                        })
+                        .sum();
+                    *yi = 0.5 * (xc[i] + dinv[i] * s);
+                });
         }
     };
     orthonormalize(&mut x, n, p, &v0);
@@ -768,8 +993,14 @@ fn spectral_layout(g: &Csr, dims: usize, rng: &mut ChaCha8Rng) -> Option<Vec<f32
         apply(&x, &mut y);
         if it % 10 == 9 {
             // Rayleigh quotients x_c^T A x_c: stop once they no longer move.
-            let ritz: Vec<f64> = (0..p).map(|c| dot(&x[c * n..(c + 1) * n], &y[c * n..(c + 1) * n])).collect();
-            let moved = ritz.iter().zip(&prev_ritz).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            let ritz: Vec<f64> = (0..p)
+                .map(|c| dot(&x[c * n..(c + 1) * n], &y[c * n..(c + 1) * n]))
+                .collect();
+            let moved = ritz
+                .iter()
+                .zip(&prev_ritz)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
             prev_ritz = ritz;
             if moved < 1e-7 {
                 std::mem::swap(&mut x, &mut y);
@@ -832,7 +1063,8 @@ fn orthonormalize(x: &mut [f64], n: usize, p: usize, v0: &[f64]) {
         }
         if normalize(col) < 1e-12 {
             let mut r = SplitMix64::for_vertex(0xC01, c as u64, 0);
-            col.iter_mut().for_each(|v| *v = (r.next_u64() >> 11) as f64 / (1u64 << 53) as f64 - 0.5);
+            col.iter_mut()
+                .for_each(|v| *v = (r.next_u64() >> 11) as f64 / (1u64 << 53) as f64 - 0.5);
             let s = dot(col, v0);
             col.iter_mut().zip(v0).for_each(|(a, b)| *a -= s * b);
             normalize(col);
@@ -848,7 +1080,13 @@ pub fn find_ab_params(spread: f32, min_dist: f32) -> (f32, f32) {
     let xs: Vec<f64> = (0..300).map(|i| 3.0 * spread * i as f64 / 299.0).collect();
     let ys: Vec<f64> = xs
         .iter()
-        .map(|&x| if x < min_dist { 1.0 } else { (-(x - min_dist) / spread).exp() })
+        .map(|&x| {
+            if x < min_dist {
+                1.0
+            } else {
+                (-(x - min_dist) / spread).exp()
+            }
+        })
         .collect();
     let sse = |a: f64, b: f64| -> f64 {
         xs.iter()
@@ -922,8 +1160,9 @@ mod tests {
     fn mixture(n: usize, clusters: usize, dim: usize, sep: f32, seed: u64) -> (Matrix, Vec<usize>) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let normal = Normal::new(0.0f32, 1.0).unwrap();
-        let centres: Vec<Vec<f32>> =
-            (0..clusters).map(|_| (0..dim).map(|_| normal.sample(&mut rng) * sep).collect()).collect();
+        let centres: Vec<Vec<f32>> = (0..clusters)
+            .map(|_| (0..dim).map(|_| normal.sample(&mut rng) * sep).collect())
+            .collect();
         let mut data = Vec::with_capacity(n * dim);
         let mut labels = Vec::with_capacity(n);
         for i in 0..n {
@@ -940,7 +1179,10 @@ mod tests {
             let mut x = 1e-6f32;
             while x < 1e6 {
                 let (want, got) = (x.powf(b), fast_pow(x, b));
-                assert!(((got - want) / want).abs() < 1e-5, "{x}^{b}: {got} vs {want}");
+                assert!(
+                    ((got - want) / want).abs() < 1e-5,
+                    "{x}^{b}: {got} vs {want}"
+                );
                 x *= 1.37;
             }
         }
@@ -968,16 +1210,28 @@ mod tests {
         };
         assert_eq!(name(Umap::params().dims(1).check()), "dims");
         assert_eq!(name(Umap::params().dims(4).check()), "dims");
-        assert_eq!(name(Umap::params().min_dist(1.5).spread(1.0).check()), "min_dist");
+        assert_eq!(
+            name(Umap::params().min_dist(1.5).spread(1.0).check()),
+            "min_dist"
+        );
         assert_eq!(name(Umap::params().min_dist(f32::NAN).check()), "min_dist");
         assert_eq!(name(Umap::params().spread(0.0).check()), "spread");
         assert_eq!(name(Umap::params().n_neighbors(1).check()), "n_neighbors");
         assert_eq!(name(Umap::params().n_epochs(Some(0)).check()), "n_epochs");
-        assert_eq!(name(Umap::params().learning_rate(-1.0).check()), "learning_rate");
+        assert_eq!(
+            name(Umap::params().learning_rate(-1.0).check()),
+            "learning_rate"
+        );
 
         let (data, _) = mixture(20, 2, 4, 5.0, 1);
         let v = Umap::params().n_neighbors(20).check().unwrap();
-        assert!(matches!(v.fit(&data), Err(ProjectError::InvalidParam { name: "n_neighbors", .. })));
+        assert!(matches!(
+            v.fit(&data),
+            Err(ProjectError::InvalidParam {
+                name: "n_neighbors",
+                ..
+            })
+        ));
         let mut nan = data.clone();
         nan.row_mut(3)[1] = f32::NAN;
         let v = Umap::params().n_neighbors(5).check().unwrap();
@@ -990,7 +1244,10 @@ mod tests {
             indices: (0..40).map(|e| ((e / 2 + 1 + e % 2) % 20) as u32).collect(),
             distances: vec![0.5; 40],
         };
-        assert!(matches!(v.fit_knn(&data, &g), Err(ProjectError::InvalidInput(_))));
+        assert!(matches!(
+            v.fit_knn(&data, &g),
+            Err(ProjectError::InvalidInput(_))
+        ));
     }
 
     #[test]
@@ -1016,7 +1273,10 @@ mod tests {
                             .fit(data)
                             .unwrap();
                         assert_eq!(e.coords.shape(), (data.rows(), dims as usize));
-                        assert!(e.coords.as_slice().iter().all(|v| v.is_finite()), "{metric:?} {init:?} {dims}");
+                        assert!(
+                            e.coords.as_slice().iter().all(|v| v.is_finite()),
+                            "{metric:?} {init:?} {dims}"
+                        );
                     }
                 }
             }
@@ -1027,17 +1287,38 @@ mod tests {
     fn identical_output_on_one_and_two_threads() {
         let (data, _) = mixture(600, 4, 16, 3.0, 7);
         for (dims, init) in [(2, UmapInit::Spectral), (3, UmapInit::Random)] {
-            let v = Umap::params().dims(dims).init(init).seed(42).n_epochs(Some(100)).check().unwrap();
+            let v = Umap::params()
+                .dims(dims)
+                .init(init)
+                .seed(42)
+                .n_epochs(Some(100))
+                .check()
+                .unwrap();
             let run = |threads: usize| {
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
                 pool.install(|| v.fit(&data).unwrap())
             };
             let (one, two) = (run(1), run(2));
             assert_eq!(one.coords.shape(), (600, dims as usize));
-            let bits = |e: &Embedding| e.coords.as_slice().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let bits = |e: &Embedding| {
+                e.coords
+                    .as_slice()
+                    .iter()
+                    .map(|x| x.to_bits())
+                    .collect::<Vec<_>>()
+            };
             assert_eq!(bits(&one), bits(&two), "dims {dims} init {init:?}");
             // A different seed must change the layout (the seed is really used).
-            let other = Umap::params().dims(dims).init(init).seed(43).n_epochs(Some(100)).check().unwrap();
+            let other = Umap::params()
+                .dims(dims)
+                .init(init)
+                .seed(43)
+                .n_epochs(Some(100))
+                .check()
+                .unwrap();
             assert_ne!(bits(&one), bits(&other.fit(&data).unwrap()));
         }
     }
@@ -1050,14 +1331,22 @@ mod tests {
             let emb = v.fit(&data).unwrap();
             assert_eq!(emb.spec.method, ProjectionMethod::Umap);
             assert!(emb.coords.as_slice().iter().all(|x| x.is_finite()));
-            let t = crate::metrics::trustworthiness(&data, &emb.coords, 10, Metric::Cosine).unwrap();
+            let t =
+                crate::metrics::trustworthiness(&data, &emb.coords, 10, Metric::Cosine).unwrap();
             // Majority label of each point's 10 embedded neighbours: clusters must stay separated.
             let lo = crate::knn::exact_knn(&emb.coords, 10, Metric::Euclidean).unwrap();
             let same = (0..2000)
-                .map(|i| lo.neighbors(i).iter().filter(|&&j| labels[j as usize] == labels[i]).count())
+                .map(|i| {
+                    lo.neighbors(i)
+                        .iter()
+                        .filter(|&&j| labels[j as usize] == labels[i])
+                        .count()
+                })
                 .sum::<usize>() as f64
                 / 20000.0;
-            eprintln!("init {init:?}: trustworthiness@10 = {t:.4}, same-cluster neighbours = {same:.4}");
+            eprintln!(
+                "init {init:?}: trustworthiness@10 = {t:.4}, same-cluster neighbours = {same:.4}"
+            );
             // Measured 0.963-0.964 for all three inits (seed 1); a collapsed or scrambled layout scores
             // ~0.5-0.8, and a 0.01 margin absorbs seed-to-seed variation.
             assert!(t > 0.95, "init {init:?}: trustworthiness {t}");

@@ -317,9 +317,18 @@ fn trustworthiness_matches_scikit_learn() {
 fn sampled_quality_is_close_to_the_default_and_rejects_zero_queries() {
     use attn_project::{quality, quality_sampled};
     let (data, _) = common::mixture(6000, 16, 5, 1.0, 3);
-    let emb = attn_project::Pca::params().dims(2).check().unwrap().fit(&data).unwrap().coords;
+    let emb = attn_project::Pca::params()
+        .dims(2)
+        .check()
+        .unwrap()
+        .fit(&data)
+        .unwrap()
+        .coords;
     let full = quality(&data, &emb, 10, attn_types::Metric::Euclidean).unwrap();
     let small = quality_sampled(&data, &emb, 10, attn_types::Metric::Euclidean, 1000).unwrap();
-    assert!((full.trustworthiness - small.trustworthiness).abs() < 0.02, "{full:?} vs {small:?}");
+    assert!(
+        (full.trustworthiness - small.trustworthiness).abs() < 0.02,
+        "{full:?} vs {small:?}"
+    );
     assert!(quality_sampled(&data, &emb, 10, attn_types::Metric::Euclidean, 0).is_err());
 }

@@ -9,9 +9,15 @@ use attn_project::{Umap, quality};
 use attn_types::{Matrix, Metric};
 
 fn head() -> Matrix {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/minilm_l1h7_2000x32.f32");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/minilm_l1h7_2000x32.f32"
+    );
     let bytes = std::fs::read(path).unwrap();
-    let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
     Matrix::from_vec(2000, 32, values).unwrap()
 }
 
@@ -19,7 +25,13 @@ fn head() -> Matrix {
 fn umap_keeps_hub_components_near_the_rest() {
     let data = head();
     for dims in [2u8, 3] {
-        let e = Umap::params().metric(Metric::Cosine).dims(dims).check().unwrap().fit(&data).unwrap();
+        let e = Umap::params()
+            .metric(Metric::Cosine)
+            .dims(dims)
+            .check()
+            .unwrap()
+            .fit(&data)
+            .unwrap();
         let y = &e.coords;
         let d = usize::from(dims);
         let median: Vec<f32> = (0..d)
@@ -30,12 +42,26 @@ fn umap_keeps_hub_components_near_the_rest() {
             })
             .collect();
         let mut dist: Vec<f32> = (0..y.rows())
-            .map(|i| y.row(i).iter().zip(&median).map(|(a, m)| (a - m).powi(2)).sum::<f32>().sqrt())
+            .map(|i| {
+                y.row(i)
+                    .iter()
+                    .zip(&median)
+                    .map(|(a, m)| (a - m).powi(2))
+                    .sum::<f32>()
+                    .sqrt()
+            })
             .collect();
         dist.sort_by(f32::total_cmp);
         let (p50, max) = (dist[dist.len() / 2], dist[dist.len() - 1]);
-        assert!(max < 6.0 * p50, "{dims}D: a point ended {max:.1} from the median (median distance {p50:.1})");
+        assert!(
+            max < 6.0 * p50,
+            "{dims}D: a point ended {max:.1} from the median (median distance {p50:.1})"
+        );
         let q = quality(&data, y, 10, Metric::Cosine).unwrap();
-        assert!(q.trustworthiness > 0.88, "{dims}D trustworthiness {}", q.trustworthiness);
+        assert!(
+            q.trustworthiness > 0.88,
+            "{dims}D trustworthiness {}",
+            q.trustworthiness
+        );
     }
 }

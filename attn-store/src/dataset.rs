@@ -3,19 +3,18 @@
 use std::path::{Path, PathBuf};
 
 use attn_types::{
-    DATA_MODEL_VERSION, DatasetMeta, HeadId, HeadProjection, HeadVectors, NormalizedHead,
-    ProjectionMethod, SequenceAttention, TokenTable,
+    DATA_MODEL_VERSION, DatasetMeta, HeadDiagnostics, HeadId, HeadProjection, HeadVectors,
+    NormalizationParams, NormalizedHead, ProjectionMethod, SequenceAttention, TokenTable,
 };
-
-use parquet::file::reader::{FileReader, SerializedFileReader};
 
 use crate::StoreError;
 use crate::files::{
-    StoredHead, read_attention_file, read_projection_file, read_tokens_file, read_value_norms_file,
-    read_vectors_file, write_attention_file, write_projection_file, write_tokens_file,
-    write_value_norms_file, write_vectors_file,
+    StoredHead, read_attention_file, read_normalization_file, read_projection_file,
+    read_tokens_file, read_value_norms_file, read_vector_norms_file, read_vectors_file,
+    write_attention_file, write_projection_file, write_tokens_file, write_value_norms_file,
+    write_vectors_file,
 };
-use crate::pq::{temp_path, write_bytes_atomic};
+use crate::pq::{temp_path, write_file_atomically};
 
 /// File name of the dataset metadata.
 pub const META_FILE: &str = "meta.json";
@@ -31,6 +30,12 @@ pub const ATTENTION_FILE: &str = "attention.parquet";
 pub const VALUE_NORMS_FILE: &str = "value_norms.parquet";
 /// Per-head folder of projections.
 pub const PROJECTIONS_DIR: &str = "projections";
+/// Folder of the input images of a vision run (`{seq_id:05}.png`, at the model's input size).
+pub const IMAGES_DIR: &str = "images";
+/// Folder of rendered figures (PNG, SVG).
+pub const FIGURES_DIR: &str = "figures";
+/// Default file name of the self-contained HTML viewer export.
+pub const VIEWER_FILE: &str = "viewer.html";
 
 /// Folder name of a head: `L{layer:02}H{head:02}` (sorts in layer-major order for < 100 heads).
 pub fn head_dir_name(head: HeadId) -> String {
@@ -58,6 +63,16 @@ pub fn parse_projection_file_name(name: &str) -> Option<(ProjectionMethod, u8)> 
     let stem = name.strip_suffix("d.parquet")?;
     let (method, dims) = stem.rsplit_once('_')?;
     Some((method.parse().ok()?, dims.parse().ok()?))
+}
+
+/// The writer's process id of a temporary file named by `temp_path` (`.NAME.PID-N.tmp`).
+fn temp_file_pid(path: &Path) -> Option<u32> {
+    let name = path.file_name()?.to_str()?;
+    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (_, tail) = rest.rsplit_once('.')?;
+    let (pid, n) = tail.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
 }
 
 /// An attnviz dataset on disk. Every write is atomic (temporary file + rename), so a file that exists
@@ -160,7 +175,7 @@ impl Dataset {
             let text = serde_json::to_string_pretty(meta)
                 .map_err(|e| StoreError::json(&path, META_FILE, e.to_string()))?;
             let tmp = temp_path(&path);
-            write_bytes_atomic(&tmp, text.as_bytes())?;
+            write_file_atomically(&tmp, text.as_bytes())?;
             let linked = std::fs::hard_link(&tmp, &path);
             let _ = std::fs::remove_file(&tmp);
             match linked {
@@ -184,10 +199,56 @@ impl Dataset {
                 requested,
             });
         }
-        Ok(Dataset {
+        let dataset = Dataset {
             dir,
             meta: existing,
-        })
+        };
+        if !dataset.has_tokens() && dataset.heads()?.is_empty() && dataset.meta.run != meta.run {
+            // A run that failed before storing anything left its metadata: the data about to be
+            // written is this run's, so the metadata must be too.
+            let text = serde_json::to_string_pretty(meta)
+                .map_err(|e| StoreError::json(&path, META_FILE, e.to_string()))?;
+            write_file_atomically(&path, text.as_bytes())?;
+            return Ok(Dataset {
+                dir: dataset.dir,
+                meta: meta.clone(),
+            });
+        }
+        Ok(dataset)
+    }
+
+    /// Removes the temporary files (`.NAME.PID-N.tmp`) that a killed writer left in the dataset, when
+    /// the process that wrote them is gone (so a concurrent shard's files in flight are kept). Returns
+    /// how many were removed. On systems without `/proc` nothing is removed.
+    pub fn remove_stale_temp_files(&self) -> Result<usize, StoreError> {
+        if !Path::new("/proc/self").exists() {
+            return Ok(0);
+        }
+        let mut removed = 0;
+        let mut dirs = vec![self.dir.clone()];
+        while let Some(dir) = dirs.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::io(&dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let Some(pid) = temp_file_pid(&path) else {
+                    continue;
+                };
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    std::fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Opens an existing dataset, checking that its `meta.json` is not from a newer data model.
@@ -239,6 +300,46 @@ impl Dataset {
             .join(projection_file_name(method, dims))
     }
 
+    /// Path of the stored input image of sequence `seq_id` (vision runs).
+    pub fn image_path(&self, seq_id: u32) -> PathBuf {
+        self.dir.join(IMAGES_DIR).join(format!("{seq_id:05}.png"))
+    }
+
+    /// Whether sequence `seq_id` has a stored input image.
+    pub fn has_image(&self, seq_id: u32) -> bool {
+        self.image_path(seq_id).is_file()
+    }
+
+    /// Stores the PNG-encoded input image of sequence `seq_id`, atomically.
+    pub fn write_image_png(&self, seq_id: u32, png: &[u8]) -> Result<(), StoreError> {
+        write_file_atomically(&self.image_path(seq_id), png)
+    }
+
+    /// The PNG bytes of the stored input image of sequence `seq_id`.
+    pub fn read_image_png(&self, seq_id: u32) -> Result<Vec<u8>, StoreError> {
+        let path = self.image_path(seq_id);
+        std::fs::read(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                StoreError::NotFound {
+                    path: path.clone(),
+                    what: format!("the image of sequence {seq_id}"),
+                }
+            } else {
+                StoreError::io(&path, e)
+            }
+        })
+    }
+
+    /// Path of the figure `name` (e.g. `matrix_tsne_2d.png`) in the dataset's figures folder.
+    pub fn figure_path(&self, name: &str) -> PathBuf {
+        self.dir.join(FIGURES_DIR).join(name)
+    }
+
+    /// Default path of the self-contained HTML export.
+    pub fn viewer_path(&self) -> PathBuf {
+        self.dir.join(VIEWER_FILE)
+    }
+
     /// Checks a head against the model's sizes before anything is written for it.
     fn check_head_id(&self, head: HeadId, path: &Path) -> Result<(), StoreError> {
         let m = &self.meta.model;
@@ -262,15 +363,7 @@ impl Dataset {
         if !path.is_file() {
             return Ok(None);
         }
-        let file = std::fs::File::open(&path).map_err(|e| StoreError::io(&path, e))?;
-        let reader = SerializedFileReader::new(file).map_err(|source| StoreError::Parquet {
-            path: path.clone(),
-            source,
-        })?;
-        let rows = reader.metadata().file_metadata().num_rows();
-        usize::try_from(rows)
-            .map(Some)
-            .map_err(|_| StoreError::invalid(&path, "token_index", format!("{rows} rows")))
+        crate::pq::parquet_num_rows(&path).map(Some)
     }
 
     /// Checks a per-token count against the token table, when it has been written: catches a head
@@ -329,6 +422,20 @@ impl Dataset {
     /// Reads a head's vectors.
     pub fn read_head(&self, head: HeadId) -> Result<StoredHead, StoreError> {
         read_vectors_file(self.vectors_path(head), head)
+    }
+
+    /// The raw query and key norms of a head, without reading its vectors.
+    pub fn read_head_norms(&self, head: HeadId) -> Result<(Vec<f32>, Vec<f32>), StoreError> {
+        read_vector_norms_file(self.vectors_path(head), head)
+    }
+
+    /// A head's normalization parameters and diagnostics (`None` if stored without normalization),
+    /// from the vectors file's footer alone.
+    pub fn read_head_normalization(
+        &self,
+        head: HeadId,
+    ) -> Result<Option<(NormalizationParams, HeadDiagnostics)>, StoreError> {
+        read_normalization_file(self.vectors_path(head), head)
     }
 
     /// Whether a head's vectors are on disk (the completion marker of extraction for that head).
@@ -433,7 +540,12 @@ impl Dataset {
     }
 
     /// Deletes a head's projection with this method and dimension, if present (to recompute it).
-    pub fn remove_projection(&self, head: HeadId, method: ProjectionMethod, dims: u8) -> Result<(), StoreError> {
+    pub fn remove_projection(
+        &self,
+        head: HeadId,
+        method: ProjectionMethod,
+        dims: u8,
+    ) -> Result<(), StoreError> {
         let path = self.projection_path(head, method, dims);
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),

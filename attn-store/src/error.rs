@@ -48,6 +48,16 @@ pub enum StoreError {
         /// The column's name.
         column: String,
     },
+    /// A requested column is absent; `available` lists the file's columns.
+    #[error("{path}: no column `{column}` (columns: {available})")]
+    NoSuchColumn {
+        /// The file.
+        path: PathBuf,
+        /// The column's name.
+        column: String,
+        /// Comma-separated names of the columns that do exist.
+        available: String,
+    },
     /// A column has an unexpected Arrow type.
     #[error("{path}: column `{column}` has type {found}, expected {expected}")]
     ColumnType {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, BooleanArray, Float32Array, StringArray, UInt16Array, UInt32Array};
 use arrow_schema::{DataType, Field, Schema};
 use attn_types::{
-    HeadId, HeadProjection, HeadVectors, Matrix, NormalizedHead, PatchPos, SequenceAttention,
-    TokenMeta, TokenTable,
+    HeadDiagnostics, HeadId, HeadProjection, HeadVectors, Matrix, NormalizationParams,
+    NormalizedHead, PatchPos, SequenceAttention, TokenMeta, TokenTable,
 };
 use serde_json::{Value, json};
 
@@ -19,7 +19,7 @@ use crate::json::{
     head_from_json, head_to_json, normalization_from_json, normalization_to_json,
     projection_from_json, projection_to_json,
 };
-use crate::pq::{self, Contents, batch, vector_array, vector_type, write_parquet};
+use crate::pq::{ParquetTable, batch, vector_array, vector_type, write_parquet};
 
 /// Key-value metadata key: the head a per-head file belongs to, `{"layer":0,"head":1}`.
 pub const KV_HEAD: &str = "attnviz.head";
@@ -50,7 +50,7 @@ fn head_kv(head: HeadId) -> (String, String) {
 }
 
 /// Checks the file's recorded head (when it records one) against the head asked for.
-fn check_head(c: &Contents, head: HeadId) -> Result<(), StoreError> {
+fn check_head(c: &ParquetTable, head: HeadId) -> Result<(), StoreError> {
     if let Some(v) = c.kv_json(KV_HEAD)? {
         let found = head_from_json(&c.path, KV_HEAD, &v)?;
         if found != head {
@@ -157,7 +157,7 @@ fn pair_opt<T: Copy, U>(
 /// other tools); the other columns are required. Checks that rows are in token order and that the
 /// sequences are consistent ([`TokenTable::validate`]).
 pub fn read_tokens_file(path: impl AsRef<Path>) -> Result<TokenTable, StoreError> {
-    let c = pq::read_parquet(path.as_ref())?;
+    let c = ParquetTable::read(path.as_ref())?;
     let path = c.path.as_path();
     c.check_token_index()?;
     let seq_id = c.u32("seq_id")?;
@@ -209,7 +209,8 @@ pub fn read_tokens_file(path: impl AsRef<Path>) -> Result<TokenTable, StoreError
 
 // --------------------------------------------------------------------------------------------- vectors
 
-/// Schema of `vectors.parquet` for head dimension `d`: `token_index`, `query`, `key`, and, when
+/// Schema of `vectors.parquet` for head dimension `d`: `token_index`, `query`, `key`, the raw norms
+/// `query_norm` and `key_norm` (so that views and summaries need not read the vectors), and, when
 /// `normalized`, `query_normalized` and `key_normalized` (all vectors `FixedSizeList<Float32, d>`).
 pub fn vectors_schema(d: usize, normalized: bool) -> Schema {
     let d = i32::try_from(d).unwrap_or(i32::MAX);
@@ -217,6 +218,8 @@ pub fn vectors_schema(d: usize, normalized: bool) -> Schema {
         Field::new("token_index", DataType::UInt32, false),
         Field::new("query", vector_type(d), false),
         Field::new("key", vector_type(d), false),
+        Field::new("query_norm", DataType::Float32, false),
+        Field::new("key_norm", DataType::Float32, false),
     ];
     if normalized {
         fields.push(Field::new("query_normalized", vector_type(d), false));
@@ -247,6 +250,8 @@ pub fn write_vectors_file(
         )) as ArrayRef,
         vector_array(path, "query", d, n, raw.queries.as_slice())?,
         vector_array(path, "key", d, n, raw.keys.as_slice())?,
+        Arc::new(Float32Array::from(raw.queries.row_norms())) as ArrayRef,
+        Arc::new(Float32Array::from(raw.keys.row_norms())) as ArrayRef,
     ];
     let mut kv = vec![head_kv(raw.head)];
     if let Some(norm) = normalized {
@@ -288,7 +293,7 @@ pub fn write_vectors_file(
 }
 
 /// Reads one vector column as an `n x d` matrix.
-fn matrix_col(c: &Contents, column: &str) -> Result<Matrix, StoreError> {
+fn matrix_col(c: &ParquetTable, column: &str) -> Result<Matrix, StoreError> {
     let (d, values) = c.vectors(column)?;
     Matrix::from_vec(c.rows, d, values)
         .map_err(|e| StoreError::invalid(&c.path, column, e.to_string()))
@@ -302,7 +307,7 @@ fn matrix_col(c: &Contents, column: &str) -> Result<Matrix, StoreError> {
 /// `key_normalized` are optional (both or neither) and then need the `attnviz.normalization`
 /// key-value metadata. A recorded `attnviz.head` must equal `head`.
 pub fn read_vectors_file(path: impl AsRef<Path>, head: HeadId) -> Result<StoredHead, StoreError> {
-    let c = pq::read_parquet(path.as_ref())?;
+    let c = ParquetTable::read(path.as_ref())?;
     check_head(&c, head)?;
     c.check_token_index()?;
     let raw = HeadVectors::new(head, matrix_col(&c, "query")?, matrix_col(&c, "key")?)
@@ -355,6 +360,46 @@ pub fn read_vectors_file(path: impl AsRef<Path>, head: HeadId) -> Result<StoredH
         }
     };
     Ok(StoredHead { raw, normalized })
+}
+
+/// The raw query and key norms of a vectors file (`|q|`, `|k|` per token, before normalization), read
+/// from its `query_norm`/`key_norm` columns without decoding the vectors; computed from the vectors
+/// for files that lack those columns (written by other tools).
+pub fn read_vector_norms_file(
+    path: impl AsRef<Path>,
+    head: HeadId,
+) -> Result<(Vec<f32>, Vec<f32>), StoreError> {
+    let path = path.as_ref();
+    match ParquetTable::read_columns(path, &["query_norm", "key_norm"]) {
+        Ok(c) => {
+            check_head(&c, head)?;
+            Ok((c.f32("query_norm")?, c.f32("key_norm")?))
+        }
+        Err(StoreError::NoSuchColumn { .. }) => {
+            let raw = read_vectors_file(path, head)?.raw;
+            Ok((raw.queries.row_norms(), raw.keys.row_norms()))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The normalization parameters and diagnostics of a vectors file, from its footer alone (`None`
+/// when the head was stored without normalization).
+pub fn read_normalization_file(
+    path: impl AsRef<Path>,
+    head: HeadId,
+) -> Result<Option<(NormalizationParams, HeadDiagnostics)>, StoreError> {
+    let path = path.as_ref();
+    let c = ParquetTable::read_columns(path, &[])?;
+    check_head(&c, head)?;
+    match c.kv_json(KV_NORMALIZATION)? {
+        None => Ok(None),
+        Some(record) => Ok(Some(normalization_from_json(
+            path,
+            KV_NORMALIZATION,
+            &record,
+        )?)),
+    }
 }
 
 // ------------------------------------------------------------------------------------------- attention
@@ -432,7 +477,7 @@ pub fn write_attention_file(
 /// (a file from another tool) the sequences are taken in order of first appearance, sized by
 /// `seq_len`.
 pub fn read_attention_file(path: impl AsRef<Path>) -> Result<Vec<SequenceAttention>, StoreError> {
-    let c = pq::read_parquet(path.as_ref())?;
+    let c = ParquetTable::read(path.as_ref())?;
     let path = c.path.as_path();
     let seq = c.u32("seq_id")?;
     let lens = c.u32("seq_len")?;
@@ -545,7 +590,7 @@ pub fn write_value_norms_file(
 
 /// Reads a value-norms file (rows in token order).
 pub fn read_value_norms_file(path: impl AsRef<Path>) -> Result<Vec<f32>, StoreError> {
-    let c = pq::read_parquet(path.as_ref())?;
+    let c = ParquetTable::read(path.as_ref())?;
     c.check_token_index()?;
     c.f32("value_norm")
 }
@@ -603,7 +648,13 @@ pub fn write_projection_file(path: impl AsRef<Path>, p: &HeadProjection) -> Resu
         Arc::new(z),
     ];
     let b = batch(path, Arc::new(projection_schema()), cols)?;
-    let record = projection_to_json(p.head, &p.spec, p.objective, p.quality.as_ref());
+    let record = projection_to_json(
+        p.head,
+        &p.spec,
+        p.objective,
+        p.quality.as_ref(),
+        p.fidelity.as_ref(),
+    );
     write_parquet(
         path,
         &b,
@@ -614,7 +665,7 @@ pub fn write_projection_file(path: impl AsRef<Path>, p: &HeadProjection) -> Resu
 /// Reads a projection file. Rows may come in any order; each `(token_index, is_key)` must appear
 /// exactly once for tokens `0..n`.
 pub fn read_projection_file(path: impl AsRef<Path>) -> Result<HeadProjection, StoreError> {
-    let c = pq::read_parquet(path.as_ref())?;
+    let c = ParquetTable::read(path.as_ref())?;
     let path = c.path.as_path();
     let record = c.kv_json(KV_PROJECTION)?.ok_or_else(|| {
         StoreError::json(path, KV_PROJECTION, "missing from the key-value metadata")
@@ -688,6 +739,7 @@ pub fn read_projection_file(path: impl AsRef<Path>) -> Result<HeadProjection, St
         spec: record.spec,
         coords,
         objective: record.objective,
+        fidelity: record.fidelity,
         quality: record.quality,
     })
 }

@@ -8,7 +8,8 @@
 use std::path::Path;
 
 use attn_types::{
-    HeadDiagnostics, HeadId, Metric, NormalizationParams, ProjectionQuality, ProjectionSpec,
+    Fidelity, HeadDiagnostics, HeadId, Metric, NormalizationParams, ProjectionQuality,
+    ProjectionSpec,
 };
 use serde_json::{Map, Value, json};
 
@@ -132,6 +133,46 @@ impl<'a> Obj<'a> {
     }
 }
 
+/// A fidelity record: every number, `null` for "n/a".
+pub(crate) fn fidelity_to_json(f: &Fidelity) -> Value {
+    json!({
+        "fidelity": f.fidelity.map(num32),
+        "hit_at_3": f.hit_at_3.map(num32),
+        "chance_at_3": f.chance_at_3.map(num32),
+        "global_fidelity": f.global_fidelity.map(num32),
+        "queries": f.queries,
+        "rho_queries": f.rho_queries,
+    })
+}
+
+/// An optional fidelity record at `key` of `o` (absent or `null` in files written before it existed).
+fn fidelity_from_json(o: &Obj<'_>, key: &str) -> Result<Option<Fidelity>, StoreError> {
+    match o.map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => {
+            let f = o.obj(key)?;
+            let opt = |k: &str| -> Result<Option<f32>, StoreError> {
+                match f.map.get(k) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(_) => f.f32(k).map(Some),
+                }
+            };
+            let count = |k: &str| -> Result<u32, StoreError> {
+                u32::try_from(f.u64(k)?)
+                    .map_err(|_| StoreError::json(f.path, f.field(k), "does not fit in u32"))
+            };
+            Ok(Some(Fidelity {
+                fidelity: opt("fidelity")?,
+                hit_at_3: opt("hit_at_3")?,
+                chance_at_3: opt("chance_at_3")?,
+                global_fidelity: opt("global_fidelity")?,
+                queries: count("queries")?,
+                rho_queries: count("rho_queries")?,
+            }))
+        }
+    }
+}
+
 /// `{"layer": l, "head": h}`.
 pub(crate) fn head_to_json(head: HeadId) -> Value {
     json!({"layer": head.layer, "head": head.head})
@@ -164,6 +205,8 @@ pub(crate) fn normalization_to_json(p: &NormalizationParams, d: &HeadDiagnostics
             "weighted_corr_after": f(d.weighted_corr_after),
             "norm_gap": f(d.norm_gap),
             "pairs": d.pairs,
+            "fidelity_raw": d.fidelity_raw.as_ref().map(fidelity_to_json),
+            "fidelity_normalized": d.fidelity_normalized.as_ref().map(fidelity_to_json),
         }
     })
 }
@@ -191,6 +234,8 @@ pub(crate) fn normalization_from_json(
             weighted_corr_after: d.f32("weighted_corr_after")?,
             norm_gap: d.f32("norm_gap")?,
             pairs: d.u64("pairs")?,
+            fidelity_raw: fidelity_from_json(&d, "fidelity_raw")?,
+            fidelity_normalized: fidelity_from_json(&d, "fidelity_normalized")?,
         },
     ))
 }
@@ -201,6 +246,7 @@ pub(crate) fn projection_to_json(
     spec: &ProjectionSpec,
     objective: Option<f32>,
     quality: Option<&ProjectionQuality>,
+    fidelity: Option<&Fidelity>,
 ) -> Value {
     let f = num32;
     let params: Map<String, Value> = spec
@@ -224,6 +270,7 @@ pub(crate) fn projection_to_json(
             "knn_recall": f(q.knn_recall),
             "k": q.k,
         })),
+        "fidelity": fidelity.map(fidelity_to_json),
     })
 }
 
@@ -233,6 +280,7 @@ pub(crate) struct ProjectionRecord {
     pub spec: ProjectionSpec,
     pub objective: Option<f32>,
     pub quality: Option<ProjectionQuality>,
+    pub fidelity: Option<Fidelity>,
 }
 
 /// Reads a record written by [`projection_to_json`].
@@ -255,7 +303,9 @@ pub(crate) fn projection_from_json(
         method: s
             .str("method")?
             .parse()
-            .map_err(|e: String| StoreError::json(path, format!("{name}.spec.method"), e))?,
+            .map_err(|e: attn_types::TypesError| {
+                StoreError::json(path, format!("{name}.spec.method"), e.to_string())
+            })?,
         dims,
         metric: serde_json::from_value::<Metric>(s.get("metric")?.clone())
             .map_err(|e| StoreError::json(path, format!("{name}.spec.metric"), e.to_string()))?,
@@ -285,6 +335,7 @@ pub(crate) fn projection_from_json(
         spec,
         objective,
         quality,
+        fidelity: fidelity_from_json(&o, "fidelity")?,
     })
 }
 

@@ -16,7 +16,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::StoreError;
-use crate::pq::write_bytes_atomic;
+use crate::pq::write_file_atomically;
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
 
@@ -88,7 +88,9 @@ impl NpyHeader {
     fn data_bytes(&self) -> Option<u64> {
         self.shape
             .iter()
-            .try_fold(self.dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64))
+            .try_fold(self.dtype.size() as u64, |acc, &d| {
+                acc.checked_mul(d as u64)
+            })
     }
 }
 
@@ -115,10 +117,7 @@ impl NpyFile {
                 StoreError::io(&path, e)
             }
         })?;
-        let file_len = file
-            .metadata()
-            .map_err(|e| StoreError::io(&path, e))?
-            .len();
+        let file_len = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
         let header = read_header(&mut file, &path)?;
         let needed = header.data_bytes().ok_or_else(|| StoreError::NpyHeader {
             path: path.clone(),
@@ -173,8 +172,10 @@ impl NpyFile {
         }
         let size = self.header.dtype.size();
         let mut file = File::open(&self.path).map_err(|e| StoreError::io(&self.path, e))?;
-        file.seek(SeekFrom::Start(self.header.data_offset + (start * size) as u64))
-            .map_err(|e| StoreError::io(&self.path, e))?;
+        file.seek(SeekFrom::Start(
+            self.header.data_offset + (start * size) as u64,
+        ))
+        .map_err(|e| StoreError::io(&self.path, e))?;
         let mut bytes = vec![0u8; count * size];
         file.read_exact(&mut bytes)
             .map_err(|e| StoreError::io(&self.path, e))?;
@@ -239,7 +240,7 @@ pub fn write_npy(path: impl AsRef<Path>, shape: &[usize], data: &[f32]) -> Resul
     for v in data {
         bytes.extend_from_slice(&v.to_le_bytes());
     }
-    write_bytes_atomic(path, &bytes)
+    write_file_atomically(path, &bytes)
 }
 
 fn header_error(path: &Path, message: impl Into<String>) -> StoreError {
@@ -254,7 +255,10 @@ fn read_header(file: &mut File, path: &Path) -> Result<NpyHeader, StoreError> {
     file.read_exact(&mut pre)
         .map_err(|_| header_error(path, "shorter than the 8-byte .npy preamble"))?;
     if &pre[..6] != MAGIC {
-        return Err(header_error(path, "no .npy magic string (\\x93NUMPY) at the start"));
+        return Err(header_error(
+            path,
+            "no .npy magic string (\\x93NUMPY) at the start",
+        ));
     }
     let version = (pre[6], pre[7]);
     let len_bytes = match version.0 {
@@ -263,7 +267,10 @@ fn read_header(file: &mut File, path: &Path) -> Result<NpyHeader, StoreError> {
         v => {
             return Err(header_error(
                 path,
-                format!("format version {v}.{} is not supported (1.0, 2.0, 3.0 are)", version.1),
+                format!(
+                    "format version {v}.{} is not supported (1.0, 2.0, 3.0 are)",
+                    version.1
+                ),
             ));
         }
     };
@@ -316,7 +323,10 @@ fn read_header(file: &mut File, path: &Path) -> Result<NpyHeader, StoreError> {
             });
         }
         other => {
-            return Err(header_error(path, format!("`fortran_order` is {other:?}, not a bool")));
+            return Err(header_error(
+                path,
+                format!("`fortran_order` is {other:?}, not a bool"),
+            ));
         }
     }
     let shape = match get("shape")? {
@@ -327,8 +337,15 @@ fn read_header(file: &mut File, path: &Path) -> Result<NpyHeader, StoreError> {
                 _ => Err(()),
             })
             .collect::<Result<Vec<usize>, ()>>()
-            .map_err(|()| header_error(path, format!("`shape` {items:?} is not a tuple of sizes")))?,
-        other => return Err(header_error(path, format!("`shape` is {other:?}, not a tuple"))),
+            .map_err(|()| {
+                header_error(path, format!("`shape` {items:?} is not a tuple of sizes"))
+            })?,
+        other => {
+            return Err(header_error(
+                path,
+                format!("`shape` is {other:?}, not a tuple"),
+            ));
+        }
     };
     Ok(NpyHeader {
         version,
@@ -378,7 +395,10 @@ fn parse_dict(text: &str) -> Result<Vec<(String, Lit)>, String> {
     }
     p.skip_ws();
     if p.pos != p.chars.len() {
-        return Err(format!("unexpected text after the dictionary at character {}", p.pos));
+        return Err(format!(
+            "unexpected text after the dictionary at character {}",
+            p.pos
+        ));
     }
     Ok(out)
 }
@@ -480,7 +500,10 @@ impl Parser {
             }
             Some(c) if c.is_ascii_alphabetic() => {
                 let start = self.pos;
-                while self.peek().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                while self
+                    .peek()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
                     self.pos += 1;
                 }
                 let word: String = self.chars[start..self.pos].iter().collect();
@@ -491,7 +514,10 @@ impl Parser {
                     _ => Err(format!("unexpected `{word}` in the header")),
                 }
             }
-            Some(c) => Err(format!("unexpected `{c}` at character {} of the header", self.pos)),
+            Some(c) => Err(format!(
+                "unexpected `{c}` at character {} of the header",
+                self.pos
+            )),
             None => Err("the header ends inside a value".into()),
         }
     }
@@ -573,7 +599,11 @@ mod tests {
         let p = write(
             tmp.path(),
             "a.npy",
-            &npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3, 4), }", 1, &payload),
+            &npy(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3, 4), }",
+                1,
+                &payload,
+            ),
         );
         let f = NpyFile::open(&p).expect("opens");
         assert_eq!(f.header().version, (1, 0));
@@ -588,10 +618,19 @@ mod tests {
     #[test]
     fn reads_v2_and_v3_headers_and_odd_spellings() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let payload: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let payload: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         for (v, dict) in [
-            (2, "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }"),
-            (3, "{\"shape\": (2,), \"fortran_order\": False, \"descr\": \"<f4\"}"),
+            (
+                2,
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }",
+            ),
+            (
+                3,
+                "{\"shape\": (2,), \"fortran_order\": False, \"descr\": \"<f4\"}",
+            ),
             (1, "{'descr':'<f4','fortran_order':False,'shape':(1L, 2L)}"),
         ] {
             let p = write(tmp.path(), "v.npy", &npy(dict, v, &payload));
@@ -610,10 +649,17 @@ mod tests {
         let p = write(
             tmp.path(),
             "h.npy",
-            &npy("{'descr': '<f2', 'fortran_order': False, 'shape': (6,), }", 1, &payload),
+            &npy(
+                "{'descr': '<f2', 'fortran_order': False, 'shape': (6,), }",
+                1,
+                &payload,
+            ),
         );
         let (_, data) = read_npy(&p).expect("reads f16");
-        assert_eq!(&data[..5], &[1.0, -2.5, 65504.0, 2f32.powi(-24), f32::INFINITY]);
+        assert_eq!(
+            &data[..5],
+            &[1.0, -2.5, 65504.0, 2f32.powi(-24), f32::INFINITY]
+        );
         assert!((data[5] - 0.333).abs() < 1e-3);
         assert!(f16_to_f32(0x7e00).is_nan());
         assert_eq!(f16_to_f32(0x8000).to_bits(), (-0.0f32).to_bits());
@@ -625,7 +671,11 @@ mod tests {
         let p = write(
             tmp.path(),
             "d.npy",
-            &npy("{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }", 1, &payload),
+            &npy(
+                "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }",
+                1,
+                &payload,
+            ),
         );
         let f = NpyFile::open(&p).expect("opens f64");
         assert_eq!(f.dtype(), NpyDtype::F64);
@@ -639,45 +689,83 @@ mod tests {
         let p = write(
             tmp.path(),
             "f.npy",
-            &npy("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", 1, &payload),
+            &npy(
+                "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }",
+                1,
+                &payload,
+            ),
         );
         let e = NpyFile::open(&p).expect_err("fortran order");
         assert!(matches!(e, StoreError::NpyFortranOrder { .. }), "{e}");
-        assert!(e.to_string().contains("f.npy") && e.to_string().contains("Fortran"), "{e}");
+        assert!(
+            e.to_string().contains("f.npy") && e.to_string().contains("Fortran"),
+            "{e}"
+        );
 
         for descr in ["<i4", ">f4", "|u1", "<c8", "O"] {
             let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': (4,), }}");
             let p = write(tmp.path(), "t.npy", &npy(&dict, 1, &payload));
             let e = NpyFile::open(&p).expect_err(descr);
             assert!(matches!(e, StoreError::NpyDtype { .. }), "{descr}: {e}");
-            assert!(e.to_string().contains("t.npy") && e.to_string().contains(descr), "{e}");
+            assert!(
+                e.to_string().contains("t.npy") && e.to_string().contains(descr),
+                "{e}"
+            );
         }
         let p = write(
             tmp.path(),
             "s.npy",
-            &npy("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (4,), }", 1, &payload),
+            &npy(
+                "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (4,), }",
+                1,
+                &payload,
+            ),
         );
-        assert!(matches!(NpyFile::open(&p), Err(StoreError::NpyDtype { .. })));
+        assert!(matches!(
+            NpyFile::open(&p),
+            Err(StoreError::NpyDtype { .. })
+        ));
 
         // Truncated data: 3 x 2 float32 need 24 bytes.
         let p = write(
             tmp.path(),
             "short.npy",
-            &npy("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }", 1, &payload),
+            &npy(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }",
+                1,
+                &payload,
+            ),
         );
         let e = NpyFile::open(&p).expect_err("truncated");
         assert!(
-            matches!(e, StoreError::NpySize { expected: 24, found: 16, .. }),
+            matches!(
+                e,
+                StoreError::NpySize {
+                    expected: 24,
+                    found: 16,
+                    ..
+                }
+            ),
             "{e}"
         );
         assert!(e.to_string().contains("short.npy"), "{e}");
 
         // A truncated header, no magic, an unknown version.
-        let good = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }", 1, &payload);
+        let good = npy(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }",
+            1,
+            &payload,
+        );
         let p = write(tmp.path(), "cut.npy", &good[..30]);
-        assert!(matches!(NpyFile::open(&p), Err(StoreError::NpyHeader { .. })));
+        assert!(matches!(
+            NpyFile::open(&p),
+            Err(StoreError::NpyHeader { .. })
+        ));
         let p = write(tmp.path(), "txt.npy", b"hello world, not numpy");
-        assert!(matches!(NpyFile::open(&p), Err(StoreError::NpyHeader { .. })));
+        assert!(matches!(
+            NpyFile::open(&p),
+            Err(StoreError::NpyHeader { .. })
+        ));
         let mut v9 = good.clone();
         v9[6] = 9;
         let p = write(tmp.path(), "v9.npy", &v9);

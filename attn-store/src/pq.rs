@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, UInt16Type, UInt32Type};
 use arrow_array::{
     Array, ArrayRef, ArrowPrimitiveType, BooleanArray, FixedSizeListArray, Float32Array,
@@ -16,8 +17,8 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, Field, SchemaRef};
 use attn_types::DATA_MODEL_VERSION;
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
@@ -68,8 +69,10 @@ pub(crate) fn write_atomic(
     result
 }
 
-/// Writes bytes atomically (see [`write_atomic`]).
-pub(crate) fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+/// Writes `bytes` to `path` atomically: a uniquely named temporary file in the same folder, fsync,
+/// rename. Readers and resumed runs see the old file, no file or the whole new one, never a part.
+/// This is the one atomic writer of attnviz (Parquet files, `meta.json`, images, figures, exports).
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     write_atomic(path, |mut f, tmp| {
         f.write_all(bytes).map_err(|e| StoreError::io(tmp, e))?;
         Ok(f)
@@ -157,18 +160,35 @@ pub(crate) fn vector_type(d: i32) -> DataType {
     DataType::FixedSizeList(item_field(), d)
 }
 
-/// A Parquet file read whole: its schema, batches and key-value metadata.
-pub(crate) struct Contents {
-    pub path: PathBuf,
-    pub schema: SchemaRef,
-    pub batches: Vec<RecordBatch>,
-    pub kv: HashMap<String, String>,
-    pub rows: usize,
+/// A Parquet file read into memory, whole or some of its columns, with typed and checked column
+/// access: every failure names the file and the column. This is the one Parquet reader of attnviz:
+/// the dataset's own files, corpora and imported token tables are all read through it.
+#[derive(Debug)]
+pub struct ParquetTable {
+    pub(crate) path: PathBuf,
+    pub(crate) schema: SchemaRef,
+    pub(crate) batches: Vec<RecordBatch>,
+    pub(crate) kv: HashMap<String, String>,
+    pub(crate) rows: usize,
 }
 
-/// Reads a whole Parquet file, checking its schema version.
-pub(crate) fn read_parquet(path: &Path) -> Result<Contents, StoreError> {
-    let file = File::open(path).map_err(|e| {
+/// Number of rows of a Parquet file, read from its footer only.
+pub fn parquet_num_rows(path: &Path) -> Result<usize, StoreError> {
+    let file = open_parquet(path)?;
+    let reader = parquet::file::reader::SerializedFileReader::new(file).map_err(|source| {
+        StoreError::Parquet {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    let rows = parquet::file::reader::FileReader::metadata(&reader)
+        .file_metadata()
+        .num_rows();
+    usize::try_from(rows).map_err(|_| StoreError::invalid(path, "num_rows", format!("{rows} rows")))
+}
+
+fn open_parquet(path: &Path) -> Result<File, StoreError> {
+    File::open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             StoreError::NotFound {
                 path: path.to_path_buf(),
@@ -177,7 +197,38 @@ pub(crate) fn read_parquet(path: &Path) -> Result<Contents, StoreError> {
         } else {
             StoreError::io(path, e)
         }
-    })?;
+    })
+}
+
+impl ParquetTable {
+    /// Reads a whole Parquet file, checking its schema version.
+    pub fn read(path: impl AsRef<Path>) -> Result<ParquetTable, StoreError> {
+        read_parquet(path.as_ref(), None)
+    }
+
+    /// Reads only the named columns (the others may be large, e.g. embeddings beside a text
+    /// column); a name the file lacks is a [`StoreError::MissingColumn`] listing what it has.
+    pub fn read_columns(
+        path: impl AsRef<Path>,
+        columns: &[&str],
+    ) -> Result<ParquetTable, StoreError> {
+        read_parquet(path.as_ref(), Some(columns))
+    }
+
+    /// Number of rows.
+    pub fn num_rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The file this table was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Reads a Parquet file (all columns, or `columns`), checking its schema version.
+fn read_parquet(path: &Path, columns: Option<&[&str]>) -> Result<ParquetTable, StoreError> {
+    let file = open_parquet(path)?;
     let perr = |source| StoreError::Parquet {
         path: path.to_path_buf(),
         source,
@@ -210,7 +261,46 @@ pub(crate) fn read_parquet(path: &Path) -> Result<Contents, StoreError> {
             });
         }
     }
+    let builder = match columns {
+        None => builder,
+        Some(columns) => {
+            let schema = builder.schema().clone();
+            let mut indices = Vec::with_capacity(columns.len());
+            for column in columns {
+                let Some((index, _)) = schema.column_with_name(column) else {
+                    let available: Vec<&str> =
+                        schema.fields().iter().map(|f| f.name().as_str()).collect();
+                    return Err(StoreError::NoSuchColumn {
+                        path: path.to_path_buf(),
+                        column: column.to_string(),
+                        available: available.join(", "),
+                    });
+                };
+                indices.push(index);
+            }
+            let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+            builder.with_projection(mask)
+        }
+    };
     let schema = builder.schema().clone();
+    let schema = match columns {
+        None => schema,
+        // The projected batches carry only the selected columns.
+        Some(columns) => Arc::new(
+            schema
+                .project(
+                    &columns
+                        .iter()
+                        .filter_map(|c| schema.index_of(c).ok())
+                        .collect::<Vec<_>>(),
+                )
+                .map_err(|source| StoreError::Arrow {
+                    path: path.to_path_buf(),
+                    field: "schema".into(),
+                    source,
+                })?,
+        ),
+    };
     let reader = builder.build().map_err(perr)?;
     let mut batches = Vec::new();
     let mut rows = 0;
@@ -224,7 +314,7 @@ pub(crate) fn read_parquet(path: &Path) -> Result<Contents, StoreError> {
         rows += b.num_rows();
         batches.push(b);
     }
-    Ok(Contents {
+    Ok(ParquetTable {
         path: path.to_path_buf(),
         schema,
         batches,
@@ -233,7 +323,7 @@ pub(crate) fn read_parquet(path: &Path) -> Result<Contents, StoreError> {
     })
 }
 
-impl Contents {
+impl ParquetTable {
     /// Whether the file has a column of this name.
     pub fn has(&self, column: &str) -> bool {
         self.schema.field_with_name(column).is_ok()
@@ -494,6 +584,96 @@ impl Contents {
             }
             other => Err(self.type_error(column, EXPECTED, other)),
         }
+    }
+
+    /// A string column of any Arrow string type (`Utf8`, `LargeUtf8`, `Utf8View`), nulls kept as
+    /// `None` (what other tools write: corpora and token tables).
+    pub fn strings_nullable(&self, column: &str) -> Result<Vec<Option<String>>, StoreError> {
+        const EXPECTED: &str = "a string type (Utf8, LargeUtf8 or Utf8View)";
+        let dt = self.data_type(column)?.clone();
+        let mut out = Vec::with_capacity(self.rows);
+        for b in &self.batches {
+            let a = b
+                .column_by_name(column)
+                .ok_or_else(|| StoreError::MissingColumn {
+                    path: self.path.clone(),
+                    column: column.to_string(),
+                })?;
+            let owned = |v: Option<&str>| v.map(str::to_string);
+            if let Some(s) = a.as_string_opt::<i32>() {
+                out.extend(s.iter().map(owned));
+            } else if let Some(s) = a.as_string_opt::<i64>() {
+                out.extend(s.iter().map(owned));
+            } else if let Some(s) = a.as_string_view_opt() {
+                out.extend(s.iter().map(owned));
+            } else {
+                return Err(self.type_error(column, EXPECTED, &dt));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A required integer column of any Arrow integer type whose values all fit in `u32` (token
+    /// tables written by other tools use int64 as often as uint32).
+    pub fn u32_any(&self, column: &str) -> Result<Vec<u32>, StoreError> {
+        use arrow_array::types::{
+            Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt64Type,
+        };
+        let dt = self.data_type(column)?.clone();
+        let mut out = Vec::with_capacity(self.rows);
+        for b in &self.batches {
+            let a = b
+                .column_by_name(column)
+                .ok_or_else(|| StoreError::MissingColumn {
+                    path: self.path.clone(),
+                    column: column.to_string(),
+                })?;
+            let start = out.len();
+            let bad = |row: usize| {
+                StoreError::invalid(
+                    &self.path,
+                    column,
+                    format!("row {row} is null or outside 0..2^32"),
+                )
+            };
+            macro_rules! take {
+                ($t:ty) => {
+                    if let Some(p) = a.as_primitive_opt::<$t>() {
+                        for (i, v) in p.iter().enumerate() {
+                            let v = v.and_then(|v| u32::try_from(v).ok());
+                            out.push(v.ok_or_else(|| bad(start + i))?);
+                        }
+                        continue;
+                    }
+                };
+            }
+            take!(UInt32Type);
+            take!(Int64Type);
+            take!(Int32Type);
+            take!(UInt64Type);
+            take!(UInt16Type);
+            take!(Int16Type);
+            take!(UInt8Type);
+            take!(Int8Type);
+            return Err(self.type_error(column, "an integer type", &dt));
+        }
+        Ok(out)
+    }
+
+    /// An optional, nullable `bool` column (`None` when absent; nulls read as `false`).
+    pub fn bool_or_false(&self, column: &str) -> Result<Option<Vec<bool>>, StoreError> {
+        if !self.has(column) {
+            return Ok(None);
+        }
+        let dt = self.data_type(column)?;
+        if *dt != DataType::Boolean {
+            return Err(self.type_error(column, "Boolean", dt));
+        }
+        let mut out = Vec::with_capacity(self.rows);
+        for a in self.arrays::<BooleanArray>(column, "Boolean")? {
+            out.extend(a.iter().map(|v| v.unwrap_or(false)));
+        }
+        Ok(Some(out))
     }
 
     /// The key-value metadata entry `key`, if present.

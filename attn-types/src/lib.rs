@@ -1,24 +1,4 @@
-//! Shared vocabulary of the attnviz workspace.
-//!
-//! Every hand-off between the attnviz crates is one of the types defined here:
-//!
-//! | stage | produces |
-//! | --- | --- |
-//! | `attn-extract` | [`Extraction`]: [`ModelInfo`], [`TokenTable`], one [`HeadCapture`] per head |
-//! | `attn-normalize` | [`NormalizedHead`]: [`NormalizationParams`] + [`HeadDiagnostics`] + the normalized [`HeadVectors`] |
-//! | `attn-project` | [`Matrix`] of coordinates, wrapped with its [`ProjectionSpec`] into a [`HeadProjection`] |
-//! | `attn-store` | reads and writes all of the above as a Parquet dataset, described by [`DatasetMeta`] |
-//! | `attn-viz-core` | views computed from the above |
-//!
-//! The crate is small on purpose (serde only) so that a user of any single attnviz crate never compiles
-//! a deep-learning framework or Arrow to get these types.
-//!
-//! Conventions used everywhere:
-//! - Token index `i` is the row of token `i` in the [`TokenTable`] *and* in every head's query and key
-//!   matrices. Tokens of one sequence are contiguous and in position order.
-//! - A joint query+key point set of a head has `2n` rows: rows `0..n` are the queries of tokens `0..n`,
-//!   rows `n..2n` the keys of the same tokens (see [`JointIndex`]).
-//! - Matrices are dense, row-major, `f32`.
+#![doc = include_str!("../README.md")]
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -56,6 +36,16 @@ pub enum TypesError {
         /// The size found.
         found: usize,
     },
+    /// A name of a vocabulary type (head, metric, projection method) could not be parsed.
+    #[error("`{input}` is not a {what}; expected {expected}")]
+    Parse {
+        /// What was being parsed (`head`, `metric`, `projection method`).
+        what: &'static str,
+        /// The text given.
+        input: String,
+        /// The accepted forms.
+        expected: &'static str,
+    },
 }
 
 /// A head of a model: `(layer, head)`, both zero-based. Orders by layer, then head.
@@ -82,6 +72,40 @@ impl HeadId {
 impl fmt::Display for HeadId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "L{}H{}", self.layer, self.head)
+    }
+}
+
+/// Parses `L<layer>H<head>` (as [`Display`](fmt::Display) writes it, any case, zero-padded or not,
+/// e.g. `L3H7`, `l03h07`) or `<layer>:<head>`.
+///
+/// ```
+/// use attn_types::HeadId;
+/// assert_eq!("L3H7".parse::<HeadId>().unwrap(), HeadId::new(3, 7));
+/// assert_eq!("03:07".parse::<HeadId>().unwrap(), HeadId::new(3, 7));
+/// assert!("L3".parse::<HeadId>().is_err());
+/// ```
+impl std::str::FromStr for HeadId {
+    type Err = TypesError;
+    fn from_str(s: &str) -> Result<Self, TypesError> {
+        let t = s.trim().to_ascii_uppercase();
+        let (l, h) = match t.strip_prefix('L') {
+            Some(rest) => rest.split_once('H'),
+            None => t.split_once(':'),
+        }
+        .unwrap_or(("", ""));
+        let number = |v: &str| {
+            (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| v.parse::<u16>().ok())
+                .flatten()
+        };
+        match (number(l), number(h)) {
+            (Some(l), Some(h)) => Ok(HeadId::new(l, h)),
+            _ => Err(TypesError::Parse {
+                what: "head",
+                input: s.to_string(),
+                expected: "L<layer>H<head> (e.g. L0H3) or <layer>:<head>",
+            }),
+        }
     }
 }
 
@@ -430,7 +454,10 @@ impl TokenTable {
         for span in self.sequences() {
             if !seen.insert(span.seq_id) {
                 return Err(TypesError::Mismatch {
-                    what: format!("sequence {} is not contiguous; its tokens start again at", span.seq_id),
+                    what: format!(
+                        "sequence {} is not contiguous; its tokens start again at",
+                        span.seq_id
+                    ),
                     expected: span.start,
                     found: span.start,
                 });
@@ -633,6 +660,37 @@ pub struct HeadDiagnostics {
     pub norm_gap: f32,
     /// Number of query-key pairs the statistics were computed on.
     pub pairs: u64,
+    /// Attention fidelity of the raw vectors (cosine distance), when attention was available.
+    #[serde(default)]
+    pub fidelity_raw: Option<Fidelity>,
+    /// Attention fidelity of the normalized vectors (cosine distance), when attention was available.
+    #[serde(default)]
+    pub fidelity_normalized: Option<Fidelity>,
+}
+
+/// Attention fidelity of one head in one space (a layout, or the query/key vectors themselves): how
+/// well nearness between a query and a key says how much the query attends to the key. `None` means
+/// "n/a" (nothing to measure: no attention, or no query with 4 keys). Computed by
+/// `attn_project::fidelity`, whose docs define each number.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Fidelity {
+    /// Mean over the counted queries with a defined `rho_i` of the Spearman correlation between
+    /// closeness (`-distance`) and attention; `None` when no query has one.
+    pub fidelity: Option<f32>,
+    /// Fraction of the counted queries whose most-attended key is among their 3 nearest keys;
+    /// `None` when no query counted.
+    pub hit_at_3: Option<f32>,
+    /// The hit@3 expected by chance: the mean of `3 / keys` over the counted queries; `None` when no
+    /// query counted.
+    pub chance_at_3: Option<f32>,
+    /// Mean Spearman correlation between closeness and raw logits over a seeded sample of queries
+    /// and keys of the whole head (across sequences); `None` when there are fewer than 2 tokens or no
+    /// sampled query has a defined correlation.
+    pub global_fidelity: Option<f32>,
+    /// Number of queries that counted (for hit@3 and chance@3).
+    pub queries: u32,
+    /// Number of those whose `rho_i` is defined (the ones averaged into `fidelity`).
+    pub rho_queries: u32,
 }
 
 /// Output of `attn-normalize` for one head.
@@ -675,14 +733,19 @@ impl fmt::Display for ProjectionMethod {
     }
 }
 
+/// Parses `tsne` (or `t-sne`), `umap`, `pca`, in any case.
 impl std::str::FromStr for ProjectionMethod {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
+    type Err = TypesError;
+    fn from_str(s: &str) -> Result<Self, TypesError> {
+        match s.trim().to_ascii_lowercase().as_str() {
             "tsne" | "t-sne" => Ok(ProjectionMethod::Tsne),
             "umap" => Ok(ProjectionMethod::Umap),
             "pca" => Ok(ProjectionMethod::Pca),
-            other => Err(format!("unknown projection method `{other}` (expected tsne, umap or pca)")),
+            _ => Err(TypesError::Parse {
+                what: "projection method",
+                input: s.to_string(),
+                expected: "tsne, umap or pca",
+            }),
         }
     }
 }
@@ -696,6 +759,38 @@ pub enum Metric {
     Cosine,
     /// `|a - b|`.
     Euclidean,
+}
+
+impl Metric {
+    /// Lower-case name (`cosine`, `euclidean`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Cosine => "cosine",
+            Metric::Euclidean => "euclidean",
+        }
+    }
+}
+
+impl fmt::Display for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Parses `cosine` or `euclidean`, in any case.
+impl std::str::FromStr for Metric {
+    type Err = TypesError;
+    fn from_str(s: &str) -> Result<Self, TypesError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cosine" => Ok(Metric::Cosine),
+            "euclidean" => Ok(Metric::Euclidean),
+            _ => Err(TypesError::Parse {
+                what: "metric",
+                input: s.to_string(),
+                expected: "cosine or euclidean",
+            }),
+        }
+    }
 }
 
 /// How a projection was made: enough to reproduce it.
@@ -740,6 +835,9 @@ pub struct HeadProjection {
     pub objective: Option<f32>,
     /// Quality metrics, when computed.
     pub quality: Option<ProjectionQuality>,
+    /// Attention fidelity of the layout, when computed.
+    #[serde(default)]
+    pub fidelity: Option<Fidelity>,
 }
 
 /// Provenance of a run: what produced a dataset.
@@ -834,7 +932,10 @@ mod tests {
         // Datasets written before `Imported` existed hold plain strings.
         let old: Architecture = serde_json::from_str("\"gpt2\"").unwrap();
         assert_eq!(old, Architecture::Gpt2);
-        assert_eq!(serde_json::to_string(&Architecture::Bert).unwrap(), "\"bert\"");
+        assert_eq!(
+            serde_json::to_string(&Architecture::Bert).unwrap(),
+            "\"bert\""
+        );
         for causal in [false, true] {
             let a = Architecture::Imported { causal };
             let json = serde_json::to_string(&a).unwrap();

@@ -18,7 +18,11 @@ impl Rgba {
 
     /// Linear interpolation from `self` (t = 0) to `to` (t = 1); `t` is clamped to `[0, 1]`.
     pub fn lerp(self, to: Rgba, t: f32) -> Rgba {
-        let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+        let t = if t.is_finite() {
+            t.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         let mut out = [0u8; 4];
         for (o, (a, b)) in out.iter_mut().zip(self.0.iter().zip(to.0.iter())) {
             *o = (f32::from(*a) + (f32::from(*b) - f32::from(*a)) * t).round() as u8;
@@ -221,7 +225,11 @@ impl<'a> Colorizer<'a> {
             ColorEncoding::DiscretePosition => discrete_position_color(t.position, role),
             ColorEncoding::Norm => {
                 let (lo, hi) = self.norm_range;
-                let x = if hi > lo { (norm - lo) / (hi - lo) } else { 0.0 };
+                let x = if hi > lo {
+                    (norm - lo) / (hi - lo)
+                } else {
+                    0.0
+                };
                 ramp(NORM_RAMP, x)
             }
             ColorEncoding::PatchRow => match t.patch {
@@ -306,7 +314,12 @@ impl<'a> Colorizer<'a> {
             ColorEncoding::Norm => (
                 "norm before scaling",
                 vec![],
-                vec![grad("norm", self.norm_range.0, self.norm_range.1, NORM_RAMP)],
+                vec![grad(
+                    "norm",
+                    self.norm_range.0,
+                    self.norm_range.1,
+                    NORM_RAMP,
+                )],
             ),
             ColorEncoding::PatchRow => (
                 "patch row",
@@ -318,11 +331,7 @@ impl<'a> Colorizer<'a> {
                 vec![no_patch()],
                 vec![grad("column", 0.0, f32::from(self.max_col), COL_RAMP)],
             ),
-            ColorEncoding::OriginalPatch => (
-                "original patch",
-                vec![no_patch()],
-                vec![],
-            ),
+            ColorEncoding::OriginalPatch => ("original patch", vec![no_patch()], vec![]),
         };
         Legend {
             encoding: self.encoding,

@@ -137,11 +137,7 @@ impl<'a> ModelData<'a> {
         if colors.len() != self.tokens.len() {
             return Err(VizError::Parameter {
                 name: "patch_colors",
-                reason: format!(
-                    "{} colors for {} tokens",
-                    colors.len(),
-                    self.tokens.len()
-                ),
+                reason: format!("{} colors for {} tokens", colors.len(), self.tokens.len()),
             });
         }
         self.patch_colors = Some(colors);

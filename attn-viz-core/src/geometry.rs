@@ -117,7 +117,9 @@ pub fn count_clusters(points: &[[f32; 3]], eps: f32) -> usize {
             }
         }
     }
-    (0..points.len()).filter(|&i| find(&mut parent, i) == i).count()
+    (0..points.len())
+        .filter(|&i| find(&mut parent, i) == i)
+        .count()
 }
 
 fn dist2(a: &[f32; 3], b: &[f32; 3]) -> f32 {

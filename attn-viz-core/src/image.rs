@@ -1,6 +1,6 @@
 //! Image View: attention of a ViT head over one image's patch grid.
 
-use attn_types::{HeadId, PatchPos};
+use attn_types::{HeadId, PatchPos, TokenTable};
 use serde::{Deserialize, Serialize};
 
 use crate::data::ModelData;
@@ -100,6 +100,15 @@ pub struct ImageView {
     pub strong: Vec<ImageEdge>,
 }
 
+/// The token of image `seq`'s patch at `row`, `col` (the Image View's selection; `None` when the
+/// table has no such image or patch).
+pub fn patch_token(tokens: &TokenTable, seq: u32, row: u16, col: u16) -> Option<usize> {
+    tokens
+        .tokens
+        .iter()
+        .position(|t| t.seq_id == seq && t.patch.is_some_and(|p| p.row == row && p.col == col))
+}
+
 /// Builds the Image View of `state.head` on image `seq_id`; the selection (`state.selected`, role
 /// ignored: the token's query row is used) applies when it is a token of this image.
 pub fn image_view(
@@ -179,7 +188,11 @@ pub fn image_view(
             && w >= ARROW_MIN_WEIGHT
             && let Some(to) = node(k)
         {
-            arrows.push(PatchArrow { from: pp, to, weight: w });
+            arrows.push(PatchArrow {
+                from: pp,
+                to,
+                weight: w,
+            });
         }
     }
 

@@ -2,6 +2,8 @@
 
 mod color;
 mod data;
+#[cfg(feature = "dataset")]
+pub mod dataset;
 mod error;
 mod geometry;
 mod image;
@@ -20,11 +22,12 @@ pub use color::{
 pub use data::{HeadData, ModelData, RawNorms};
 pub use error::VizError;
 pub use geometry::{
-    Label, ROBUST_MARGIN, ROBUST_MIN_POINTS, ROBUST_TAIL, count_clusters, normalize_cell, place_labels,
+    Label, ROBUST_MARGIN, ROBUST_MIN_POINTS, ROBUST_TAIL, count_clusters, normalize_cell,
+    place_labels,
 };
 pub use image::{
     ARROW_MIN_WEIGHT, ClsMarker, HeatCell, ImageEdge, ImageNode, ImageView, PatchArrow,
-    STRONG_MIN_WEIGHT, STRONG_WIDTH_MIN, STRONG_WIDTH_RANGE, image_view,
+    STRONG_MIN_WEIGHT, STRONG_WIDTH_MIN, STRONG_WIDTH_RANGE, image_view, patch_token,
 };
 pub use matrix::{CellInfo, MatrixCell, MatrixView, matrix_view};
 pub use sentence::{
@@ -39,8 +42,8 @@ pub use similarity::{
     HeadSimilarity, classical_mds, head_divergence, head_groups, head_similarity, jensen_shannon,
 };
 pub use single::{
-    AttentionLine, HeadNav, MIN_LINE_WEIGHT, SIZE_MAX, SIZE_MIN, SelectedPoint, SingleView,
-    SinglePoint, TOP_LINES, head_nav, single_view, top_attended,
+    AttentionLine, HeadNav, MIN_LINE_WEIGHT, SIZE_MAX, SIZE_MIN, SelectedPoint, SinglePoint,
+    SingleView, TOP_LINES, head_nav, single_view, top_attended,
 };
 pub use state::{
     DEFAULT_CLUSTER_EPS, LabelStyle, Search, SearchMode, Selection, ViewState, display_text,

@@ -4,7 +4,7 @@ use attn_types::{HeadId, ProjectionMethod};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::color::{Colorizer, ColorEncoding, Legend, OriginalPatch, Rgba};
+use crate::color::{ColorEncoding, Colorizer, Legend, OriginalPatch, Rgba};
 use crate::data::{HeadData, ModelData};
 use crate::error::VizError;
 use crate::geometry::{count_clusters, normalize_cell};

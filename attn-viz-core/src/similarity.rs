@@ -232,7 +232,13 @@ pub fn classical_mds(d2: &[f64], n: usize) -> Vec<[f32; 2]> {
 
 fn matvec(m: &[f64], v: &[f64], n: usize) -> Vec<f64> {
     (0..n)
-        .map(|i| m[i * n..(i + 1) * n].iter().zip(v).map(|(a, b)| a * b).sum())
+        .map(|i| {
+            m[i * n..(i + 1) * n]
+                .iter()
+                .zip(v)
+                .map(|(a, b)| a * b)
+                .sum()
+        })
         .collect()
 }
 

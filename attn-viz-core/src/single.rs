@@ -3,7 +3,7 @@
 use attn_types::{HeadId, JointIndex, ProjectionMethod, Role};
 use serde::{Deserialize, Serialize};
 
-use crate::color::{Colorizer, ColorEncoding, Legend, OriginalPatch, Rgba};
+use crate::color::{ColorEncoding, Colorizer, Legend, OriginalPatch, Rgba};
 use crate::data::ModelData;
 use crate::error::VizError;
 use crate::geometry::{Label, count_clusters, normalize_cell, place_labels};
@@ -141,10 +141,7 @@ pub fn head_nav(head: HeadId, layers: u16, heads_per_layer: u16) -> HeadNav {
     HeadNav {
         prev: at((idx + total - 1) % total),
         next: at((idx + 1) % total),
-        up: head
-            .layer
-            .checked_sub(1)
-            .map(|l| HeadId::new(l, head.head)),
+        up: head.layer.checked_sub(1).map(|l| HeadId::new(l, head.head)),
         down: (head.layer + 1 < layers).then(|| HeadId::new(head.layer + 1, head.head)),
     }
 }
@@ -263,7 +260,11 @@ pub fn single_view(model: &ModelData<'_>, state: &ViewState) -> Result<SingleVie
             .filter(|&r| !std::mem::replace(&mut seen[r], true))
             .map(|r| {
                 let p = positions[r];
-                (r as u32, display_text(&tokens[joint.token(r).0].text), [p[0], p[1]])
+                (
+                    r as u32,
+                    display_text(&tokens[joint.token(r).0].text),
+                    [p[0], p[1]],
+                )
             })
             .collect();
         place_labels(&candidates, &state.labels)
@@ -297,7 +298,14 @@ fn sizes(h: &crate::data::HeadData<'_>, by_norm: bool, n: usize) -> Result<Vec<f
         return Ok(vec![1.0; 2 * n]);
     }
     let norms = h.norms_or_err()?;
-    let all = || norms.queries.iter().chain(norms.keys).copied().filter(|v| v.is_finite());
+    let all = || {
+        norms
+            .queries
+            .iter()
+            .chain(norms.keys)
+            .copied()
+            .filter(|v| v.is_finite())
+    };
     let lo = all().fold(f32::INFINITY, f32::min);
     let hi = all().fold(f32::NEG_INFINITY, f32::max);
     Ok((0..2 * n)

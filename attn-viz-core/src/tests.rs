@@ -55,6 +55,7 @@ fn projection(head: HeadId, rows: &[[f32; 2]], quality: Option<f32>) -> HeadProj
             knn_recall: 0.5,
             k: 10,
         }),
+        fidelity: None,
     }
 }
 
@@ -212,7 +213,10 @@ fn renormalization_after_hiding() {
     assert_eq!(r[0], 0.0);
     assert!(approx(r[1], 0.6) && approx(r[2], 0.4));
     // Everything hidden: zeros, not a division by zero.
-    assert_eq!(renormalize_hidden(&[1.0, 0.0], &[true, false]), vec![0.0, 0.0]);
+    assert_eq!(
+        renormalize_hidden(&[1.0, 0.0], &[true, false]),
+        vec![0.0, 0.0]
+    );
 
     let f = TextFixture::new();
     let m = f.model();
@@ -338,7 +342,10 @@ fn top2_lines_with_cut() {
         .map(|l| (l.from_row, l.to_row, l.weight))
         .collect();
     assert_eq!(ends, vec![(9, 1, 0.3), (9, 3, 0.25)]);
-    assert_eq!(top_attended(&[0.01, 0.049, 0.02], 2, MIN_LINE_WEIGHT), vec![]);
+    assert_eq!(
+        top_attended(&[0.01, 0.049, 0.02], 2, MIN_LINE_WEIGHT),
+        vec![]
+    );
 }
 
 #[test]
@@ -384,7 +391,10 @@ fn size_by_norm_and_navigation() {
 fn discrete_position_colors() {
     let key2 = discrete_position_color(7, Role::Key);
     assert_eq!(key2, Rgba([44, 160, 44, 255]));
-    assert_eq!(discrete_position_color(7, Role::Query), Rgba([26, 96, 26, 255]));
+    assert_eq!(
+        discrete_position_color(7, Role::Query),
+        Rgba([26, 96, 26, 255])
+    );
     assert_eq!(
         discrete_position_color(0, Role::Key),
         discrete_position_color(5, Role::Key)
@@ -698,12 +708,18 @@ fn image_arrows_and_strong_edges() {
         .iter()
         .find(|e| e.from == ImageNode::Patch(pp(0, 1)))
         .unwrap();
-    assert!(approx(e.width, STRONG_WIDTH_MIN + STRONG_WIDTH_RANGE * 0.86));
+    assert!(approx(
+        e.width,
+        STRONG_WIDTH_MIN + STRONG_WIDTH_RANGE * 0.86
+    ));
     // Heatmap of (0,0): patch weights 0.3, 0.1, 0.05, 0.05 scaled by 0.3; CLS 0.5 clamps to 1.
     let alphas: Vec<f32> = v.heatmap.iter().map(|c| c.alpha).collect();
     assert!(approx(alphas[0], 1.0) && approx(alphas[1], 1.0 / 3.0) && approx(alphas[3], 1.0 / 6.0));
     let cls = v.cls.unwrap();
-    assert_eq!((cls.token, cls.weight, cls.alpha), (0, Some(0.5), Some(1.0)));
+    assert_eq!(
+        (cls.token, cls.weight, cls.alpha),
+        (0, Some(0.5), Some(1.0))
+    );
 }
 
 #[test]
@@ -871,7 +887,10 @@ fn three_dimensional_cells() {
     let v = matrix_view(&m, &s).unwrap();
     assert_eq!(v.cells[0].positions[0], [0.0, 0.25, 0.375]);
     assert_eq!(v.cells[0].positions[1], [1.0, 0.75, 0.625]);
-    assert_eq!(single_view(&m, &s).unwrap().points[1].position, [1.0, 0.75, 0.625]);
+    assert_eq!(
+        single_view(&m, &s).unwrap().points[1].position,
+        [1.0, 0.75, 0.625]
+    );
 }
 
 #[test]
@@ -894,13 +913,16 @@ fn similar_heads_are_grouped() {
 fn far_outliers_do_not_shrink_the_layout() {
     use attn_types::{HeadId, Matrix};
     // 1,000 points on a grid plus two points 1,000 units away: the grid must still fill the cell.
-    let mut rows: Vec<[f32; 2]> = (0..1000).map(|i| [(i % 40) as f32, (i / 40) as f32]).collect();
+    let mut rows: Vec<[f32; 2]> = (0..1000)
+        .map(|i| [(i % 40) as f32, (i / 40) as f32])
+        .collect();
     rows.push([1000.0, 0.0]);
     rows.push([-1000.0, 0.0]);
     let m = Matrix::from_rows(&rows).unwrap();
     let p = crate::normalize_cell(HeadId::new(0, 0), &m).unwrap();
     let xs: Vec<f32> = p[..1000].iter().map(|q| q[0]).collect();
-    let spread = xs.iter().copied().fold(f32::MIN, f32::max) - xs.iter().copied().fold(f32::MAX, f32::min);
+    let spread =
+        xs.iter().copied().fold(f32::MIN, f32::max) - xs.iter().copied().fold(f32::MAX, f32::min);
     assert!(spread > 0.7, "the bulk spans only {spread} of the cell");
     assert_eq!(p[1000][0], 1.0, "outliers are drawn on the border");
     assert_eq!(p[1001][0], 0.0);
@@ -909,4 +931,18 @@ fn far_outliers_do_not_shrink_the_layout() {
     let q = crate::normalize_cell(HeadId::new(0, 0), &small).unwrap();
     assert_eq!(q[1][0], 1.0);
     assert!((q[2][0] - 0.1).abs() < 1e-6);
+}
+
+#[test]
+fn patch_token_finds_the_patch() {
+    let mut tokens = text_tokens();
+    assert_eq!(
+        crate::patch_token(&tokens, 0, 0, 0),
+        None,
+        "text has no patches"
+    );
+    tokens.tokens[2].patch = Some(attn_types::PatchPos { row: 1, col: 2 });
+    let seq = tokens.tokens[2].seq_id;
+    assert_eq!(crate::patch_token(&tokens, seq, 1, 2), Some(2));
+    assert_eq!(crate::patch_token(&tokens, seq + 1, 1, 2), None);
 }

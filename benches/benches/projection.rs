@@ -31,15 +31,28 @@ fn knn_nndescent_2k() -> usize {
 
 #[divan::bench(args = [2, 3], sample_count = 5, sample_size = 1)]
 fn pca_2k(dims: u8) -> usize {
-    Pca::params().dims(dims).metric(Metric::Cosine).check().and_then(|p| p.fit(data())).map_or(0, |e| e.coords.rows())
+    Pca::params()
+        .dims(dims)
+        .metric(Metric::Cosine)
+        .check()
+        .and_then(|p| p.fit(data()))
+        .map_or(0, |e| e.coords.rows())
 }
 
 #[divan::bench(args = [2, 3], sample_count = 3, sample_size = 1)]
 fn tsne_2k(dims: u8) -> usize {
-    Tsne::params().dims(dims).check().and_then(|p| p.fit(data())).map_or(0, |e| e.coords.rows())
+    Tsne::params()
+        .dims(dims)
+        .check()
+        .and_then(|p| p.fit(data()))
+        .map_or(0, |e| e.coords.rows())
 }
 
 #[divan::bench(args = [2, 3], sample_count = 3, sample_size = 1)]
 fn umap_2k(dims: u8) -> usize {
-    Umap::params().dims(dims).check().and_then(|p| p.fit(data())).map_or(0, |e| e.coords.rows())
+    Umap::params()
+        .dims(dims)
+        .check()
+        .and_then(|p| p.fit(data()))
+        .map_or(0, |e| e.coords.rows())
 }

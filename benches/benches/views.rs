@@ -10,7 +10,7 @@ use attn_types::{
     ProjectionSpec, Role, SequenceAttention, TokenMeta, TokenTable,
 };
 use attn_viz_core::{
-    ColorEncoding, HeadData, ModelData, RawNorms, Search, SentenceOptions, Selection, ViewState,
+    ColorEncoding, HeadData, ModelData, RawNorms, Search, Selection, SentenceOptions, ViewState,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -95,13 +95,15 @@ fn build() -> Fixture {
                 knn_recall: 0.4,
                 k: 15,
             }),
+            fidelity: None,
         });
         attention.push(
             (0..SEQS)
                 .map(|s| {
                     let mut w = Vec::with_capacity(SEQ_LEN * SEQ_LEN);
                     for _ in 0..SEQ_LEN {
-                        let row: Vec<f32> = (0..SEQ_LEN).map(|_| rng.random::<f32>().powi(4)).collect();
+                        let row: Vec<f32> =
+                            (0..SEQ_LEN).map(|_| rng.random::<f32>().powi(4)).collect();
                         let sum: f32 = row.iter().sum();
                         w.extend(row.iter().map(|v| v / sum));
                     }

@@ -80,7 +80,9 @@ pub fn gaussian_mixture(n: usize, dim: usize, clusters: usize, seed: u64) -> (Ma
             let centre: Vec<f32> = (0..dim).map(|_| 1.5 * normal.sample(&mut rng)).collect();
             let latent = rng.random_range(8..=16usize);
             let scale = 1.0 / (latent as f32).sqrt();
-            let a: Vec<f32> = (0..dim * latent).map(|_| scale * normal.sample(&mut rng)).collect();
+            let a: Vec<f32> = (0..dim * latent)
+                .map(|_| scale * normal.sample(&mut rng))
+                .collect();
             (centre, latent, a)
         })
         .collect();
@@ -93,7 +95,11 @@ pub fn gaussian_mixture(n: usize, dim: usize, clusters: usize, seed: u64) -> (Ma
         z.clear();
         z.extend((0..*latent).map(|_| normal.sample(&mut rng)));
         for r in 0..dim {
-            let lin: f32 = a[r * latent..(r + 1) * latent].iter().zip(&z).map(|(w, v)| w * v).sum();
+            let lin: f32 = a[r * latent..(r + 1) * latent]
+                .iter()
+                .zip(&z)
+                .map(|(w, v)| w * v)
+                .sum();
             data.push(centre[r] + lin + 0.3 * normal.sample(&mut rng));
         }
         labels.push(c as u32);
@@ -108,7 +114,9 @@ pub fn swiss_roll(n: usize, dim: usize, seed: u64) -> (Matrix, Vec<u32>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let normal = std_normal();
     let scale = 1.0 / 3f32.sqrt();
-    let map: Vec<f32> = (0..dim * 3).map(|_| scale * normal.sample(&mut rng)).collect();
+    let map: Vec<f32> = (0..dim * 3)
+        .map(|_| scale * normal.sample(&mut rng))
+        .collect();
     let (t0, t1) = (1.5 * std::f32::consts::PI, 4.5 * std::f32::consts::PI);
     let mut data = Vec::with_capacity(n * dim);
     let mut labels = Vec::with_capacity(n);
@@ -117,7 +125,11 @@ pub fn swiss_roll(n: usize, dim: usize, seed: u64) -> (Matrix, Vec<u32>) {
         let h = rng.random_range(0.0f32..20.0);
         let p = [t * t.cos(), h, t * t.sin()];
         for r in 0..dim {
-            let v: f32 = map[r * 3..r * 3 + 3].iter().zip(&p).map(|(w, x)| w * x).sum();
+            let v: f32 = map[r * 3..r * 3 + 3]
+                .iter()
+                .zip(&p)
+                .map(|(w, x)| w * x)
+                .sum();
             data.push(v + 0.2 * normal.sample(&mut rng));
         }
         labels.push((((t - t0) / (t1 - t0) * 10.0) as u32).min(9));
@@ -156,7 +168,12 @@ pub fn write_npy(path: &Path, m: &Matrix) -> io::Result<()> {
 /// Reads a 2D (or 1D, as one column) `<f4` or `<f8` C-order `.npy` file into a [`Matrix`] (f64 values
 /// are narrowed to f32).
 pub fn read_npy(path: &Path) -> io::Result<Matrix> {
-    let bad = |msg: String| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {msg}", path.display()));
+    let bad = |msg: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {msg}", path.display()),
+        )
+    };
     let mut bytes = Vec::new();
     fs::File::open(path)?.read_to_end(&mut bytes)?;
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
@@ -164,9 +181,10 @@ pub fn read_npy(path: &Path) -> io::Result<Matrix> {
     }
     let (hlen, hstart) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => {
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
-        }
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
         v => return Err(bad(format!("unsupported npy version {v}"))),
     };
     let header = bytes
@@ -178,7 +196,9 @@ pub fn read_npy(path: &Path) -> io::Result<Matrix> {
     } else if header.contains("'<f8'") {
         8
     } else {
-        return Err(bad(format!("only little-endian f32/f64 supported: {header}")));
+        return Err(bad(format!(
+            "only little-endian f32/f64 supported: {header}"
+        )));
     };
     if header.contains("'fortran_order': True") {
         return Err(bad("Fortran order not supported".into()));
@@ -193,7 +213,10 @@ pub fn read_npy(path: &Path) -> io::Result<Matrix> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|e| bad(format!("bad shape `{s}`: {e}"))))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|e| bad(format!("bad shape `{s}`: {e}")))
+        })
         .collect::<io::Result<_>>()?;
     let (rows, cols) = match shape.as_slice() {
         [r] => (*r, 1),
@@ -202,10 +225,15 @@ pub fn read_npy(path: &Path) -> io::Result<Matrix> {
     };
     let body = &bytes[hstart + hlen..];
     if body.len() != rows * cols * width {
-        return Err(bad(format!("{} data bytes for shape {rows} x {cols}", body.len())));
+        return Err(bad(format!(
+            "{} data bytes for shape {rows} x {cols}",
+            body.len()
+        )));
     }
     let data: Vec<f32> = if width == 4 {
-        body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        body.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     } else {
         body.chunks_exact(8)
             .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
@@ -267,4 +295,3 @@ mod tests {
         }
     }
 }
-

@@ -113,7 +113,7 @@ def main():
                 check(not fn.endswith(".tmp"), f"{dirpath}/{fn}: leftover temporary file")
         vp = os.path.join(hd, "vectors.parquet")
         if os.path.exists(vp):
-            cols = {"token_index": U32, "query": is_vec(d), "key": is_vec(d)}
+            cols = {"token_index": U32, "query": is_vec(d), "key": is_vec(d), "query_norm": F32, "key_norm": F32}
             meta_kv = kv(vp)
             normalized = "query_normalized" in pq.read_schema(vp).names
             if normalized:

@@ -26,7 +26,8 @@ pub fn attnviz_bin() -> PathBuf {
 pub fn repo_root() -> PathBuf {
     // At run time first: `cargo test` sets it for the checkout being tested, while the compile-time
     // value may name another checkout that shares the target directory.
-    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     manifest_dir
         .parent()
         .expect("tests/ sits in the repository root")
@@ -66,10 +67,20 @@ pub fn attnviz_ok(cwd: &Path, args: &[&str]) -> String {
 pub fn attnviz_fails(cwd: &Path, args: &[&str], needles: &[&str]) -> String {
     let out = attnviz(cwd, args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "attnviz {args:?}: expected exit 2, stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "attnviz {args:?} panicked: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "attnviz {args:?}: expected exit 2, stderr: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "attnviz {args:?} panicked: {stderr}"
+    );
     for n in needles {
-        assert!(stderr.contains(n), "attnviz {args:?}: stderr does not mention `{n}`: {stderr}");
+        assert!(
+            stderr.contains(n),
+            "attnviz {args:?}: stderr does not mention `{n}`: {stderr}"
+        );
     }
     stderr
 }
@@ -77,7 +88,11 @@ pub fn attnviz_fails(cwd: &Path, args: &[&str], needles: &[&str]) -> String {
 /// Width and height of a PNG file, read from its header; panics if it is not a PNG.
 pub fn png_size(path: &Path) -> (u32, u32) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(bytes.len() > 24 && bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{} is not a PNG", path.display());
+    assert!(
+        bytes.len() > 24 && bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is not a PNG",
+        path.display()
+    );
     let be = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
     (be(16), be(20))
 }
@@ -92,7 +107,12 @@ pub fn mtimes(dir: &Path) -> std::collections::BTreeMap<PathBuf, std::time::Syst
             if p.is_dir() {
                 stack.push(p);
             } else {
-                out.insert(p.clone(), std::fs::metadata(&p).and_then(|m| m.modified()).expect("mtime"));
+                out.insert(
+                    p.clone(),
+                    std::fs::metadata(&p)
+                        .and_then(|m| m.modified())
+                        .expect("mtime"),
+                );
             }
         }
     }

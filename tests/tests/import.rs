@@ -20,10 +20,14 @@ fn n_tokens() -> usize {
 
 /// Deterministic pseudo-random values in [-1.5, 1.5) (a 64-bit LCG), exactly representable in f32.
 fn values(seed: u64, len: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+    let mut s = seed
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
     (0..len)
         .map(|_| {
-            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 3.0 - 1.5
         })
         .collect()
@@ -52,7 +56,10 @@ fn write_f32(path: &Path, shape: &[usize], data: &[f32]) {
 }
 
 fn write_f64(path: &Path, shape: &[usize], data: &[f32]) {
-    let payload: Vec<u8> = data.iter().flat_map(|v| f64::from(*v).to_le_bytes()).collect();
+    let payload: Vec<u8> = data
+        .iter()
+        .flat_map(|v| f64::from(*v).to_le_bytes())
+        .collect();
     write_npy_raw(path, "<f8", false, shape, &payload);
 }
 
@@ -83,7 +90,13 @@ fn toy(dir: &Path) -> Toy {
     let shape = [LAYERS, HEADS, n_tokens(), D];
     let len = shape.iter().product();
     let (qv, kv) = (values(1, len), values(2, len));
-    let toy = Toy { q: dir.join("q.npy"), k: dir.join("k.npy"), tokens: dir.join("tokens.jsonl"), qv, kv };
+    let toy = Toy {
+        q: dir.join("q.npy"),
+        k: dir.join("k.npy"),
+        tokens: dir.join("tokens.jsonl"),
+        qv,
+        kv,
+    };
     write_f32(&toy.q, &shape, &toy.qv);
     write_f64(&toy.k, &shape, &toy.kv);
     write_tokens(&toy.tokens, &LENS);
@@ -101,21 +114,38 @@ fn s(p: &Path) -> &str {
 }
 
 /// softmax(q.k/sqrt(d)) over the visible keys, computed independently of attnviz.
-fn expected_attention(q: &[f32], k: &[f32], start: usize, len: usize, causal: bool, scale: f64) -> Vec<Vec<f64>> {
+fn expected_attention(
+    q: &[f32],
+    k: &[f32],
+    start: usize,
+    len: usize,
+    causal: bool,
+    scale: f64,
+) -> Vec<Vec<f64>> {
     (0..len)
         .map(|i| {
             let visible = if causal { i + 1 } else { len };
             let logits: Vec<f64> = (0..visible)
                 .map(|j| {
                     let dot: f64 = (0..D)
-                        .map(|c| f64::from(q[(start + i) * D + c]) * f64::from(k[(start + j) * D + c]))
+                        .map(|c| {
+                            f64::from(q[(start + i) * D + c]) * f64::from(k[(start + j) * D + c])
+                        })
                         .sum();
                     dot * scale
                 })
                 .collect();
             let m = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let z: f64 = logits.iter().map(|l| (l - m).exp()).sum();
-            (0..len).map(|j| if j < visible { (logits[j] - m).exp() / z } else { 0.0 }).collect()
+            (0..len)
+                .map(|j| {
+                    if j < visible {
+                        (logits[j] - m).exp() / z
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
         })
         .collect()
 }
@@ -125,10 +155,23 @@ fn npy_import_then_project_render_info() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let toy = toy(tmp.path());
     let args = [
-        "import", "--queries", s(&toy.q), "--keys", s(&toy.k), "--tokens", s(&toy.tokens), "--causal",
-        "--model-id", "toy-llm", "--out", "ds", "--quiet", "--json",
+        "import",
+        "--queries",
+        s(&toy.q),
+        "--keys",
+        s(&toy.k),
+        "--tokens",
+        s(&toy.tokens),
+        "--causal",
+        "--model-id",
+        "toy-llm",
+        "--out",
+        "ds",
+        "--quiet",
+        "--json",
     ];
-    let summary: serde_json::Value = serde_json::from_str(&attnviz_ok(tmp.path(), &args)).expect("json summary");
+    let summary: serde_json::Value =
+        serde_json::from_str(&attnviz_ok(tmp.path(), &args)).expect("json summary");
     assert_eq!(summary["heads"], 4, "{summary}");
     assert_eq!(summary["heads_extracted"], 4, "{summary}");
     assert_eq!(summary["tokens"], 22, "{summary}");
@@ -138,30 +181,65 @@ fn npy_import_then_project_render_info() {
     let model = &ds.meta().model;
     assert_eq!(model.id, "toy-llm");
     assert_eq!(model.architecture, Architecture::Imported { causal: true });
-    assert_eq!((model.num_layers, model.num_heads, model.head_dim), (2, 2, 8));
+    assert_eq!(
+        (model.num_layers, model.num_heads, model.head_dim),
+        (2, 2, 8)
+    );
     assert_eq!(model.max_positions, 7);
-    assert_eq!(model.config["attnviz_import"]["source"]["keys"]["dtype"], "float64");
+    assert_eq!(
+        model.config["attnviz_import"]["source"]["keys"]["dtype"],
+        "float64"
+    );
     let tokens = ds.read_tokens().expect("tokens");
     assert_eq!(tokens.len(), 22);
-    assert_eq!(tokens.sequences().iter().map(|s| s.seq_id).collect::<Vec<_>>(), vec![0, 10, 20, 30]);
+    assert_eq!(
+        tokens
+            .sequences()
+            .iter()
+            .map(|s| s.seq_id)
+            .collect::<Vec<_>>(),
+        vec![0, 10, 20, 30]
+    );
     assert!(tokens.tokens[5].is_special && !tokens.tokens[6].is_special);
     assert_eq!(tokens.tokens[6].text, "w1_1");
-    assert_eq!(ds.heads().expect("heads"), HeadId::all(2, 2).collect::<Vec<_>>());
+    assert_eq!(
+        ds.heads().expect("heads"),
+        HeadId::all(2, 2).collect::<Vec<_>>()
+    );
     for h in HeadId::all(2, 2) {
         let stored = ds.read_head(h).expect("head reads");
-        assert_eq!(stored.raw.queries.as_slice(), slab(&toy.qv, h), "{h} queries");
-        assert_eq!(stored.raw.keys.as_slice(), slab(&toy.kv, h), "{h} keys (float64 input)");
+        assert_eq!(
+            stored.raw.queries.as_slice(),
+            slab(&toy.qv, h),
+            "{h} queries"
+        );
+        assert_eq!(
+            stored.raw.keys.as_slice(),
+            slab(&toy.kv, h),
+            "{h} keys (float64 input)"
+        );
         let norm = stored.normalized.expect("normalized like extract");
         assert!(norm.params.scale > 0.0 && !norm.params.key_translation.is_empty());
         let att = ds.read_attention(h).expect("attention");
         assert_eq!(att.len(), 4);
         let mut start = 0;
         for (a, &len) in att.iter().zip(&LENS) {
-            let want = expected_attention(slab(&toy.qv, h), slab(&toy.kv, h), start, len, true, 1.0 / (D as f64).sqrt());
+            let want = expected_attention(
+                slab(&toy.qv, h),
+                slab(&toy.kv, h),
+                start,
+                len,
+                true,
+                1.0 / (D as f64).sqrt(),
+            );
             assert_eq!(a.len(), len);
             for (i, want_row) in want.iter().enumerate() {
                 let sum: f32 = a.weights.row(i).iter().sum();
-                assert!((sum - 1.0).abs() < 1e-5, "{h} seq {} row {i} sums to {sum}", a.seq_id);
+                assert!(
+                    (sum - 1.0).abs() < 1e-5,
+                    "{h} seq {} row {i} sums to {sum}",
+                    a.seq_id
+                );
                 for (j, w) in want_row.iter().enumerate() {
                     if j > i {
                         assert_eq!(a.get(i, j), 0.0, "{h}: causal mask at {i},{j}");
@@ -175,7 +253,18 @@ fn npy_import_then_project_render_info() {
 
     // The other commands work on it.
     let ds_s = s(&dir);
-    attnviz_ok(tmp.path(), &["project", ds_s, "--methods", "pca,tsne", "--perplexity", "5", "--quiet"]);
+    attnviz_ok(
+        tmp.path(),
+        &[
+            "project",
+            ds_s,
+            "--methods",
+            "pca,tsne",
+            "--perplexity",
+            "5",
+            "--quiet",
+        ],
+    );
     for h in HeadId::all(2, 2) {
         for m in [ProjectionMethod::Pca, ProjectionMethod::Tsne] {
             let p = ds.read_projection(h, m, 2).expect("projection");
@@ -183,24 +272,52 @@ fn npy_import_then_project_render_info() {
         }
     }
     let png = tmp.path().join("matrix.png");
-    attnviz_ok(tmp.path(), &["render", ds_s, "--view", "matrix", "--method", "tsne", "-o", s(&png)]);
+    attnviz_ok(
+        tmp.path(),
+        &[
+            "render",
+            ds_s,
+            "--view",
+            "matrix",
+            "--method",
+            "tsne",
+            "-o",
+            s(&png),
+        ],
+    );
     let (w, hgt) = png_size(&png);
     assert!(w > 300 && hgt > 200, "matrix figure {w}x{hgt}");
     let sentence = tmp.path().join("sentence.png");
     attnviz_ok(
         tmp.path(),
-        &["render", ds_s, "--view", "sentence", "--method", "pca", "--head", "L1H0", "--seq", "10", "--hide-special", "-o", s(&sentence)],
+        &[
+            "render",
+            ds_s,
+            "--view",
+            "sentence",
+            "--method",
+            "pca",
+            "--head",
+            "L1H0",
+            "--seq",
+            "10",
+            "--hide-special",
+            "-o",
+            s(&sentence),
+        ],
     );
     assert!(png_size(&sentence).0 > 100);
     let info: serde_json::Value =
-        serde_json::from_str(&attnviz_ok(tmp.path(), &["info", ds_s, "--json"])).expect("info json");
+        serde_json::from_str(&attnviz_ok(tmp.path(), &["info", ds_s, "--json"]))
+            .expect("info json");
     assert_eq!(info["per_head"].as_array().map(Vec::len), Some(4));
     assert_eq!(info["model"], "toy-llm");
 
     // The same command again resumes: nothing is rewritten.
     let before = mtimes(&dir);
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let again: serde_json::Value = serde_json::from_str(&attnviz_ok(tmp.path(), &args)).expect("json");
+    let again: serde_json::Value =
+        serde_json::from_str(&attnviz_ok(tmp.path(), &args)).expect("json");
     assert_eq!(again["heads_extracted"], 0, "{again}");
     assert_eq!(mtimes(&dir), before, "a resumed import rewrote files");
 
@@ -213,7 +330,8 @@ fn npy_import_then_project_render_info() {
         let mut row = 0;
         for a in ds.read_attention(h).expect("attention") {
             for i in 0..a.len() {
-                given[base + row * width..base + row * width + a.len()].copy_from_slice(a.weights.row(i));
+                given[base + row * width..base + row * width + a.len()]
+                    .copy_from_slice(a.weights.row(i));
                 row += 1;
             }
         }
@@ -222,14 +340,39 @@ fn npy_import_then_project_render_info() {
     write_f32(&att, &[LAYERS, HEADS, n_tokens(), width], &given);
     attnviz_ok(
         tmp.path(),
-        &["import", "--queries", s(&toy.q), "--keys", s(&toy.k), "--tokens", s(&toy.tokens), "--attention", s(&att), "--causal", "--no-normalize", "--out", "given", "--quiet"],
+        &[
+            "import",
+            "--queries",
+            s(&toy.q),
+            "--keys",
+            s(&toy.k),
+            "--tokens",
+            s(&toy.tokens),
+            "--attention",
+            s(&att),
+            "--causal",
+            "--no-normalize",
+            "--out",
+            "given",
+            "--quiet",
+        ],
     );
     let g = Dataset::open(tmp.path().join("given")).expect("opens");
-    assert_eq!(g.meta().model.id, "given", "default model id is the folder name");
+    assert_eq!(
+        g.meta().model.id,
+        "given",
+        "default model id is the folder name"
+    );
     for h in HeadId::all(2, 2) {
-        assert_eq!(g.read_attention(h).expect("att"), ds.read_attention(h).expect("att"), "{h}");
+        assert_eq!(
+            g.read_attention(h).expect("att"),
+            ds.read_attention(h).expect("att"),
+            "{h}"
+        );
         let stored = g.read_head(h).expect("head");
-        let norm = stored.normalized.expect("identity normalization stored, as extract --no-normalize");
+        let norm = stored
+            .normalized
+            .expect("identity normalization stored, as extract --no-normalize");
         assert_eq!(norm.params.scale, 1.0);
         assert!(norm.params.key_translation.is_empty());
     }
@@ -246,20 +389,40 @@ fn grouped_query_keys_and_softmax_scale() {
     write_f32(&k1, &[LAYERS, 1, n, D], &kv);
     attnviz_ok(
         tmp.path(),
-        &["import", "--queries", s(&toy.q), "--keys", s(&k1), "--tokens", s(&toy.tokens), "--softmax-scale", "1", "--out", "mqa", "--quiet"],
+        &[
+            "import",
+            "--queries",
+            s(&toy.q),
+            "--keys",
+            s(&k1),
+            "--tokens",
+            s(&toy.tokens),
+            "--softmax-scale",
+            "1",
+            "--out",
+            "mqa",
+            "--quiet",
+        ],
     );
     let ds = Dataset::open(tmp.path().join("mqa")).expect("opens");
     assert_eq!(ds.meta().model.num_heads, 2);
     for h in HeadId::all(2, 2) {
         let stored = ds.read_head(h).expect("head");
         let layer_keys = &kv[usize::from(h.layer) * n * D..(usize::from(h.layer) + 1) * n * D];
-        assert_eq!(stored.raw.keys.as_slice(), layer_keys, "{h} uses its layer's key head");
+        assert_eq!(
+            stored.raw.keys.as_slice(),
+            layer_keys,
+            "{h} uses its layer's key head"
+        );
         assert_eq!(stored.raw.queries.as_slice(), slab(&toy.qv, h));
         let a = &ds.read_attention(h).expect("attention")[0];
         let want = expected_attention(slab(&toy.qv, h), layer_keys, 0, LENS[0], false, 1.0);
         for (i, row) in want.iter().enumerate() {
             for (j, w) in row.iter().enumerate() {
-                assert!((f64::from(a.get(i, j)) - w).abs() < 1e-5, "{h} {i},{j}: scale 1");
+                assert!(
+                    (f64::from(a.get(i, j)) - w).abs() < 1e-5,
+                    "{h} {i},{j}: scale 1"
+                );
             }
         }
     }
@@ -268,7 +431,17 @@ fn grouped_query_keys_and_softmax_scale() {
     write_f32(&k3, &[LAYERS, 3, n, D], &values(9, LAYERS * 3 * n * D));
     attnviz_fails(
         tmp.path(),
-        &["import", "--queries", s(&toy.q), "--keys", s(&k3), "--tokens", s(&toy.tokens), "--out", "bad"],
+        &[
+            "import",
+            "--queries",
+            s(&toy.q),
+            "--keys",
+            s(&k3),
+            "--tokens",
+            s(&toy.tokens),
+            "--out",
+            "bad",
+        ],
         &["k3.npy", "grouped-query"],
     );
     assert!(!tmp.path().join("bad").exists());
@@ -282,31 +455,75 @@ fn parquet_folder_import_without_attention_is_bidirectional() {
     std::fs::create_dir(&heads_dir).expect("mkdir");
     let n = n_tokens();
     // One head as `L0H1.parquet`, one in the store's layout `L01H00/vectors.parquet`.
-    let layout = [(HeadId::new(0, 1), heads_dir.join("L0H1.parquet")), (HeadId::new(1, 0), heads_dir.join("L01H00/vectors.parquet"))];
+    let layout = [
+        (HeadId::new(0, 1), heads_dir.join("L0H1.parquet")),
+        (HeadId::new(1, 0), heads_dir.join("L01H00/vectors.parquet")),
+    ];
     for (h, path) in &layout {
         let q = Matrix::from_vec(n, D, slab(&toy.qv, *h).to_vec()).expect("q");
         let k = Matrix::from_vec(n, D, slab(&toy.kv, *h).to_vec()).expect("k");
-        attn_store::write_vectors_file(path, &HeadVectors::new(*h, q, k).expect("head"), None).expect("write");
+        attn_store::write_vectors_file(path, &HeadVectors::new(*h, q, k).expect("head"), None)
+            .expect("write");
     }
     attnviz_ok(
         tmp.path(),
-        &["import", "--vectors", s(&heads_dir), "--tokens", s(&toy.tokens), "--no-attention", "--out", "pq", "--quiet"],
+        &[
+            "import",
+            "--vectors",
+            s(&heads_dir),
+            "--tokens",
+            s(&toy.tokens),
+            "--no-attention",
+            "--out",
+            "pq",
+            "--quiet",
+        ],
     );
     let ds = Dataset::open(tmp.path().join("pq")).expect("opens");
-    assert_eq!(ds.meta().model.architecture, Architecture::Imported { causal: false });
-    assert_eq!((ds.meta().model.num_layers, ds.meta().model.num_heads), (2, 2));
-    assert_eq!(ds.heads().expect("heads"), vec![HeadId::new(0, 1), HeadId::new(1, 0)]);
+    assert_eq!(
+        ds.meta().model.architecture,
+        Architecture::Imported { causal: false }
+    );
+    assert_eq!(
+        (ds.meta().model.num_layers, ds.meta().model.num_heads),
+        (2, 2)
+    );
+    assert_eq!(
+        ds.heads().expect("heads"),
+        vec![HeadId::new(0, 1), HeadId::new(1, 0)]
+    );
     for (h, _) in &layout {
-        assert_eq!(ds.read_head(*h).expect("head").raw.keys.as_slice(), slab(&toy.kv, *h));
+        assert_eq!(
+            ds.read_head(*h).expect("head").raw.keys.as_slice(),
+            slab(&toy.kv, *h)
+        );
         assert!(!ds.has_attention(*h));
     }
-    attnviz_ok(tmp.path(), &["project", "pq", "--methods", "pca", "--quiet"]);
+    attnviz_ok(
+        tmp.path(),
+        &["project", "pq", "--methods", "pca", "--quiet"],
+    );
     let png = tmp.path().join("m.png");
-    attnviz_ok(tmp.path(), &["render", "pq", "--method", "pca", "-o", s(&png)]);
+    attnviz_ok(
+        tmp.path(),
+        &["render", "pq", "--method", "pca", "-o", s(&png)],
+    );
     assert!(png_size(&png).0 > 300);
 
     // Bidirectional computed attention: every key visible.
-    attnviz_ok(tmp.path(), &["import", "--vectors", s(&heads_dir), "--tokens", s(&toy.tokens), "--out", "bi", "--quiet"]);
+    attnviz_ok(
+        tmp.path(),
+        &[
+            "import",
+            "--vectors",
+            s(&heads_dir),
+            "--tokens",
+            s(&toy.tokens),
+            "--out",
+            "bi",
+            "--quiet",
+        ],
+    );
     let bi = Dataset::open(tmp.path().join("bi")).expect("opens");
     let a = &bi.read_attention(HeadId::new(0, 1)).expect("attention")[1];
     assert!((0..a.len()).all(|i| (0..a.len()).all(|j| a.get(i, j) > 0.0)));
@@ -324,55 +541,124 @@ fn bad_input_exits_2_naming_the_file_and_leaves_no_dataset() {
         full.extend_from_slice(&["--out", "ds"]);
         let stderr = attnviz_fails(tmp.path(), &full, needles);
         eprintln!("{}", stderr.trim_end());
-        assert!(!tmp.path().join("ds").exists(), "{args:?} left a dataset behind");
+        assert!(
+            !tmp.path().join("ds").exists(),
+            "{args:?} left a dataset behind"
+        );
     };
 
     // Shape mismatch between Q and K.
     let k_short = tmp.path().join("k_short.npy");
-    write_f32(&k_short, &[LAYERS, HEADS, n - 1, D], &values(3, LAYERS * HEADS * (n - 1) * D));
-    fails(&["--queries", q, "--keys", s(&k_short), "--tokens", t], &["k_short.npy", "q.npy", "shape"]);
+    write_f32(
+        &k_short,
+        &[LAYERS, HEADS, n - 1, D],
+        &values(3, LAYERS * HEADS * (n - 1) * D),
+    );
+    fails(
+        &["--queries", q, "--keys", s(&k_short), "--tokens", t],
+        &["k_short.npy", "q.npy", "shape"],
+    );
     // Token count mismatch.
     let few = tmp.path().join("few.jsonl");
     write_tokens(&few, &[5, 7, 4]);
-    fails(&["--queries", q, "--keys", k, "--tokens", s(&few)], &["few.jsonl", "16 tokens", "22"]);
+    fails(
+        &["--queries", q, "--keys", k, "--tokens", s(&few)],
+        &["few.jsonl", "16 tokens", "22"],
+    );
     // Wrong dtype.
     let ints = tmp.path().join("ints.npy");
-    write_npy_raw(&ints, "<i4", false, &[LAYERS, HEADS, n, D], &vec![0u8; LAYERS * HEADS * n * D * 4]);
-    fails(&["--queries", s(&ints), "--keys", k, "--tokens", t], &["ints.npy", "<i4"]);
+    write_npy_raw(
+        &ints,
+        "<i4",
+        false,
+        &[LAYERS, HEADS, n, D],
+        &vec![0u8; LAYERS * HEADS * n * D * 4],
+    );
+    fails(
+        &["--queries", s(&ints), "--keys", k, "--tokens", t],
+        &["ints.npy", "<i4"],
+    );
     // Fortran order.
     let fortran = tmp.path().join("fortran.npy");
-    write_npy_raw(&fortran, "<f4", true, &[LAYERS, HEADS, n, D], &vec![0u8; LAYERS * HEADS * n * D * 4]);
-    fails(&["--queries", q, "--keys", s(&fortran), "--tokens", t], &["fortran.npy", "Fortran"]);
+    write_npy_raw(
+        &fortran,
+        "<f4",
+        true,
+        &[LAYERS, HEADS, n, D],
+        &vec![0u8; LAYERS * HEADS * n * D * 4],
+    );
+    fails(
+        &["--queries", q, "--keys", s(&fortran), "--tokens", t],
+        &["fortran.npy", "Fortran"],
+    );
     // Truncated data.
     let cut = tmp.path().join("cut.npy");
     write_npy_raw(&cut, "<f4", false, &[LAYERS, HEADS, n, D], &[0u8; 100]);
-    fails(&["--queries", s(&cut), "--keys", k, "--tokens", t], &["cut.npy", "truncated"]);
+    fails(
+        &["--queries", s(&cut), "--keys", k, "--tokens", t],
+        &["cut.npy", "truncated"],
+    );
     // Missing files.
-    fails(&["--queries", "nope.npy", "--keys", k, "--tokens", t], &["nope.npy", "--queries"]);
-    fails(&["--queries", q, "--keys", k, "--tokens", "nope.jsonl"], &["nope.jsonl", "--tokens"]);
+    fails(
+        &["--queries", "nope.npy", "--keys", k, "--tokens", t],
+        &["nope.npy", "--queries"],
+    );
+    fails(
+        &["--queries", q, "--keys", k, "--tokens", "nope.jsonl"],
+        &["nope.jsonl", "--tokens"],
+    );
     fails(&["--vectors", "no_dir", "--tokens", t], &["no_dir"]);
     // Flags: --queries without --keys.
     fails(&["--queries", q, "--tokens", t], &["--keys"]);
     // Positions that do not run 0..len-1, and an interleaved sequence.
     let bad_pos = tmp.path().join("bad_pos.jsonl");
-    let text = std::fs::read_to_string(&toy.tokens).expect("tokens").replacen("\"position\": 2", "\"position\": 3", 1);
+    let text = std::fs::read_to_string(&toy.tokens)
+        .expect("tokens")
+        .replacen("\"position\": 2", "\"position\": 3", 1);
     std::fs::write(&bad_pos, text).expect("write");
-    fails(&["--queries", q, "--keys", k, "--tokens", s(&bad_pos)], &["bad_pos.jsonl", "position", "line 3"]);
+    fails(
+        &["--queries", q, "--keys", k, "--tokens", s(&bad_pos)],
+        &["bad_pos.jsonl", "position", "line 3"],
+    );
     let no_text = tmp.path().join("no_text.jsonl");
-    let text = std::fs::read_to_string(&toy.tokens).expect("tokens").replacen("\"text\"", "\"txt\"", 1);
+    let text = std::fs::read_to_string(&toy.tokens)
+        .expect("tokens")
+        .replacen("\"text\"", "\"txt\"", 1);
     std::fs::write(&no_text, text).expect("write");
-    fails(&["--queries", q, "--keys", k, "--tokens", s(&no_text)], &["no_text.jsonl", "`text`", "line 1"]);
+    fails(
+        &["--queries", q, "--keys", k, "--tokens", s(&no_text)],
+        &["no_text.jsonl", "`text`", "line 1"],
+    );
     // A NaN in the last head: found only while importing; the fresh dataset is removed.
     let mut qv = toy.qv.clone();
     let last = qv.len() - 3;
     qv[last] = f32::NAN;
     let nan = tmp.path().join("nan.npy");
     write_f32(&nan, &[LAYERS, HEADS, n, D], &qv);
-    fails(&["--queries", s(&nan), "--keys", k, "--tokens", t], &["nan.npy", "L1H1", "non-finite"]);
+    fails(
+        &["--queries", s(&nan), "--keys", k, "--tokens", t],
+        &["nan.npy", "L1H1", "non-finite"],
+    );
     // Attention rows that are not probabilities.
     let att = tmp.path().join("logits.npy");
-    write_f32(&att, &[LAYERS, HEADS, n, 7], &values(4, LAYERS * HEADS * n * 7));
-    fails(&["--queries", q, "--keys", k, "--tokens", t, "--attention", s(&att)], &["logits.npy"]);
+    write_f32(
+        &att,
+        &[LAYERS, HEADS, n, 7],
+        &values(4, LAYERS * HEADS * n * 7),
+    );
+    fails(
+        &[
+            "--queries",
+            q,
+            "--keys",
+            k,
+            "--tokens",
+            t,
+            "--attention",
+            s(&att),
+        ],
+        &["logits.npy"],
+    );
 }
 
 /// Vectors that `extract` wrote, exported and imported again, give back what `extract` stored: the
@@ -380,16 +666,38 @@ fn bad_input_exits_2_naming_the_file_and_leaves_no_dataset() {
 /// attention computed from Q and K (bidirectional BERT, causal GPT-2).
 #[test]
 fn importing_extracted_vectors_reproduces_extract() {
-    let sentences = ["the cat sat on the mat", "a dog ran to the park and back", "hello world", "we will go home after the rain"];
+    let sentences = [
+        "the cat sat on the mat",
+        "a dog ran to the park and back",
+        "hello world",
+        "we will go home after the rain",
+    ];
     for (fixture, causal) in [("bert_tiny", false), ("gpt2_tiny", true)] {
         let tmp = tempfile::tempdir().expect("tempdir");
         let corpus = attnviz_tests::write_corpus(tmp.path(), &sentences);
         let model = attnviz_tests::fixture_model(fixture);
-        attnviz_ok(tmp.path(), &["extract", "--model", s(&model), "--corpus", s(&corpus), "--out", "ext", "--quiet"]);
+        attnviz_ok(
+            tmp.path(),
+            &[
+                "extract",
+                "--model",
+                s(&model),
+                "--corpus",
+                s(&corpus),
+                "--out",
+                "ext",
+                "--quiet",
+            ],
+        );
         let ext = Dataset::open(tmp.path().join("ext")).expect("extracted dataset");
         let info = ext.meta().model.clone();
         let tokens = ext.read_tokens().expect("tokens");
-        let (layers, heads, n, d) = (info.num_layers, info.num_heads, tokens.len(), info.head_dim as usize);
+        let (layers, heads, n, d) = (
+            info.num_layers,
+            info.num_heads,
+            tokens.len(),
+            info.head_dim as usize,
+        );
 
         // Export: q/k as [layers, heads, n, d] .npy, the tokens as JSONL.
         let (mut q, mut k) = (Vec::new(), Vec::new());
@@ -412,14 +720,34 @@ fn importing_extracted_vectors_reproduces_extract() {
             .collect();
         std::fs::write(tmp.path().join("tokens.jsonl"), lines).expect("tokens.jsonl");
 
-        let mut args = vec!["import", "--queries", "q.npy", "--keys", "k.npy", "--tokens", "tokens.jsonl", "--out", "imp", "--quiet"];
+        let mut args = vec![
+            "import",
+            "--queries",
+            "q.npy",
+            "--keys",
+            "k.npy",
+            "--tokens",
+            "tokens.jsonl",
+            "--out",
+            "imp",
+            "--quiet",
+        ];
         if causal {
             args.push("--causal");
         }
         attnviz_ok(tmp.path(), &args);
         // The store's own head layout works as a --vectors folder too.
         let heads_dir = tmp.path().join("ext/heads");
-        let mut args = vec!["import", "--vectors", s(&heads_dir), "--tokens", "tokens.jsonl", "--out", "imp_pq", "--quiet"];
+        let mut args = vec![
+            "import",
+            "--vectors",
+            s(&heads_dir),
+            "--tokens",
+            "tokens.jsonl",
+            "--out",
+            "imp_pq",
+            "--quiet",
+        ];
         if causal {
             args.push("--causal");
         }
@@ -431,10 +759,19 @@ fn importing_extracted_vectors_reproduces_extract() {
             let imported_tokens = imp.read_tokens().expect("tokens");
             assert_eq!(imported_tokens.sequences(), tokens.sequences());
             for h in HeadId::all(layers, heads) {
-                let (a, b) = (ext.read_head(h).expect("ext"), imp.read_head(h).expect("imp"));
+                let (a, b) = (
+                    ext.read_head(h).expect("ext"),
+                    imp.read_head(h).expect("imp"),
+                );
                 assert_eq!(a.raw, b.raw, "{fixture} {dir} {h}: raw vectors");
-                assert_eq!(a.normalized, b.normalized, "{fixture} {dir} {h}: normalization as extract's");
-                let (aa, ba) = (ext.read_attention(h).expect("ext att"), imp.read_attention(h).expect("imp att"));
+                assert_eq!(
+                    a.normalized, b.normalized,
+                    "{fixture} {dir} {h}: normalization as extract's"
+                );
+                let (aa, ba) = (
+                    ext.read_attention(h).expect("ext att"),
+                    imp.read_attention(h).expect("imp att"),
+                );
                 assert_eq!(aa.len(), ba.len());
                 for (x, y) in aa.iter().zip(&ba) {
                     assert_eq!(x.seq_id, y.seq_id);
@@ -445,7 +782,11 @@ fn importing_extracted_vectors_reproduces_extract() {
                         .zip(y.weights.as_slice())
                         .map(|(u, v)| (u - v).abs())
                         .fold(0f32, f32::max);
-                    assert!(diff < 2e-5, "{fixture} {dir} {h} seq {}: attention differs by {diff}", x.seq_id);
+                    assert!(
+                        diff < 2e-5,
+                        "{fixture} {dir} {h} seq {}: attention differs by {diff}",
+                        x.seq_id
+                    );
                 }
             }
         }
@@ -456,22 +797,69 @@ fn importing_extracted_vectors_reproduces_extract() {
 fn layer_selection_and_shards_fill_one_dataset() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let toy = toy(tmp.path());
-    let base = ["import", "--queries", s(&toy.q), "--keys", s(&toy.k), "--tokens", s(&toy.tokens), "--causal", "--quiet"];
+    let base = [
+        "import",
+        "--queries",
+        s(&toy.q),
+        "--keys",
+        s(&toy.k),
+        "--tokens",
+        s(&toy.tokens),
+        "--causal",
+        "--quiet",
+    ];
     attnviz_ok(tmp.path(), &[&base[..], &["--out", "whole"]].concat());
-    attnviz_ok(tmp.path(), &[&base[..], &["--out", "l1", "--layers", "1"]].concat());
+    attnviz_ok(
+        tmp.path(),
+        &[&base[..], &["--out", "l1", "--layers", "1"]].concat(),
+    );
     let l1 = Dataset::open(tmp.path().join("l1")).expect("opens");
-    assert_eq!(l1.heads().expect("heads"), vec![HeadId::new(1, 0), HeadId::new(1, 1)]);
+    assert_eq!(
+        l1.heads().expect("heads"),
+        vec![HeadId::new(1, 0), HeadId::new(1, 1)]
+    );
     assert_eq!(l1.meta().model.num_layers, 2, "the model keeps its size");
-    attnviz_ok(tmp.path(), &[&base[..], &["--out", "sharded", "--shard", "0/2"]].concat());
-    assert_eq!(Dataset::open(tmp.path().join("sharded")).expect("opens").heads().expect("heads").len(), 2);
-    attnviz_ok(tmp.path(), &[&base[..], &["--out", "sharded", "--shard", "1/2"]].concat());
-    let (whole, sharded) = (Dataset::open(tmp.path().join("whole")).expect("opens"), Dataset::open(tmp.path().join("sharded")).expect("opens"));
-    assert_eq!(whole.heads().expect("heads"), sharded.heads().expect("heads"));
+    attnviz_ok(
+        tmp.path(),
+        &[&base[..], &["--out", "sharded", "--shard", "0/2"]].concat(),
+    );
+    assert_eq!(
+        Dataset::open(tmp.path().join("sharded"))
+            .expect("opens")
+            .heads()
+            .expect("heads")
+            .len(),
+        2
+    );
+    attnviz_ok(
+        tmp.path(),
+        &[&base[..], &["--out", "sharded", "--shard", "1/2"]].concat(),
+    );
+    let (whole, sharded) = (
+        Dataset::open(tmp.path().join("whole")).expect("opens"),
+        Dataset::open(tmp.path().join("sharded")).expect("opens"),
+    );
+    assert_eq!(
+        whole.heads().expect("heads"),
+        sharded.heads().expect("heads")
+    );
     for h in whole.heads().expect("heads") {
-        assert_eq!(whole.read_head(h).expect("head"), sharded.read_head(h).expect("head"), "{h}");
-        assert_eq!(whole.read_attention(h).expect("att"), sharded.read_attention(h).expect("att"), "{h}");
+        assert_eq!(
+            whole.read_head(h).expect("head"),
+            sharded.read_head(h).expect("head"),
+            "{h}"
+        );
+        assert_eq!(
+            whole.read_attention(h).expect("att"),
+            sharded.read_attention(h).expect("att"),
+            "{h}"
+        );
     }
-    attnviz_fails(tmp.path(), &[&base[..], &["--out", "bad", "--layers", "2"]].concat(), &["--layers"]);
+    attnviz_fails(
+        tmp.path(),
+        &[&base[..], &["--out", "bad", "--layers", "2"]].concat(),
+        &["--layers"],
+    );
     assert!(!tmp.path().join("bad").exists());
 }
 
@@ -479,16 +867,51 @@ fn layer_selection_and_shards_fill_one_dataset() {
 fn tiny_heads_project_with_every_method_and_a_smaller_trust_k() {
     // 9 tokens = 18 joint points: trustworthiness needs k < n / 2, so k drops from 10 to 8.
     let tmp = tempfile::tempdir().expect("tempdir");
-    let (q, k, tokens) = (tmp.path().join("q.npy"), tmp.path().join("k.npy"), tmp.path().join("t.jsonl"));
+    let (q, k, tokens) = (
+        tmp.path().join("q.npy"),
+        tmp.path().join("k.npy"),
+        tmp.path().join("t.jsonl"),
+    );
     write_f32(&q, &[9, D], &values(7, 9 * D));
     write_f32(&k, &[9, D], &values(8, 9 * D));
     write_tokens(&tokens, &[4, 5]);
-    attnviz_ok(tmp.path(), &["import", "--queries", s(&q), "--keys", s(&k), "--tokens", s(&tokens), "--out", "ds", "--quiet"]);
-    attnviz_ok(tmp.path(), &["project", "ds", "--methods", "pca,tsne,umap", "--dims", "2,3", "--quiet"]);
+    attnviz_ok(
+        tmp.path(),
+        &[
+            "import",
+            "--queries",
+            s(&q),
+            "--keys",
+            s(&k),
+            "--tokens",
+            s(&tokens),
+            "--out",
+            "ds",
+            "--quiet",
+        ],
+    );
+    attnviz_ok(
+        tmp.path(),
+        &[
+            "project",
+            "ds",
+            "--methods",
+            "pca,tsne,umap",
+            "--dims",
+            "2,3",
+            "--quiet",
+        ],
+    );
     let ds = Dataset::open(tmp.path().join("ds")).expect("dataset opens");
-    for m in [ProjectionMethod::Pca, ProjectionMethod::Tsne, ProjectionMethod::Umap] {
+    for m in [
+        ProjectionMethod::Pca,
+        ProjectionMethod::Tsne,
+        ProjectionMethod::Umap,
+    ] {
         for dims in [2, 3] {
-            let p = ds.read_projection(HeadId::new(0, 0), m, dims).expect("projection");
+            let p = ds
+                .read_projection(HeadId::new(0, 0), m, dims)
+                .expect("projection");
             assert_eq!(p.coords.shape(), (18, usize::from(dims)));
             let quality = p.quality.expect("trustworthiness is estimated");
             assert_eq!(quality.k, 8, "{m} {dims}D");

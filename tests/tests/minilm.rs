@@ -13,7 +13,19 @@ fn minilm_full_chain() {
     let tmp = tempfile::tempdir().unwrap();
     let out = attnviz_ok(
         tmp.path(),
-        &["run", "--model", &dir, "--max-sequences", "24", "--out", "ds", "--quiet", "--json", "--tsne-iterations", "300"],
+        &[
+            "run",
+            "--model",
+            &dir,
+            "--max-sequences",
+            "24",
+            "--out",
+            "ds",
+            "--quiet",
+            "--json",
+            "--tsne-iterations",
+            "300",
+        ],
     );
     let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(summary["heads"], 72);
@@ -28,14 +40,21 @@ fn minilm_full_chain() {
         assert_eq!(head.raw.dim(), 32);
         let norm = head.normalized.unwrap();
         rho.push(norm.diagnostics.spearman_cosine_before);
-        for m in [ProjectionMethod::Tsne, ProjectionMethod::Umap, ProjectionMethod::Pca] {
+        for m in [
+            ProjectionMethod::Tsne,
+            ProjectionMethod::Umap,
+            ProjectionMethod::Pca,
+        ] {
             let p = ds.read_projection(h, m, 2).unwrap();
             assert_eq!(p.coords.rows(), 2 * tokens.len());
         }
     }
     // The paper's headline finding for BERT: distance tracks attention (mean Spearman -0.938).
     let mean = rho.iter().sum::<f32>() / rho.len() as f32;
-    assert!(mean < -0.5, "mean Spearman(distance, dot) over MiniLM heads is {mean}");
+    assert!(
+        mean < -0.5,
+        "mean Spearman(distance, dot) over MiniLM heads is {mean}"
+    );
     for m in ["tsne", "umap", "pca"] {
         let (w, h) = png_size(&tmp.path().join(format!("ds/figures/matrix_{m}_2d.png")));
         assert!(w > 1500 && h > 800, "{m}: {w}x{h}");
@@ -43,7 +62,20 @@ fn minilm_full_chain() {
     // A second run finds everything done.
     let again: serde_json::Value = serde_json::from_str(&attnviz_ok(
         tmp.path(),
-        &["run", "--model", &dir, "--max-sequences", "24", "--out", "ds", "--quiet", "--json", "--no-render", "--tsne-iterations", "300"],
+        &[
+            "run",
+            "--model",
+            &dir,
+            "--max-sequences",
+            "24",
+            "--out",
+            "ds",
+            "--quiet",
+            "--json",
+            "--no-render",
+            "--tsne-iterations",
+            "300",
+        ],
     ))
     .unwrap();
     assert_eq!(again["heads_extracted"], 0);

@@ -22,7 +22,11 @@ fn check_dataset(dir: &Path, layers: u16, heads: u16, methods: &[ProjectionMetho
     assert!(!tokens.is_empty());
     tokens.validate().expect("token table is consistent");
     let stored = ds.heads().expect("heads listed");
-    assert_eq!(stored.len(), usize::from(layers * heads), "heads on disk: {stored:?}");
+    assert_eq!(
+        stored.len(),
+        usize::from(layers * heads),
+        "heads on disk: {stored:?}"
+    );
     for h in HeadId::all(layers, heads) {
         let head = ds.read_head(h).expect("head reads");
         assert_eq!(head.raw.len(), tokens.len());
@@ -33,7 +37,11 @@ fn check_dataset(dir: &Path, layers: u16, heads: u16, methods: &[ProjectionMetho
         for a in &att {
             for q in 0..a.len() {
                 let sum: f32 = a.weights.row(q).iter().sum();
-                assert!((sum - 1.0).abs() < 1e-4, "{h} seq {} row {q} sums to {sum}", a.seq_id);
+                assert!(
+                    (sum - 1.0).abs() < 1e-4,
+                    "{h} seq {} row {q} sums to {sum}",
+                    a.seq_id
+                );
             }
         }
         for &m in methods {
@@ -41,7 +49,10 @@ fn check_dataset(dir: &Path, layers: u16, heads: u16, methods: &[ProjectionMetho
             assert_eq!(p.coords.shape(), (2 * tokens.len(), usize::from(dims)));
             assert!(p.coords.as_slice().iter().all(|v| v.is_finite()));
             let q = p.quality.expect("quality computed");
-            assert!(q.trustworthiness > 0.5 && q.trustworthiness <= 1.0, "{h} {m}: {q:?}");
+            assert!(
+                q.trustworthiness > 0.5 && q.trustworthiness <= 1.0,
+                "{h} {m}: {q:?}"
+            );
         }
     }
 }
@@ -53,13 +64,33 @@ fn bert_runs_end_to_end_with_figures() {
     let model = fixture_model("bert_tiny");
     let out = attnviz_ok(
         tmp.path(),
-        &["run", "--model", model.to_str().unwrap(), "--corpus", corpus.to_str().unwrap(), "--out", "ds", "--quiet", "--json"],
+        &[
+            "run",
+            "--model",
+            model.to_str().unwrap(),
+            "--corpus",
+            corpus.to_str().unwrap(),
+            "--out",
+            "ds",
+            "--quiet",
+            "--json",
+        ],
     );
     let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(summary["heads"], 12);
     assert_eq!(summary["projections_computed"], 36);
     let ds = tmp.path().join("ds");
-    check_dataset(&ds, 3, 4, &[ProjectionMethod::Tsne, ProjectionMethod::Umap, ProjectionMethod::Pca], 2);
+    check_dataset(
+        &ds,
+        3,
+        4,
+        &[
+            ProjectionMethod::Tsne,
+            ProjectionMethod::Umap,
+            ProjectionMethod::Pca,
+        ],
+        2,
+    );
     for m in ["tsne", "umap", "pca"] {
         let (w, h) = png_size(&ds.join(format!("figures/matrix_{m}_2d.png")));
         assert!(w > 600 && h > 300, "matrix figure {w}x{h}");
@@ -67,12 +98,46 @@ fn bert_runs_end_to_end_with_figures() {
     // Every other view renders from the same dataset.
     let ds_s = ds.to_str().unwrap();
     for (args, file) in [
-        (vec!["--view", "single", "--head", "L1H2", "--select", "3", "--labels", "--size-by-norm"], "single.png"),
-        (vec!["--view", "single", "--head", "L1H2", "--search", "the"], "single.svg"),
-        (vec!["--view", "sentence", "--head", "L2H0", "--seq", "1", "--hide-special"], "sentence.svg"),
-        (vec!["--view", "sentence", "--head", "L2H0", "--aggregate"], "aggregate.png"),
+        (
+            vec![
+                "--view",
+                "single",
+                "--head",
+                "L1H2",
+                "--select",
+                "3",
+                "--labels",
+                "--size-by-norm",
+            ],
+            "single.png",
+        ),
+        (
+            vec!["--view", "single", "--head", "L1H2", "--search", "the"],
+            "single.svg",
+        ),
+        (
+            vec![
+                "--view",
+                "sentence",
+                "--head",
+                "L2H0",
+                "--seq",
+                "1",
+                "--hide-special",
+            ],
+            "sentence.svg",
+        ),
+        (
+            vec!["--view", "sentence", "--head", "L2H0", "--aggregate"],
+            "aggregate.png",
+        ),
         (vec!["--view", "similarity"], "similarity.png"),
-        (vec!["--view", "matrix", "--method", "umap", "--color", "discrete", "--search", "the"], "search.png"),
+        (
+            vec![
+                "--view", "matrix", "--method", "umap", "--color", "discrete", "--search", "the",
+            ],
+            "search.png",
+        ),
     ] {
         let path = tmp.path().join(file);
         let mut full = vec!["render", ds_s, "-o", path.to_str().unwrap()];
@@ -82,7 +147,10 @@ fn bert_runs_end_to_end_with_figures() {
         assert!(len > 1000, "{file} has only {len} bytes");
         if file.ends_with(".svg") {
             let text = std::fs::read_to_string(&path).unwrap();
-            assert!(text.starts_with("<svg") && text.contains("<text"), "{file} is not a labelled SVG");
+            assert!(
+                text.starts_with("<svg") && text.contains("<text"),
+                "{file} is not a labelled SVG"
+            );
         }
     }
     // `info` reads the dataset back.
@@ -98,12 +166,31 @@ fn gpt2_is_causal_end_to_end() {
     let model = fixture_model("gpt2_tiny");
     attnviz_ok(
         tmp.path(),
-        &["run", "--model", model.to_str().unwrap(), "--corpus", corpus.to_str().unwrap(), "--out", "ds", "--quiet", "--methods", "pca,tsne", "--dims", "3"],
+        &[
+            "run",
+            "--model",
+            model.to_str().unwrap(),
+            "--corpus",
+            corpus.to_str().unwrap(),
+            "--out",
+            "ds",
+            "--quiet",
+            "--methods",
+            "pca,tsne",
+            "--dims",
+            "3",
+        ],
     );
     let ds_dir = tmp.path().join("ds");
     let ds = Dataset::open(&ds_dir).unwrap();
     let cfg = &ds.meta().model;
-    check_dataset(&ds_dir, cfg.num_layers, cfg.num_heads, &[ProjectionMethod::Pca, ProjectionMethod::Tsne], 3);
+    check_dataset(
+        &ds_dir,
+        cfg.num_layers,
+        cfg.num_heads,
+        &[ProjectionMethod::Pca, ProjectionMethod::Tsne],
+        3,
+    );
     // Causal: no attention above the diagonal.
     for a in ds.read_attention(HeadId::new(0, 0)).unwrap() {
         for q in 0..a.len() {
@@ -122,26 +209,69 @@ fn vit_runs_on_synthetic_and_folder_images() {
         let model = fixture_model(fixture);
         attnviz_ok(
             tmp.path(),
-            &["run", "--model", model.to_str().unwrap(), "--max-sequences", "3", "--out", "ds", "--quiet", "--methods", "umap,pca"],
+            &[
+                "run",
+                "--model",
+                model.to_str().unwrap(),
+                "--max-sequences",
+                "3",
+                "--out",
+                "ds",
+                "--quiet",
+                "--methods",
+                "umap,pca",
+            ],
         );
         let ds_dir = tmp.path().join("ds");
         let ds = Dataset::open(&ds_dir).unwrap();
         let cfg = ds.meta().model.clone();
         let tokens = ds.read_tokens().unwrap();
         let side = cfg.image.unwrap().grid_side() as usize;
-        assert_eq!(tokens.len(), 3 * (side * side + 1), "{fixture}: CLS + patches per image");
+        assert_eq!(
+            tokens.len(),
+            3 * (side * side + 1),
+            "{fixture}: CLS + patches per image"
+        );
         assert_eq!(tokens.tokens.iter().filter(|t| t.is_cls).count(), 3);
-        check_dataset(&ds_dir, cfg.num_layers, cfg.num_heads, &[ProjectionMethod::Umap, ProjectionMethod::Pca], 2);
+        check_dataset(
+            &ds_dir,
+            cfg.num_layers,
+            cfg.num_heads,
+            &[ProjectionMethod::Umap, ProjectionMethod::Pca],
+            2,
+        );
         let img = tmp.path().join("image.png");
         attnviz_ok(
             tmp.path(),
-            &["render", "ds", "--view", "image", "--method", "pca", "--head", "L1H1", "--seq", "2", "-o", img.to_str().unwrap()],
+            &[
+                "render",
+                "ds",
+                "--view",
+                "image",
+                "--method",
+                "pca",
+                "--head",
+                "L1H1",
+                "--seq",
+                "2",
+                "-o",
+                img.to_str().unwrap(),
+            ],
         );
         assert!(png_size(&img).0 >= 600);
         let colored = tmp.path().join("patch.png");
         attnviz_ok(
             tmp.path(),
-            &["render", "ds", "--method", "umap", "--color", "patch-row", "-o", colored.to_str().unwrap()],
+            &[
+                "render",
+                "ds",
+                "--method",
+                "umap",
+                "--color",
+                "patch-row",
+                "-o",
+                colored.to_str().unwrap(),
+            ],
         );
         assert!(png_size(&colored).0 > 600);
     }
@@ -152,7 +282,19 @@ fn interrupted_run_resumes_without_recomputing_finished_heads() {
     let tmp = tempfile::tempdir().unwrap();
     let corpus = write_corpus(tmp.path(), SENTENCES);
     let model = fixture_model("bert_tiny");
-    let base = ["run", "--model", model.to_str().unwrap(), "--corpus", corpus.to_str().unwrap(), "--out", "ds", "--quiet", "--no-render", "--methods", "tsne,pca"];
+    let base = [
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        "ds",
+        "--quiet",
+        "--no-render",
+        "--methods",
+        "tsne,pca",
+    ];
     attnviz_ok(tmp.path(), &base);
     let ds = tmp.path().join("ds");
     // Simulate a crash part-way: one head never written, one head's projection missing.
@@ -172,8 +314,17 @@ fn interrupted_run_resumes_without_recomputing_finished_heads() {
         assert_eq!(after.get(path), Some(t), "{} was rewritten", path.display());
     }
     assert!(ds.join("heads/L02H03/projections/pca_2d.parquet").is_file());
-    assert!(ds.join("heads/L00H01/projections/tsne_2d.parquet").is_file());
-    check_dataset(&ds, 3, 4, &[ProjectionMethod::Tsne, ProjectionMethod::Pca], 2);
+    assert!(
+        ds.join("heads/L00H01/projections/tsne_2d.parquet")
+            .is_file()
+    );
+    check_dataset(
+        &ds,
+        3,
+        4,
+        &[ProjectionMethod::Tsne, ProjectionMethod::Pca],
+        2,
+    );
 }
 
 #[test]
@@ -181,21 +332,51 @@ fn two_shards_equal_one_run() {
     let tmp = tempfile::tempdir().unwrap();
     let corpus = write_corpus(tmp.path(), SENTENCES);
     let model = fixture_model("bert_tiny");
-    let common = ["run", "--model", model.to_str().unwrap(), "--corpus", corpus.to_str().unwrap(), "--quiet", "--no-render", "--methods", "tsne,umap"];
+    let common = [
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--quiet",
+        "--no-render",
+        "--methods",
+        "tsne,umap",
+    ];
     attnviz_ok(tmp.path(), &[&common[..], &["--out", "whole"]].concat());
-    attnviz_ok(tmp.path(), &[&common[..], &["--out", "sharded", "--shard", "0/2"]].concat());
-    let half = Dataset::open(tmp.path().join("sharded")).unwrap().heads().unwrap();
+    attnviz_ok(
+        tmp.path(),
+        &[&common[..], &["--out", "sharded", "--shard", "0/2"]].concat(),
+    );
+    let half = Dataset::open(tmp.path().join("sharded"))
+        .unwrap()
+        .heads()
+        .unwrap();
     assert_eq!(half.len(), 6, "shard 0/2 holds half the heads: {half:?}");
-    attnviz_ok(tmp.path(), &[&common[..], &["--out", "sharded", "--shard", "1/2"]].concat());
+    attnviz_ok(
+        tmp.path(),
+        &[&common[..], &["--out", "sharded", "--shard", "1/2"]].concat(),
+    );
     let whole = Dataset::open(tmp.path().join("whole")).unwrap();
     let sharded = Dataset::open(tmp.path().join("sharded")).unwrap();
     assert_eq!(whole.heads().unwrap(), sharded.heads().unwrap());
     assert_eq!(whole.read_tokens().unwrap(), sharded.read_tokens().unwrap());
     for h in whole.heads().unwrap() {
-        assert_eq!(whole.read_head(h).unwrap(), sharded.read_head(h).unwrap(), "{h} vectors");
-        assert_eq!(whole.read_attention(h).unwrap(), sharded.read_attention(h).unwrap(), "{h} attention");
+        assert_eq!(
+            whole.read_head(h).unwrap(),
+            sharded.read_head(h).unwrap(),
+            "{h} vectors"
+        );
+        assert_eq!(
+            whole.read_attention(h).unwrap(),
+            sharded.read_attention(h).unwrap(),
+            "{h} attention"
+        );
         for m in [ProjectionMethod::Tsne, ProjectionMethod::Umap] {
-            let (a, b) = (whole.read_projection(h, m, 2).unwrap(), sharded.read_projection(h, m, 2).unwrap());
+            let (a, b) = (
+                whole.read_projection(h, m, 2).unwrap(),
+                sharded.read_projection(h, m, 2).unwrap(),
+            );
             assert_eq!(a.coords, b.coords, "{h} {m} coordinates differ");
         }
     }
@@ -208,28 +389,117 @@ fn bad_input_is_a_clear_error_and_leaves_no_dataset() {
     let m = model.to_str().unwrap();
     let corpus = write_corpus(tmp.path(), SENTENCES);
     let c = corpus.to_str().unwrap();
-    attnviz_fails(tmp.path(), &["run", "--model", "no/such/model", "--out", "ds"], &["no/such/model"]);
+    attnviz_fails(
+        tmp.path(),
+        &["run", "--model", "no/such/model", "--out", "ds"],
+        &["no/such/model"],
+    );
     let csv = tmp.path().join("corpus.csv");
     std::fs::write(&csv, "a,b\n").unwrap();
-    attnviz_fails(tmp.path(), &["run", "--model", m, "--corpus", csv.to_str().unwrap(), "--out", "ds"], &["corpus.csv"]);
+    attnviz_fails(
+        tmp.path(),
+        &[
+            "run",
+            "--model",
+            m,
+            "--corpus",
+            csv.to_str().unwrap(),
+            "--out",
+            "ds",
+        ],
+        &["corpus.csv"],
+    );
     let empty = tmp.path().join("empty.txt");
     std::fs::write(&empty, "\n\n").unwrap();
-    attnviz_fails(tmp.path(), &["run", "--model", m, "--corpus", empty.to_str().unwrap(), "--out", "ds"], &["empty.txt"]);
-    attnviz_fails(tmp.path(), &["run", "--model", m, "--corpus", c, "--no-such-flag"], &["--no-such-flag"]);
-    attnviz_fails(tmp.path(), &["run", "--model", m, "--corpus", c, "--dims", "4", "--out", "ds"], &["--dims"]);
-    attnviz_fails(tmp.path(), &["run", "--model", m, "--corpus", c, "--layers", "7", "--out", "ds"], &["--layers"]);
+    attnviz_fails(
+        tmp.path(),
+        &[
+            "run",
+            "--model",
+            m,
+            "--corpus",
+            empty.to_str().unwrap(),
+            "--out",
+            "ds",
+        ],
+        &["empty.txt"],
+    );
+    attnviz_fails(
+        tmp.path(),
+        &["run", "--model", m, "--corpus", c, "--no-such-flag"],
+        &["--no-such-flag"],
+    );
+    attnviz_fails(
+        tmp.path(),
+        &[
+            "run", "--model", m, "--corpus", c, "--dims", "4", "--out", "ds",
+        ],
+        &["--dims"],
+    );
+    attnviz_fails(
+        tmp.path(),
+        &[
+            "run", "--model", m, "--corpus", c, "--layers", "7", "--out", "ds",
+        ],
+        &["--layers"],
+    );
     // A folder that is not a model.
-    attnviz_fails(tmp.path(), &["run", "--model", tmp.path().to_str().unwrap(), "--corpus", c, "--out", "ds"], &["config.json"]);
+    attnviz_fails(
+        tmp.path(),
+        &[
+            "run",
+            "--model",
+            tmp.path().to_str().unwrap(),
+            "--corpus",
+            c,
+            "--out",
+            "ds",
+        ],
+        &["config.json"],
+    );
     // An image folder with a stray text file, for a ViT.
     let images = tmp.path().join("images");
     std::fs::create_dir(&images).unwrap();
-    image::RgbImage::from_pixel(8, 8, image::Rgb([200, 10, 10])).save(images.join("a.png")).unwrap();
+    image::RgbImage::from_pixel(8, 8, image::Rgb([200, 10, 10]))
+        .save(images.join("a.png"))
+        .unwrap();
     std::fs::write(images.join("notes.txt"), "not an image").unwrap();
     let vit = fixture_model("vit16_tiny");
-    attnviz_fails(tmp.path(), &["run", "--model", vit.to_str().unwrap(), "--corpus", images.to_str().unwrap(), "--out", "ds"], &["notes.txt"]);
+    attnviz_fails(
+        tmp.path(),
+        &[
+            "run",
+            "--model",
+            vit.to_str().unwrap(),
+            "--corpus",
+            images.to_str().unwrap(),
+            "--out",
+            "ds",
+        ],
+        &["notes.txt"],
+    );
     // A text corpus for an image model.
-    attnviz_fails(tmp.path(), &["run", "--model", vit.to_str().unwrap(), "--corpus", c, "--out", "ds"], &["vision model"]);
-    assert!(!tmp.path().join("ds").exists(), "a failed run left a dataset behind");
+    attnviz_fails(
+        tmp.path(),
+        &[
+            "run",
+            "--model",
+            vit.to_str().unwrap(),
+            "--corpus",
+            c,
+            "--out",
+            "ds",
+        ],
+        &["vision model"],
+    );
+    assert!(
+        !tmp.path().join("ds").exists(),
+        "a failed run left a dataset behind"
+    );
     // Rendering a directory that is no dataset.
-    attnviz_fails(tmp.path(), &["render", tmp.path().to_str().unwrap()], &["meta.json"]);
+    attnviz_fails(
+        tmp.path(),
+        &["render", tmp.path().to_str().unwrap()],
+        &["meta.json"],
+    );
 }

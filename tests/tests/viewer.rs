@@ -15,8 +15,8 @@ use std::process::{Child, Command, Stdio};
 
 use attn_store::Dataset;
 use attn_types::{
-    Architecture, DATA_MODEL_VERSION, DatasetMeta, HeadId, HeadProjection, HeadVectors, Matrix, Metric,
-    ModelInfo, ProjectionMethod, ProjectionSpec, RunInfo, TokenMeta, TokenTable,
+    Architecture, DATA_MODEL_VERSION, DatasetMeta, HeadId, HeadProjection, HeadVectors, Matrix,
+    Metric, ModelInfo, ProjectionMethod, ProjectionSpec, RunInfo, TokenMeta, TokenTable,
 };
 use attnviz_tests::{attnviz_bin, attnviz_ok, fixture_model, repo_root};
 
@@ -41,7 +41,9 @@ impl Server {
             .spawn()
             .expect("attnviz serve starts");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let url = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
@@ -51,18 +53,32 @@ impl Server {
     }
 
     fn addr(&self) -> String {
-        self.url.trim_start_matches("http://").trim_end_matches('/').to_string()
+        self.url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string()
     }
 
     /// A raw GET (no client-side path normalization), returning status and body.
     fn get(&self, path: &str) -> (u16, String) {
         let mut s = TcpStream::connect(self.addr()).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).unwrap();
         let text = String::from_utf8_lossy(&raw).into_owned();
-        let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         (status, body)
     }
 }
@@ -80,14 +96,31 @@ fn bert_dataset(dir: &Path) -> PathBuf {
     let model = fixture_model("bert_tiny");
     attnviz_ok(
         dir,
-        &["run", "--model", model.to_str().unwrap(), "--corpus", corpus.to_str().unwrap(), "--out", "ds", "--quiet", "--methods", "tsne,pca", "--no-render"],
+        &[
+            "run",
+            "--model",
+            model.to_str().unwrap(),
+            "--corpus",
+            corpus.to_str().unwrap(),
+            "--out",
+            "ds",
+            "--quiet",
+            "--methods",
+            "tsne,pca",
+            "--no-render",
+        ],
     );
     dir.join("ds")
 }
 
 fn screenshots(name: &str) -> PathBuf {
     let bin = attnviz_bin();
-    bin.parent().unwrap().parent().unwrap().join("viewer-screenshots").join(name)
+    bin.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("viewer-screenshots")
+        .join(name)
 }
 
 /// Runs the browser driver; panics with its error (and where the screenshots are) unless it succeeded.
@@ -98,7 +131,10 @@ fn browser(mode: &str, url: &str, shots: &Path, extra: &[&str]) -> serde_json::V
         "tests/browser/node_modules is missing: run `bash scripts/test.sh` (it runs `npm ci` there and installs chromium)"
     );
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(Path::new(&chromium).is_file(), "{chromium} is missing: `apt-get install chromium` (scripts/test.sh does)");
+    assert!(
+        Path::new(&chromium).is_file(),
+        "{chromium} is missing: `apt-get install chromium` (scripts/test.sh does)"
+    );
     let out = Command::new("node")
         .current_dir(&dir)
         .arg("viewer.mjs")
@@ -107,17 +143,36 @@ fn browser(mode: &str, url: &str, shots: &Path, extra: &[&str]) -> serde_json::V
         .output()
         .expect("node runs (install Node.js)");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| {
-        panic!("browser driver printed no JSON ({e}); stdout: {stdout}; stderr: {}", String::from_utf8_lossy(&out.stderr))
-    });
-    assert_eq!(result["ok"], true, "browser run failed (screenshots in {}): {}", shots.display(), result["error"]);
-    assert_eq!(result["pageErrors"], serde_json::json!([]), "the page logged errors");
+    let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| {
+            panic!(
+                "browser driver printed no JSON ({e}); stdout: {stdout}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert_eq!(
+        result["ok"],
+        true,
+        "browser run failed (screenshots in {}): {}",
+        shots.display(),
+        result["error"]
+    );
+    assert_eq!(
+        result["pageErrors"],
+        serde_json::json!([]),
+        "the page logged errors"
+    );
     result
 }
 
 /// The attention weight `a[q][k]` of one sequence of a head, from the stored dataset.
 fn attention(ds: &Dataset, head: HeadId, seq: u32) -> Matrix {
-    ds.read_attention(head).unwrap().into_iter().find(|s| s.seq_id == seq).unwrap().weights
+    ds.read_attention(head)
+        .unwrap()
+        .into_iter()
+        .find(|s| s.seq_id == seq)
+        .unwrap()
+        .weights
 }
 
 #[test]
@@ -126,12 +181,20 @@ fn server_serves_only_the_page_api_and_dataset_files() {
     let ds = bert_dataset(tmp.path());
     std::fs::write(tmp.path().join("secret.txt"), "not yours").unwrap();
     let server = Server::start(&ds);
-    assert!(server.url.starts_with("http://127.0.0.1:"), "binds loopback by default: {}", server.url);
+    assert!(
+        server.url.starts_with("http://127.0.0.1:"),
+        "binds loopback by default: {}",
+        server.url
+    );
 
     let (status, page) = server.get("/");
     assert_eq!(status, 200);
     assert!(page.contains("<canvas id=\"matrix-canvas\""));
-    assert_eq!(server.get("/files/meta.json").0, 200, "dataset files are served");
+    assert_eq!(
+        server.get("/files/meta.json").0,
+        200,
+        "dataset files are served"
+    );
     for path in [
         "/files/../secret.txt",
         "/files/%2e%2e/secret.txt",
@@ -171,8 +234,15 @@ fn missing_or_corrupt_dataset_is_reported_not_a_crash() {
     let server = Server::start(&missing);
     let (status, body) = server.get("/api/meta");
     assert_eq!(status, 503);
-    assert!(body.contains("cannot open dataset") && body.contains("no-such-dataset"), "{body}");
-    assert_eq!(server.get("/").0, 200, "the page is still served, to show the error");
+    assert!(
+        body.contains("cannot open dataset") && body.contains("no-such-dataset"),
+        "{body}"
+    );
+    assert_eq!(
+        server.get("/").0,
+        200,
+        "the page is still served, to show the error"
+    );
     drop(server);
 
     let corrupt = tmp.path().join("corrupt");
@@ -191,7 +261,11 @@ fn missing_or_corrupt_dataset_is_reported_not_a_crash() {
     let (status, body) = server.get("/api/meta");
     assert_eq!(status, 400);
     assert!(body.contains("tokens.parquet"), "{body}");
-    assert_eq!(server.get("/api/meta").0, 400, "the server still answers after a failed request");
+    assert_eq!(
+        server.get("/api/meta").0,
+        400,
+        "the server still answers after a failed request"
+    );
 }
 
 #[test]
@@ -210,27 +284,48 @@ fn browser_matrix_single_search_and_sentence_views_work() {
     // Every Matrix cell drew its points.
     assert_eq!(r["cells"], 12);
     for (i, ink) in r["cell_ink"].as_array().unwrap().iter().enumerate() {
-        assert!(ink.as_u64().unwrap() > 20, "cell {i} drew almost nothing ({ink} pixels)");
+        assert!(
+            ink.as_u64().unwrap() > 20,
+            "cell {i} drew almost nothing ({ink} pixels)"
+        );
     }
     assert_eq!(r["projections"], serde_json::json!(["pca:2", "tsne:2"]));
     for (i, ink) in r["pca_cell_ink"].as_array().unwrap().iter().enumerate() {
-        assert!(ink.as_u64().unwrap() > 20, "PCA cell {i} drew almost nothing ({ink} pixels)");
+        assert!(
+            ink.as_u64().unwrap() > 20,
+            "PCA cell {i} drew almost nothing ({ink} pixels)"
+        );
     }
     // The search count is what the dataset holds: every token whose text contains "the".
     let expected = tokens
         .tokens
         .iter()
-        .filter(|t| attn_viz_core::display_text(&t.text).to_lowercase().contains("the"))
+        .filter(|t| {
+            attn_viz_core::display_text(&t.text)
+                .to_lowercase()
+                .contains("the")
+        })
         .count();
     assert!(expected > 5);
     assert_eq!(r["search_matched_tokens"], expected);
     assert_eq!(r["search_label"], format!("{expected} tokens match"));
     for m in r["search_points_per_cell"].as_array().unwrap() {
-        assert_eq!(m.as_u64().unwrap() as usize, 2 * expected, "a query and a key point per match");
+        assert_eq!(
+            m.as_u64().unwrap() as usize,
+            2 * expected,
+            "a query and a key point per match"
+        );
     }
     // A click on a cell opened that head.
     let head_name = r["clicked_head"].as_str().unwrap();
-    assert!(r["single_title"].as_str().unwrap().starts_with(&format!("{head_name} ")), "{}", r["single_title"]);
+    assert!(
+        r["single_title"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{head_name} ")),
+        "{}",
+        r["single_title"]
+    );
     assert_eq!(r["single_points"].as_u64().unwrap() as usize, 2 * n);
     assert!(r["single_ink"].as_u64().unwrap() > 20);
     // A click on a query point selected it and drew its top-2 attention lines, with the stored weights.
@@ -249,7 +344,10 @@ fn browser_matrix_single_search_and_sentence_views_work() {
     assert!(!lines.is_empty() && lines.len() <= 2);
     for (line, want) in lines.iter().zip(&row) {
         let got = line["weight"].as_f64().unwrap() as f32;
-        assert!((got - want).abs() < 1e-5, "line weight {got}, attention {want}");
+        assert!(
+            (got - want).abs() < 1e-5,
+            "line weight {got}, attention {want}"
+        );
     }
     // The Sentence View opened on that sentence with [CLS]/[SEP] hidden and every visible row
     // renormalized: w = a / (1 - hidden mass).
@@ -263,28 +361,65 @@ fn browser_matrix_single_search_and_sentence_views_work() {
     assert!(edges.len() >= 10);
     let mut sums: BTreeMap<u64, f64> = BTreeMap::new();
     for e in edges {
-        let (q, k, w) = (e["q"].as_u64().unwrap(), e["k"].as_u64().unwrap(), e["w"].as_f64().unwrap());
-        assert!(q != 0 && k != 0 && q != u64::from(last) && k != u64::from(last), "edge to a hidden token");
+        let (q, k, w) = (
+            e["q"].as_u64().unwrap(),
+            e["k"].as_u64().unwrap(),
+            e["w"].as_f64().unwrap(),
+        );
+        assert!(
+            q != 0 && k != 0 && q != u64::from(last) && k != u64::from(last),
+            "edge to a hidden token"
+        );
         let row = a.row(q as usize);
         let expected = row[k as usize] / (1.0 - row[0] - row[last as usize]);
-        assert!((w as f32 - expected).abs() < 1e-5, "edge {q}->{k}: {w} vs renormalized {expected}");
+        assert!(
+            (w as f32 - expected).abs() < 1e-5,
+            "edge {q}->{k}: {w} vs renormalized {expected}"
+        );
         *sums.entry(q).or_default() += w;
     }
     for (q, sum) in sums {
         assert!((sum - 1.0).abs() < 1e-4, "visible row {q} sums to {sum}");
     }
-    assert!(r["resized_single_ink"].as_u64().unwrap() > 20, "drawn again after a resize");
+    assert!(
+        r["resized_single_ink"].as_u64().unwrap() > 20,
+        "drawn again after a resize"
+    );
     // The URL alone restores the view.
     assert_eq!(r["restored"]["title"], r["single_title"]);
     assert_eq!(r["restored"]["selected"], r["selected"]);
-    assert!(r["hash"].as_str().unwrap().contains(&format!("head={head_name}")));
+    assert!(
+        r["hash"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("head={head_name}"))
+    );
     let next = format!("L{}H{} ", head.layer, head.head + 1);
-    assert!(r["after_arrow"].as_str().unwrap().starts_with(&next), "ArrowRight opens the next head: {}", r["after_arrow"]);
+    assert!(
+        r["after_arrow"].as_str().unwrap().starts_with(&next),
+        "ArrowRight opens the next head: {}",
+        r["after_arrow"]
+    );
     assert_eq!(r["similarity_heads"], 12);
     let clicked = r["similarity_clicked"].as_str().unwrap();
-    assert!(r["similarity_opened"].as_str().unwrap().starts_with(&format!("{clicked} ")), "a click on a head opens it");
-    for shot in ["matrix", "search", "single", "single_selected", "similarity"] {
-        assert!(shots.join(format!("{shot}.png")).is_file(), "screenshot {shot}");
+    assert!(
+        r["similarity_opened"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{clicked} ")),
+        "a click on a head opens it"
+    );
+    for shot in [
+        "matrix",
+        "search",
+        "single",
+        "single_selected",
+        "similarity",
+    ] {
+        assert!(
+            shots.join(format!("{shot}.png")).is_file(),
+            "screenshot {shot}"
+        );
     }
 }
 
@@ -295,17 +430,38 @@ fn browser_image_view_follows_clicks_on_patches() {
     let model = fixture_model("vit16_tiny");
     attnviz_ok(
         tmp.path(),
-        &["run", "--model", model.to_str().unwrap(), "--max-sequences", "2", "--out", "vds", "--quiet", "--methods", "pca", "--no-render"],
+        &[
+            "run",
+            "--model",
+            model.to_str().unwrap(),
+            "--max-sequences",
+            "2",
+            "--out",
+            "vds",
+            "--quiet",
+            "--methods",
+            "pca",
+            "--no-render",
+        ],
     );
     let ds = Dataset::open(tmp.path().join("vds")).unwrap();
     let side = ds.meta().model.image.unwrap().grid_side() as usize;
     let tokens = ds.read_tokens().unwrap();
     let server = Server::start(&tmp.path().join("vds"));
     let r = browser("image", &server.url, &screenshots("vit16_tiny"), &[]);
-    assert!(r["image_ink"].as_u64().unwrap() > 1000, "the picture is drawn");
+    assert!(
+        r["image_ink"].as_u64().unwrap() > 1000,
+        "the picture is drawn"
+    );
     let head = HeadId::new(1, 1);
-    for (view, row, col) in [(&r["default_image"], side / 2, side / 2), (&r["clicked_image"], 0, 0)] {
-        assert_eq!(view["selected"]["patch"], serde_json::json!({ "row": row, "col": col }));
+    for (view, row, col) in [
+        (&r["default_image"], side / 2, side / 2),
+        (&r["clicked_image"], 0, 0),
+    ] {
+        assert_eq!(
+            view["selected"]["patch"],
+            serde_json::json!({ "row": row, "col": col })
+        );
         let heat = view["heatmap"].as_array().unwrap();
         assert_eq!(heat.len(), side * side, "one heat cell per patch");
         // The heat of each patch is the selected query's attention to it, as stored.
@@ -313,7 +469,11 @@ fn browser_image_view_follows_clicks_on_patches() {
         let token = tokens
             .tokens
             .iter()
-            .find(|t| t.seq_id == seq && t.patch.is_some_and(|p| usize::from(p.row) == row && usize::from(p.col) == col))
+            .find(|t| {
+                t.seq_id == seq
+                    && t.patch
+                        .is_some_and(|p| usize::from(p.row) == row && usize::from(p.col) == col)
+            })
             .unwrap();
         let a = attention(&ds, head, seq);
         for cell in heat {
@@ -330,14 +490,25 @@ fn browser_without_webgl_draws_on_the_cpu() {
     let tmp = tempfile::tempdir().unwrap();
     let ds = bert_dataset(tmp.path());
     let server = Server::start(&ds);
-    let r = browser("interact-nowebgl", &server.url, &screenshots("bert_tiny_nowebgl"), &["the"]);
+    let r = browser(
+        "interact-nowebgl",
+        &server.url,
+        &screenshots("bert_tiny_nowebgl"),
+        &["the"],
+    );
     assert_eq!(r["renderer"], "canvas2d");
     assert_eq!(r["cells"], 12);
     for (i, ink) in r["cell_ink"].as_array().unwrap().iter().enumerate() {
-        assert!(ink.as_u64().unwrap() > 20, "cell {i} drew almost nothing ({ink} pixels)");
+        assert!(
+            ink.as_u64().unwrap() > 20,
+            "cell {i} drew almost nothing ({ink} pixels)"
+        );
     }
     assert!(r["single_ink"].as_u64().unwrap() > 20);
-    assert_eq!(r["selected"]["role"], "query", "points are picked the same way");
+    assert_eq!(
+        r["selected"]["role"], "query",
+        "points are picked the same way"
+    );
 }
 
 #[test]
@@ -347,7 +518,10 @@ fn browser_shows_a_clear_page_for_a_missing_dataset() {
     let server = Server::start(&tmp.path().join("gone"));
     let r = browser("error", &server.url, &screenshots("missing"), &[]);
     let notice = r["notice"].as_str().unwrap();
-    assert!(notice.contains("cannot open dataset") && notice.contains("gone"), "{notice}");
+    assert!(
+        notice.contains("cannot open dataset") && notice.contains("gone"),
+        "{notice}"
+    );
 }
 
 #[test]
@@ -356,19 +530,46 @@ fn exported_html_works_offline() {
     let tmp = tempfile::tempdir().unwrap();
     let ds = bert_dataset(tmp.path());
     let file = tmp.path().join("viewer.html");
-    attnviz_ok(tmp.path(), &["export-html", ds.to_str().unwrap(), "-o", file.to_str().unwrap(), "--projection", "tsne:2", "--sequences", "2"]);
+    attnviz_ok(
+        tmp.path(),
+        &[
+            "export-html",
+            ds.to_str().unwrap(),
+            "-o",
+            file.to_str().unwrap(),
+            "--projection",
+            "tsne:2",
+            "--sequences",
+            "2",
+        ],
+    );
     let html = std::fs::read_to_string(&file).unwrap();
-    assert!(html.contains("attnviz-embed") && !html.contains("src=\"app.js\""), "self-contained");
+    assert!(
+        html.contains("attnviz-embed") && !html.contains("src=\"app.js\""),
+        "self-contained"
+    );
     let url = format!("file://{}", file.display());
     let r = browser("offline", &url, &screenshots("export"), &[]);
     assert_eq!(r["cells"], 12);
-    assert!(r["cell_ink"].as_array().unwrap().iter().all(|v| v.as_u64().unwrap() > 20));
-    assert_eq!(r["search_disabled"], true, "search needs the server, and says so");
+    assert!(
+        r["cell_ink"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v.as_u64().unwrap() > 20)
+    );
+    assert_eq!(
+        r["search_disabled"], true,
+        "search needs the server, and says so"
+    );
     assert!(r["notice"].as_str().unwrap().contains("attnviz serve"));
     let head = r["clicked_head"].as_str().unwrap();
     assert!(r["single_title"].as_str().unwrap().starts_with(head));
     assert!(r["sentence_edges"].as_u64().unwrap() > 5);
-    assert_eq!(r["sequence_choices"], 2, "only the embedded sequences are offered");
+    assert_eq!(
+        r["sequence_choices"], 2,
+        "only the embedded sequences are offered"
+    );
 }
 
 /// A synthetic dataset of `layers x heads` heads with `n` tokens each (random 2D t-SNE-like layouts; no
@@ -416,15 +617,34 @@ fn synthetic_dataset(dir: &Path, layers: u16, heads: u16, n: usize) {
     ds.write_tokens(&tokens).unwrap();
     let mut state = 0x9e3779b97f4a7c15u64;
     let mut rand = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (state >> 40) as f32 / (1u64 << 24) as f32
     };
     for head in HeadId::all(layers, heads) {
-        let mut m = |rows: usize, cols: usize| Matrix::from_vec(rows, cols, (0..rows * cols).map(|_| rand()).collect()).unwrap();
-        ds.write_head(&HeadVectors::new(head, m(n, 4), m(n, 4)).unwrap(), None).unwrap();
+        let mut m = |rows: usize, cols: usize| {
+            Matrix::from_vec(rows, cols, (0..rows * cols).map(|_| rand()).collect()).unwrap()
+        };
+        ds.write_head(&HeadVectors::new(head, m(n, 4), m(n, 4)).unwrap(), None)
+            .unwrap();
         let coords = m(2 * n, 2);
-        let spec = ProjectionSpec { method: ProjectionMethod::Tsne, dims: 2, metric: Metric::Cosine, seed: 0, params: BTreeMap::new() };
-        ds.write_projection(&HeadProjection { head, spec, coords, objective: None, quality: None }).unwrap();
+        let spec = ProjectionSpec {
+            method: ProjectionMethod::Tsne,
+            dims: 2,
+            metric: Metric::Cosine,
+            seed: 0,
+            params: BTreeMap::new(),
+        };
+        ds.write_projection(&HeadProjection {
+            head,
+            spec,
+            coords,
+            objective: None,
+            quality: None,
+            fidelity: None,
+        })
+        .unwrap();
     }
 }
 
@@ -439,5 +659,8 @@ fn browser_loads_144_heads_of_10k_points() {
     assert_eq!(r["cells"], 144);
     assert_eq!(r["points"], 144 * 20_000);
     // Recorded, not asserted: the README quotes it.
-    eprintln!("viewer: 144 heads x 10k tokens (2.88M points) drawn {} ms after navigation; stages {}", r["load_ms"], r["loads"]);
+    eprintln!(
+        "viewer: 144 heads x 10k tokens (2.88M points) drawn {} ms after navigation; stages {}",
+        r["load_ms"], r["loads"]
+    );
 }

@@ -157,3 +157,60 @@ pub(crate) fn symmetrize(graph: &KnnGraph, k: usize, cond: &[f32]) -> SparseP {
         vals: out_vals,
     }
 }
+
+/// `(1 - w) P + w P_att`, with `P_att` the symmetric attention graph of `edges` normalized to sum
+/// 1 (each edge's weight on both of its entries, divided by twice the sum of all weights). Both
+/// inputs have sorted rows; each output row is their merge, summed in f64 and rounded once, so the
+/// result does not depend on threads.
+pub(crate) fn mix_attention(p: &SparseP, edges: &crate::AttentionEdges, w: f64) -> SparseP {
+    let n = p.offsets.len() - 1;
+    let total: f64 = edges.joint_edges().map(|(_, _, a)| a as f64).sum();
+    let (a_off, a_cols, a_vals) = edges.symmetric_csr(w / (2.0 * total));
+    let keep = 1.0 - w;
+    let rows: Vec<(Vec<u32>, Vec<f32>)> = (0..n)
+        .into_par_iter()
+        .with_min_len(CHUNK)
+        .map(|i| {
+            let (pc, pv) = p.row(i);
+            let (ac, av) = (
+                &a_cols[a_off[i]..a_off[i + 1]],
+                &a_vals[a_off[i]..a_off[i + 1]],
+            );
+            let mut c = Vec::with_capacity(pc.len() + ac.len());
+            let mut v = Vec::with_capacity(pc.len() + ac.len());
+            let (mut s, mut t) = (0, 0);
+            while s < pc.len() || t < ac.len() {
+                let next_p = pc.get(s).copied().unwrap_or(u32::MAX);
+                let next_a = ac.get(t).copied().unwrap_or(u32::MAX);
+                let mut x = 0f64;
+                let j = next_p.min(next_a);
+                if next_p == j {
+                    x += keep * pv[s] as f64;
+                    s += 1;
+                }
+                if next_a == j {
+                    x += av[t];
+                    t += 1;
+                }
+                c.push(j);
+                v.push(x as f32);
+            }
+            (c, v)
+        })
+        .collect();
+    let mut offsets = Vec::with_capacity(n + 1);
+    offsets.push(0);
+    let total_len = rows.iter().map(|r| r.0.len()).sum();
+    let mut cols = Vec::with_capacity(total_len);
+    let mut vals = Vec::with_capacity(total_len);
+    for (c, v) in rows {
+        cols.extend_from_slice(&c);
+        vals.extend_from_slice(&v);
+        offsets.push(cols.len());
+    }
+    SparseP {
+        offsets,
+        cols,
+        vals,
+    }
+}

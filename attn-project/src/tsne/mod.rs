@@ -29,7 +29,7 @@ use rayon::prelude::*;
 
 use crate::pca::principal_axes;
 use crate::util::{check_data, prepare_rows};
-use crate::{Embedding, KnnGraph, ProjectError, knn};
+use crate::{AttentionEdges, Embedding, KnnGraph, ProjectError, knn};
 
 /// How the repulsive forces are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -93,6 +93,7 @@ impl Tsne {
             theta: 0.5,
             repulsion: Repulsion::Auto,
             init: TsneInit::Pca,
+            attention_weight: 0.0,
         })
     }
 }
@@ -110,6 +111,7 @@ struct Settings {
     theta: f32,
     repulsion: Repulsion,
     init: TsneInit,
+    attention_weight: f32,
 }
 
 /// Unchecked t-SNE parameters; see [`Tsne::params`] for the defaults.
@@ -179,6 +181,15 @@ impl TsneParams {
         self
     }
 
+    /// Share `w` in `[0, 1)` of the attention graph in the joint affinities of the
+    /// attention-aware fits ([`TsneValidParams::fit_knn_with_attention`]):
+    /// `P = (1 - w) P_knn + w P_att` (see [`crate::attention`]). 0 (the default) is plain t-SNE;
+    /// the plain fits ignore it.
+    pub fn attention_weight(mut self, w: f32) -> Self {
+        self.0.attention_weight = w;
+        self
+    }
+
     /// Validates the parameters.
     pub fn check(self) -> Result<TsneValidParams, ProjectError> {
         let s = &self.0;
@@ -219,6 +230,12 @@ impl TsneParams {
         if !(s.theta.is_finite() && s.theta >= 0.0) {
             return err("theta", format!("must be finite and >= 0, got {}", s.theta));
         }
+        if !(s.attention_weight.is_finite() && (0.0..1.0).contains(&s.attention_weight)) {
+            return err(
+                "attention_weight",
+                format!("must be in [0, 1), got {}", s.attention_weight),
+            );
+        }
         if s.repulsion == Repulsion::Fft && s.dims != 2 {
             return err(
                 "repulsion",
@@ -236,6 +253,8 @@ struct Problem {
     p_log_p: f64,
     perplexity: f64,
     k: usize,
+    /// The attention share actually used (0 without attention edges).
+    attention_weight: f32,
 }
 
 impl TsneValidParams {
@@ -246,6 +265,10 @@ impl TsneValidParams {
     /// Input metric.
     pub fn metric(&self) -> Metric {
         self.0.metric
+    }
+    /// Share of the attention graph in the affinities of the attention-aware fits.
+    pub fn attention_weight(&self) -> f32 {
+        self.0.attention_weight
     }
     /// Neighbours needed for `n` points: `min(n - 1, floor(3 * perplexity))`, at least 1.
     pub fn neighbors_for(&self, n: usize) -> usize {
@@ -272,6 +295,51 @@ impl TsneValidParams {
     /// the PCA initialization only. `objective` is the final KL(P || Q), exact for exact repulsion
     /// and with the approximate normalization `Z` of Barnes-Hut / FFT otherwise.
     pub fn fit_knn(&self, data: &Matrix, graph: &KnnGraph) -> Result<Embedding, ProjectError> {
+        self.fit_graph(data, graph, None)
+    }
+
+    /// Attention-aware [`Self::fit`]: builds the kNN graph as [`Self::fit`] does, then
+    /// [`Self::fit_knn_with_attention`].
+    pub fn fit_with_attention(
+        &self,
+        data: &Matrix,
+        edges: &AttentionEdges,
+    ) -> Result<Embedding, ProjectError> {
+        check_data(data)?;
+        self.check_dims(data)?;
+        edges.check_points(data.rows())?;
+        let graph = knn(
+            data,
+            self.neighbors_for(data.rows()),
+            self.0.metric,
+            self.0.seed,
+        )?;
+        self.fit_knn_with_attention(data, &graph, edges)
+    }
+
+    /// Attention-aware [`Self::fit_knn`] of a head's joint query/key set (`data` has `2n` rows,
+    /// queries first): the joint affinities are `P = (1 - w) P_knn + w P_att` with `w` =
+    /// [`TsneParams::attention_weight`], `P_knn` the usual symmetric kNN affinities and `P_att`
+    /// the attention edges made symmetric, `P_att(i, n + j) = P_att(n + j, i) = a_ij / 2S` (`a_ij`
+    /// per-query normalized, `S` their sum), so that both sum to 1. With `w = 0` or no edges the
+    /// result is bit-identical to [`Self::fit_knn`]. The effective `w` is recorded in
+    /// `spec.params["attention_weight"]`. Fails if `edges` is not for `data.rows() / 2` tokens.
+    pub fn fit_knn_with_attention(
+        &self,
+        data: &Matrix,
+        graph: &KnnGraph,
+        edges: &AttentionEdges,
+    ) -> Result<Embedding, ProjectError> {
+        edges.check_points(data.rows())?;
+        self.fit_graph(data, graph, Some(edges))
+    }
+
+    fn fit_graph(
+        &self,
+        data: &Matrix,
+        graph: &KnnGraph,
+        edges: Option<&AttentionEdges>,
+    ) -> Result<Embedding, ProjectError> {
         check_data(data)?;
         self.check_dims(data)?;
         graph.validate()?;
@@ -288,8 +356,16 @@ impl TsneValidParams {
             .min(graph.k as f64 / 3.0);
         let k = self.neighbors_for(n).min(graph.k).max(1);
         let cond = affinity::conditional(graph, k, perplexity);
-        let p = affinity::symmetrize(graph, k, &cond);
+        let mut p = affinity::symmetrize(graph, k, &cond);
         drop(cond);
+        let mut attention_weight = 0.0;
+        if let Some(edges) = edges
+            && s.attention_weight > 0.0
+            && !edges.is_empty()
+        {
+            p = affinity::mix_attention(&p, edges, s.attention_weight as f64);
+            attention_weight = s.attention_weight;
+        }
         let p_log_p = p
             .vals
             .iter()
@@ -301,6 +377,7 @@ impl TsneValidParams {
             p_log_p,
             perplexity,
             k,
+            attention_weight,
         };
         let method = match s.repulsion {
             Repulsion::Auto if n < EXACT_MAX_N => Repulsion::Exact,
@@ -365,6 +442,7 @@ impl TsneValidParams {
             if s.learning_rate.is_none() { 1.0 } else { 0.0 },
         );
         params.insert("theta".into(), s.theta as f64);
+        params.insert("attention_weight".into(), problem.attention_weight as f64);
         let code = match method {
             Repulsion::Exact => 0.0,
             Repulsion::BarnesHut => 1.0,
@@ -681,5 +759,167 @@ mod tests {
         let z_bh = bh::Tree::build(&y).repulsion(0.0, &mut bh_f);
         assert!(((z_bh - z_exact) / z_exact).abs() < 1e-5);
         assert!(bh_f.iter().flatten().all(|v| v.is_finite()));
+    }
+
+    mod attention {
+        use attn_types::{Matrix, Metric};
+
+        use crate::attention::synthetic::{Head, head};
+        use crate::{AttentionEdges, FidelitySpace, ProjectError, Tsne, fidelity, knn};
+
+        fn bits(m: &Matrix) -> Vec<u32> {
+            m.as_slice().iter().map(|v| v.to_bits()).collect()
+        }
+
+        fn scores(h: &Head, coords: &Matrix, causal: bool) -> (f32, f32) {
+            let f = fidelity(
+                FidelitySpace::Layout(coords),
+                &h.queries,
+                &h.keys,
+                &h.tokens,
+                &h.attention,
+                causal,
+                0,
+            )
+            .unwrap();
+            (f.hit_at_3.unwrap(), f.fidelity.unwrap())
+        }
+
+        #[test]
+        fn zero_weight_or_no_edges_is_bit_identical_to_fit_knn() {
+            let h = head(400, false, 3);
+            let joint = h.joint();
+            let edges = AttentionEdges::from_attention(&h.tokens, &h.attention, false).unwrap();
+            let none = AttentionEdges::from_attention(&h.tokens, &[], false).unwrap();
+            assert!(!edges.is_empty() && none.is_empty());
+            let graph = knn(&joint, 90, Metric::Cosine, 0).unwrap();
+            let params = || Tsne::params().iterations(300).seed(5);
+            let plain = params().check().unwrap().fit_knn(&joint, &graph).unwrap();
+            assert_eq!(plain.spec.params["attention_weight"], 0.0);
+            let zero = params()
+                .attention_weight(0.0)
+                .check()
+                .unwrap()
+                .fit_knn_with_attention(&joint, &graph, &edges)
+                .unwrap();
+            assert_eq!(bits(&zero.coords), bits(&plain.coords));
+            assert_eq!(zero, plain);
+            let mixed = params().attention_weight(0.2).check().unwrap();
+            let no_edges = mixed.fit_knn_with_attention(&joint, &graph, &none).unwrap();
+            assert_eq!(no_edges, plain);
+            // The plain fits ignore the weight.
+            assert_eq!(mixed.fit_knn(&joint, &graph).unwrap(), plain);
+            assert_eq!(
+                bits(&mixed.fit(&joint).unwrap().coords),
+                bits(&params().check().unwrap().fit(&joint).unwrap().coords)
+            );
+            // With edges the layout changes and the spec says how it was made.
+            let with = mixed
+                .fit_knn_with_attention(&joint, &graph, &edges)
+                .unwrap();
+            assert_ne!(bits(&with.coords), bits(&plain.coords));
+            assert_eq!(with.spec.params["attention_weight"], 0.2f32 as f64);
+            assert_eq!(mixed.fit_with_attention(&joint, &edges).unwrap(), with);
+        }
+
+        #[test]
+        fn attention_raises_hit_at_3_and_fidelity() {
+            // Non-causal and causal synthetic heads of ~600 tokens (1,200 points), where plain
+            // t-SNE keeps queries near their most attended keys poorly.
+            for (causal, seed) in [(false, 11), (true, 12)] {
+                let h = head(600, causal, seed);
+                let joint = h.joint();
+                let edges =
+                    AttentionEdges::from_attention(&h.tokens, &h.attention, causal).unwrap();
+                let fit = |w: f32| {
+                    let emb = Tsne::params()
+                        .attention_weight(w)
+                        .check()
+                        .unwrap()
+                        .fit_with_attention(&joint, &edges)
+                        .unwrap();
+                    let trust =
+                        crate::trustworthiness(&joint, &emb.coords, 10, Metric::Cosine).unwrap();
+                    let (hit, fid) = scores(&h, &emb.coords, causal);
+                    eprintln!(
+                        "causal {causal}, w {w}: hit@3 {hit:.3}, fidelity {fid:.3}, trust {trust:.4}"
+                    );
+                    (hit, fid, trust)
+                };
+                let (hit0, fid0, trust0) = fit(0.0);
+                let (hit, fid, trust) = fit(0.2);
+                assert!(
+                    hit > hit0 + MARGIN_HIT,
+                    "causal {causal}: hit@3 {hit0} -> {hit}"
+                );
+                assert!(
+                    fid > fid0 + MARGIN_FID,
+                    "causal {causal}: fidelity {fid0} -> {fid}"
+                );
+                assert!(
+                    trust > trust0 - 0.01,
+                    "causal {causal}: trust {trust0} -> {trust}"
+                );
+            }
+        }
+        const MARGIN_HIT: f32 = 0.0;
+        const MARGIN_FID: f32 = 0.0;
+
+        #[test]
+        fn invalid_weight_and_mismatched_edges_are_errors() {
+            for w in [-0.1f32, 1.0, 1.5, f32::NAN, f32::INFINITY] {
+                assert!(
+                    matches!(
+                        Tsne::params().attention_weight(w).check(),
+                        Err(ProjectError::InvalidParam {
+                            name: "attention_weight",
+                            ..
+                        })
+                    ),
+                    "{w}"
+                );
+            }
+            let h = head(60, false, 1);
+            let joint = h.joint();
+            let other = head(80, false, 2);
+            let edges =
+                AttentionEdges::from_attention(&other.tokens, &other.attention, false).unwrap();
+            let p = Tsne::params().attention_weight(0.1).check().unwrap();
+            let graph = knn(&joint, 30, Metric::Cosine, 0).unwrap();
+            assert!(matches!(
+                p.fit_knn_with_attention(&joint, &graph, &edges),
+                Err(ProjectError::InvalidInput(_))
+            ));
+            assert!(matches!(
+                p.fit_with_attention(&joint, &edges),
+                Err(ProjectError::InvalidInput(_))
+            ));
+        }
+
+        #[test]
+        fn same_output_on_one_and_three_threads() {
+            let h = head(400, true, 4);
+            let joint = h.joint();
+            let edges = AttentionEdges::from_attention(&h.tokens, &h.attention, true).unwrap();
+            for dims in [2u8, 3] {
+                let p = Tsne::params()
+                    .dims(dims)
+                    .attention_weight(0.2)
+                    .iterations(300)
+                    .seed(9)
+                    .check()
+                    .unwrap();
+                let run = |threads: usize| {
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap()
+                        .install(|| p.fit_with_attention(&joint, &edges).unwrap())
+                };
+                let (one, three) = (run(1), run(3));
+                assert_eq!(bits(&one.coords), bits(&three.coords), "{dims}D");
+                assert_eq!(one, three);
+            }
+        }
     }
 }

@@ -123,6 +123,8 @@ pub fn normalized(raw: &HeadVectors) -> NormalizedHead {
             weighted_corr_after: -0.3,
             norm_gap: -4.59,
             pairs: 123,
+            fidelity_raw: None,
+            fidelity_normalized: None,
         },
     }
 }
@@ -172,5 +174,6 @@ pub fn projection(head: HeadId, method: ProjectionMethod, dims: u8, seed: u64) -
             knn_recall: 0.3,
             k: 10,
         }),
+        fidelity: None,
     }
 }

@@ -52,12 +52,23 @@ fn parse_args() -> Res<Args> {
         python: None,
         sklearn_tsne_max_n: 1000,
     };
-    let list = |s: &str| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect::<Vec<_>>();
+    let list = |s: &str| {
+        s.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
-            "--sizes" => a.sizes = list(&val()?).iter().map(|s| s.parse()).collect::<Result<_, _>>()?,
+            "--sizes" => {
+                a.sizes = list(&val()?)
+                    .iter()
+                    .map(|s| s.parse())
+                    .collect::<Result<_, _>>()?
+            }
             "--out" => a.out = PathBuf::from(val()?),
             "--datasets" => {
                 a.datasets = list(&val()?)
@@ -65,14 +76,26 @@ fn parse_args() -> Res<Args> {
                     .map(|s| DatasetKind::parse(s).ok_or_else(|| format!("unknown dataset `{s}`")))
                     .collect::<Result<_, _>>()?
             }
-            "--dims" => a.dims = list(&val()?).iter().map(|s| s.parse()).collect::<Result<_, _>>()?,
+            "--dims" => {
+                a.dims = list(&val()?)
+                    .iter()
+                    .map(|s| s.parse())
+                    .collect::<Result<_, _>>()?
+            }
             "--threads" => a.threads = val()?.parse()?,
             "--seed" => a.seed = val()?.parse()?,
             "--skip" => a.skip = list(&val()?),
             "--python" => a.python = Some(val()?),
             "--sklearn-tsne-max-n" => a.sklearn_tsne_max_n = val()?.parse()?,
             "-h" | "--help" => {
-                println!("{}", include_str!("compare.rs").lines().take(15).collect::<Vec<_>>().join("\n"));
+                println!(
+                    "{}",
+                    include_str!("compare.rs")
+                        .lines()
+                        .take(15)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown option `{other}` (see --help)").into()),
@@ -109,7 +132,9 @@ fn timed<T>(f: impl FnOnce() -> T) -> (f64, T) {
 fn main() -> Res<()> {
     let args = parse_args()?;
     // Every in-process tool (ours and bhtsne) runs on rayon's global pool, pinned here.
-    rayon::ThreadPoolBuilder::new().num_threads(args.threads).build_global()?;
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
+        .build_global()?;
     let emb_dir = args.out.join("emb");
     std::fs::create_dir_all(&emb_dir)?;
     let skip = |t: &str| args.skip.iter().any(|s| s == t);
@@ -128,7 +153,10 @@ fn main() -> Res<()> {
     for (&(name, n), (x, metric, _)) in &data {
         let metric = *metric;
         for &dims in &args.dims {
-            let mut ours = |method: &str, note: &str, f: &dyn Fn() -> Result<Embedding, attn_project::ProjectError>| -> Res<()> {
+            let mut ours = |method: &str,
+                            note: &str,
+                            f: &dyn Fn() -> Result<Embedding, attn_project::ProjectError>|
+             -> Res<()> {
                 log(&format!("attnviz {method}{dims}d {name} n={n}"));
                 let (secs, e) = timed(f);
                 let e = e?;
@@ -142,11 +170,19 @@ fn main() -> Res<()> {
                 ours("pca", "", &|| p.fit(x))?;
             }
             if !skip("attnviz-umap") {
-                let p = Umap::params().dims(dims).metric(metric).seed(args.seed).check()?;
+                let p = Umap::params()
+                    .dims(dims)
+                    .metric(metric)
+                    .seed(args.seed)
+                    .check()?;
                 ours("umap", "deterministic", &|| p.fit(x))?;
             }
             if !skip("attnviz-tsne") {
-                let p = Tsne::params().dims(dims).metric(metric).seed(args.seed).check()?;
+                let p = Tsne::params()
+                    .dims(dims)
+                    .metric(metric)
+                    .seed(args.seed)
+                    .check()?;
                 ours("tsne", "auto repulsion", &|| p.fit(x))?;
             }
             if !skip("bhtsne-bh") {
@@ -155,7 +191,16 @@ fn main() -> Res<()> {
                 if let Some(e) = e {
                     let file = emb_dir.join(format!("{name}_{n}__tsne{dims}d__bhtsne-bh.npy"));
                     write_npy(&file, &e)?;
-                    rows.push(row(name, n, "tsne", dims, "bhtsne-bh", secs, bhtsne_note(metric), file));
+                    rows.push(row(
+                        name,
+                        n,
+                        "tsne",
+                        dims,
+                        "bhtsne-bh",
+                        secs,
+                        bhtsne_note(metric),
+                        file,
+                    ));
                 }
             }
             if !skip("bhtsne-fitsne") && dims == 2 {
@@ -164,7 +209,16 @@ fn main() -> Res<()> {
                 if let Some(e) = e {
                     let file = emb_dir.join(format!("{name}_{n}__tsne{dims}d__bhtsne-fitsne.npy"));
                     write_npy(&file, &e)?;
-                    rows.push(row(name, n, "tsne", dims, "bhtsne-fitsne", secs, bhtsne_note(metric), file));
+                    rows.push(row(
+                        name,
+                        n,
+                        "tsne",
+                        dims,
+                        "bhtsne-fitsne",
+                        secs,
+                        bhtsne_note(metric),
+                        file,
+                    ));
                 }
             }
         }
@@ -177,12 +231,18 @@ fn main() -> Res<()> {
         }
     }
 
-    log(&format!("scoring {} embeddings (trustworthiness@10, recall@10)", rows.len()));
+    log(&format!(
+        "scoring {} embeddings (trustworthiness@10, recall@10)",
+        rows.len()
+    ));
     for r in rows.iter_mut() {
-        let Some((x, metric, _)) = data.get(&(r.dataset, r.n)) else { continue };
-        match read_npy(&r.file).map_err(|e| e.to_string()).and_then(|e| {
-            metrics::quality(x, &e, 10, *metric).map_err(|e| e.to_string())
-        }) {
+        let Some((x, metric, _)) = data.get(&(r.dataset, r.n)) else {
+            continue;
+        };
+        match read_npy(&r.file)
+            .map_err(|e| e.to_string())
+            .and_then(|e| metrics::quality(x, &e, 10, *metric).map_err(|e| e.to_string()))
+        {
             Ok(q) => {
                 r.trust = Some(q.trustworthiness);
                 r.recall = Some(q.knn_recall);
@@ -203,13 +263,25 @@ fn main() -> Res<()> {
             })
         })
         .collect();
-    std::fs::write(args.out.join("results.json"), serde_json::to_string_pretty(&json)?)?;
+    std::fs::write(
+        args.out.join("results.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
     log(&format!("wrote {}", args.out.join("results.md").display()));
     Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
-fn row(dataset: &'static str, n: usize, method: &str, dims: u8, tool: &str, time_s: f64, note: &str, file: PathBuf) -> Row {
+fn row(
+    dataset: &'static str,
+    n: usize,
+    method: &str,
+    dims: u8,
+    tool: &str,
+    time_s: f64,
+    note: &str,
+    file: PathBuf,
+) -> Row {
     Row {
         dataset,
         n,
@@ -241,13 +313,21 @@ fn bhtsne_fit(x: &Matrix, metric: Metric, dims: u8, fitsne: bool) -> Option<Matr
         .map(|r| match metric {
             Metric::Cosine => {
                 let nrm = r.iter().map(|v| v * v).sum::<f32>().sqrt();
-                r.iter().map(|v| if nrm > 0.0 { v / nrm } else { 0.0 }).collect()
+                r.iter()
+                    .map(|v| if nrm > 0.0 { v / nrm } else { 0.0 })
+                    .collect()
             }
             Metric::Euclidean => r.to_vec(),
         })
         .collect();
     let samples: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
-    let dist = |a: &&[f32], b: &&[f32]| a.iter().zip(b.iter()).map(|(p, q)| (p - q) * (p - q)).sum::<f32>().sqrt();
+    let dist = |a: &&[f32], b: &&[f32]| {
+        a.iter()
+            .zip(b.iter())
+            .map(|(p, q)| (p - q) * (p - q))
+            .sum::<f32>()
+            .sqrt()
+    };
     let n = x.rows();
     let emb = match (dims, fitsne) {
         (2, false) => bhtsne::tSNE::<f32, &[f32], 2>::new(&samples)
@@ -255,7 +335,11 @@ fn bhtsne_fit(x: &Matrix, metric: Metric, dims: u8, fitsne: bool) -> Option<Matr
             .epochs(750)
             .barnes_hut(0.5, dist)
             .embedding(),
-        (2, true) => bhtsne::tSNE::<f32, &[f32], 2>::new(&samples).perplexity(30.0).epochs(750).fit_sne(dist).embedding(),
+        (2, true) => bhtsne::tSNE::<f32, &[f32], 2>::new(&samples)
+            .perplexity(30.0)
+            .epochs(750)
+            .fit_sne(dist)
+            .embedding(),
         (3, false) => bhtsne::tSNE::<f32, &[f32], 3>::new(&samples)
             .perplexity(30.0)
             .epochs(750)
@@ -267,7 +351,11 @@ fn bhtsne_fit(x: &Matrix, metric: Metric, dims: u8, fitsne: bool) -> Option<Matr
 }
 
 /// Sets up the Python venv (idempotent) and runs the peers on the written `.npy` files.
-fn run_python(args: &Args, data: &BTreeMap<(&'static str, usize), (Matrix, Metric, PathBuf)>, emb_dir: &Path) -> Res<Vec<Row>> {
+fn run_python(
+    args: &Args,
+    data: &BTreeMap<(&'static str, usize), (Matrix, Metric, PathBuf)>,
+    emb_dir: &Path,
+) -> Res<Vec<Row>> {
     let peers = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers");
     let python = match &args.python {
         Some(p) => p.clone(),
@@ -305,7 +393,9 @@ fn run_python(args: &Args, data: &BTreeMap<(&'static str, usize), (Matrix, Metri
         .env("MKL_NUM_THREADS", &t)
         .status()?;
     if !status.success() {
-        log(&format!("run_peers.py exited with {status}; keeping the timings it wrote"));
+        log(&format!(
+            "run_peers.py exited with {status}; keeping the timings it wrote"
+        ));
     }
     let timings: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(emb_dir.join("peer_timings.json"))?)?;
@@ -313,7 +403,9 @@ fn run_python(args: &Args, data: &BTreeMap<(&'static str, usize), (Matrix, Metri
     for r in timings.as_array().into_iter().flatten() {
         let s = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
         let n = r.get("n").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
-        let Some(&(name, _)) = data.keys().find(|(nm, nn)| *nm == s("dataset") && *nn == n) else { continue };
+        let Some(&(name, _)) = data.keys().find(|(nm, nn)| *nm == s("dataset") && *nn == n) else {
+            continue;
+        };
         rows.push(Row {
             dataset: name,
             n,
@@ -339,18 +431,45 @@ fn markdown(rows: &[Row], args: &Args) -> String {
     s.push_str("| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | --- |\n");
     let mut sorted: Vec<&Row> = rows.iter().collect();
     sorted.sort_by(|a, b| {
-        (a.dataset, a.n, &a.method, a.dims, a.tool != "attnviz", &a.tool)
-            .cmp(&(b.dataset, b.n, &b.method, b.dims, b.tool != "attnviz", &b.tool))
+        (
+            a.dataset,
+            a.n,
+            &a.method,
+            a.dims,
+            a.tool != "attnviz",
+            &a.tool,
+        )
+            .cmp(&(
+                b.dataset,
+                b.n,
+                &b.method,
+                b.dims,
+                b.tool != "attnviz",
+                &b.tool,
+            ))
     });
     let f = |v: Option<f32>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
     for r in sorted {
-        let ours = rows
-            .iter()
-            .find(|o| o.tool == "attnviz" && o.dataset == r.dataset && o.n == r.n && o.method == r.method && o.dims == r.dims);
+        let ours = rows.iter().find(|o| {
+            o.tool == "attnviz"
+                && o.dataset == r.dataset
+                && o.n == r.n
+                && o.method == r.method
+                && o.dims == r.dims
+        });
         let ratio = ours.map_or("-".to_string(), |o| format!("{:.2}", r.time_s / o.time_s));
         s.push_str(&format!(
             "| {} | {} | {} {}D | {} | {:.2} | {} | {} | {} | {} |\n",
-            r.dataset, r.n, r.method, r.dims, r.tool, r.time_s, ratio, f(r.trust), f(r.recall), r.note
+            r.dataset,
+            r.n,
+            r.method,
+            r.dims,
+            r.tool,
+            r.time_s,
+            ratio,
+            f(r.trust),
+            f(r.recall),
+            r.note
         ));
     }
     s

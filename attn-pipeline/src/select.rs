@@ -3,8 +3,9 @@
 
 use std::str::FromStr;
 
-use anyhow::{Result, bail};
 use attn_types::HeadId;
+
+use crate::error::{PipelineError, Result, bail, input};
 
 /// One shard `index` of `count` (`--shard 0/4` .. `--shard 3/4`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,55 +17,57 @@ pub struct Shard {
 }
 
 impl FromStr for Shard {
-    type Err = String;
+    type Err = PipelineError;
 
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self> {
         let (k, n) = s
             .split_once('/')
-            .ok_or_else(|| format!("`{s}` is not of the form k/n (e.g. 0/4)"))?;
-        let index: usize = k.trim().parse().map_err(|_| format!("shard index `{k}` is not a number"))?;
-        let count: usize = n.trim().parse().map_err(|_| format!("shard count `{n}` is not a number"))?;
+            .ok_or_else(|| input!("`{s}` is not of the form k/n (e.g. 0/4)"))?;
+        let index: usize = k
+            .trim()
+            .parse()
+            .map_err(|_| input!("shard index `{k}` is not a number"))?;
+        let count: usize = n
+            .trim()
+            .parse()
+            .map_err(|_| input!("shard count `{n}` is not a number"))?;
         if count == 0 || index >= count {
-            return Err(format!("shard {index}/{count}: the index must be below the count"));
+            bail!("shard {index}/{count}: the index must be below the count");
         }
         Ok(Shard { index, count })
     }
 }
 
 /// Parses a list like `0,2,5-7` into sorted unique numbers.
-pub fn parse_index_list(s: &str) -> std::result::Result<Vec<u16>, String> {
+pub fn parse_index_list(s: &str) -> Result<Vec<u16>> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         if let Some((a, b)) = part.split_once('-') {
-            let a: u16 = a.trim().parse().map_err(|_| format!("`{part}` is not a range like 2-5"))?;
-            let b: u16 = b.trim().parse().map_err(|_| format!("`{part}` is not a range like 2-5"))?;
+            let a: u16 = a
+                .trim()
+                .parse()
+                .map_err(|_| input!("`{part}` is not a range like 2-5"))?;
+            let b: u16 = b
+                .trim()
+                .parse()
+                .map_err(|_| input!("`{part}` is not a range like 2-5"))?;
             if a > b {
-                return Err(format!("range `{part}` runs backwards"));
+                bail!("range `{part}` runs backwards");
             }
             out.extend(a..=b);
         } else {
-            out.push(part.parse().map_err(|_| format!("`{part}` is not a number"))?);
+            out.push(
+                part.parse()
+                    .map_err(|_| input!("`{part}` is not a number"))?,
+            );
         }
     }
     if out.is_empty() {
-        return Err(format!("`{s}` selects nothing"));
+        bail!("`{s}` selects nothing");
     }
     out.sort_unstable();
     out.dedup();
     Ok(out)
-}
-
-/// Parses a head list like `L0H1,L3H7` or `0:1,3:7`.
-pub fn parse_head(s: &str) -> std::result::Result<HeadId, String> {
-    let t = s.trim().to_ascii_uppercase();
-    let parsed = if let Some(rest) = t.strip_prefix('L') {
-        rest.split_once('H')
-            .and_then(|(l, h)| Some(HeadId::new(l.parse().ok()?, h.parse().ok()?)))
-    } else {
-        t.split_once(':')
-            .and_then(|(l, h)| Some(HeadId::new(l.parse().ok()?, h.parse().ok()?)))
-    };
-    parsed.ok_or_else(|| format!("`{s}` is not a head; write L<layer>H<head>, e.g. L0H3"))
 }
 
 /// The heads selected from a `layers x heads` model, layer-major, then restricted to one shard.
@@ -77,7 +80,10 @@ pub fn select_heads(
     heads: Option<&[u16]>,
     shard: Option<Shard>,
 ) -> Result<Vec<HeadId>> {
-    for (what, list, max) in [("--layers", layers, num_layers), ("--heads", heads, num_heads)] {
+    for (what, list, max) in [
+        ("--layers", layers, num_layers),
+        ("--heads", heads, num_heads),
+    ] {
         if let Some(bad) = list.and_then(|l| l.iter().find(|&&v| v >= max)) {
             bail!("{what}: {bad} is out of range; the model has {max} (numbered from 0)");
         }
@@ -109,7 +115,9 @@ mod tests {
     fn shards_partition_the_heads() {
         let all = select_heads(6, 12, None, None, None).unwrap();
         let mut union: Vec<HeadId> = (0..5)
-            .flat_map(|k| select_heads(6, 12, None, None, Some(Shard { index: k, count: 5 })).unwrap())
+            .flat_map(|k| {
+                select_heads(6, 12, None, None, Some(Shard { index: k, count: 5 })).unwrap()
+            })
             .collect();
         union.sort();
         assert_eq!(union, all);
@@ -119,11 +127,11 @@ mod tests {
     fn parses_lists_heads_and_shards() {
         assert_eq!(parse_index_list("3,0-2,2").unwrap(), vec![0, 1, 2, 3]);
         assert!(parse_index_list("5-2").is_err());
-        assert_eq!(parse_head("L2H11").unwrap(), HeadId::new(2, 11));
-        assert_eq!(parse_head("1:3").unwrap(), HeadId::new(1, 3));
-        assert!(parse_head("head7").is_err());
         assert!("2/2".parse::<Shard>().is_err());
-        assert_eq!("1/2".parse::<Shard>().unwrap(), Shard { index: 1, count: 2 });
+        assert_eq!(
+            "1/2".parse::<Shard>().unwrap(),
+            Shard { index: 1, count: 2 }
+        );
     }
 
     #[test]

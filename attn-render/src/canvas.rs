@@ -1,24 +1,24 @@
-//! A small raster canvas over tiny-skia with text from an embedded font, and a matching SVG writer.
+//! The drawing back ends (private): a raster canvas over tiny-skia with text from an embedded font,
+//! and a matching SVG writer.
 //!
-//! Renderers draw the view structs of attn-viz-core through the [`Surface`] trait, so that one drawing
-//! routine yields both a PNG ([`Canvas`]) and an SVG ([`SvgDoc`]).
+//! Figures record their drawing through the [`Surface`] trait (see [`crate::Figure`]) and replay it on
+//! a [`Canvas`] (PNG) or an [`SvgDoc`] (SVG), so that one drawing routine yields both formats.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use ab_glyph::{Font, FontRef, PxScale, ScaleFont};
-use anyhow::{Context, Result, anyhow};
+use base64::Engine as _;
 use tiny_skia::{FillRule, LineCap, Paint, PathBuilder, Pixmap, Rect, Stroke, Transform};
 
 /// DejaVu Sans (Bitstream Vera license, see `assets/DejaVuSans-LICENSE.txt`).
-static FONT_BYTES: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+static FONT_BYTES: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 
 /// An RGBA colour, 8 bits per channel, not premultiplied.
-pub type Rgba = [u8; 4];
+pub(crate) type Rgba = [u8; 4];
 
 /// Horizontal anchor of a text label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Anchor {
+pub(crate) enum Anchor {
     /// `x` is the left edge.
     Start,
     /// `x` is the centre.
@@ -28,7 +28,7 @@ pub enum Anchor {
 }
 
 /// Drawing operations shared by the PNG and SVG back ends. Coordinates are in pixels, y down.
-pub trait Surface {
+pub(crate) trait Surface {
     /// Filled circle.
     fn circle(&mut self, x: f32, y: f32, r: f32, fill: Rgba);
     /// Straight line.
@@ -39,10 +39,12 @@ pub trait Surface {
     fn rect_outline(&mut self, x: f32, y: f32, w: f32, h: f32, width: f32, color: Rgba);
     /// Text with its baseline at `y`.
     fn text(&mut self, x: f32, y: f32, size: f32, anchor: Anchor, color: Rgba, text: &str);
+    /// An RGB image scaled into the rectangle `(x, y, w, h)` (nearest neighbour).
+    fn image(&mut self, img: &image::RgbImage, x: f32, y: f32, w: f32, h: f32);
 }
 
 /// Width in pixels of `text` at `size` in the embedded font.
-pub fn text_width(text: &str, size: f32) -> f32 {
+pub(crate) fn text_width(text: &str, size: f32) -> f32 {
     let font = font();
     let scaled = font.as_scaled(PxScale::from(size));
     let mut width = 0.0;
@@ -72,21 +74,38 @@ fn anchor_offset(anchor: Anchor, width: f32) -> f32 {
 }
 
 /// Raster canvas (PNG output).
-pub struct Canvas {
+pub(crate) struct Canvas {
     pixmap: Pixmap,
 }
 
 impl Canvas {
-    /// A `width x height` canvas filled with `background`.
-    pub fn new(width: u32, height: u32, background: Rgba) -> Result<Self> {
-        let mut pixmap = Pixmap::new(width, height)
-            .ok_or_else(|| anyhow!("cannot allocate a {width}x{height} image"))?;
+    /// A `width x height` canvas filled with `background`; `None` when tiny-skia cannot hold that
+    /// size (a zero side, or a row too long).
+    pub(crate) fn new(width: u32, height: u32, background: Rgba) -> Option<Self> {
+        let mut pixmap = Pixmap::new(width, height)?;
         pixmap.fill(color(background));
-        Ok(Self { pixmap })
+        Some(Self { pixmap })
     }
 
-    /// Draws an RGB image scaled into the rectangle `(x, y, w, h)` (nearest neighbour).
-    pub fn image(&mut self, img: &image::RgbImage, x: f32, y: f32, w: f32, h: f32) {
+    /// Encodes the canvas as PNG.
+    pub(crate) fn encode_png(&self) -> Result<Vec<u8>, String> {
+        self.pixmap.encode_png().map_err(|e| e.to_string())
+    }
+}
+
+fn color(c: Rgba) -> tiny_skia::Color {
+    tiny_skia::Color::from_rgba8(c[0], c[1], c[2], c[3])
+}
+
+fn paint(c: Rgba) -> Paint<'static> {
+    let mut p = Paint::default();
+    p.set_color(color(c));
+    p.anti_alias = true;
+    p
+}
+
+impl Surface for Canvas {
+    fn image(&mut self, img: &image::RgbImage, x: f32, y: f32, w: f32, h: f32) {
         let (iw, ih) = img.dimensions();
         if iw == 0 || ih == 0 {
             return;
@@ -108,32 +127,15 @@ impl Canvas {
         }
     }
 
-    /// Encodes the canvas as PNG and writes it atomically (temporary file, then rename).
-    pub fn save_png(&self, path: &Path) -> Result<()> {
-        let bytes = self
-            .pixmap
-            .encode_png()
-            .map_err(|e| anyhow!("cannot encode {}: {e}", path.display()))?;
-        write_atomically(path, &bytes)
-    }
-}
-
-fn color(c: Rgba) -> tiny_skia::Color {
-    tiny_skia::Color::from_rgba8(c[0], c[1], c[2], c[3])
-}
-
-fn paint(c: Rgba) -> Paint<'static> {
-    let mut p = Paint::default();
-    p.set_color(color(c));
-    p.anti_alias = true;
-    p
-}
-
-impl Surface for Canvas {
     fn circle(&mut self, x: f32, y: f32, r: f32, fill: Rgba) {
         if let Some(path) = PathBuilder::from_circle(x, y, r.max(0.3)) {
-            self.pixmap
-                .fill_path(&path, &paint(fill), FillRule::Winding, Transform::identity(), None);
+            self.pixmap.fill_path(
+                &path,
+                &paint(fill),
+                FillRule::Winding,
+                Transform::identity(),
+                None,
+            );
         }
     }
 
@@ -199,7 +201,8 @@ impl Surface for Canvas {
                 }
                 let alpha = coverage.clamp(0.0, 1.0) * c[3] as f32 / 255.0;
                 let dst = &mut pixels[py as usize * stride + px as usize];
-                let blend = |s: u8, d: u8| (s as f32 * alpha + d as f32 * (1.0 - alpha)).round() as u8;
+                let blend =
+                    |s: u8, d: u8| (s as f32 * alpha + d as f32 * (1.0 - alpha)).round() as u8;
                 let (r, g, b, a) = (dst.red(), dst.green(), dst.blue(), dst.alpha());
                 let out_a = (255.0 * alpha + a as f32 * (1.0 - alpha)).round() as u8;
                 // Premultiplied source over premultiplied destination.
@@ -216,37 +219,38 @@ impl Surface for Canvas {
 }
 
 /// Vector document (SVG output).
-pub struct SvgDoc {
+pub(crate) struct SvgDoc {
     width: u32,
     height: u32,
     body: String,
+    /// The first image that could not be embedded (PNG encoding failed); reported by `finish`.
+    error: Option<String>,
 }
 
 impl SvgDoc {
     /// A `width x height` document with a `background` rectangle.
-    pub fn new(width: u32, height: u32, background: Rgba) -> Self {
+    pub(crate) fn new(width: u32, height: u32, background: Rgba) -> Self {
         let mut doc = Self {
             width,
             height,
             body: String::new(),
+            error: None,
         };
         doc.rect(0.0, 0.0, width as f32, height as f32, background);
         doc
     }
 
-    /// The SVG text.
-    pub fn finish(&self) -> String {
-        format!(
+    /// The SVG text, or why an embedded image could not be encoded.
+    pub(crate) fn finish(&self) -> Result<String, String> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        Ok(format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"DejaVu Sans, Verdana, sans-serif\">\n{body}</svg>\n",
             w = self.width,
             h = self.height,
             body = self.body
-        )
-    }
-
-    /// Writes the SVG atomically.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        write_atomically(path, self.finish().as_bytes())
+        ))
     }
 }
 
@@ -278,7 +282,11 @@ fn escape(text: &str) -> String {
 
 impl Surface for SvgDoc {
     fn circle(&mut self, x: f32, y: f32, r: f32, fill: Rgba) {
-        let _ = writeln!(self.body, "<circle cx=\"{x:.2}\" cy=\"{y:.2}\" r=\"{r:.2}\" {}/>", fill_attr(fill));
+        let _ = writeln!(
+            self.body,
+            "<circle cx=\"{x:.2}\" cy=\"{y:.2}\" r=\"{r:.2}\" {}/>",
+            fill_attr(fill)
+        );
     }
 
     fn line(&mut self, x0: f32, y0: f32, x1: f32, y1: f32, width: f32, c: Rgba) {
@@ -290,7 +298,11 @@ impl Surface for SvgDoc {
     }
 
     fn rect(&mut self, x: f32, y: f32, w: f32, h: f32, fill: Rgba) {
-        let _ = writeln!(self.body, "<rect x=\"{x:.2}\" y=\"{y:.2}\" width=\"{w:.2}\" height=\"{h:.2}\" {}/>", fill_attr(fill));
+        let _ = writeln!(
+            self.body,
+            "<rect x=\"{x:.2}\" y=\"{y:.2}\" width=\"{w:.2}\" height=\"{h:.2}\" {}/>",
+            fill_attr(fill)
+        );
     }
 
     fn rect_outline(&mut self, x: f32, y: f32, w: f32, h: f32, width: f32, c: Rgba) {
@@ -314,20 +326,24 @@ impl Surface for SvgDoc {
             escape(text)
         );
     }
-}
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a reader
-/// never sees a half-written figure.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    fn image(&mut self, img: &image::RgbImage, x: f32, y: f32, w: f32, h: f32) {
+        if img.width() == 0 || img.height() == 0 {
+            return;
+        }
+        let mut png = Vec::new();
+        if let Err(e) = img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png) {
+            self.error
+                .get_or_insert_with(|| format!("cannot encode an embedded image as PNG: {e}"));
+            return;
+        }
+        let data = base64::engine::general_purpose::STANDARD.encode(&png);
+        // Pixelated scaling matches the PNG back end's nearest-neighbour sampling.
+        let _ = writeln!(
+            self.body,
+            "<image x=\"{x:.2}\" y=\"{y:.2}\" width=\"{w:.2}\" height=\"{h:.2}\" preserveAspectRatio=\"none\" style=\"image-rendering:pixelated\" href=\"data:image/png;base64,{data}\"/>"
+        );
     }
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| anyhow!("{} is not a file path", path.display()))?;
-    let tmp = path.with_file_name(format!(".{}.tmp", file_name.to_string_lossy()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
 }
 
 #[cfg(test)]
@@ -347,7 +363,7 @@ mod tests {
     fn svg_escapes_text() {
         let mut d = SvgDoc::new(10, 10, [0, 0, 0, 255]);
         d.text(0.0, 0.0, 10.0, Anchor::Middle, [1, 2, 3, 128], "<a&b>");
-        let s = d.finish();
+        let s = d.finish().unwrap();
         assert!(s.contains("&lt;a&amp;b&gt;"));
         assert!(s.contains("fill-opacity=\"0.502\""));
     }

@@ -12,24 +12,18 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail};
-use arrow_array::cast::AsArray;
-use arrow_array::types::{Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type};
-use arrow_array::{Array, ArrayRef};
-use arrow_schema::DataType;
-use attn_store::{Dataset, NpyFile};
+use attn_store::{Dataset, NpyFile, ParquetTable};
 use attn_types::{
-    Architecture, DATA_MODEL_VERSION, DatasetMeta, HeadCapture, HeadId, HeadVectors, Matrix, ModelInfo, RunInfo,
-    SequenceAttention, SequenceSpan, TokenMeta, TokenTable,
+    Architecture, DATA_MODEL_VERSION, DatasetMeta, HeadCapture, HeadId, HeadVectors, Matrix,
+    ModelInfo, RunInfo, SequenceAttention, SequenceSpan, TokenMeta, TokenTable,
 };
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::file::reader::{FileReader, SerializedFileReader};
 use rayon::prelude::*;
 
-use crate::pipeline::{self, Reporting, RunSummary};
+use crate::error::{Context, Result, bail, input};
+use crate::progress::{Control, Stage};
+use crate::run::{self, RunSummary};
 use crate::select::{Shard, select_heads};
 
 /// Row sums of given attention must be within this of 1 (float16 inputs round to ~1e-3).
@@ -89,9 +83,20 @@ enum VectorSource {
     /// `queries` and `keys` of equal shape `[layers, heads, n, d]`.
     /// `kv_heads` divides `heads`: query head `h` uses key head `h / (heads / kv_heads)` (grouped-query
     /// attention, as Hugging Face's `repeat_kv`).
-    Npy { queries: NpyFile, keys: NpyFile, heads: u16, kv_heads: u16, n: usize, d: usize },
+    Npy {
+        queries: NpyFile,
+        keys: NpyFile,
+        heads: u16,
+        kv_heads: u16,
+        n: usize,
+        d: usize,
+    },
     /// One Parquet file per head (rows checked against the token count).
-    Parquet { dir: PathBuf, files: BTreeMap<HeadId, PathBuf>, d: usize },
+    Parquet {
+        dir: PathBuf,
+        files: BTreeMap<HeadId, PathBuf>,
+        d: usize,
+    },
 }
 
 /// `[layers, heads, n, d]` of an array of 2, 3 or 4 dimensions.
@@ -108,10 +113,17 @@ fn grid_shape(flag: &str, f: &NpyFile, trailing: &str) -> Result<[usize; 4]> {
         ),
     };
     if shape.contains(&0) {
-        bail!("{flag} {}: shape {s:?} has an empty dimension", f.path().display());
+        bail!(
+            "{flag} {}: shape {s:?} has an empty dimension",
+            f.path().display()
+        );
     }
     if shape[0] > usize::from(u16::MAX) || shape[1] > usize::from(u16::MAX) {
-        bail!("{flag} {}: shape {s:?}: at most {} layers and heads", f.path().display(), u16::MAX);
+        bail!(
+            "{flag} {}: shape {s:?}: at most {} layers and heads",
+            f.path().display(),
+            u16::MAX
+        );
     }
     Ok(shape)
 }
@@ -143,7 +155,14 @@ impl VectorSource {
                 }
                 let [layers, heads, n, d] = qs;
                 Ok((
-                    VectorSource::Npy { queries, keys, heads: heads as u16, kv_heads: ks[1] as u16, n, d },
+                    VectorSource::Npy {
+                        queries,
+                        keys,
+                        heads: heads as u16,
+                        kv_heads: ks[1] as u16,
+                        n,
+                        d,
+                    },
                     layers as u16,
                     heads as u16,
                     n,
@@ -152,8 +171,12 @@ impl VectorSource {
             (None, None, Some(dir)) => Self::open_parquet_dir(dir),
             (Some(_), None, _) => bail!("--queries needs --keys (or give --vectors DIR instead)"),
             (None, Some(_), _) => bail!("--keys needs --queries (or give --vectors DIR instead)"),
-            (Some(_), Some(_), Some(_)) => bail!("--vectors cannot be combined with --queries/--keys"),
-            (None, None, None) => bail!("no vectors given: pass --queries Q.npy --keys K.npy, or --vectors DIR"),
+            (Some(_), Some(_), Some(_)) => {
+                bail!("--vectors cannot be combined with --queries/--keys")
+            }
+            (None, None, None) => {
+                bail!("no vectors given: pass --queries Q.npy --keys K.npy, or --vectors DIR")
+            }
         }
     }
 
@@ -164,10 +187,16 @@ impl VectorSource {
             bail!("--vectors {}: no such directory", dir.display());
         }
         let mut files: BTreeMap<HeadId, PathBuf> = BTreeMap::new();
-        let entries = std::fs::read_dir(dir).with_context(|| format!("--vectors {}", dir.display()))?;
+        let entries =
+            std::fs::read_dir(dir).with_context(|| format!("--vectors {}", dir.display()))?;
         for entry in entries {
-            let path = entry.with_context(|| format!("--vectors {}", dir.display()))?.path();
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let path = entry
+                .with_context(|| format!("--vectors {}", dir.display()))?
+                .path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let (head, file) = if path.is_dir() {
                 match attn_store::parse_head_dir_name(&name) {
                     Some(h) if path.join(attn_store::VECTORS_FILE).is_file() => {
@@ -176,7 +205,10 @@ impl VectorSource {
                     _ => continue,
                 }
             } else {
-                match name.strip_suffix(".parquet").and_then(attn_store::parse_head_dir_name) {
+                match name
+                    .strip_suffix(".parquet")
+                    .and_then(attn_store::parse_head_dir_name)
+                {
                     Some(h) => (h, path.clone()),
                     None => continue,
                 }
@@ -217,7 +249,16 @@ impl VectorSource {
             .dim();
         let layers = files.keys().map(|h| h.layer).max().unwrap_or(0) + 1;
         let heads = files.keys().map(|h| h.head).max().unwrap_or(0) + 1;
-        Ok((VectorSource::Parquet { dir: dir.to_path_buf(), files, d }, layers, heads, n))
+        Ok((
+            VectorSource::Parquet {
+                dir: dir.to_path_buf(),
+                files,
+                d,
+            },
+            layers,
+            heads,
+            n,
+        ))
     }
 
     fn dim(&self) -> usize {
@@ -236,14 +277,24 @@ impl VectorSource {
     /// One head's raw vectors, checked to be finite.
     fn load(&self, head: HeadId) -> Result<HeadVectors> {
         match self {
-            VectorSource::Npy { queries, keys, heads, kv_heads, n, d } => {
+            VectorSource::Npy {
+                queries,
+                keys,
+                heads,
+                kv_heads,
+                n,
+                d,
+            } => {
                 let slab = n * d;
-                let read = |flag: &str, f: &NpyFile, per_layer: u16, index: u16| -> Result<Matrix> {
-                    let start = (usize::from(head.layer) * usize::from(per_layer) + usize::from(index)) * slab;
-                    let data = f.read_f32(start, slab).with_context(|| flag.to_string())?;
-                    check_finite(flag, f.path(), head, &data, *d)?;
-                    Ok(Matrix::from_vec(*n, *d, data)?)
-                };
+                let read =
+                    |flag: &str, f: &NpyFile, per_layer: u16, index: u16| -> Result<Matrix> {
+                        let start = (usize::from(head.layer) * usize::from(per_layer)
+                            + usize::from(index))
+                            * slab;
+                        let data = f.read_f32(start, slab).with_context(|| flag.to_string())?;
+                        check_finite(flag, f.path(), head, &data, *d)?;
+                        Ok(Matrix::from_vec(*n, *d, data)?)
+                    };
                 let kv_head = head.head / (heads / kv_heads);
                 Ok(HeadVectors::new(
                     head,
@@ -253,17 +304,33 @@ impl VectorSource {
             }
             VectorSource::Parquet { files, d, .. } => {
                 let path = &files[&head];
-                let stored = attn_store::read_vectors_file(path, head).with_context(|| "--vectors".to_string())?;
+                let stored = attn_store::read_vectors_file(path, head)
+                    .with_context(|| "--vectors".to_string())?;
                 if stored.raw.dim() != *d {
                     bail!(
                         "--vectors {}: vectors of dimension {}, but {} has {d}",
                         path.display(),
                         stored.raw.dim(),
-                        files.values().next().map_or_else(String::new, |p| p.display().to_string())
+                        files
+                            .values()
+                            .next()
+                            .map_or_else(String::new, |p| p.display().to_string())
                     );
                 }
-                check_finite("--vectors", path, head, stored.raw.queries.as_slice(), stored.raw.dim())?;
-                check_finite("--vectors", path, head, stored.raw.keys.as_slice(), stored.raw.dim())?;
+                check_finite(
+                    "--vectors",
+                    path,
+                    head,
+                    stored.raw.queries.as_slice(),
+                    stored.raw.dim(),
+                )?;
+                check_finite(
+                    "--vectors",
+                    path,
+                    head,
+                    stored.raw.keys.as_slice(),
+                    stored.raw.dim(),
+                )?;
                 Ok(stored.raw)
             }
         }
@@ -271,7 +338,11 @@ impl VectorSource {
 
     /// What the import's provenance records about the source.
     fn describe(&self) -> serde_json::Value {
-        let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = |p: &Path| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
         match self {
             VectorSource::Npy { queries, keys, .. } => serde_json::json!({
                 "format": "npy",
@@ -302,10 +373,7 @@ fn check_finite(flag: &str, path: &Path, head: HeadId, data: &[f32], d: usize) -
 }
 
 fn parquet_rows(path: &Path) -> Result<usize> {
-    let file = File::open(path).with_context(|| format!("--vectors {}", path.display()))?;
-    let reader = SerializedFileReader::new(file)
-        .with_context(|| format!("--vectors {}: not a readable Parquet file", path.display()))?;
-    Ok(usize::try_from(reader.metadata().file_metadata().num_rows()).unwrap_or(0))
+    attn_store::parquet_num_rows(path).with_context(|| "--vectors")
 }
 
 // ----------------------------------------------------------------------------------------------- tokens
@@ -321,20 +389,32 @@ struct TokenRow {
 /// Reads `--tokens`: JSONL (one object per line) or Parquet, with `seq_id`, `position`, `text` and
 /// optionally `is_special`; checks that sequences are contiguous and positions run `0..len`.
 pub fn read_tokens(path: &Path) -> Result<TokenTable> {
-    let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
     if !path.is_file() {
         bail!("--tokens {}: no such file", path.display());
     }
     let rows = match ext.as_str() {
         "jsonl" | "ndjson" => read_token_jsonl(path)?,
         "parquet" => read_token_parquet(path)?,
-        _ => bail!("--tokens {}: expected a .jsonl or .parquet file", path.display()),
+        _ => bail!(
+            "--tokens {}: expected a .jsonl or .parquet file",
+            path.display()
+        ),
     };
     if rows.is_empty() {
         bail!("--tokens {}: no tokens", path.display());
     }
     // Rows are 1-based lines (JSONL) or 0-based rows (Parquet) in messages.
-    let row_name = |i: usize| if ext == "parquet" { format!("row {i}") } else { format!("line {}", i + 1) };
+    let row_name = |i: usize| {
+        if ext == "parquet" {
+            format!("row {i}")
+        } else {
+            format!("line {}", i + 1)
+        }
+    };
     let mut seen = HashSet::new();
     let mut lens: Vec<(usize, usize)> = Vec::new(); // (start, len) of every sequence
     for (i, r) in rows.iter().enumerate() {
@@ -350,7 +430,10 @@ pub fn read_tokens(path: &Path) -> Result<TokenTable> {
             }
             lens.push((i, 0));
         }
-        let (start, len) = lens.last_mut().map(|s| (s.0, &mut s.1)).ok_or_else(|| anyhow!("no sequence"))?;
+        let (start, len) = lens
+            .last_mut()
+            .map(|s| (s.0, &mut s.1))
+            .ok_or_else(|| input!("no sequence"))?;
         if r.position as usize != i - start {
             bail!(
                 "--tokens {}: `position` at {} is {}, expected {} (positions must run 0..len-1 within sequence {}, in order)",
@@ -369,7 +452,9 @@ pub fn read_tokens(path: &Path) -> Result<TokenTable> {
             tokens.push(TokenMeta {
                 seq_id: r.seq_id,
                 position: r.position,
-                seq_len: u32::try_from(len).map_err(|_| anyhow!("--tokens {}: a sequence of {len} tokens", path.display()))?,
+                seq_len: u32::try_from(len).map_err(|_| {
+                    input!("--tokens {}: a sequence of {len} tokens", path.display())
+                })?,
                 text: r.text.clone(),
                 is_special: r.is_special,
                 patch: None,
@@ -379,7 +464,9 @@ pub fn read_tokens(path: &Path) -> Result<TokenTable> {
         }
     }
     let table = TokenTable { tokens };
-    table.validate().with_context(|| format!("--tokens {}", path.display()))?;
+    table
+        .validate()
+        .with_context(|| format!("--tokens {}", path.display()))?;
     Ok(table)
 }
 
@@ -395,12 +482,21 @@ fn read_token_jsonl(path: &Path) -> Result<Vec<TokenRow>> {
         }
         let at = || format!("--tokens {}: line {line_no}", path.display());
         let value: serde_json::Value = serde_json::from_str(line).with_context(at)?;
-        let obj = value.as_object().ok_or_else(|| anyhow!("{}: not a JSON object", at()))?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| input!("{}: not a JSON object", at()))?;
         let uint = |field: &str| -> Result<u32> {
-            let v = obj.get(field).ok_or_else(|| anyhow!("{}: field `{field}` is missing", at()))?;
+            let v = obj
+                .get(field)
+                .ok_or_else(|| input!("{}: field `{field}` is missing", at()))?;
             v.as_u64()
                 .and_then(|v| u32::try_from(v).ok())
-                .ok_or_else(|| anyhow!("{}: field `{field}` is {v}, not an integer in 0..2^32", at()))
+                .ok_or_else(|| {
+                    input!(
+                        "{}: field `{field}` is {v}, not an integer in 0..2^32",
+                        at()
+                    )
+                })
         };
         let text = match obj.get("text") {
             Some(serde_json::Value::String(s)) => s.clone(),
@@ -412,83 +508,38 @@ fn read_token_jsonl(path: &Path) -> Result<Vec<TokenRow>> {
             Some(serde_json::Value::Bool(b)) => *b,
             Some(v) => bail!("{}: field `is_special` is {v}, not a bool", at()),
         };
-        rows.push(TokenRow { seq_id: uint("seq_id")?, position: uint("position")?, text, is_special });
+        rows.push(TokenRow {
+            seq_id: uint("seq_id")?,
+            position: uint("position")?,
+            text,
+            is_special,
+        });
     }
     Ok(rows)
 }
 
 fn read_token_parquet(path: &Path) -> Result<Vec<TokenRow>> {
-    let at = || format!("--tokens {}", path.display());
-    let file = File::open(path).with_context(at)?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).with_context(|| format!("{}: not a readable Parquet file", at()))?;
-    let schema = builder.schema().clone();
-    for required in ["seq_id", "position", "text"] {
-        if schema.column_with_name(required).is_none() {
-            bail!("{}: column `{required}` is missing", at());
-        }
-    }
-    let mut rows = Vec::new();
-    for batch in builder.build().with_context(at)? {
-        let batch = batch.with_context(at)?;
-        let seq = uint_column(path, "seq_id", batch.column_by_name("seq_id"))?;
-        let pos = uint_column(path, "position", batch.column_by_name("position"))?;
-        let text = string_column(path, batch.column_by_name("text"))?;
-        let special = match batch.column_by_name("is_special") {
-            None => vec![false; batch.num_rows()],
-            Some(a) => {
-                let b = a.as_boolean_opt().ok_or_else(|| {
-                    anyhow!("{}: column `is_special` has type {}, expected bool", at(), a.data_type())
-                })?;
-                (0..b.len()).map(|i| b.is_valid(i) && b.value(i)).collect()
-            }
-        };
-        for i in 0..batch.num_rows() {
-            rows.push(TokenRow { seq_id: seq[i], position: pos[i], text: text[i].clone(), is_special: special[i] });
-        }
+    let at = || "--tokens";
+    let table = ParquetTable::read(path).with_context(at)?;
+    let seq = table.u32_any("seq_id").with_context(at)?;
+    let pos = table.u32_any("position").with_context(at)?;
+    let text = table.strings_nullable("text").with_context(at)?;
+    let special = table
+        .bool_or_false("is_special")
+        .with_context(at)?
+        .unwrap_or_else(|| vec![false; seq.len()]);
+    let mut rows = Vec::with_capacity(seq.len());
+    for (i, text) in text.into_iter().enumerate() {
+        let text = text
+            .ok_or_else(|| input!("--tokens {}: column `text` row {i} is null", path.display()))?;
+        rows.push(TokenRow {
+            seq_id: seq[i],
+            position: pos[i],
+            text,
+            is_special: special[i],
+        });
     }
     Ok(rows)
-}
-
-fn uint_column(path: &Path, name: &str, a: Option<&ArrayRef>) -> Result<Vec<u32>> {
-    let a = a.ok_or_else(|| anyhow!("--tokens {}: column `{name}` is missing", path.display()))?;
-    let bad = |i: usize| anyhow!("--tokens {}: column `{name}` row {i} is null or outside 0..2^32", path.display());
-    macro_rules! conv {
-        ($t:ty) => {
-            if let Some(p) = a.as_primitive_opt::<$t>() {
-                return (0..p.len())
-                    .map(|i| {
-                        if p.is_null(i) {
-                            return Err(bad(i));
-                        }
-                        u32::try_from(p.value(i)).map_err(|_| bad(i))
-                    })
-                    .collect();
-            }
-        };
-    }
-    conv!(UInt32Type);
-    conv!(Int64Type);
-    conv!(Int32Type);
-    conv!(UInt64Type);
-    conv!(UInt16Type);
-    conv!(Int16Type);
-    conv!(UInt8Type);
-    conv!(Int8Type);
-    bail!("--tokens {}: column `{name}` has type {}, expected an integer type", path.display(), a.data_type())
-}
-
-fn string_column(path: &Path, a: Option<&ArrayRef>) -> Result<Vec<String>> {
-    let a = a.ok_or_else(|| anyhow!("--tokens {}: column `text` is missing", path.display()))?;
-    let null = |i: usize| anyhow!("--tokens {}: column `text` row {i} is null", path.display());
-    let collect = |it: &mut dyn Iterator<Item = Option<&str>>| -> Result<Vec<String>> {
-        it.enumerate().map(|(i, s)| s.map(String::from).ok_or_else(|| null(i))).collect()
-    };
-    match a.data_type() {
-        DataType::Utf8 => collect(&mut a.as_string::<i32>().iter()),
-        DataType::LargeUtf8 => collect(&mut a.as_string::<i64>().iter()),
-        DataType::Utf8View => collect(&mut a.as_string_view().iter()),
-        other => bail!("--tokens {}: column `text` has type {other}, expected a string type", path.display()),
-    }
 }
 
 // -------------------------------------------------------------------------------------------- attention
@@ -526,7 +577,10 @@ pub fn compute_attention(
                     w[qi * len + kj] = (logit / sum) as f32;
                 }
             }
-            Ok(SequenceAttention { seq_id: span.seq_id, weights: Matrix::from_vec(len, len, w)? })
+            Ok(SequenceAttention {
+                seq_id: span.seq_id,
+                weights: Matrix::from_vec(len, len, w)?,
+            })
         })
         .collect()
 }
@@ -535,7 +589,12 @@ pub fn compute_attention(
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (x, y) in ca.zip(cb) {
         for i in 0..8 {
             acc[i] += x[i] * y[i];
@@ -545,7 +604,13 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Opens `--attention` and checks its shape against the vectors' `[layers, heads, n]`.
-fn open_attention(path: &Path, layers: u16, heads: u16, n: usize, max_len: usize) -> Result<(NpyFile, usize)> {
+fn open_attention(
+    path: &Path,
+    layers: u16,
+    heads: u16,
+    n: usize,
+    max_len: usize,
+) -> Result<(NpyFile, usize)> {
     let f = open_npy("--attention", path)?;
     let [l, h, rows, width] = grid_shape("--attention", &f, "n, max_len")?;
     if (l, h, rows) != (usize::from(layers), usize::from(heads), n) {
@@ -576,9 +641,14 @@ fn read_attention(
 ) -> Result<Vec<SequenceAttention>> {
     let n: usize = spans.iter().map(|s| s.len).sum();
     let start = (usize::from(head.layer) * usize::from(heads) + usize::from(head.head)) * n * width;
-    let data = f.read_f32(start, n * width).with_context(|| "--attention".to_string())?;
+    let data = f
+        .read_f32(start, n * width)
+        .with_context(|| "--attention".to_string())?;
     let fail = |token: usize, what: String| {
-        anyhow!("--attention {}: head {head}, token {token}: {what}", f.path().display())
+        input!(
+            "--attention {}: head {head}, token {token}: {what}",
+            f.path().display()
+        )
     };
     spans
         .iter()
@@ -639,9 +709,8 @@ impl Drop for Cleanup {
 }
 
 /// Runs the import. Heads already in the dataset are skipped.
-pub fn import(plan: &ImportPlan, report: Reporting) -> Result<RunSummary> {
+pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
     let start = Instant::now();
-    let interrupted = pipeline::interrupt_flag();
 
     // 1. Everything checkable without the data, before anything is written.
     let (source, layers, heads, n) = VectorSource::open(plan)?;
@@ -649,18 +718,29 @@ pub fn import(plan: &ImportPlan, report: Reporting) -> Result<RunSummary> {
     if tokens.len() != n {
         let what = match &source {
             VectorSource::Npy { queries, .. } => {
-                format!("--queries {} has {n} tokens per head (shape {:?})", queries.path().display(), queries.shape())
+                format!(
+                    "--queries {} has {n} tokens per head (shape {:?})",
+                    queries.path().display(),
+                    queries.shape()
+                )
             }
             VectorSource::Parquet { .. } => format!("the --vectors files have {n} rows"),
         };
-        bail!("--tokens {}: {} tokens, but {what}", plan.tokens.display(), tokens.len());
+        bail!(
+            "--tokens {}: {} tokens, but {what}",
+            plan.tokens.display(),
+            tokens.len()
+        );
     }
     let spans = tokens.sequences();
     let max_len = spans.iter().map(|s| s.len).max().unwrap_or(0);
     let given = match &plan.attention {
         AttentionSource::Npy(path) => {
             if matches!(source, VectorSource::Parquet { .. }) {
-                bail!("--attention {}: only with --queries/--keys (.npy)", path.display());
+                bail!(
+                    "--attention {}: only with --queries/--keys (.npy)",
+                    path.display()
+                );
             }
             Some(open_attention(path, layers, heads, n, max_len)?)
         }
@@ -670,22 +750,36 @@ pub fn import(plan: &ImportPlan, report: Reporting) -> Result<RunSummary> {
         bail!("--out {}: is a file, not a directory", plan.out.display());
     }
     let available = source.heads(layers, heads);
-    let selection: Vec<HeadId> =
-        select_heads(layers, heads, plan.layers.as_deref(), plan.heads.as_deref(), plan.shard)?
-            .into_iter()
-            .filter(|h| available.contains(h))
-            .collect();
+    let selection: Vec<HeadId> = select_heads(
+        layers,
+        heads,
+        plan.layers.as_deref(),
+        plan.heads.as_deref(),
+        plan.shard,
+    )?
+    .into_iter()
+    .filter(|h| available.contains(h))
+    .collect();
     if selection.is_empty() {
         bail!("--layers/--heads/--shard: the selection holds none of the heads of the input");
     }
-    let normalizer = pipeline::head_normalizer(plan.normalize, plan.causal, plan.seed)?;
+    let normalizer = run::head_normalizer(plan.normalize, plan.causal, plan.seed)?;
 
     // 2. The dataset.
     let d = source.dim();
     let attention_mode = match &plan.attention {
-        AttentionSource::Computed { scale: None } => "computed: softmax(q.k/sqrt(d)) per sequence".to_string(),
-        AttentionSource::Computed { scale: Some(s) } => format!("computed: softmax({s} q.k) per sequence"),
-        AttentionSource::Npy(p) => format!("given: {}", p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()),
+        AttentionSource::Computed { scale: None } => {
+            "computed: softmax(q.k/sqrt(d)) per sequence".to_string()
+        }
+        AttentionSource::Computed { scale: Some(s) } => {
+            format!("computed: softmax({s} q.k) per sequence")
+        }
+        AttentionSource::Npy(p) => format!(
+            "given: {}",
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ),
         AttentionSource::None => "none".to_string(),
     };
     let config = serde_json::json!({
@@ -698,16 +792,24 @@ pub fn import(plan: &ImportPlan, report: Reporting) -> Result<RunSummary> {
     });
     let info = ModelInfo {
         id: plan.model_id.clone(),
-        architecture: Architecture::Imported { causal: plan.causal },
+        architecture: Architecture::Imported {
+            causal: plan.causal,
+        },
         num_layers: layers,
         num_heads: heads,
-        head_dim: u32::try_from(d).context("head dimension")?,
+        head_dim: u32::try_from(d).map_err(|_| input!("head dimension {d} is too large"))?,
         hidden_size: 0,
-        max_positions: u32::try_from(max_len).context("sequence length")?,
+        max_positions: u32::try_from(max_len)
+            .map_err(|_| input!("sequence length {max_len} is too large"))?,
         image: None,
         config,
     };
-    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string();
+    let abs = |p: &Path| {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.to_path_buf())
+            .display()
+            .to_string()
+    };
     let mut params = BTreeMap::new();
     params.insert("import".to_string(), "true".to_string());
     if let (Some(q), Some(k)) = (&plan.queries, &plan.keys) {
@@ -727,12 +829,13 @@ pub fn import(plan: &ImportPlan, report: Reporting) -> Result<RunSummary> {
         model: info.clone(),
         run: RunInfo {
             corpus: abs(&plan.tokens),
-            num_sequences: u32::try_from(spans.len()).context("sequence count")?,
+            num_sequences: u32::try_from(spans.len())
+                .map_err(|_| input!("{} sequences are too many", spans.len()))?,
             num_tokens: n as u64,
             seed: plan.seed,
             params,
-            crate_versions: pipeline::crate_versions(),
-            created_at: pipeline::now_rfc3339(),
+            crate_versions: run::crate_versions(),
+            created_at: run::now_rfc3339(),
         },
     };
     let mut cleanup = Cleanup {
@@ -763,11 +866,9 @@ pub fn import(plan: &ImportPlan, report: Reporting) -> Result<RunSummary> {
         .copied()
         .filter(|&h| !dataset.has_head(h) || (want_attention && !dataset.has_attention(h)))
         .collect();
-    let multi = pipeline::progress_target(report);
-    let pb = pipeline::bar(&multi, missing.len() as u64, "import", report.quiet);
-    let done = std::sync::atomic::AtomicUsize::new(0);
+    let progress = control.start(Stage::Import, missing.len());
     missing.par_iter().try_for_each(|&head| -> Result<()> {
-        if interrupted.load(Ordering::SeqCst) {
+        if control.cancelled() {
             return Ok(());
         }
         let vectors = source.load(head)?;
@@ -776,29 +877,42 @@ pub fn import(plan: &ImportPlan, report: Reporting) -> Result<RunSummary> {
                 let scale = scale.unwrap_or_else(|| 1.0 / (d as f64).sqrt());
                 compute_attention(&vectors, &spans, plan.causal, scale)?
             }
-            (AttentionSource::Npy(_), Some((f, width))) => read_attention(f, *width, head, heads, &spans, plan.causal)?,
+            (AttentionSource::Npy(_), Some((f, width))) => {
+                read_attention(f, *width, head, heads, &spans, plan.causal)?
+            }
             _ => Vec::new(),
         };
-        let capture = HeadCapture { vectors, attention, value_norms: None };
-        pipeline::store_head(&dataset, &normalizer, &capture, &tokens)?;
-        done.fetch_add(1, Ordering::Relaxed);
-        pb.inc(1);
+        let capture = HeadCapture {
+            vectors,
+            attention,
+            value_norms: None,
+        };
+        run::store_head(
+            &dataset,
+            &normalizer,
+            &capture,
+            &tokens,
+            plan.causal,
+            plan.seed,
+        )?;
+        progress.inc();
         Ok(())
     })?;
-    pb.finish();
+    let heads_extracted = progress.done();
+    drop(progress);
     cleanup.armed = false;
 
-    let per_head = pipeline::summarize(&dataset, &selected)?;
+    let per_head = run::summarize(&dataset, &selected)?;
     Ok(RunSummary {
         dataset: plan.out.clone(),
         model: info.id,
         sequences: spans.len(),
         tokens: n,
         heads: selected.len(),
-        heads_extracted: done.into_inner(),
+        heads_extracted,
         projections_computed: 0,
         projections_reused: 0,
-        interrupted: interrupted.load(Ordering::SeqCst),
+        interrupted: control.cancelled(),
         seconds: start.elapsed().as_secs_f64(),
         per_head,
         figures: Vec::new(),
@@ -810,7 +924,7 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    use arrow_array::{BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray};
+    use arrow_array::{ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray};
     use parquet::arrow::ArrowWriter;
 
     /// A scratch directory removed on drop (attn-cli has no tempfile dependency).
@@ -818,7 +932,8 @@ mod tests {
 
     impl TempDir {
         fn new(tag: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!("attnviz-import-{tag}-{}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("attnviz-import-{tag}-{}", std::process::id()));
             std::fs::create_dir_all(&dir).expect("scratch dir");
             TempDir(dir)
         }
@@ -836,7 +951,8 @@ mod tests {
 
     fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) {
         let batch = RecordBatch::try_from_iter(columns).expect("batch");
-        let mut w = ArrowWriter::try_new(File::create(path).expect("create"), batch.schema(), None).expect("writer");
+        let mut w = ArrowWriter::try_new(File::create(path).expect("create"), batch.schema(), None)
+            .expect("writer");
         w.write(&batch).expect("write");
         w.close().expect("close");
     }
@@ -848,17 +964,44 @@ mod tests {
         write_parquet(
             &p,
             vec![
-                ("seq_id", Arc::new(Int64Array::from(vec![7, 7, 7, 3, 3])) as ArrayRef),
-                ("position", Arc::new(Int32Array::from(vec![0, 1, 2, 0, 1])) as ArrayRef),
-                ("text", Arc::new(StringArray::from(vec!["<s>", "a", "b", "<s>", "c"])) as ArrayRef),
-                ("is_special", Arc::new(BooleanArray::from(vec![Some(true), Some(false), None, Some(true), Some(false)])) as ArrayRef),
+                (
+                    "seq_id",
+                    Arc::new(Int64Array::from(vec![7, 7, 7, 3, 3])) as ArrayRef,
+                ),
+                (
+                    "position",
+                    Arc::new(Int32Array::from(vec![0, 1, 2, 0, 1])) as ArrayRef,
+                ),
+                (
+                    "text",
+                    Arc::new(StringArray::from(vec!["<s>", "a", "b", "<s>", "c"])) as ArrayRef,
+                ),
+                (
+                    "is_special",
+                    Arc::new(BooleanArray::from(vec![
+                        Some(true),
+                        Some(false),
+                        None,
+                        Some(true),
+                        Some(false),
+                    ])) as ArrayRef,
+                ),
             ],
         );
         let t = read_tokens(&p).expect("reads");
         assert_eq!(t.len(), 5);
-        assert_eq!(t.sequences().iter().map(|s| (s.seq_id, s.len)).collect::<Vec<_>>(), vec![(7, 3), (3, 2)]);
+        assert_eq!(
+            t.sequences()
+                .iter()
+                .map(|s| (s.seq_id, s.len))
+                .collect::<Vec<_>>(),
+            vec![(7, 3), (3, 2)]
+        );
         assert_eq!(t.tokens[4].seq_len, 2);
-        assert_eq!(t.tokens.iter().map(|t| t.is_special).collect::<Vec<_>>(), vec![true, false, false, true, false]);
+        assert_eq!(
+            t.tokens.iter().map(|t| t.is_special).collect::<Vec<_>>(),
+            vec![true, false, false, true, false]
+        );
         assert_eq!(t.tokens[2].text, "b");
 
         // Interleaved sequences, negative ids and a missing column are errors naming file and field.
@@ -866,13 +1009,25 @@ mod tests {
         write_parquet(
             &bad,
             vec![
-                ("seq_id", Arc::new(Int64Array::from(vec![0, 1, 0])) as ArrayRef),
-                ("position", Arc::new(Int64Array::from(vec![0, 0, 1])) as ArrayRef),
-                ("text", Arc::new(StringArray::from(vec!["a", "b", "c"])) as ArrayRef),
+                (
+                    "seq_id",
+                    Arc::new(Int64Array::from(vec![0, 1, 0])) as ArrayRef,
+                ),
+                (
+                    "position",
+                    Arc::new(Int64Array::from(vec![0, 0, 1])) as ArrayRef,
+                ),
+                (
+                    "text",
+                    Arc::new(StringArray::from(vec!["a", "b", "c"])) as ArrayRef,
+                ),
             ],
         );
-        let e = format!("{:#}", read_tokens(&bad).expect_err("interleaved"));
-        assert!(e.contains("bad.parquet") && e.contains("seq_id") && e.contains("row 2"), "{e}");
+        let e = crate::error_chain(&read_tokens(&bad).expect_err("interleaved"));
+        assert!(
+            e.contains("bad.parquet") && e.contains("seq_id") && e.contains("row 2"),
+            "{e}"
+        );
         write_parquet(
             &bad,
             vec![
@@ -881,10 +1036,13 @@ mod tests {
                 ("text", Arc::new(StringArray::from(vec!["a"])) as ArrayRef),
             ],
         );
-        let e = format!("{:#}", read_tokens(&bad).expect_err("negative"));
+        let e = crate::error_chain(&read_tokens(&bad).expect_err("negative"));
         assert!(e.contains("bad.parquet") && e.contains("seq_id"), "{e}");
-        write_parquet(&bad, vec![("seq_id", Arc::new(Int64Array::from(vec![0])) as ArrayRef)]);
-        let e = format!("{:#}", read_tokens(&bad).expect_err("no position"));
+        write_parquet(
+            &bad,
+            vec![("seq_id", Arc::new(Int64Array::from(vec![0])) as ArrayRef)],
+        );
+        let e = crate::error_chain(&read_tokens(&bad).expect_err("no position"));
         assert!(e.contains("bad.parquet") && e.contains("`position`"), "{e}");
     }
 
@@ -893,7 +1051,11 @@ mod tests {
         let q = Matrix::from_rows(&[[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]).expect("q");
         let k = Matrix::from_rows(&[[0.5, 0.5], [1.0, -1.0], [0.0, 3.0]]).expect("k");
         let v = HeadVectors::new(HeadId::new(0, 0), q, k).expect("head");
-        let spans = [SequenceSpan { seq_id: 4, start: 0, len: 3 }];
+        let spans = [SequenceSpan {
+            seq_id: 4,
+            start: 0,
+            len: 3,
+        }];
         for causal in [false, true] {
             let a = compute_attention(&v, &spans, causal, 1.0 / 2f64.sqrt()).expect("attention");
             assert_eq!(a[0].seq_id, 4);
@@ -908,7 +1070,10 @@ mod tests {
                 let z: f64 = logits.iter().map(|l| l.exp()).sum();
                 for j in 0..3 {
                     let want = logits.get(j).map_or(0.0, |l| l.exp() / z);
-                    assert!((f64::from(a[0].get(i, j)) - want).abs() < 1e-6, "{causal} {i} {j}");
+                    assert!(
+                        (f64::from(a[0].get(i, j)) - want).abs() < 1e-6,
+                        "{causal} {i} {j}"
+                    );
                 }
             }
         }

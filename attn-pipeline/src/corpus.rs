@@ -10,12 +10,7 @@ use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use arrow_array::Array;
-use arrow_array::cast::AsArray;
-use arrow_schema::{ArrowError, DataType};
-use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::errors::ParquetError;
+use attn_store::{ParquetTable, StoreError};
 
 /// The built-in corpus: 320 original English sentences, one per line, used when no corpus is given.
 pub const BUILTIN_SENTENCES: &str = include_str!("../data/sentences.txt");
@@ -184,42 +179,9 @@ pub enum CorpusError {
         /// The JSON type found instead (e.g. "number").
         found: &'static str,
     },
-    /// A `.parquet` file has no top-level column with the requested name.
-    #[error("{}: no column \"{column}\" (columns: {available})", path.display())]
-    MissingColumn {
-        /// The file.
-        path: PathBuf,
-        /// The column that was looked for.
-        column: String,
-        /// Comma-separated names of the columns that do exist.
-        available: String,
-    },
-    /// A `.parquet` column exists but is not a string column.
-    #[error("{}: column \"{column}\" has type {found}, expected utf8 or large_utf8", path.display())]
-    ColumnType {
-        /// The file.
-        path: PathBuf,
-        /// The text column.
-        column: String,
-        /// The Arrow type found instead.
-        found: DataType,
-    },
-    /// The Parquet reader rejected the file (bad footer, unsupported encoding, ...).
-    #[error("{}: cannot read Parquet: {source}", path.display())]
-    Parquet {
-        /// The file.
-        path: PathBuf,
-        /// The reader's complaint.
-        source: ParquetError,
-    },
-    /// Decoding a Parquet record batch into Arrow failed.
-    #[error("{}: cannot decode Parquet data: {source}", path.display())]
-    Arrow {
-        /// The file.
-        path: PathBuf,
-        /// The decoder's complaint.
-        source: ArrowError,
-    },
+    /// A `.parquet` corpus could not be read: not Parquet, no such column, not a string column.
+    #[error(transparent)]
+    Parquet(#[from] StoreError),
     /// An image folder contains a regular file that is not `.png`, `.jpg` or `.jpeg`.
     #[error("{}: not an image (expected .png, .jpg or .jpeg)", path.display())]
     NotAnImage {
@@ -431,78 +393,17 @@ fn collect_lines(
     Ok(out)
 }
 
-/// Reads the string column `column` of a `.parquet` corpus, skipping nulls and blanks.
+/// Reads the string column `column` of a `.parquet` corpus (only that column is decoded: the others
+/// may be large, e.g. embeddings), skipping nulls and blanks.
 fn read_parquet(path: &Path, column: &str, max: usize) -> Result<Vec<String>, CorpusError> {
-    let parquet_error = |source| CorpusError::Parquet {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::open(path).map_err(|source| io_error(path, source))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_error)?;
-
-    let schema = builder.schema().clone();
-    let Some((index, field)) = schema.column_with_name(column) else {
-        let available = schema
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        return Err(CorpusError::MissingColumn {
-            path: path.to_path_buf(),
-            column: column.to_string(),
-            available,
-        });
-    };
-    if !matches!(
-        field.data_type(),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-    ) {
-        return Err(CorpusError::ColumnType {
-            path: path.to_path_buf(),
-            column: column.to_string(),
-            found: field.data_type().clone(),
-        });
-    }
-
-    // Decode only the text column; other columns may be large (e.g. embeddings).
-    let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
-    let reader = builder
-        .with_projection(mask)
-        .build()
-        .map_err(parquet_error)?;
-
-    let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|source| CorpusError::Arrow {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let array = batch.column(0);
-        let mut push = |value: Option<&str>| {
-            if let Some(text) = value.filter(|t| !t.trim().is_empty()) {
-                out.push(text.to_string());
-            }
-        };
-        // The projected column keeps the type checked above, so one of these casts applies.
-        if let Some(strings) = array.as_string_opt::<i32>() {
-            strings.iter().for_each(&mut push);
-        } else if let Some(strings) = array.as_string_opt::<i64>() {
-            strings.iter().for_each(&mut push);
-        } else if let Some(strings) = array.as_string_view_opt() {
-            strings.iter().for_each(&mut push);
-        } else {
-            return Err(CorpusError::ColumnType {
-                path: path.to_path_buf(),
-                column: column.to_string(),
-                found: array.data_type().clone(),
-            });
-        }
-        if out.len() >= max {
-            out.truncate(max);
-            break;
-        }
-    }
+    let table = ParquetTable::read_columns(path, &[column])?;
+    let mut out: Vec<String> = table
+        .strings_nullable(column)?
+        .into_iter()
+        .flatten()
+        .filter(|text| !text.trim().is_empty())
+        .collect();
+    out.truncate(max);
     Ok(out)
 }
 
@@ -877,10 +778,13 @@ mod tests {
         write_parquet(&path, vec![("id", ids), ("text", text)]);
 
         let err = load_text_corpus(&path, "sentence", None).unwrap_err();
-        assert!(matches!(err, CorpusError::MissingColumn { .. }), "{err:?}");
+        assert!(
+            matches!(err, CorpusError::Parquet(StoreError::NoSuchColumn { .. })),
+            "{err:?}"
+        );
         let msg = err.to_string();
         assert!(
-            msg.contains("c.parquet") && msg.contains("\"sentence\"") && msg.contains("id, text"),
+            msg.contains("c.parquet") && msg.contains("`sentence`") && msg.contains("id, text"),
             "{msg}"
         );
 
@@ -888,14 +792,11 @@ mod tests {
         assert!(
             matches!(
                 err,
-                CorpusError::ColumnType {
-                    found: DataType::Int64,
-                    ..
-                }
+                CorpusError::Parquet(StoreError::ColumnType { ref found, .. }) if found == "Int64"
             ),
             "{err:?}"
         );
-        assert!(err.to_string().contains("\"id\""));
+        assert!(err.to_string().contains("`id`"));
 
         let nulls = dir.0.join("nulls.parquet");
         let text: ArrayRef = Arc::new(StringArray::from(vec![None::<&str>, Some("")]));
@@ -907,7 +808,10 @@ mod tests {
 
         let garbage = dir.file("garbage.parquet", b"definitely not parquet");
         let err = load_text_corpus(&garbage, "text", None).unwrap_err();
-        assert!(matches!(err, CorpusError::Parquet { .. }), "{err:?}");
+        assert!(
+            matches!(err, CorpusError::Parquet(StoreError::Parquet { .. })),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("garbage.parquet"));
     }
 

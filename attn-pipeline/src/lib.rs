@@ -1,0 +1,21 @@
+#![doc = include_str!("../README.md")]
+
+pub mod corpus;
+mod error;
+pub mod import;
+mod progress;
+mod run;
+pub mod select;
+
+pub use error::{Context, PipelineError, Result, error_chain};
+pub use import::{AttentionSource, ImportPlan, compute_attention, import, read_tokens};
+pub use progress::{Control, ProgressEvent, Stage};
+pub use run::{
+    CorpusInput, HeadSummary, ProjectionSettings, RunPlan, RunSummary, check_settings,
+    dataset_summary, head_normalizer, load_corpus, project_dataset, projector, run, store_head,
+    summarize,
+};
+pub use select::{Shard, parse_index_list, select_heads};
+
+/// Version of this crate, recorded in dataset provenance.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

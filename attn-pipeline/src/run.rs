@@ -1,0 +1,903 @@
+//! The main job: model + corpus -> a dataset directory (extract, normalize, project, store), resumable
+//! head by head.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use attn_extract::{Corpus, ExtractOptions, LoadedModel};
+use attn_normalize::{Normalizer, NormalizerValidParams};
+use attn_project::{Embedding, Pca, Projector, Tsne, Umap};
+use attn_store::Dataset;
+use attn_types::{
+    DATA_MODEL_VERSION, DatasetMeta, Fidelity, HeadCapture, HeadId, HeadProjection, Matrix, Metric,
+    ModelInfo, ProjectionMethod, RunInfo, TokenTable,
+};
+use rayon::prelude::*;
+
+use crate::corpus;
+use crate::error::{Context, PipelineError, Result, bail};
+use crate::progress::{Control, Stage};
+use crate::select::{Shard, select_heads};
+
+/// Query points sampled for each projection's trustworthiness/continuity: a trust indicator needs
+/// about +-0.005, which 1,000 queries give, at a quarter of the cost of attn-project's default 4,000.
+const QUALITY_QUERIES: usize = 1_000;
+
+/// Neighbours of the trustworthiness/continuity estimate (fewer for tiny heads, where the metric
+/// needs `k < n / 2`).
+const QUALITY_K: usize = 10;
+
+/// Projection settings shared by `run` and `project`.
+#[derive(Debug, Clone)]
+pub struct ProjectionSettings {
+    /// Methods to run.
+    pub methods: Vec<ProjectionMethod>,
+    /// Output dimensions to produce (2 and/or 3).
+    pub dims: Vec<u8>,
+    /// Input metric.
+    pub metric: Metric,
+    /// Seed of every fit.
+    pub seed: u64,
+    /// t-SNE perplexity.
+    pub perplexity: f32,
+    /// t-SNE iterations (early exaggeration included).
+    pub tsne_iterations: usize,
+    /// UMAP neighbours.
+    pub n_neighbors: usize,
+    /// UMAP min_dist.
+    pub min_dist: f32,
+    /// Compute trustworthiness etc. for every projection.
+    pub quality: bool,
+}
+
+/// Where a run's sequences come from.
+#[derive(Debug, Clone, Default)]
+pub enum CorpusInput {
+    /// The built-in corpus of the model's modality: 320 sentences, or the paper's synthetic images.
+    #[default]
+    Builtin,
+    /// A corpus file or image folder (see [`crate::corpus`]).
+    Path(PathBuf),
+    /// Texts given in memory (recorded in the dataset as `inline:texts`).
+    Texts(Vec<String>),
+    /// Images given in memory (recorded as `inline:images`).
+    Images(Vec<image::RgbImage>),
+}
+
+/// Everything `run` needs.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    /// Model directory.
+    pub model_dir: PathBuf,
+    /// Display id of the model.
+    pub model_id: Option<String>,
+    /// The sequences to run through the model.
+    pub corpus: CorpusInput,
+    /// JSONL/Parquet text field.
+    pub text_field: String,
+    /// Keep at most this many sequences.
+    pub max_sequences: Option<usize>,
+    /// Dataset directory.
+    pub out: PathBuf,
+    /// Backend name.
+    pub backend: String,
+    /// Sequences per forward pass.
+    pub batch_size: usize,
+    /// Truncate over-long sequences instead of failing.
+    pub truncate: bool,
+    /// Apply key translation and scaling.
+    pub normalize: bool,
+    /// Layer filter.
+    pub layers: Option<Vec<u16>>,
+    /// Head filter.
+    pub heads: Option<Vec<u16>>,
+    /// Shard of the selected heads.
+    pub shard: Option<Shard>,
+    /// Projections (empty methods = extract only).
+    pub projection: ProjectionSettings,
+}
+
+/// Per-head line of the summary table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HeadSummary {
+    /// Head id `L{l}H{h}`.
+    pub head: String,
+    /// Layer.
+    pub layer: u16,
+    /// Head.
+    pub head_index: u16,
+    /// Spearman(cosine distance, dot) before normalization.
+    pub spearman_cosine_before: Option<f32>,
+    /// The same after.
+    pub spearman_cosine_after: Option<f32>,
+    /// Chosen query scale c.
+    pub scale: Option<f32>,
+    /// Mean |q| - mean |k| before normalization.
+    pub norm_gap: Option<f32>,
+    /// Trustworthiness@k of each stored projection, by `method_dims`.
+    pub trustworthiness: BTreeMap<String, f32>,
+    /// Attention fidelity of each stored projection, by `method_dims`.
+    pub fidelity: BTreeMap<String, Fidelity>,
+    /// Attention fidelity of the raw vectors (cosine), when the head has attention.
+    pub fidelity_raw: Option<Fidelity>,
+    /// Attention fidelity of the normalized vectors (cosine), when the head has attention.
+    pub fidelity_normalized: Option<Fidelity>,
+}
+
+/// What a run did, for the summary and `--json`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunSummary {
+    /// Dataset directory.
+    pub dataset: PathBuf,
+    /// Model id.
+    pub model: String,
+    /// Sequences in the corpus.
+    pub sequences: usize,
+    /// Tokens in the corpus.
+    pub tokens: usize,
+    /// Heads handled by this invocation.
+    pub heads: usize,
+    /// Heads whose vectors were extracted now (the rest were on disk).
+    pub heads_extracted: usize,
+    /// Projections computed now.
+    pub projections_computed: usize,
+    /// Projections found on disk and kept.
+    pub projections_reused: usize,
+    /// Whether Ctrl-C stopped the run early.
+    pub interrupted: bool,
+    /// Seconds spent.
+    pub seconds: f64,
+    /// Per-head numbers.
+    pub per_head: Vec<HeadSummary>,
+    /// Figures written.
+    pub figures: Vec<PathBuf>,
+}
+
+pub(crate) fn crate_versions() -> BTreeMap<String, String> {
+    [
+        ("attn-pipeline", env!("CARGO_PKG_VERSION")),
+        ("attn-extract", attn_extract::VERSION),
+        ("attn-normalize", attn_normalize::VERSION),
+        ("attn-project", attn_project::VERSION),
+        ("attn-store", attn_store::VERSION),
+        ("attn-types", attn_types::VERSION),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+pub(crate) fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    // Civil-from-days (Howard Hinnant's algorithm), to avoid a date crate for one timestamp.
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// The corpus of a run and the name recorded for it, checked against the model's modality and cut to
+/// `limit` sequences.
+pub fn load_corpus(
+    model: &ModelInfo,
+    input: &CorpusInput,
+    text_field: &str,
+    limit: Option<usize>,
+) -> Result<(Corpus, String)> {
+    let vision = model.architecture.is_vision();
+    let cut = |mut v: Vec<String>| {
+        if let Some(l) = limit {
+            v.truncate(l);
+        }
+        v
+    };
+    match input {
+        CorpusInput::Builtin if vision => {
+            let size = model.image.map_or(224, |g| g.image_size);
+            let n = limit.unwrap_or(8);
+            Ok((
+                Corpus::Images(attn_extract::synthetic_images(n, size)),
+                "builtin:synthetic-images".into(),
+            ))
+        }
+        CorpusInput::Builtin => Ok((
+            Corpus::Text(cut(corpus::builtin_sentences())),
+            "builtin:sentences".into(),
+        )),
+        CorpusInput::Texts(texts) if !vision => {
+            Ok((Corpus::Text(cut(texts.clone())), "inline:texts".into()))
+        }
+        CorpusInput::Images(images) if vision => {
+            let mut images = images.clone();
+            if let Some(l) = limit {
+                images.truncate(l);
+            }
+            Ok((Corpus::Images(images), "inline:images".into()))
+        }
+        CorpusInput::Texts(_) => bail!("texts were given to the vision model {}", model.id),
+        CorpusInput::Images(_) => bail!("images were given to the text model {}", model.id),
+        CorpusInput::Path(p) => match corpus::detect(p)? {
+            corpus::CorpusKind::Text => {
+                if vision {
+                    bail!(
+                        "{}: a text corpus was given to the vision model {}",
+                        p.display(),
+                        model.id
+                    );
+                }
+                Ok((
+                    Corpus::Text(corpus::load_text_corpus(p, text_field, limit)?),
+                    p.display().to_string(),
+                ))
+            }
+            corpus::CorpusKind::Images => {
+                if !vision {
+                    bail!(
+                        "{}: an image folder was given to the text model {}",
+                        p.display(),
+                        model.id
+                    );
+                }
+                let imgs = corpus::load_image_folder(p, limit)?;
+                Ok((
+                    Corpus::Images(imgs.into_iter().map(|(_, i)| i).collect()),
+                    p.display().to_string(),
+                ))
+            }
+        },
+    }
+}
+
+/// Runs the main job. Heads whose artifacts exist are not recomputed.
+pub fn run(plan: &RunPlan, control: Control<'_>) -> Result<RunSummary> {
+    let start = Instant::now();
+    // Every setting is checked before any work: a bad one must not cost a model load and an
+    // extraction, nor leave files behind.
+    check_settings(&plan.projection)?;
+    if plan.batch_size == 0 {
+        bail!("batch size: must be at least 1 (--batch-size)");
+    }
+    let device = attn_extract::device_from_name(&plan.backend)?;
+    let model = LoadedModel::load(&plan.model_dir, &device)
+        .with_context(|| format!("loading the model in {}", plan.model_dir.display()))?;
+    let mut info = model.info().clone();
+    if let Some(id) = &plan.model_id {
+        info.id = id.clone();
+    }
+    let (corpus, corpus_name) =
+        load_corpus(&info, &plan.corpus, &plan.text_field, plan.max_sequences)?;
+    let selected = select_heads(
+        info.num_layers,
+        info.num_heads,
+        plan.layers.as_deref(),
+        plan.heads.as_deref(),
+        plan.shard,
+    )?;
+
+    let mut params = BTreeMap::new();
+    params.insert("normalize".to_string(), plan.normalize.to_string());
+    params.insert("truncate".to_string(), plan.truncate.to_string());
+    params.insert("backend".to_string(), plan.backend.clone());
+    let meta = DatasetMeta {
+        schema_version: DATA_MODEL_VERSION,
+        model: info.clone(),
+        run: RunInfo {
+            corpus: corpus_name,
+            num_sequences: corpus.len() as u32,
+            num_tokens: 0,
+            seed: plan.projection.seed,
+            params,
+            crate_versions: crate_versions(),
+            created_at: now_rfc3339(),
+        },
+    };
+    check_same_run(&plan.out, &meta)?;
+    let dataset = Dataset::create(&plan.out, &meta)?;
+    let _lock = lock_run(&dataset, plan.shard)?;
+    dataset.remove_stale_temp_files()?;
+
+    // Stage 1: extraction, only if some selected head lacks vectors on disk.
+    let missing: Vec<HeadId> = selected
+        .iter()
+        .copied()
+        .filter(|h| !dataset.has_head(*h) || !dataset.has_attention(*h))
+        .collect();
+    let mut heads_extracted = 0;
+    if !missing.is_empty() && !control.cancelled() {
+        let mut layers: Vec<u16> = missing.iter().map(|h| h.layer).collect();
+        layers.dedup();
+        let mut head_idx: Vec<u16> = missing.iter().map(|h| h.head).collect();
+        head_idx.sort_unstable();
+        head_idx.dedup();
+        let opts = ExtractOptions {
+            batch_size: plan.batch_size,
+            layers: Some(layers),
+            heads: Some(head_idx),
+            truncate: plan.truncate,
+            capture_attention: true,
+        };
+        let progress = control.start(Stage::Extract, corpus.len());
+        let extraction = model.extract(&corpus, &opts, &mut |done, _| progress.set(done)).map_err(|e| match e {
+            attn_extract::ExtractError::SequenceTooLong { .. } => PipelineError::Context {
+                context: format!(
+                    "{}: a sequence is longer than the model accepts; pass --truncate to cut it (RunPlan::truncate)",
+                    corpus_name_of(plan)
+                ),
+                source: Box::new(e.into()),
+            },
+            e => e.into(),
+        })?;
+        drop(progress);
+        if dataset.has_tokens() {
+            let stored = dataset.read_tokens()?;
+            if stored != extraction.tokens {
+                bail!(
+                    "{}: the dataset holds tokens of another corpus; use a new --out directory",
+                    plan.out.display()
+                );
+            }
+        } else {
+            dataset.write_tokens(&extraction.tokens)?;
+        }
+        if let (Corpus::Images(images), Some(geometry)) = (&corpus, info.image) {
+            store_images(&dataset, images, geometry.image_size)?;
+        }
+        let normalizer = head_normalizer(
+            plan.normalize,
+            info.architecture.is_causal(),
+            plan.projection.seed,
+        )?;
+        let progress = control.start(Stage::Normalize, missing.len());
+        let tokens = &extraction.tokens;
+        extraction
+            .heads
+            .par_iter()
+            .filter(|c| missing.contains(&c.vectors.head))
+            .try_for_each(|capture| -> Result<()> {
+                if control.cancelled() {
+                    return Ok(());
+                }
+                store_head(
+                    &dataset,
+                    &normalizer,
+                    capture,
+                    tokens,
+                    info.architecture.is_causal(),
+                    plan.projection.seed,
+                )?;
+                progress.inc();
+                Ok(())
+            })?;
+        heads_extracted = progress.done();
+        drop(progress);
+    }
+
+    // Stage 2: projections, one task per (head, method, dims), each written as soon as it is done.
+    let tasks = projection_tasks(&selected, &plan.projection);
+    let summary_projection = project_heads(&dataset, &tasks, &plan.projection, control)?;
+
+    let per_head = summarize(&dataset, &selected)?;
+    let tokens = dataset.read_tokens().map(|t| t.len()).unwrap_or(0);
+    Ok(RunSummary {
+        dataset: plan.out.clone(),
+        model: info.id.clone(),
+        sequences: corpus.len(),
+        tokens,
+        heads: selected.len(),
+        heads_extracted,
+        projections_computed: summary_projection.0,
+        projections_reused: summary_projection.1,
+        interrupted: control.cancelled(),
+        seconds: start.elapsed().as_secs_f64(),
+        per_head,
+        figures: Vec::new(),
+    })
+}
+
+/// How the corpus of a plan is named in messages.
+fn corpus_name_of(plan: &RunPlan) -> String {
+    match &plan.corpus {
+        CorpusInput::Builtin => "the built-in corpus".to_string(),
+        CorpusInput::Path(p) => p.display().to_string(),
+        CorpusInput::Texts(_) => "the given texts".to_string(),
+        CorpusInput::Images(_) => "the given images".to_string(),
+    }
+}
+
+/// Checks every projection setting (builds each projector once), before any work.
+pub fn check_settings(settings: &ProjectionSettings) -> Result<()> {
+    if let Some(d) = settings.dims.iter().find(|d| !matches!(d, 2 | 3)) {
+        bail!("dims: {d} is not 2 or 3 (--dims)");
+    }
+    for &m in &settings.methods {
+        for &d in &settings.dims {
+            projector(settings, m, d)?;
+        }
+    }
+    Ok(())
+}
+
+/// The run settings that decide what a dataset's data is: a dataset that holds data made with other
+/// ones must not be resumed with these (its files would be reused as if they were made now).
+fn run_identity(meta: &DatasetMeta) -> Vec<(&'static str, String)> {
+    let param = |k: &str| meta.run.params.get(k).cloned().unwrap_or_default();
+    vec![
+        ("corpus", meta.run.corpus.clone()),
+        (
+            "sequences (--max-sequences)",
+            meta.run.num_sequences.to_string(),
+        ),
+        ("normalize (--no-normalize)", param("normalize")),
+        ("truncate (--truncate)", param("truncate")),
+    ]
+}
+
+/// Refuses to resume a dataset that holds data made from another corpus or with other extraction
+/// settings, naming the first setting that differs.
+fn check_same_run(out: &Path, meta: &DatasetMeta) -> Result<()> {
+    let Ok(existing) = Dataset::open(out) else {
+        return Ok(());
+    };
+    if !existing.has_tokens() && existing.heads()?.is_empty() {
+        // Nothing was stored: the new run's metadata replaces the old.
+        return Ok(());
+    }
+    for ((what, old), (_, new)) in run_identity(existing.meta())
+        .into_iter()
+        .zip(run_identity(meta))
+    {
+        if old != new {
+            bail!(
+                "{}: the dataset there was made with {what} = {old}, this run asks for {new}; use a new --out directory (or delete that one)",
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// An advisory lock on the dataset for this shard (or for the whole run): a second identical run into
+/// the same directory stops at once with a clear message instead of computing everything twice, while
+/// shards (`--shard k/n`, disjoint heads) still run side by side.
+fn lock_run(dataset: &Dataset, shard: Option<Shard>) -> Result<std::fs::File> {
+    let name = match shard {
+        Some(s) => format!(".lock-shard-{}-of-{}", s.index, s.count),
+        None => ".lock-run".to_string(),
+    };
+    let path = dataset.dir().join(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("{}: cannot create the lock file", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "{}: another attnviz process is writing the same heads into this dataset; wait for it to finish (or give this run another --out or --shard)",
+            dataset.dir().display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("{}: cannot lock", path.display()))
+        }
+    }
+}
+
+/// The normalizer of `run`, `extract` and `import`: key translation and query/key scaling when
+/// `normalize` (else the identity, stored with its diagnostics), on causal pairs for causal models.
+pub fn head_normalizer(normalize: bool, causal: bool, seed: u64) -> Result<NormalizerValidParams> {
+    Ok(Normalizer::params()
+        .translate(normalize)
+        .scale(normalize)
+        .causal(causal)
+        .seed(seed)
+        .check()?)
+}
+
+/// Normalizes one captured head and stores it: attention (when captured), value norms (when
+/// captured), then the raw and normalized vectors, whose file marks the head as done. Shared by
+/// `run`/`extract` and `import`.
+pub fn store_head(
+    dataset: &Dataset,
+    normalizer: &NormalizerValidParams,
+    capture: &HeadCapture,
+    tokens: &TokenTable,
+    causal: bool,
+    seed: u64,
+) -> Result<()> {
+    let head = capture.vectors.head;
+    let mut normalized = normalizer
+        .normalize(&capture.vectors, tokens)
+        .with_context(|| format!("normalizing head {head}"))?;
+    // What the normalization does to nearness-means-attention, in the input space itself.
+    if !capture.attention.is_empty() {
+        let input_fidelity = |v: &attn_types::HeadVectors| {
+            attn_project::fidelity(
+                attn_project::FidelitySpace::Cosine {
+                    queries: &v.queries,
+                    keys: &v.keys,
+                },
+                &capture.vectors.queries,
+                &capture.vectors.keys,
+                tokens,
+                &capture.attention,
+                causal,
+                seed,
+            )
+            .with_context(|| format!("fidelity of head {head}"))
+        };
+        normalized.diagnostics.fidelity_raw = Some(input_fidelity(&capture.vectors)?);
+        normalized.diagnostics.fidelity_normalized = Some(input_fidelity(&normalized.vectors)?);
+    }
+    if !capture.attention.is_empty() {
+        dataset.write_attention(head, &capture.attention)?;
+    }
+    if let Some(norms) = &capture.value_norms {
+        dataset.write_value_norms(head, norms)?;
+    }
+    // Vectors last: their file marks the head as extracted.
+    dataset.write_head(&capture.vectors, Some(&normalized))?;
+    Ok(())
+}
+
+/// Every (head, method, dims) projection the settings ask for, head by head.
+fn projection_tasks(
+    heads: &[HeadId],
+    s: &ProjectionSettings,
+) -> Vec<(HeadId, ProjectionMethod, u8)> {
+    heads
+        .iter()
+        .flat_map(|&h| {
+            s.methods
+                .iter()
+                .flat_map(move |&m| s.dims.iter().map(move |&d| (h, m, d)))
+        })
+        .collect()
+}
+
+/// Builds the projector of one method and dimension count.
+pub fn projector(s: &ProjectionSettings, method: ProjectionMethod, dims: u8) -> Result<Projector> {
+    Ok(match method {
+        ProjectionMethod::Tsne => Projector::Tsne(
+            Tsne::params()
+                .dims(dims)
+                .perplexity(s.perplexity)
+                .iterations(s.tsne_iterations)
+                .metric(s.metric)
+                .seed(s.seed)
+                .check()?,
+        ),
+        ProjectionMethod::Umap => Projector::Umap(
+            Umap::params()
+                .dims(dims)
+                .n_neighbors(s.n_neighbors)
+                .min_dist(s.min_dist)
+                .metric(s.metric)
+                .seed(s.seed)
+                .check()?,
+        ),
+        ProjectionMethod::Pca => Projector::Pca(Pca::params().dims(dims).check()?),
+    })
+}
+
+/// Projects the given tasks that are not on disk yet. Returns (computed, reused).
+///
+/// Work is done head by head: each head's vectors and attention are read once, and one kNN graph
+/// (with as many neighbours as the most demanding method needs: t-SNE's `3 * perplexity`, UMAP's
+/// `n_neighbors - 1`) serves every t-SNE and UMAP fit of that head. Each projection is written as
+/// soon as it is done, with its quality and attention fidelity.
+pub fn project_heads(
+    dataset: &Dataset,
+    tasks: &[(HeadId, ProjectionMethod, u8)],
+    settings: &ProjectionSettings,
+    control: Control<'_>,
+) -> Result<(usize, usize)> {
+    // A stored projection is reused only when it was made with the settings asked for now.
+    let mut pending = Vec::new();
+    for &(h, m, d) in tasks {
+        if !dataset.has_projection(h, m, d)
+            || !made_with(&dataset.read_projection(h, m, d)?.spec, settings)
+        {
+            pending.push((h, m, d));
+        }
+    }
+    let reused = tasks.len() - pending.len();
+    if pending.is_empty() {
+        return Ok((0, reused));
+    }
+    let mut projectors = BTreeMap::new();
+    for &(_, m, d) in &pending {
+        if let std::collections::btree_map::Entry::Vacant(e) = projectors.entry((m, d)) {
+            e.insert(projector(settings, m, d)?);
+        }
+    }
+    let mut by_head: BTreeMap<HeadId, Vec<(ProjectionMethod, u8)>> = BTreeMap::new();
+    for &(h, m, d) in &pending {
+        by_head.entry(h).or_default().push((m, d));
+    }
+    let by_head: Vec<_> = by_head.into_iter().collect();
+    let tokens = dataset.read_tokens()?;
+    let causal = dataset.meta().model.architecture.is_causal();
+    let progress = control.start(Stage::Project, pending.len());
+    by_head
+        .par_iter()
+        .try_for_each(|(head, wanted)| -> Result<()> {
+            let head = *head;
+            if control.cancelled() {
+                return Ok(());
+            }
+            let stored = dataset.read_head(head)?;
+            let attention = if dataset.has_attention(head) {
+                dataset.read_attention(head)?
+            } else {
+                Vec::new()
+            };
+            let raw = stored.raw;
+            let vectors = stored.normalized.map_or_else(|| raw.clone(), |n| n.vectors);
+            let joint: Matrix = vectors.joint();
+            let n = joint.rows();
+            // One kNN graph for every neighbour-based fit of this head.
+            let k = wanted
+                .iter()
+                .filter_map(|md| neighbours_needed(&projectors[md], n))
+                .max();
+            let graph = match k {
+                Some(k) if n >= 2 => Some(
+                    attn_project::knn(&joint, k.clamp(1, n - 1), settings.metric, settings.seed)
+                        .with_context(|| format!("kNN graph of head {head}"))?,
+                ),
+                _ => None,
+            };
+            for &(method, dims) in wanted {
+                if control.cancelled() {
+                    return Ok(());
+                }
+                let projector = &projectors[&(method, dims)];
+                // Like t-SNE's perplexity, UMAP's neighbour count is clamped to what the head's points
+                // allow (and the request recorded), rather than failing on a small head.
+                let clamped = match projector {
+                    Projector::Umap(p) if p.n_neighbors() > n => {
+                        let mut s = settings.clone();
+                        s.n_neighbors = n.max(2);
+                        Some(self::projector(&s, method, dims)?)
+                    }
+                    _ => None,
+                };
+                let mut fit: Embedding = fit_projection(
+                    clamped.as_ref().unwrap_or(projector),
+                    &joint,
+                    graph.as_ref(),
+                )
+                .with_context(|| format!("projecting head {head} with {method} {dims}D"))?;
+                if method == ProjectionMethod::Umap {
+                    fit.spec
+                        .params
+                        .insert("n_neighbors_requested".into(), settings.n_neighbors as f64);
+                }
+                let k = QUALITY_K.min((n / 2).saturating_sub(1));
+                let quality = if settings.quality && k > 0 {
+                    Some(attn_project::quality_sampled(
+                        &joint,
+                        &fit.coords,
+                        k,
+                        settings.metric,
+                        QUALITY_QUERIES,
+                    )?)
+                } else {
+                    None
+                };
+                let fidelity = attn_project::fidelity(
+                    attn_project::FidelitySpace::Layout(&fit.coords),
+                    &raw.queries,
+                    &raw.keys,
+                    &tokens,
+                    &attention,
+                    causal,
+                    settings.seed,
+                )
+                .with_context(|| format!("fidelity of head {head} {method} {dims}D"))?;
+                dataset.write_projection(&HeadProjection {
+                    head,
+                    spec: fit.spec,
+                    coords: fit.coords,
+                    objective: fit.objective,
+                    quality,
+                    fidelity: Some(fidelity),
+                })?;
+                progress.inc();
+            }
+            Ok(())
+        })?;
+    Ok((progress.done(), reused))
+}
+
+/// Whether a stored projection's spec is what `settings` would make now: for t-SNE and UMAP the
+/// metric, seed and the parameters that the settings control (PCA depends on none of them).
+fn made_with(spec: &attn_types::ProjectionSpec, settings: &ProjectionSettings) -> bool {
+    let param = |key: &str| spec.params.get(key).copied();
+    let same = |key: &str, want: f64| {
+        param(key).is_some_and(|v| (v - want).abs() <= 1e-6 * want.abs().max(1.0))
+    };
+    let common = spec.metric == settings.metric && spec.seed == settings.seed;
+    (common || spec.method == ProjectionMethod::Pca)
+        && match spec.method {
+            ProjectionMethod::Tsne => {
+                same("perplexity_requested", f64::from(settings.perplexity))
+                    && same("iterations", settings.tsne_iterations as f64)
+            }
+            ProjectionMethod::Umap => {
+                same("n_neighbors_requested", settings.n_neighbors as f64)
+                    && same("min_dist", f64::from(settings.min_dist))
+            }
+            ProjectionMethod::Pca => true,
+        }
+}
+
+/// Neighbours that `projector` needs from a kNN graph of `n` points (`None`: it uses no graph).
+fn neighbours_needed(projector: &Projector, n: usize) -> Option<usize> {
+    match projector {
+        Projector::Tsne(p) => Some(p.neighbors_for(n)),
+        Projector::Umap(p) => Some(p.n_neighbors() - 1),
+        Projector::Pca(_) => None,
+    }
+}
+
+/// Fits `projector` on `joint`, from the shared kNN graph where the method uses one.
+fn fit_projection(
+    projector: &Projector,
+    joint: &Matrix,
+    graph: Option<&attn_project::KnnGraph>,
+) -> Result<Embedding> {
+    Ok(match (projector, graph) {
+        (Projector::Tsne(p), Some(g)) => p.fit_knn(joint, g)?,
+        (Projector::Umap(p), Some(g)) => p.fit_knn(joint, g)?,
+        _ => projector.fit(joint)?,
+    })
+}
+
+/// Per-head summary rows from what is on disk (file footers and projections; no vectors are read).
+pub fn summarize(dataset: &Dataset, heads: &[HeadId]) -> Result<Vec<HeadSummary>> {
+    heads
+        .iter()
+        .filter(|h| dataset.has_head(**h))
+        .map(|&h| {
+            let normalization = dataset.read_head_normalization(h)?;
+            let diag = normalization.as_ref().map(|(_, d)| *d);
+            let scale = normalization.as_ref().map(|(p, _)| p.scale);
+            let mut trust = BTreeMap::new();
+            let mut fidelity = BTreeMap::new();
+            for (m, d) in dataset.projections(h) {
+                let p = dataset.read_projection(h, m, d)?;
+                if let Some(q) = p.quality {
+                    trust.insert(format!("{m}_{d}d"), q.trustworthiness);
+                }
+                if let Some(f) = p.fidelity {
+                    fidelity.insert(format!("{m}_{d}d"), f);
+                }
+            }
+            Ok(HeadSummary {
+                head: h.to_string(),
+                layer: h.layer,
+                head_index: h.head,
+                spearman_cosine_before: diag.map(|d| d.spearman_cosine_before),
+                spearman_cosine_after: diag.map(|d| d.spearman_cosine_after),
+                scale,
+                norm_gap: diag.map(|d| d.norm_gap),
+                trustworthiness: trust,
+                fidelity,
+                fidelity_raw: diag.and_then(|d| d.fidelity_raw),
+                fidelity_normalized: diag.and_then(|d| d.fidelity_normalized),
+            })
+        })
+        .collect()
+}
+
+/// `attnviz project`: projects the heads of an existing dataset.
+pub fn project_dataset(
+    dir: &Path,
+    only: Option<&[HeadId]>,
+    force: bool,
+    settings: &ProjectionSettings,
+    control: Control<'_>,
+) -> Result<RunSummary> {
+    let start = Instant::now();
+    let dataset = Dataset::open(dir)?;
+    let stored = dataset.heads()?;
+    let heads: Vec<HeadId> = match only {
+        Some(list) => {
+            if let Some(missing) = list.iter().find(|h| !stored.contains(h)) {
+                bail!(
+                    "--head {missing}: {} has no vectors for this head",
+                    dir.display()
+                );
+            }
+            list.to_vec()
+        }
+        None => stored,
+    };
+    if heads.is_empty() {
+        bail!(
+            "{}: the dataset has no heads yet; run `attnviz extract` first",
+            dir.display()
+        );
+    }
+    let tasks = projection_tasks(&heads, settings);
+    if force {
+        for &(h, m, d) in &tasks {
+            dataset.remove_projection(h, m, d)?;
+        }
+    }
+    let (computed, reused) = project_heads(&dataset, &tasks, settings, control)?;
+    let mut summary = dataset_summary(dir)?;
+    summary.heads = heads.len();
+    summary.projections_computed = computed;
+    summary.projections_reused = reused;
+    summary.interrupted = control.cancelled();
+    summary.seconds = start.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// `attnviz info`: what a dataset holds.
+pub fn dataset_summary(dir: &Path) -> Result<RunSummary> {
+    let dataset = Dataset::open(dir)?;
+    let heads = dataset.heads()?;
+    let tokens = if dataset.has_tokens() {
+        dataset.read_tokens()?.len()
+    } else {
+        0
+    };
+    let meta = dataset.meta();
+    Ok(RunSummary {
+        dataset: dir.to_path_buf(),
+        model: meta.model.id.clone(),
+        sequences: meta.run.num_sequences as usize,
+        tokens,
+        heads: heads.len(),
+        heads_extracted: 0,
+        projections_computed: 0,
+        projections_reused: heads.iter().map(|h| dataset.projections(*h).len()).sum(),
+        interrupted: false,
+        seconds: 0.0,
+        per_head: summarize(&dataset, &heads)?,
+        figures: Vec::new(),
+    })
+}
+
+/// Saves the input images of a vision run beside the dataset, at the model's input size, so the Image
+/// View can draw them later.
+fn store_images(dataset: &Dataset, images: &[image::RgbImage], size: u32) -> Result<()> {
+    for (i, img) in images.iter().enumerate() {
+        let seq_id = i as u32;
+        if dataset.has_image(seq_id) {
+            continue;
+        }
+        let resized =
+            image::imageops::resize(img, size, size, image::imageops::FilterType::Triangle);
+        let mut bytes = Vec::new();
+        resized
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
+            .with_context(|| format!("encoding {}", dataset.image_path(seq_id).display()))?;
+        dataset.write_image_png(seq_id, &bytes)?;
+    }
+    Ok(())
+}
