@@ -158,27 +158,48 @@ struct ProjectionArgs {
     /// Output dimensions, comma separated: 2, 3 or 2,3.
     #[arg(long, value_delimiter = ',', default_value = "2", value_name = "LIST")]
     dims: Vec<u8>,
+    /// Layout preset: `attnviz` (t-SNE and UMAP with attention edges mixed into their neighbour
+    /// graphs, so that a query lies near the keys it attends to) or `paper` (the AttentionViz research
+    /// code: normalized vectors, t-SNE perplexity 50 x 300 iterations, UMAP random init, no attention
+    /// edges). The flags below override single settings of the preset.
+    #[arg(long, value_enum, default_value = "attnviz")]
+    layout: LayoutArg,
     /// Input metric of t-SNE and UMAP: cosine or euclidean.
-    #[arg(long, default_value = "cosine")]
-    metric: Metric,
+    #[arg(long)]
+    metric: Option<Metric>,
     /// Seed of every projection.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// t-SNE perplexity.
-    #[arg(long, default_value_t = 30.0)]
-    perplexity: f32,
-    /// t-SNE iterations (early exaggeration included).
-    #[arg(long, default_value_t = 750)]
-    tsne_iterations: usize,
-    /// UMAP neighbours.
-    #[arg(long, default_value_t = 15)]
-    n_neighbors: usize,
-    /// UMAP min_dist.
-    #[arg(long, default_value_t = 0.1)]
-    min_dist: f32,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// t-SNE perplexity (attnviz: 30, paper: 50).
+    #[arg(long)]
+    perplexity: Option<f32>,
+    /// t-SNE iterations, early exaggeration included (attnviz: 750, paper: 300).
+    #[arg(long)]
+    tsne_iterations: Option<usize>,
+    /// UMAP neighbours (15).
+    #[arg(long)]
+    n_neighbors: Option<usize>,
+    /// UMAP min_dist (0.1).
+    #[arg(long)]
+    min_dist: Option<f32>,
+    /// Share of attention edges in t-SNE's affinities, in [0, 1); 0 = plain t-SNE.
+    #[arg(long, value_name = "W")]
+    tsne_attention_weight: Option<f32>,
+    /// Share of attention edges in UMAP's fuzzy graph, in [0, 1); 0 = plain UMAP.
+    #[arg(long, value_name = "W")]
+    umap_attention_weight: Option<f32>,
+    /// Lay out the raw vectors even when normalized ones are stored.
+    #[arg(long)]
+    raw_vectors: bool,
     /// Skip the trustworthiness/continuity computation of every projection.
     #[arg(long)]
     no_quality: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LayoutArg {
+    Attnviz,
+    Paper,
 }
 
 impl ProjectionArgs {
@@ -187,16 +208,22 @@ impl ProjectionArgs {
         if let Some(d) = self.dims.iter().find(|d| !matches!(d, 2 | 3)) {
             bail!("--dims: {d} is not 2 or 3");
         }
+        let preset = match self.layout {
+            LayoutArg::Attnviz => ProjectionSettings::attnviz(self.methods.clone(), self.dims.clone()),
+            LayoutArg::Paper => ProjectionSettings::paper(self.methods.clone(), self.dims.clone()),
+        };
         let settings = ProjectionSettings {
-            methods: self.methods.clone(),
-            dims: self.dims.clone(),
-            metric: self.metric,
-            seed: self.seed,
-            perplexity: self.perplexity,
-            tsne_iterations: self.tsne_iterations,
-            n_neighbors: self.n_neighbors,
-            min_dist: self.min_dist,
+            metric: self.metric.unwrap_or(preset.metric),
+            seed: self.seed.unwrap_or(preset.seed),
+            perplexity: self.perplexity.unwrap_or(preset.perplexity),
+            tsne_iterations: self.tsne_iterations.unwrap_or(preset.tsne_iterations),
+            n_neighbors: self.n_neighbors.unwrap_or(preset.n_neighbors),
+            min_dist: self.min_dist.unwrap_or(preset.min_dist),
+            tsne_attention_weight: self.tsne_attention_weight.unwrap_or(preset.tsne_attention_weight),
+            umap_attention_weight: self.umap_attention_weight.unwrap_or(preset.umap_attention_weight),
+            vectors: if self.raw_vectors { attn_pipeline::LayoutVectors::Raw } else { preset.vectors },
             quality: !self.no_quality,
+            ..preset
         };
         attn_pipeline::check_settings(&settings).map_err(|e| anyhow::anyhow!("{}", flag_of(&e)))?;
         Ok(settings)
@@ -212,6 +239,7 @@ fn flag_of(e: &attn_pipeline::PipelineError) -> String {
         ("iterations", "--tsne-iterations"),
         ("n_neighbors", "--n-neighbors"),
         ("min_dist", "--min-dist"),
+        ("attention_weight", "--tsne-attention-weight/--umap-attention-weight"),
     ] {
         if msg.contains(&format!("`{param}`")) {
             return format!("{flag}: {msg}");
@@ -762,17 +790,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
 
 impl ProjectArgs {
     fn no_projection() -> ProjectionSettings {
-        ProjectionSettings {
-            methods: Vec::new(),
-            dims: vec![2],
-            metric: Metric::Cosine,
-            seed: 0,
-            perplexity: 30.0,
-            tsne_iterations: 750,
-            n_neighbors: 15,
-            min_dist: 0.1,
-            quality: false,
-        }
+        ProjectionSettings { quality: false, ..ProjectionSettings::attnviz(Vec::new(), vec![2]) }
     }
 }
 

@@ -6,7 +6,7 @@
 use std::sync::atomic::AtomicBool;
 
 use attn_pipeline::{Control, CorpusInput, ProgressEvent, ProjectionSettings, RunPlan};
-use attn_types::{Metric, ProjectionMethod};
+use attn_types::ProjectionMethod;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -32,16 +32,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         layers: Some(vec![0]),
         heads: None,
         shard: None,
+        // attnviz's default layouts (attention-aware t-SNE), shortened for three sentences.
         projection: ProjectionSettings {
-            methods: vec![ProjectionMethod::Pca, ProjectionMethod::Tsne],
-            dims: vec![2],
-            metric: Metric::Cosine,
-            seed: 7,
             perplexity: 5.0,
             tsne_iterations: 250,
-            n_neighbors: 5,
-            min_dist: 0.1,
-            quality: true,
+            ..ProjectionSettings::attnviz(vec![ProjectionMethod::Pca, ProjectionMethod::Tsne], vec![2])
         },
     };
     let cancel = AtomicBool::new(false);

@@ -11,7 +11,7 @@ pub use error::{Context, PipelineError, Result, error_chain};
 pub use import::{AttentionSource, ImportPlan, compute_attention, import, read_tokens};
 pub use progress::{Control, ProgressEvent, Stage};
 pub use run::{
-    CorpusInput, HeadSummary, ProjectionSettings, RunPlan, RunSummary, check_settings,
+    CorpusInput, HeadLayoutInput, HeadSummary, LayoutVectors, layout_head, ProjectionSettings, RunPlan, RunSummary, check_settings,
     dataset_summary, head_normalizer, load_corpus, project_dataset, projector, run, store_head,
     summarize,
 };

@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use attn_extract::{Corpus, ExtractOptions, LoadedModel};
 use attn_normalize::{Normalizer, NormalizerValidParams};
-use attn_project::{Embedding, Pca, Projector, Tsne, Umap};
+use attn_project::{Embedding, Pca, Projector, Tsne, Umap, UmapInit};
 use attn_store::Dataset;
 use attn_types::{
-    DATA_MODEL_VERSION, DatasetMeta, Fidelity, HeadCapture, HeadId, HeadProjection, Matrix, Metric,
-    ModelInfo, ProjectionMethod, RunInfo, TokenTable,
+    DATA_MODEL_VERSION, DatasetMeta, Fidelity, HeadCapture, HeadId, HeadProjection, HeadVectors, Matrix, Metric,
+    ModelInfo, ProjectionMethod, RunInfo, SequenceAttention, TokenTable,
 };
 use rayon::prelude::*;
 
@@ -49,6 +49,64 @@ pub struct ProjectionSettings {
     pub min_dist: f32,
     /// Compute trustworthiness etc. for every projection.
     pub quality: bool,
+    /// Share `w` of attention edges mixed into t-SNE's affinities, in `[0, 1)`: 0 gives plain
+    /// t-SNE (see attn-project's attention-aware layouts).
+    pub tsne_attention_weight: f32,
+    /// The same for UMAP's fuzzy graph.
+    pub umap_attention_weight: f32,
+    /// UMAP's initial layout.
+    pub umap_init: UmapInit,
+    /// Which vectors are laid out.
+    pub vectors: LayoutVectors,
+}
+
+/// Which of a head's stored vectors a layout is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LayoutVectors {
+    /// The normalized vectors (key translation + query/key scaling) when the head has them, else the
+    /// raw ones.
+    #[default]
+    Normalized,
+    /// The raw vectors, as the model computed them.
+    Raw,
+}
+
+impl ProjectionSettings {
+    /// attnviz's default layouts: t-SNE (perplexity 30, 750 iterations) and UMAP (15 neighbours,
+    /// min_dist 0.1, PCA init), cosine, seed 0, with attention edges mixed into their neighbour
+    /// graphs (attn-project's defaults: t-SNE 0.2, UMAP 0.1) so that a query lies near the keys it attends to.
+    pub fn attnviz(methods: Vec<ProjectionMethod>, dims: Vec<u8>) -> Self {
+        ProjectionSettings {
+            methods,
+            dims,
+            metric: Metric::Cosine,
+            seed: 0,
+            perplexity: 30.0,
+            tsne_iterations: 750,
+            n_neighbors: 15,
+            min_dist: 0.1,
+            quality: true,
+            tsne_attention_weight: attn_project::tsne::DEFAULT_ATTENTION_WEIGHT,
+            umap_attention_weight: attn_project::umap::DEFAULT_ATTENTION_WEIGHT,
+            umap_init: UmapInit::Pca,
+            vectors: LayoutVectors::Normalized,
+        }
+    }
+
+    /// The AttentionViz research code's layouts (`shared/reference/technique.md` §3): normalized
+    /// vectors, cosine, t-SNE perplexity 50 with 300 iterations, UMAP with random init, seed 0, 15
+    /// neighbours, min_dist 0.1, no attention edges.
+    pub fn paper(methods: Vec<ProjectionMethod>, dims: Vec<u8>) -> Self {
+        ProjectionSettings {
+            perplexity: 50.0,
+            tsne_iterations: 300,
+            tsne_attention_weight: 0.0,
+            umap_attention_weight: 0.0,
+            umap_init: UmapInit::Random,
+            vectors: LayoutVectors::Normalized,
+            ..Self::attnviz(methods, dims)
+        }
+    }
 }
 
 /// Where a run's sequences come from.
@@ -582,6 +640,7 @@ pub fn projector(s: &ProjectionSettings, method: ProjectionMethod, dims: u8) -> 
                 .iterations(s.tsne_iterations)
                 .metric(s.metric)
                 .seed(s.seed)
+                .attention_weight(s.tsne_attention_weight)
                 .check()?,
         ),
         ProjectionMethod::Umap => Projector::Umap(
@@ -591,6 +650,8 @@ pub fn projector(s: &ProjectionSettings, method: ProjectionMethod, dims: u8) -> 
                 .min_dist(s.min_dist)
                 .metric(s.metric)
                 .seed(s.seed)
+                .init(s.umap_init)
+                .attention_weight(s.umap_attention_weight)
                 .check()?,
         ),
         ProjectionMethod::Pca => Projector::Pca(Pca::params().dims(dims).check()?),
@@ -636,95 +697,18 @@ pub fn project_heads(
     let tokens = dataset.read_tokens()?;
     let causal = dataset.meta().model.architecture.is_causal();
     let progress = control.start(Stage::Project, pending.len());
-    by_head
-        .par_iter()
-        .try_for_each(|(head, wanted)| -> Result<()> {
-            let head = *head;
-            if control.cancelled() {
-                return Ok(());
-            }
-            let stored = dataset.read_head(head)?;
-            let attention = if dataset.has_attention(head) {
-                dataset.read_attention(head)?
-            } else {
-                Vec::new()
-            };
-            let raw = stored.raw;
-            let vectors = stored.normalized.map_or_else(|| raw.clone(), |n| n.vectors);
-            let joint: Matrix = vectors.joint();
-            let n = joint.rows();
-            // One kNN graph for every neighbour-based fit of this head.
-            let k = wanted
-                .iter()
-                .filter_map(|md| neighbours_needed(&projectors[md], n))
-                .max();
-            let graph = match k {
-                Some(k) if n >= 2 => Some(
-                    attn_project::knn(&joint, k.clamp(1, n - 1), settings.metric, settings.seed)
-                        .with_context(|| format!("kNN graph of head {head}"))?,
-                ),
-                _ => None,
-            };
-            for &(method, dims) in wanted {
-                if control.cancelled() {
-                    return Ok(());
-                }
-                let projector = &projectors[&(method, dims)];
-                // Like t-SNE's perplexity, UMAP's neighbour count is clamped to what the head's points
-                // allow (and the request recorded), rather than failing on a small head.
-                let clamped = match projector {
-                    Projector::Umap(p) if p.n_neighbors() > n => {
-                        let mut s = settings.clone();
-                        s.n_neighbors = n.max(2);
-                        Some(self::projector(&s, method, dims)?)
-                    }
-                    _ => None,
-                };
-                let mut fit: Embedding = fit_projection(
-                    clamped.as_ref().unwrap_or(projector),
-                    &joint,
-                    graph.as_ref(),
-                )
-                .with_context(|| format!("projecting head {head} with {method} {dims}D"))?;
-                if method == ProjectionMethod::Umap {
-                    fit.spec
-                        .params
-                        .insert("n_neighbors_requested".into(), settings.n_neighbors as f64);
-                }
-                let k = QUALITY_K.min((n / 2).saturating_sub(1));
-                let quality = if settings.quality && k > 0 {
-                    Some(attn_project::quality_sampled(
-                        &joint,
-                        &fit.coords,
-                        k,
-                        settings.metric,
-                        QUALITY_QUERIES,
-                    )?)
-                } else {
-                    None
-                };
-                let fidelity = attn_project::fidelity(
-                    attn_project::FidelitySpace::Layout(&fit.coords),
-                    &raw.queries,
-                    &raw.keys,
-                    &tokens,
-                    &attention,
-                    causal,
-                    settings.seed,
-                )
-                .with_context(|| format!("fidelity of head {head} {method} {dims}D"))?;
-                dataset.write_projection(&HeadProjection {
-                    head,
-                    spec: fit.spec,
-                    coords: fit.coords,
-                    objective: fit.objective,
-                    quality,
-                    fidelity: Some(fidelity),
-                })?;
-                progress.inc();
-            }
+    by_head.par_iter().try_for_each(|(head, wanted)| -> Result<()> {
+        if control.cancelled() {
+            return Ok(());
+        }
+        let input = HeadLayoutInput::read(dataset, *head)?;
+        let wanted: Vec<&Projector> = wanted.iter().map(|md| &projectors[md]).collect();
+        layout_head(&input, &tokens, causal, &wanted, settings, &|| control.cancelled(), &mut |projection, _| {
+            dataset.write_projection(&projection)?;
+            progress.inc();
             Ok(())
-        })?;
+        })
+    })?;
     Ok((progress.done(), reused))
 }
 
@@ -735,12 +719,15 @@ fn made_with(spec: &attn_types::ProjectionSpec, settings: &ProjectionSettings) -
     let same = |key: &str, want: f64| {
         param(key).is_some_and(|v| (v - want).abs() <= 1e-6 * want.abs().max(1.0))
     };
-    let common = spec.metric == settings.metric && spec.seed == settings.seed;
+    let common = spec.metric == settings.metric
+        && spec.seed == settings.seed
+        && param("vectors_raw").unwrap_or(0.0) == f64::from(u8::from(settings.vectors == LayoutVectors::Raw));
     (common || spec.method == ProjectionMethod::Pca)
         && match spec.method {
             ProjectionMethod::Tsne => {
                 same("perplexity_requested", f64::from(settings.perplexity))
                     && same("iterations", settings.tsne_iterations as f64)
+                    && param("attention_weight").unwrap_or(0.0) == f64::from(settings.tsne_attention_weight)
             }
             ProjectionMethod::Umap => {
                 same("n_neighbors_requested", settings.n_neighbors as f64)
@@ -750,26 +737,125 @@ fn made_with(spec: &attn_types::ProjectionSpec, settings: &ProjectionSettings) -
         }
 }
 
-/// Neighbours that `projector` needs from a kNN graph of `n` points (`None`: it uses no graph).
-fn neighbours_needed(projector: &Projector, n: usize) -> Option<usize> {
-    match projector {
-        Projector::Tsne(p) => Some(p.neighbors_for(n)),
-        Projector::Umap(p) => Some(p.n_neighbors() - 1),
-        Projector::Pca(_) => None,
+/// The stored data of one head that its layouts need.
+#[derive(Debug, Clone)]
+pub struct HeadLayoutInput {
+    /// The raw vectors (their dot products are the attention logits).
+    pub raw: HeadVectors,
+    /// The normalized vectors, when stored.
+    pub normalized: Option<HeadVectors>,
+    /// The head's attention, one matrix per sequence (empty when the dataset has none).
+    pub attention: Vec<SequenceAttention>,
+}
+
+impl HeadLayoutInput {
+    /// Reads one head of a dataset.
+    pub fn read(dataset: &Dataset, head: HeadId) -> Result<Self> {
+        let stored = dataset.read_head(head)?;
+        let attention = if dataset.has_attention(head) { dataset.read_attention(head)? } else { Vec::new() };
+        Ok(HeadLayoutInput { raw: stored.raw, normalized: stored.normalized.map(|n| n.vectors), attention })
+    }
+
+    /// The vectors `which` asks for (the raw ones when no normalized ones are stored).
+    pub fn vectors(&self, which: LayoutVectors) -> &HeadVectors {
+        match (which, &self.normalized) {
+            (LayoutVectors::Normalized, Some(n)) => n,
+            _ => &self.raw,
+        }
     }
 }
 
-/// Fits `projector` on `joint`, from the shared kNN graph where the method uses one.
-fn fit_projection(
-    projector: &Projector,
-    joint: &Matrix,
-    graph: Option<&attn_project::KnnGraph>,
-) -> Result<Embedding> {
-    Ok(match (projector, graph) {
-        (Projector::Tsne(p), Some(g)) => p.fit_knn(joint, g)?,
-        (Projector::Umap(p), Some(g)) => p.fit_knn(joint, g)?,
-        _ => projector.fit(joint)?,
-    })
+/// Lays out one head with each of `projectors` (t-SNE, UMAP, PCA, any dims), sharing one joint
+/// matrix, one kNN graph (as many neighbours as the most demanding method needs) and one set of
+/// attention edges between them. Each finished layout, with its quality (when
+/// `settings.quality`) and attention fidelity, goes to `done` with the seconds it took (its share of
+/// the shared graph included); `cancelled` is polled between layouts.
+pub fn layout_head(
+    input: &HeadLayoutInput,
+    tokens: &TokenTable,
+    causal: bool,
+    projectors: &[&Projector],
+    settings: &ProjectionSettings,
+    cancelled: &dyn Fn() -> bool,
+    done: &mut dyn FnMut(HeadProjection, f64) -> Result<()>,
+) -> Result<()> {
+    let head = input.raw.head;
+    let vectors = input.vectors(settings.vectors);
+    let joint: Matrix = vectors.joint();
+    let n = joint.rows();
+    let shared_start = Instant::now();
+    let k = projectors.iter().filter_map(|p| p.neighbors_for(n)).max();
+    let graph = match k {
+        Some(k) if n >= 2 => Some(
+            attn_project::knn(&joint, k.clamp(1, n - 1), settings.metric, settings.seed)
+                .with_context(|| format!("kNN graph of head {head}"))?,
+        ),
+        _ => None,
+    };
+    let edges = if projectors.iter().any(|p| p.attention_weight().is_some_and(|w| w > 0.0)) && !input.attention.is_empty() {
+        Some(attn_project::attention_edges(tokens, &input.attention, causal).with_context(|| format!("attention edges of head {head}"))?)
+    } else {
+        None
+    };
+    let shared_seconds = shared_start.elapsed().as_secs_f64() / projectors.len().max(1) as f64;
+    for &projector in projectors {
+        if cancelled() {
+            return Ok(());
+        }
+        let start = Instant::now();
+        let method = projector.method();
+        let dims = projector.dims();
+        // Like t-SNE's perplexity, UMAP's neighbour count is clamped to what the head's points
+        // allow (and the request recorded), rather than failing on a small head.
+        let clamped = match projector {
+            Projector::Umap(p) if p.n_neighbors() > n => {
+                let mut s = settings.clone();
+                s.n_neighbors = n.max(2);
+                Some(self::projector(&s, method, dims)?)
+            }
+            _ => None,
+        };
+        let projector = clamped.as_ref().unwrap_or(projector);
+        let mut fit: Embedding = match (&graph, &edges) {
+            (Some(g), Some(e)) => projector.fit_knn_with_attention(&joint, g, e),
+            (Some(g), None) => projector.fit_knn(&joint, g),
+            (None, _) => projector.fit(&joint),
+        }
+        .with_context(|| format!("projecting head {head} with {method} {dims}D"))?;
+        if method == ProjectionMethod::Umap {
+            fit.spec.params.insert("n_neighbors_requested".into(), settings.n_neighbors as f64);
+        }
+        fit.spec.params.insert("vectors_raw".into(), f64::from(u8::from(std::ptr::eq(vectors, &input.raw))));
+        let k = QUALITY_K.min((n / 2).saturating_sub(1));
+        let quality = if settings.quality && k > 0 {
+            Some(attn_project::quality_sampled(&joint, &fit.coords, k, settings.metric, QUALITY_QUERIES)?)
+        } else {
+            None
+        };
+        let fidelity = attn_project::fidelity(
+            attn_project::FidelitySpace::Layout(&fit.coords),
+            &input.raw.queries,
+            &input.raw.keys,
+            tokens,
+            &input.attention,
+            causal,
+            settings.seed,
+        )
+        .with_context(|| format!("fidelity of head {head} {method} {dims}D"))?;
+        let seconds = start.elapsed().as_secs_f64() + shared_seconds;
+        done(
+            HeadProjection {
+                head,
+                spec: fit.spec,
+                coords: fit.coords,
+                objective: fit.objective,
+                quality,
+                fidelity: Some(fidelity),
+            },
+            seconds,
+        )?;
+    }
+    Ok(())
 }
 
 /// Per-head summary rows from what is on disk (file footers and projections; no vectors are read).

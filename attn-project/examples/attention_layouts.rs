@@ -11,6 +11,12 @@
 //! #          --min-weight X (edge threshold, default attn_project::ATTENTION_MIN_WEIGHT)
 //! #          --gamma G (AttentionEdges::sharpened, default 1 = none)
 //! #          --causal / --non-causal (synthetic: only one of them)
+//! #          --layout-seed S (projection seed, default --seed; the data seed stays --seed)
+//! #          --random-init (t-SNE: random instead of PCA init, so that the layout seed matters)
+//! #          --by-top-weight (also print hit@3 by the query's top attention weight)
+//! #          --repeat R (time every fit R times, round-robin, and report the fastest)
+//! #          --sink X (synthetic: share of the first token's key in every query, default 0.15;
+//! #                    0.6 makes it an attention sink for about a third of the queries)
 //! # a real head, from .npy files (f32 or f64 `n x d` queries and keys as captured, i.e. before
 //! # normalization; sequence lengths as any integer dtype, in token order; attention is recomputed
 //! # as softmax(q k^T / sqrt(d)) per sequence, keys translated as attn-normalize does):
@@ -24,8 +30,8 @@ mod synthetic;
 use std::time::Instant;
 
 use attn_project::{
-    ATTENTION_MIN_WEIGHT, AttentionEdges, Fidelity, FidelitySpace, Projector, Tsne, Umap, fidelity,
-    knn, quality_sampled,
+    ATTENTION_MIN_WEIGHT, AttentionEdges, Fidelity, FidelitySpace, Projector, Tsne, TsneInit, Umap,
+    fidelity, knn, quality_sampled,
 };
 use attn_types::{Matrix, Metric, TokenMeta, TokenTable};
 
@@ -39,6 +45,11 @@ struct Args {
     gamma: f32,
     causal: Vec<bool>,
     npy: Option<[String; 3]>,
+    layout_seed: Option<u64>,
+    random_init: bool,
+    by_top_weight: bool,
+    sink: f32,
+    repeat: usize,
 }
 
 fn parse() -> Args {
@@ -52,6 +63,11 @@ fn parse() -> Args {
         gamma: 1.0,
         causal: vec![false, true],
         npy: None,
+        layout_seed: None,
+        random_init: false,
+        by_top_weight: false,
+        sink: 0.15,
+        repeat: 1,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -70,6 +86,17 @@ fn parse() -> Args {
             "--dims" => a.dims = num(value(i)) as u8,
             "--min-weight" => a.min_weight = num(value(i)) as f32,
             "--gamma" => a.gamma = num(value(i)) as f32,
+            "--sink" => a.sink = num(value(i)) as f32,
+            "--repeat" => a.repeat = (num(value(i)) as usize).max(1),
+            "--layout-seed" => a.layout_seed = Some(num(value(i)) as u64),
+            "--random-init" => {
+                a.random_init = true;
+                i -= 1;
+            }
+            "--by-top-weight" => {
+                a.by_top_weight = true;
+                i -= 1;
+            }
             "--causal" => {
                 a.causal = vec![true];
                 i -= 1;
@@ -254,7 +281,7 @@ fn main() {
     for &causal in &args.causal {
         let head = match &args.npy {
             Some(files) => npy_head(files, causal),
-            None => synthetic::head(args.tokens, causal, args.seed),
+            None => synthetic::head_with_sink(args.tokens, causal, args.seed, args.sink),
         };
         let n = head.tokens.len();
         let name = format!(
@@ -267,9 +294,8 @@ fn main() {
             n,
             if causal { " causal" } else { "" }
         );
-        if std::env::var("STATS").is_ok() {
-            stats(&head, causal);
-        }
+        stats(&name, &head, causal);
+        let seed = args.layout_seed.unwrap_or(args.seed);
         let joint = head.joint();
         let edges = AttentionEdges::from_attention_with_min_weight(
             &head.tokens,
@@ -320,7 +346,12 @@ fn main() {
                     "tsne" => Projector::Tsne(
                         Tsne::params()
                             .dims(args.dims)
-                            .seed(args.seed)
+                            .seed(seed)
+                            .init(if args.random_init {
+                                TsneInit::Random
+                            } else {
+                                TsneInit::Pca
+                            })
                             .attention_weight(w)
                             .check()
                             .unwrap_or_else(|e| panic!("{e}")),
@@ -328,7 +359,7 @@ fn main() {
                     "umap" => Projector::Umap(
                         Umap::params()
                             .dims(args.dims)
-                            .seed(args.seed)
+                            .seed(seed)
                             .attention_weight(w)
                             .check()
                             .unwrap_or_else(|e| panic!("{e}")),
@@ -345,22 +376,32 @@ fn main() {
             .max()
             .unwrap_or(1);
         let t = Instant::now();
-        let graph = knn(&joint, k, Metric::Cosine, args.seed).unwrap_or_else(|e| panic!("{e}"));
+        let graph = knn(&joint, k, Metric::Cosine, seed).unwrap_or_else(|e| panic!("{e}"));
         eprintln!(
             "{name}: kNN graph (k = {k}) {:.2} s",
             t.elapsed().as_secs_f64()
         );
-        for (m, w, p) in &projectors {
-            let t = Instant::now();
-            let emb = p
-                .fit_knn_with_attention(&joint, &graph, &edges)
-                .unwrap_or_else(|e| panic!("{e}"));
-            let secs = t.elapsed().as_secs_f64();
+        // With --repeat R every fit runs R times, round-robin over the projectors (so that load
+        // from other processes hits all alike), and the fastest time is kept.
+        let mut secs = vec![f64::INFINITY; projectors.len()];
+        let mut fits = Vec::new();
+        for _ in 0..args.repeat {
+            fits.clear();
+            for ((_, _, p), best) in projectors.iter().zip(secs.iter_mut()) {
+                let t = Instant::now();
+                let emb = p
+                    .fit_knn_with_attention(&joint, &graph, &edges)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                *best = best.min(t.elapsed().as_secs_f64());
+                fits.push(emb);
+            }
+        }
+        for (((m, w, _), emb), &secs) in projectors.iter().zip(&fits).zip(&secs) {
             let trust = quality_sampled(&joint, &emb.coords, 10, Metric::Cosine, 1000)
                 .unwrap_or_else(|e| panic!("{e}"))
                 .trustworthiness;
-            if std::env::var("DIAG").is_ok() {
-                diag(&head, &emb.coords, causal);
+            if args.by_top_weight {
+                by_top_weight(&format!("{name} {m} {w}"), &head, &emb.coords, causal);
             }
             let f = measure(Some(&emb.coords));
             row(&name, m, &format!("{w}"), &f, Some(trust), Some(secs));
@@ -368,10 +409,9 @@ fn main() {
     }
 }
 
-/// Attention statistics printed with `--stats`: mean top weight and share of queries whose top
-/// key is the sequence's first token.
-#[allow(dead_code)]
-fn stats(head: &synthetic::Head, causal: bool) {
+/// Prints how peaked the attention is: the mean top weight, and how often the top key is the
+/// first token or the previous one.
+fn stats(name: &str, head: &synthetic::Head, causal: bool) {
     let (mut top, mut first, mut cnt, mut top_prev) = (0f64, 0usize, 0usize, 0usize);
     for a in &head.attention {
         for p in 0..a.len() {
@@ -391,16 +431,15 @@ fn stats(head: &synthetic::Head, causal: bool) {
         }
     }
     eprintln!(
-        "mean top weight {:.3}, top = first token {:.3}, top = previous {:.3}",
+        "{name}: mean top attention weight {:.3}, top = first token {:.3}, top = previous {:.3}",
         top / cnt as f64,
         first as f64 / cnt as f64,
         top_prev as f64 / cnt as f64
     );
 }
 
-/// Hit@3 by the query's top attention weight (printed with `DIAG=1`).
-#[allow(dead_code)]
-fn diag(head: &synthetic::Head, coords: &Matrix, causal: bool) {
+/// Prints hit@3 by the query's top attention weight (`--by-top-weight`), as `fidelity` counts it.
+fn by_top_weight(name: &str, head: &synthetic::Head, coords: &Matrix, causal: bool) {
     let n = head.tokens.len();
     let mut bins = [(0usize, 0usize); 5];
     let mut start = 0;
@@ -419,9 +458,9 @@ fn diag(head: &synthetic::Head, coords: &Matrix, causal: bool) {
                 }
             }
             let qi = coords.row(start + p);
-            let d = |j: usize| {
+            let d = |j: usize| -> f32 {
                 let k = coords.row(n + start + j);
-                (qi[0] - k[0]).powi(2) + (qi[1] - k[1]).powi(2)
+                qi.iter().zip(k).map(|(a, b)| (a - b) * (a - b)).sum()
             };
             let db = d(best);
             let nearer = (0..m)
@@ -446,5 +485,5 @@ fn diag(head: &synthetic::Head, coords: &Matrix, causal: bool) {
             )
         })
         .collect();
-    eprintln!("{}", s.join("; "));
+    eprintln!("{name}: {}", s.join("; "));
 }

@@ -21,10 +21,12 @@ use crate::ProjectError;
 pub(crate) mod synthetic;
 
 /// Per-query normalized attention weights below this are dropped by
-/// [`AttentionEdges::from_attention`] (and the rest renormalized). On the synthetic benchmark of
-/// `examples/attention_layouts.rs` (4,950 tokens, sequences of 4-40) this kept 53% of the edges
-/// (non-causal) and changed hit@3 and fidelity of t-SNE and UMAP layouts by at most 0.003, below
-/// the seed-to-seed spread; see the crate README.
+/// [`AttentionEdges::from_attention`] (and the rest renormalized). On the synthetic heads of
+/// `examples/attention_layouts.rs` (5,015 tokens, sequences of 4-40) it keeps 77% of the edges
+/// (79% causal); against keeping every edge, the mean over 3 layout seeds of t-SNE and UMAP
+/// hit@3, fidelity and trustworthiness@10 moved by at most 0.010, 0.006 and 0.003, within one or
+/// two seed-to-seed standard deviations (0.003-0.009, 0.003-0.008, 0.000-0.002); see the crate
+/// README. The saving grows with sequence length (softmax tails over 128 keys).
 pub const ATTENTION_MIN_WEIGHT: f32 = 1e-3;
 
 /// The attention edges of one head: query token `i` -> key token `j` of the same sequence with
@@ -342,7 +344,7 @@ mod tests {
         assert_eq!(e.queries_with_edges(), 4);
         let joint: Vec<_> = e.joint_edges().collect();
         assert_eq!(joint[0], (0, 5, 0.5));
-        assert_eq!(joint[4], (2, 7, 0.2));
+        assert_eq!(joint[3], (2, 7, 0.2));
         assert_eq!(joint[7], (3, 8, 0.4));
 
         let c = AttentionEdges::from_attention(&tokens, &a, true).unwrap();
@@ -370,10 +372,9 @@ mod tests {
         let tokens = table(&[3]);
         let a = [att(10, &vec![vec![0.0005, 0.4995, 0.5]; 3])];
         let e = AttentionEdges::from_attention(&tokens, &a, false).unwrap();
-        assert_eq!(
-            e.query(0),
-            (&[1u32, 2][..], &[0.4995f32 / 0.9995, 0.5 / 0.9995][..])
-        );
+        let (keys, w) = e.query(0);
+        assert_eq!(keys, &[1, 2]);
+        assert!((w[0] - 0.4995 / 0.9995).abs() < 1e-6 && (w[1] - 0.5 / 0.9995).abs() < 1e-6);
         let all = AttentionEdges::from_attention_with_min_weight(&tokens, &a, false, 0.0).unwrap();
         assert_eq!(all.len(), 9);
         assert!(AttentionEdges::from_attention_with_min_weight(&tokens, &a, false, 1.5).is_err());

@@ -93,6 +93,24 @@ impl Projector {
         }
     }
 
+    /// The method this projector fits.
+    pub fn method(&self) -> attn_types::ProjectionMethod {
+        match self {
+            Projector::Tsne(_) => attn_types::ProjectionMethod::Tsne,
+            Projector::Pca(_) => attn_types::ProjectionMethod::Pca,
+            Projector::Umap(_) => attn_types::ProjectionMethod::Umap,
+        }
+    }
+
+    /// Output dimensions.
+    pub fn dims(&self) -> u8 {
+        match self {
+            Projector::Tsne(p) => p.dims(),
+            Projector::Pca(p) => p.dims(),
+            Projector::Umap(p) => p.dims(),
+        }
+    }
+
     /// The attention share `w` of t-SNE and UMAP (`None` for PCA, which has none).
     pub fn attention_weight(&self) -> Option<f32> {
         match self {
@@ -121,4 +139,69 @@ pub fn project_batch(
             r
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use attn_types::Metric;
+
+    use super::*;
+    use crate::attention::synthetic::head;
+    use crate::{Pca, Tsne, Umap, knn};
+
+    #[test]
+    fn one_shared_graph_serves_every_method() {
+        let h = head(300, false, 2);
+        let joint = h.joint();
+        let n = joint.rows();
+        let edges = AttentionEdges::from_attention(&h.tokens, &h.attention, false).unwrap();
+        let tsne = Projector::Tsne(
+            Tsne::params()
+                .perplexity(10.0)
+                .iterations(300)
+                .attention_weight(0.2)
+                .check()
+                .unwrap(),
+        );
+        let umap = Projector::Umap(
+            Umap::params()
+                .n_epochs(Some(50))
+                .attention_weight(0.1)
+                .check()
+                .unwrap(),
+        );
+        let pca = Projector::Pca(Pca::params().check().unwrap());
+        assert_eq!(tsne.neighbors_for(n), Some(30));
+        assert_eq!(tsne.neighbors_for(7), Some(6));
+        assert_eq!(umap.neighbors_for(n), Some(14));
+        assert_eq!(pca.neighbors_for(n), None);
+        assert_eq!(tsne.attention_weight(), Some(0.2));
+        assert_eq!(pca.attention_weight(), None);
+        let k = [&tsne, &umap, &pca]
+            .iter()
+            .filter_map(|p| p.neighbors_for(n))
+            .max()
+            .unwrap();
+        let graph = knn(&joint, k, Metric::Cosine, 0).unwrap();
+        // An exact graph with extra neighbours gives each method its own fit.
+        for p in [&tsne, &umap, &pca] {
+            assert_eq!(p.fit_knn(&joint, &graph).unwrap(), p.fit(&joint).unwrap());
+            assert_eq!(
+                p.fit_knn_with_attention(&joint, &graph, &edges).unwrap(),
+                p.fit_with_attention(&joint, &edges).unwrap()
+            );
+        }
+        // PCA ignores the edges (but not a mismatch); the others use them.
+        assert_eq!(
+            pca.fit_with_attention(&joint, &edges).unwrap(),
+            pca.fit(&joint).unwrap()
+        );
+        let wrong = AttentionEdges::default();
+        assert!(pca.fit_with_attention(&joint, &wrong).is_err());
+        for p in [&tsne, &umap] {
+            let with = p.fit_knn_with_attention(&joint, &graph, &edges).unwrap();
+            assert_ne!(with.coords, p.fit_knn(&joint, &graph).unwrap().coords);
+            assert!(with.spec.params["attention_weight"] > 0.0);
+        }
+    }
 }

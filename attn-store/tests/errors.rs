@@ -460,7 +460,15 @@ fn arrow_schemas_are_what_the_readme_documents() {
         v.field_with_name("key_normalized").unwrap().data_type(),
         &DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), 64)
     );
-    assert_eq!(attn_store::vectors_schema(64, false).fields().len(), 3);
+    let names = |s: Schema| s.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>();
+    assert_eq!(
+        names(attn_store::vectors_schema(64, false)),
+        ["token_index", "query", "key", "query_norm", "key_norm"]
+    );
+    assert_eq!(
+        v.field_with_name("query_norm").unwrap().data_type(),
+        &DataType::Float32
+    );
     let want = Schema::new(vec![
         Field::new("token_index", DataType::UInt32, false),
         Field::new("is_key", DataType::Boolean, false),

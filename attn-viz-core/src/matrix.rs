@@ -1,6 +1,6 @@
 //! Matrix View: every head as a small multiple in a layers x heads grid.
 
-use attn_types::{HeadId, ProjectionMethod};
+use attn_types::{Fidelity, HeadId, ProjectionMethod};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +21,10 @@ pub struct CellInfo {
     pub signature: Option<HeadSignature>,
     /// The projection's fit statistic (KL divergence for t-SNE), when reported.
     pub objective: Option<f32>,
+    /// How well nearness in this layout tracks attention, when measured (see
+    /// `attn_project::fidelity`).
+    #[serde(default)]
+    pub fidelity: Option<Fidelity>,
 }
 
 /// One head's cell.
@@ -134,6 +138,7 @@ pub(crate) fn cell_info(model: &ModelData<'_>, h: &HeadData<'_>) -> Result<CellI
             None => None,
         },
         objective: h.projection.objective,
+        fidelity: h.projection.fidelity,
     })
 }
 

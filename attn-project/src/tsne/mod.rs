@@ -60,6 +60,11 @@ pub const FFT_MIN_N: usize = 5_000;
 /// (56 cells per point).
 pub const FFT_MAX_CELLS_PER_POINT: usize = 20;
 
+/// Default [`TsneParams::attention_weight`]: the knee measured on synthetic heads (crate README,
+/// "Attention-aware layouts"): hit@3 0.37 -> 0.74 (causal 0.63 -> 0.87) at a trustworthiness@10
+/// cost of at most 0.002, where 0.3 cost up to 0.021.
+pub const DEFAULT_ATTENTION_WEIGHT: f32 = 0.2;
+
 /// Initial layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TsneInit {
@@ -79,7 +84,8 @@ pub struct Tsne;
 impl Tsne {
     /// Default parameters: 2D, perplexity 30 (the AttentionViz research code used 50), 750
     /// iterations of which 250 with early exaggeration 12, automatic learning rate, cosine metric,
-    /// seed 0, theta 0.5, automatic repulsion, PCA initialization.
+    /// seed 0, theta 0.5, automatic repulsion, PCA initialization, attention weight
+    /// [`DEFAULT_ATTENTION_WEIGHT`] (used by the attention-aware fits only).
     pub fn params() -> TsneParams {
         TsneParams(Settings {
             dims: 2,
@@ -93,7 +99,7 @@ impl Tsne {
             theta: 0.5,
             repulsion: Repulsion::Auto,
             init: TsneInit::Pca,
-            attention_weight: 0.0,
+            attention_weight: DEFAULT_ATTENTION_WEIGHT,
         })
     }
 }
@@ -183,8 +189,9 @@ impl TsneParams {
 
     /// Share `w` in `[0, 1)` of the attention graph in the joint affinities of the
     /// attention-aware fits ([`TsneValidParams::fit_knn_with_attention`]):
-    /// `P = (1 - w) P_knn + w P_att` (see [`crate::attention`]). 0 (the default) is plain t-SNE;
-    /// the plain fits ignore it.
+    /// `P = (1 - w) P_knn + w P_att` (see [`crate::attention`]); default
+    /// [`DEFAULT_ATTENTION_WEIGHT`], 0 is plain t-SNE. The plain fits ([`TsneValidParams::fit`],
+    /// [`TsneValidParams::fit_knn`]) ignore it.
     pub fn attention_weight(mut self, w: f32) -> Self {
         self.0.attention_weight = w;
         self
@@ -275,7 +282,7 @@ impl TsneValidParams {
         ((3.0 * self.0.perplexity as f64).floor() as usize).clamp(1, n.saturating_sub(1).max(1))
     }
 
-    /// Fits t-SNE: builds the kNN graph with [`knn`] (exact up to
+    /// Fits t-SNE: builds the kNN graph with [`knn()`] (exact up to
     /// [`crate::knn::EXACT_KNN_MAX_N`] points, NN-descent above), then [`Self::fit_knn`].
     pub fn fit(&self, data: &Matrix) -> Result<Embedding, ProjectError> {
         check_data(data)?;
@@ -862,8 +869,10 @@ mod tests {
                 );
             }
         }
-        const MARGIN_HIT: f32 = 0.0;
-        const MARGIN_FID: f32 = 0.0;
+        // Measured at w = 0.2 (plain -> attention-aware): hit@3 0.588 -> 0.835 and 0.749 -> 0.886,
+        // fidelity 0.627 -> 0.694 and 0.580 -> 0.674, trustworthiness@10 -0.004 and -0.005.
+        const MARGIN_HIT: f32 = 0.1;
+        const MARGIN_FID: f32 = 0.03;
 
         #[test]
         fn invalid_weight_and_mismatched_edges_are_errors() {

@@ -14,6 +14,7 @@ const OFFLINE_HINT = 'This exported page holds precomputed views only; search, p
 const DEFAULTS = {
   view: 'matrix', proj: '', enc: 'query_key', q: '', exact: false, head: 'L0H0', sel: '',
   labels: false, size: false, seq: '', hide: true, hidden: '', agg: false, focus: '', imode: 'heatmap',
+  fid: false,
 };
 const state = { ...DEFAULTS };
 
@@ -156,8 +157,20 @@ function cellInfoText(head, info) {
   }
   const t = info.trust;
   lines.push(`trust: ${t.level} (distance/dot-product correlation ${fmt(t.distance_correlation)}, trustworthiness ${fmt(t.trustworthiness)}, continuity ${fmt(t.continuity)})`);
+  const f = info.fidelity;
+  if (f) {
+    lines.push(`attention fidelity ${fmt(f.fidelity)} (closeness vs attention, per query), hit@3 ${fmt(f.hit_at_3)} (chance ${fmt(f.chance_at_3)}), global ${fmt(f.global_fidelity)}`);
+  }
   if (info.objective !== null && info.objective !== undefined) lines.push(`fit objective ${fmt(info.objective, 4)}`);
   return lines.join('\n');
+}
+
+// Cell tint by attention fidelity: red (nearness says nothing about attention, <= 0) to green (1).
+function fidelityTint(info) {
+  const f = info.fidelity && info.fidelity.fidelity;
+  if (f === null || f === undefined) return 'rgba(128, 128, 128, 0.15)';
+  const t = Math.max(0, Math.min(1, f));
+  return `rgba(${Math.round(220 * (1 - t))}, ${Math.round(180 * t)}, 60, 0.28)`;
 }
 
 // Sizes a canvas to `width` x `height` CSS px at the screen's pixel density; returns that density.
@@ -521,6 +534,7 @@ function syncControls() {
   $('exact').checked = state.exact;
   $('labels').checked = state.labels;
   $('size-by-norm').checked = state.size;
+  $('fidelity-cells').checked = state.fid;
   $('hide-special').checked = state.hide;
   $('aggregate').checked = state.agg;
   $('image-mode').value = state.imode;
@@ -543,6 +557,7 @@ function bindControls() {
     timer = setTimeout(() => setState({ q: e.target.value.trim() }), 250);
   };
   $('exact').onchange = (e) => setState({ exact: e.target.checked });
+  $('fidelity-cells').onchange = (e) => setState({ fid: e.target.checked });
   $('to-matrix').onclick = () => setState({ view: 'matrix' });
   $('back').onclick = () => setState({ view: 'matrix' });
   $('to-similarity').onclick = () => setState({ view: 'similarity' });
@@ -644,6 +659,7 @@ function layoutMatrix() {
     const div = el('div', { class: 'cell', 'data-head': headName(c.head) });
     Object.assign(div.style, { left: `${x}px`, top: `${y}px`, width: `${cell}px`, height: `${cell}px` });
     div.append(el('span', { class: `trust ${c.info.trust.level}` }));
+    if (state.fid) div.style.background = fidelityTint(c.info);
     if (h.search) div.append(el('span', { class: 'count' }, `${c.matches.length / 2 | 0}·${c.match_clusters}`));
     div.title = '';
     div.onmousemove = (ev) => showTooltip(ev, cellInfoText(c.head, c.info) + (h.search ? `\nmatches: ${c.matches.length} points in ${c.match_clusters} clusters` : ''));

@@ -1,0 +1,267 @@
+//! Attention fidelity of every layout setting, side by side: does nearness in the picture mean
+//! attention? For each model, the heads are extracted once (through attn-pipeline, into
+//! `OUT/data/<model>`), then laid out with every setting below; per setting the table gives the mean
+//! over the heads of fidelity (per-query Spearman of closeness vs attention), hit@3 (the most-attended
+//! key among the query's 3 nearest keys; chance beside it), global fidelity (closeness vs logits
+//! across sequences), trustworthiness@10 and seconds per layout. The input spaces (cosine distance
+//! of the raw and of the normalized vectors) come first: what the normalization and the projection
+//! each lose.
+//!
+//! ```text
+//! cargo run -p attnviz-benches --bin fidelity -- --model <MiniLM dir> --model <gpt2 fixture> ...
+//! ```
+//!
+//! Options: `--model [NAME=]DIR` (repeatable; `attnviz fetch-model --print-dir` prints MiniLM's), `--heads
+//! N` (heads per layer, evenly spaced: 3 gives 0, 4, 8 of 12; default 3), `--max-sequences N`,
+//! `--weights 0.05,0.1,0.2` (attention shares tried), `--out DIR` (default
+//! `target/fidelity-bench`), `--results DIR` (where `fidelity-<date>.{md,json}` go; default
+//! `benches/results`). Settings: `paper` = the research code (`technique.md` §3: normalized
+//! vectors, t-SNE perplexity 50 x 300 iterations, UMAP random init); `attnviz 0.1` = the
+//! defaults before attention-aware layouts (normalized, perplexity 30 x 750, UMAP PCA init); then
+//! raw vectors, and each attention share on raw and normalized vectors.
+
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use attn_pipeline::{
+    Control, CorpusInput, HeadLayoutInput, LayoutVectors, ProjectionSettings, RunPlan, layout_head,
+};
+use attn_store::Dataset;
+use attn_types::{Fidelity, HeadId, ProjectionMethod};
+use attnviz_benches::{machine_record, write_results};
+
+type Res<T> = Result<T, Box<dyn Error>>;
+
+struct Args {
+    /// `DIR` or `NAME=DIR`.
+    models: Vec<String>,
+    heads_per_layer: u16,
+    max_sequences: Option<usize>,
+    weights: Vec<f32>,
+    out: PathBuf,
+    results: PathBuf,
+}
+
+fn parse_args() -> Res<Args> {
+    let mut a = Args {
+        models: Vec::new(),
+        heads_per_layer: 3,
+        max_sequences: None,
+        weights: vec![0.05, 0.1, 0.2, 0.3],
+        out: PathBuf::from("target/fidelity-bench"),
+        results: PathBuf::from("benches/results"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--model" => a.models.push(value()?),
+            "--heads" => a.heads_per_layer = value()?.parse().map_err(|e| format!("--heads: {e}"))?,
+            "--max-sequences" => a.max_sequences = Some(value()?.parse().map_err(|e| format!("--max-sequences: {e}"))?),
+            "--weights" => {
+                a.weights = value()?
+                    .split(',')
+                    .map(|w| w.trim().parse::<f32>().map_err(|e| format!("--weights `{w}`: {e}")))
+                    .collect::<Result<_, _>>()?
+            }
+            "--out" => a.out = PathBuf::from(value()?),
+            "--results" => a.results = PathBuf::from(value()?),
+            other => return Err(format!("unknown option {other} (see the top of benches/src/bin/fidelity.rs)").into()),
+        }
+    }
+    if a.models.is_empty() {
+        return Err("pass --model DIR at least once".into());
+    }
+    Ok(a)
+}
+
+/// One row of the table: a layout setting.
+struct Setting {
+    name: String,
+    method: ProjectionMethod,
+    settings: ProjectionSettings,
+}
+
+fn settings_to_try(weights: &[f32]) -> Vec<Setting> {
+    let methods = vec![ProjectionMethod::Tsne, ProjectionMethod::Umap];
+    let plain = ProjectionSettings {
+        tsne_attention_weight: 0.0,
+        umap_attention_weight: 0.0,
+        ..ProjectionSettings::attnviz(methods.clone(), vec![2])
+    };
+    let weighted = |w: f32, vectors| ProjectionSettings {
+        tsne_attention_weight: w,
+        umap_attention_weight: w,
+        vectors,
+        ..plain.clone()
+    };
+    let mut out = Vec::new();
+    let defaults = ProjectionSettings::attnviz(methods.clone(), vec![2]);
+    for method in [ProjectionMethod::Tsne, ProjectionMethod::Umap] {
+        let m = method.as_str();
+        let mut push = |name: String, settings: ProjectionSettings| out.push(Setting { name, method, settings });
+        push(format!("{m} paper"), ProjectionSettings::paper(methods.clone(), vec![2]));
+        push(format!("{m} attnviz 0.1 (normalized)"), plain.clone());
+        push(format!("{m} raw"), ProjectionSettings { vectors: LayoutVectors::Raw, ..plain.clone() });
+        push(format!("{m} attnviz default"), defaults.clone());
+        for &w in weights {
+            for vectors in [LayoutVectors::Raw, LayoutVectors::Normalized] {
+                let v = if vectors == LayoutVectors::Raw { "raw" } else { "normalized" };
+                push(format!("{m} {v} + attention {w}"), weighted(w, vectors));
+            }
+        }
+    }
+    out.push(Setting {
+        name: "pca normalized".into(),
+        method: ProjectionMethod::Pca,
+        settings: plain.clone(),
+    });
+    out.push(Setting {
+        name: "pca raw".into(),
+        method: ProjectionMethod::Pca,
+        settings: ProjectionSettings { vectors: LayoutVectors::Raw, ..plain },
+    });
+    out
+}
+
+/// Means over heads of one row's numbers.
+#[derive(Default, Clone)]
+struct Row {
+    fidelity: Vec<f32>,
+    hit: Vec<f32>,
+    chance: Vec<f32>,
+    global: Vec<f32>,
+    trust: Vec<f32>,
+    seconds: Vec<f32>,
+}
+
+impl Row {
+    fn add(&mut self, f: &Fidelity, trust: Option<f32>, seconds: f64) {
+        self.fidelity.extend(f.fidelity);
+        self.hit.extend(f.hit_at_3);
+        self.chance.extend(f.chance_at_3);
+        self.global.extend(f.global_fidelity);
+        self.trust.extend(trust);
+        self.seconds.push(seconds as f32);
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "fidelity": mean(&self.fidelity), "hit_at_3": mean(&self.hit), "chance_at_3": mean(&self.chance),
+            "global_fidelity": mean(&self.global), "trustworthiness_10": mean(&self.trust),
+            "seconds": mean(&self.seconds), "heads": self.seconds.len(),
+        })
+    }
+}
+
+fn mean(v: &[f32]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64)
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.3}"))
+}
+
+/// Extracts (or resumes) the heads of `model` into `dir`, without projections.
+fn extract(model: &Path, dir: &Path, heads_per_layer: u16, max_sequences: Option<usize>) -> Res<Dataset> {
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.join("config.json"))?)?;
+    let heads = ["num_attention_heads", "n_head"].iter().find_map(|k| config[k].as_u64()).ok_or("config.json: no head count")? as u16;
+    let step = (heads / heads_per_layer.max(1)).max(1);
+    let plan = RunPlan {
+        model_dir: model.to_path_buf(),
+        model_id: None,
+        corpus: CorpusInput::Builtin,
+        text_field: "text".into(),
+        max_sequences,
+        out: dir.to_path_buf(),
+        backend: "flex".into(),
+        batch_size: 16,
+        truncate: true,
+        normalize: true,
+        layers: None,
+        heads: Some((0..heads).step_by(usize::from(step)).take(usize::from(heads_per_layer)).collect()),
+        shard: None,
+        projection: ProjectionSettings::attnviz(Vec::new(), vec![2]),
+    };
+    let cancel = AtomicBool::new(false);
+    attn_pipeline::run(&plan, Control::new(&cancel, &|_| {}))?;
+    Ok(Dataset::open(dir)?)
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fidelity: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Res<()> {
+    let args = parse_args()?;
+    let settings = settings_to_try(&args.weights);
+    let mut report = serde_json::Map::new();
+    let mut md = String::new();
+    for model in &args.models {
+        let (name, model) = match model.split_once('=') {
+            Some((name, dir)) => (name.to_string(), PathBuf::from(dir)),
+            None => {
+                let dir = PathBuf::from(model);
+                (dir.file_name().map_or("model".into(), |n| n.to_string_lossy().into_owned()), dir)
+            }
+        };
+        let model = model.as_path();
+        let dataset = extract(model, &args.out.join("data").join(&name), args.heads_per_layer, args.max_sequences)?;
+        let tokens = dataset.read_tokens()?;
+        let causal = dataset.meta().model.architecture.is_causal();
+        let heads: Vec<HeadId> = dataset.heads()?;
+        let mut rows: BTreeMap<usize, Row> = BTreeMap::new();
+        let (mut input_raw, mut input_norm) = (Row::default(), Row::default());
+        for (h, &head) in heads.iter().enumerate() {
+            eprintln!("{name}: head {head} ({}/{})", h + 1, heads.len());
+            let input = HeadLayoutInput::read(&dataset, head)?;
+            if let Some((_, d)) = dataset.read_head_normalization(head)? {
+                if let Some(f) = d.fidelity_raw { input_raw.add(&f, None, 0.0) }
+                if let Some(f) = d.fidelity_normalized { input_norm.add(&f, None, 0.0) }
+            }
+            for (i, s) in settings.iter().enumerate() {
+                let projector = attn_pipeline::projector(&s.settings, s.method, 2)?;
+                let row = rows.entry(i).or_default();
+                layout_head(&input, &tokens, causal, &[&projector], &s.settings, &|| false, &mut |p, seconds| {
+                    let f = p.fidelity.unwrap_or_default();
+                    row.add(&f, p.quality.map(|q| q.trustworthiness), seconds);
+                    Ok(())
+                })?;
+            }
+        }
+        let n_tokens = tokens.len();
+        md.push_str(&format!(
+            "\n### {name} ({} heads, {n_tokens} tokens per head, {})\n\n| setting | fidelity | hit@3 | chance | global fidelity | trust@10 | s / layout |\n| --- | --- | --- | --- | --- | --- | --- |\n",
+            heads.len(),
+            if causal { "causal" } else { "bidirectional" }
+        ));
+        let mut model_json = serde_json::Map::new();
+        for (label, row) in [("input: raw vectors, cosine", &input_raw), ("input: normalized vectors, cosine", &input_norm)] {
+            md.push_str(&format!("| {label} | {} | {} | {} | {} | - | - |\n", fmt(mean(&row.fidelity)), fmt(mean(&row.hit)), fmt(mean(&row.chance)), fmt(mean(&row.global))));
+            model_json.insert(label.into(), row.json());
+        }
+        for (i, row) in &rows {
+            let s = &settings[*i];
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                s.name, fmt(mean(&row.fidelity)), fmt(mean(&row.hit)), fmt(mean(&row.chance)), fmt(mean(&row.global)), fmt(mean(&row.trust)), fmt(mean(&row.seconds))
+            ));
+            model_json.insert(s.name.clone(), row.json());
+        }
+        report.insert(name, serde_json::Value::Object(model_json));
+    }
+    println!("{md}");
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let json = serde_json::json!({ "machine": machine_record(), "command": command, "results": report });
+    let (md_path, _) = write_results(&args.results, "fidelity", &md, &json)?;
+    eprintln!("results: {}", md_path.display());
+    Ok(())
+}
