@@ -5,10 +5,16 @@ use attn_pipeline::{HeadSummary, RunSummary};
 /// A column of the table: its header and how to read its value from a head's row.
 type Column<'a> = (String, Box<dyn Fn(&HeadSummary) -> Option<f32> + 'a>);
 
+/// What an empty cell says: fidelity that could not be measured (no attention, no query with 4
+/// keys) is "n/a"; other missing numbers (no normalization, no quality pass) are "-".
+fn missing(column: &str) -> &'static str {
+    if column.starts_with("fid") || column.starts_with("hit3") { "n/a" } else { "-" }
+}
+
 /// Prints the per-head table (normalization diagnostics; the input spaces' attention fidelity; per
 /// projection trustworthiness@10, attention fidelity and hit@3), the means, and the totals.
 pub fn print_summary(s: &RunSummary) {
-    let fmt = |v: Option<f32>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+    let fmt = |v: Option<f32>, column: &str| v.map_or(missing(column).to_string(), |v| format!("{v:.3}"));
     let mut keys: Vec<&String> = s
         .per_head
         .iter()
@@ -61,7 +67,7 @@ pub fn print_summary(s: &RunSummary) {
     for h in &s.per_head {
         let mut line = format!("{:<8}", h.head);
         for (name, value) in &columns {
-            line.push_str(&format!(" {:>w$}", fmt(value(h)), w = width(name)));
+            line.push_str(&format!(" {:>w$}", fmt(value(h), name), w = width(name)));
         }
         outln!("{line}");
     }
@@ -74,7 +80,7 @@ pub fn print_summary(s: &RunSummary) {
             .filter(|v| v.is_finite())
             .collect();
         let mean = (!v.is_empty()).then(|| v.iter().sum::<f32>() / v.len() as f32);
-        line.push_str(&format!(" {:>w$}", fmt(mean), w = width(name)));
+        line.push_str(&format!(" {:>w$}", fmt(mean, name), w = width(name)));
     }
     outln!("{line}");
     if let Some(chance) = mean_chance(s) {

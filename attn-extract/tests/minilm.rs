@@ -66,5 +66,9 @@ fn minilm_matches_transformers() {
     let err = compare(&ex, &expected, texts.len(), &[0, 5]);
     eprintln!("all-MiniLM-L6-v2: max abs error {err:?}");
     assert_eq!(err.compared, 2 * 12 * texts.len());
-    assert!(err.q < 1e-4 && err.k < 1e-4 && err.attn < 1e-4, "{err:?}");
+    // About 5x the measured worst case (flex): Q 4.3e-6, K 4.3e-6, attention 8.3e-7.
+    assert!(
+        err.q < 2.5e-5 && err.k < 2.5e-5 && err.attn < 5e-6,
+        "{err:?}"
+    );
 }

@@ -1,12 +1,4 @@
-//! Native PCA, t-SNE and UMAP in 2D and 3D, seeded and deterministic, with kNN graphs and projection
-//! quality metrics.
-//!
-//! Every method follows the same builder pattern: `Method::params()` returns editable parameters,
-//! `.check()` validates them into a `*ValidParams`, and `.fit(&Matrix)` returns an [`Embedding`].
-//! t-SNE and UMAP also accept a precomputed [`KnnGraph`] (`fit_knn`), so one graph can serve both.
-//! The same seed gives bit-identical output regardless of the number of rayon threads.
-//! [`fidelity()`] measures how well a layout (or the input space) keeps queries near the keys they
-//! attend to.
+#![doc = include_str!("../README.md")]
 
 pub mod attention;
 pub mod batch;

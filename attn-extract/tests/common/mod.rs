@@ -65,7 +65,28 @@ impl Expected {
     }
 }
 
-/// Max abs errors of Q, K and attention against the reference, over the given layers and all heads.
+/// `|a - b|`, or infinity when either side is NaN or infinite, so that a maximum built from it fails
+/// any `< tol` check on a non-finite value (`f32::max` skips NaN, and a NaN difference compared with
+/// `<`/`>` is silently false).
+pub fn abs_err(a: f32, b: f32) -> f32 {
+    if a.is_finite() && b.is_finite() {
+        (a - b).abs()
+    } else {
+        f32::INFINITY
+    }
+}
+
+/// Largest [`abs_err`] over two equally long slices: infinity if either holds a NaN or infinity.
+pub fn max_abs_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "compared slices differ in length");
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| abs_err(x, y))
+        .fold(0.0, f32::max)
+}
+
+/// Max abs errors of Q, K and attention against the reference, over the given layers and all heads
+/// (infinite where either side holds a NaN or infinity, see [`abs_err`]).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Errors {
     pub q: f32,
@@ -100,12 +121,14 @@ pub fn compare(ex: &Extraction, expected: &Expected, n_seq: usize, layers: &[u16
                 let row = span.start + t;
                 for j in 0..d {
                     let col = h * d + j;
-                    err.q = err
-                        .q
-                        .max((cap.vectors.queries.get(row, j) - q.f32[t * hidden + col]).abs());
-                    err.k = err
-                        .k
-                        .max((cap.vectors.keys.get(row, j) - k.f32[t * hidden + col]).abs());
+                    err.q = err.q.max(abs_err(
+                        cap.vectors.queries.get(row, j),
+                        q.f32[t * hidden + col],
+                    ));
+                    err.k = err.k.max(abs_err(
+                        cap.vectors.keys.get(row, j),
+                        k.f32[t * hidden + col],
+                    ));
                 }
             }
             let att = &cap.attention[i];
@@ -113,7 +136,7 @@ pub fn compare(ex: &Extraction, expected: &Expected, n_seq: usize, layers: &[u16
             for qi in 0..len {
                 for ki in 0..len {
                     let r = a.f32[(h * len + qi) * len + ki];
-                    err.attn = err.attn.max((att.get(qi, ki) - r).abs());
+                    err.attn = err.attn.max(abs_err(att.get(qi, ki), r));
                 }
             }
             err.compared += 1;

@@ -82,6 +82,8 @@ struct Setting {
     name: String,
     method: ProjectionMethod,
     settings: ProjectionSettings,
+    /// `(vectors, w)` when the row is a point of the trade-off curve (attention share `w`).
+    curve: Option<(LayoutVectors, f32)>,
 }
 
 fn settings_to_try(weights: &[f32]) -> Vec<Setting> {
@@ -101,15 +103,15 @@ fn settings_to_try(weights: &[f32]) -> Vec<Setting> {
     let defaults = ProjectionSettings::attnviz(methods.clone(), vec![2]);
     for method in [ProjectionMethod::Tsne, ProjectionMethod::Umap] {
         let m = method.as_str();
-        let mut push = |name: String, settings: ProjectionSettings| out.push(Setting { name, method, settings });
-        push(format!("{m} paper"), ProjectionSettings::paper(methods.clone(), vec![2]));
-        push(format!("{m} attnviz 0.1 (normalized)"), plain.clone());
-        push(format!("{m} raw"), ProjectionSettings { vectors: LayoutVectors::Raw, ..plain.clone() });
-        push(format!("{m} attnviz default"), defaults.clone());
+        let mut push = |name: String, settings: ProjectionSettings, curve| out.push(Setting { name, method, settings, curve });
+        push(format!("{m} paper"), ProjectionSettings::paper(methods.clone(), vec![2]), None);
+        push(format!("{m} attnviz 0.1 (normalized)"), plain.clone(), Some((LayoutVectors::Normalized, 0.0)));
+        push(format!("{m} raw"), ProjectionSettings { vectors: LayoutVectors::Raw, ..plain.clone() }, Some((LayoutVectors::Raw, 0.0)));
+        push(format!("{m} attnviz default"), defaults.clone(), None);
         for &w in weights {
             for vectors in [LayoutVectors::Raw, LayoutVectors::Normalized] {
                 let v = if vectors == LayoutVectors::Raw { "raw" } else { "normalized" };
-                push(format!("{m} {v} + attention {w}"), weighted(w, vectors));
+                push(format!("{m} {v} + attention {w}"), weighted(w, vectors), Some((vectors, w)));
             }
         }
     }
@@ -117,11 +119,13 @@ fn settings_to_try(weights: &[f32]) -> Vec<Setting> {
         name: "pca normalized".into(),
         method: ProjectionMethod::Pca,
         settings: plain.clone(),
+        curve: None,
     });
     out.push(Setting {
         name: "pca raw".into(),
         method: ProjectionMethod::Pca,
         settings: ProjectionSettings { vectors: LayoutVectors::Raw, ..plain },
+        curve: None,
     });
     out
 }
@@ -256,6 +260,10 @@ fn run() -> Res<()> {
             ));
             model_json.insert(s.name.clone(), row.json());
         }
+        let svg_name = format!("fidelity-tradeoff-{name}.svg");
+        std::fs::create_dir_all(&args.results)?;
+        std::fs::write(args.results.join(&svg_name), tradeoff_svg(&name, &settings, &rows))?;
+        md.push_str(&format!("\n![{name}: hit@3 and fidelity against trustworthiness as the attention share grows]({svg_name})\n"));
         report.insert(name, serde_json::Value::Object(model_json));
     }
     println!("{md}");
@@ -264,4 +272,63 @@ fn run() -> Res<()> {
     let (md_path, _) = write_results(&args.results, "fidelity", &md, &json)?;
     eprintln!("results: {}", md_path.display());
     Ok(())
+}
+
+/// The trade-off as a plot: per method, hit@3 (filled) and fidelity (hollow) against
+/// trustworthiness@10 as the attention share `w` grows, for raw and normalized vectors.
+fn tradeoff_svg(model: &str, settings: &[Setting], rows: &BTreeMap<usize, Row>) -> String {
+    let (w, h, pad) = (760.0, 360.0, 50.0);
+    let panel = (w - 3.0 * pad) / 2.0;
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\"><rect width=\"100%\" height=\"100%\" fill=\"white\"/><text x=\"{pad}\" y=\"18\" font-size=\"13\">{model}: attention share w = 0 .. max, hit@3 (filled) and fidelity (hollow) vs trustworthiness@10</text>"
+    );
+    for (p, method) in [ProjectionMethod::Tsne, ProjectionMethod::Umap].into_iter().enumerate() {
+        let points: Vec<(LayoutVectors, f32, f64, f64, f64)> = settings
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.method == method)
+            .filter_map(|(i, s)| {
+                let (v, wt) = s.curve?;
+                let r = rows.get(&i)?;
+                Some((v, wt, mean(&r.trust)?, mean(&r.hit)?, mean(&r.fidelity)?))
+            })
+            .collect();
+        if points.is_empty() {
+            continue;
+        }
+        let (tmin, tmax) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.2), b.max(p.2)));
+        let (tmin, tmax) = (tmin - 0.002, tmax + 0.002);
+        let x0 = pad + p as f64 * (panel + pad);
+        let (y0, y1) = (h - pad, 40.0);
+        let x = |t: f64| x0 + (t - tmin) / (tmax - tmin) * panel;
+        let y = |v: f64| y0 - v.clamp(0.0, 1.0) * (y0 - y1);
+        out.push_str(&format!(
+            "<rect x=\"{x0}\" y=\"{y1}\" width=\"{panel}\" height=\"{}\" fill=\"none\" stroke=\"#999\"/><text x=\"{}\" y=\"{}\">{}</text><text x=\"{x0}\" y=\"{}\">trust {tmin:.3}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{tmax:.3}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">1</text><text x=\"{}\" y=\"{y0}\" text-anchor=\"end\">0</text>",
+            y0 - y1, x0 + 4.0, y1 + 14.0, method.as_str(), y0 + 16.0, x0 + panel, y0 + 16.0, x0 - 4.0, y1 + 4.0, x0 - 4.0
+        ));
+        for (vectors, color) in [(LayoutVectors::Normalized, "#1b7837"), (LayoutVectors::Raw, "#762a83")] {
+            let mut curve: Vec<_> = points.iter().filter(|q| q.0 == vectors).collect();
+            curve.sort_by(|a, b| a.1.total_cmp(&b.1));
+            for (value, fill) in [(3usize, color), (4, "white")] {
+                let path: Vec<String> = curve
+                    .iter()
+                    .map(|q| format!("{:.1},{:.1}", x(q.2), y(if value == 3 { q.3 } else { q.4 })))
+                    .collect();
+                out.push_str(&format!("<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\"/>", path.join(" ")));
+                for q in &curve {
+                    let v = if value == 3 { q.3 } else { q.4 };
+                    out.push_str(&format!(
+                        "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"{fill}\" stroke=\"{color}\"/><text x=\"{:.1}\" y=\"{:.1}\" fill=\"{color}\" font-size=\"9\">{}</text>",
+                        x(q.2), y(v), x(q.2) + 5.0, y(v) - 4.0, q.1
+                    ));
+                }
+            }
+        }
+        out.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" fill=\"#1b7837\">normalized vectors</text><text x=\"{}\" y=\"{}\" fill=\"#762a83\">raw vectors</text>",
+            x0 + 4.0, y0 - 20.0, x0 + 4.0, y0 - 6.0
+        ));
+    }
+    out.push_str("</svg>\n");
+    out
 }
