@@ -158,10 +158,10 @@ struct ProjectionArgs {
     /// Output dimensions, comma separated: 2, 3 or 2,3.
     #[arg(long, value_delimiter = ',', default_value = "2", value_name = "LIST")]
     dims: Vec<u8>,
-    /// Layout preset: `attnviz` (t-SNE and UMAP with attention edges mixed into their neighbour
-    /// graphs, so that a query lies near the keys it attends to) or `paper` (the AttentionViz research
-    /// code: normalized vectors, t-SNE perplexity 50 x 300 iterations, UMAP random init, no attention
-    /// edges). The flags below override single settings of the preset.
+    /// Layout preset: `attnviz` (raw vectors, t-SNE and UMAP with attention edges mixed into their
+    /// neighbour graphs, so that a query lies near the keys it attends to) or `paper` (the
+    /// AttentionViz research code: normalized vectors, t-SNE perplexity 50 x 300 iterations, UMAP
+    /// random init, no attention edges). The flags below override single settings of the preset.
     #[arg(long, value_enum, default_value = "attnviz")]
     layout: LayoutArg,
     /// Input metric of t-SNE and UMAP: cosine or euclidean.
@@ -182,18 +182,25 @@ struct ProjectionArgs {
     /// UMAP min_dist (0.1).
     #[arg(long)]
     min_dist: Option<f32>,
-    /// Share of attention edges in t-SNE's affinities, in [0, 1); 0 = plain t-SNE.
+    /// Share of attention edges in t-SNE's affinities, in [0, 1); 0 = plain t-SNE (attnviz: 0.1).
     #[arg(long, value_name = "W")]
     tsne_attention_weight: Option<f32>,
-    /// Share of attention edges in UMAP's fuzzy graph, in [0, 1); 0 = plain UMAP.
+    /// Share of attention edges in UMAP's fuzzy graph, in [0, 1); 0 = plain UMAP (attnviz: 0.1).
     #[arg(long, value_name = "W")]
     umap_attention_weight: Option<f32>,
-    /// Lay out the raw vectors even when normalized ones are stored.
-    #[arg(long)]
-    raw_vectors: bool,
+    /// Which vectors are laid out: raw (as the model computes them; attnviz) or normalized (key
+    /// translation + query/key scaling, when stored; paper).
+    #[arg(long, value_enum)]
+    vectors: Option<VectorsArg>,
     /// Skip the trustworthiness/continuity computation of every projection.
     #[arg(long)]
     no_quality: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum VectorsArg {
+    Raw,
+    Normalized,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -209,7 +216,9 @@ impl ProjectionArgs {
             bail!("--dims: {d} is not 2 or 3");
         }
         let preset = match self.layout {
-            LayoutArg::Attnviz => ProjectionSettings::attnviz(self.methods.clone(), self.dims.clone()),
+            LayoutArg::Attnviz => {
+                ProjectionSettings::attnviz(self.methods.clone(), self.dims.clone())
+            }
             LayoutArg::Paper => ProjectionSettings::paper(self.methods.clone(), self.dims.clone()),
         };
         let settings = ProjectionSettings {
@@ -219,9 +228,17 @@ impl ProjectionArgs {
             tsne_iterations: self.tsne_iterations.unwrap_or(preset.tsne_iterations),
             n_neighbors: self.n_neighbors.unwrap_or(preset.n_neighbors),
             min_dist: self.min_dist.unwrap_or(preset.min_dist),
-            tsne_attention_weight: self.tsne_attention_weight.unwrap_or(preset.tsne_attention_weight),
-            umap_attention_weight: self.umap_attention_weight.unwrap_or(preset.umap_attention_weight),
-            vectors: if self.raw_vectors { attn_pipeline::LayoutVectors::Raw } else { preset.vectors },
+            tsne_attention_weight: self
+                .tsne_attention_weight
+                .unwrap_or(preset.tsne_attention_weight),
+            umap_attention_weight: self
+                .umap_attention_weight
+                .unwrap_or(preset.umap_attention_weight),
+            vectors: match self.vectors {
+                Some(VectorsArg::Raw) => attn_pipeline::LayoutVectors::Raw,
+                Some(VectorsArg::Normalized) => attn_pipeline::LayoutVectors::Normalized,
+                None => preset.vectors,
+            },
             quality: !self.no_quality,
             ..preset
         };
@@ -239,7 +256,10 @@ fn flag_of(e: &attn_pipeline::PipelineError) -> String {
         ("iterations", "--tsne-iterations"),
         ("n_neighbors", "--n-neighbors"),
         ("min_dist", "--min-dist"),
-        ("attention_weight", "--tsne-attention-weight/--umap-attention-weight"),
+        (
+            "attention_weight",
+            "--tsne-attention-weight/--umap-attention-weight",
+        ),
     ] {
         if msg.contains(&format!("`{param}`")) {
             return format!("{flag}: {msg}");
@@ -790,7 +810,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
 
 impl ProjectArgs {
     fn no_projection() -> ProjectionSettings {
-        ProjectionSettings { quality: false, ..ProjectionSettings::attnviz(Vec::new(), vec![2]) }
+        ProjectionSettings {
+            quality: false,
+            ..ProjectionSettings::attnviz(Vec::new(), vec![2])
+        }
     }
 }
 

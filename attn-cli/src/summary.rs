@@ -8,13 +8,18 @@ type Column<'a> = (String, Box<dyn Fn(&HeadSummary) -> Option<f32> + 'a>);
 /// What an empty cell says: fidelity that could not be measured (no attention, no query with 4
 /// keys) is "n/a"; other missing numbers (no normalization, no quality pass) are "-".
 fn missing(column: &str) -> &'static str {
-    if column.starts_with("fid") || column.starts_with("hit3") { "n/a" } else { "-" }
+    if column.starts_with("fid") || column.starts_with("hit3") {
+        "n/a"
+    } else {
+        "-"
+    }
 }
 
 /// Prints the per-head table (normalization diagnostics; the input spaces' attention fidelity; per
 /// projection trustworthiness@10, attention fidelity and hit@3), the means, and the totals.
 pub fn print_summary(s: &RunSummary) {
-    let fmt = |v: Option<f32>, column: &str| v.map_or(missing(column).to_string(), |v| format!("{v:.3}"));
+    let fmt =
+        |v: Option<f32>, column: &str| v.map_or(missing(column).to_string(), |v| format!("{v:.3}"));
     let mut keys: Vec<&String> = s
         .per_head
         .iter()

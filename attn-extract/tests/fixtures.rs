@@ -11,7 +11,7 @@
 mod common;
 
 use attn_extract::{Corpus, Device, ExtractOptions, LoadedModel, RgbImage, device_from_name};
-use attn_types::Architecture;
+use attn_types::{Architecture, HeadVectors};
 use common::{
     Expected, abs_err, assert_rows_sum_to_one, compare, fixture_dir, max_abs_err, sentences,
 };
@@ -236,7 +236,7 @@ fn batching_and_selection_do_not_change_values() {
     let ids: Vec<_> = subset
         .heads
         .iter()
-        .map(|h| (h.vectors.head.layer, h.vectors.head.head))
+        .map(|h| (h.vectors.head().layer, h.vectors.head().head))
         .collect();
     assert_eq!(ids, vec![(1, 0), (1, 3), (2, 0), (2, 3)]);
     let (mut dq, mut dk, mut dn) = (0.0f32, 0.0f32, 0.0f32);
@@ -245,15 +245,15 @@ fn batching_and_selection_do_not_change_values() {
         let full = one
             .heads
             .iter()
-            .find(|h| h.vectors.head == cap.vectors.head)
+            .find(|h| h.vectors.head() == cap.vectors.head())
             .unwrap();
         dq = dq.max(max_abs_err(
-            full.vectors.queries.as_slice(),
-            cap.vectors.queries.as_slice(),
+            full.vectors.queries().as_slice(),
+            cap.vectors.queries().as_slice(),
         ));
         dk = dk.max(max_abs_err(
-            full.vectors.keys.as_slice(),
-            cap.vectors.keys.as_slice(),
+            full.vectors.keys().as_slice(),
+            cap.vectors.keys().as_slice(),
         ));
         let norms = cap.value_norms.as_ref().unwrap();
         assert_eq!(norms.len(), one.tokens.len());
@@ -310,8 +310,12 @@ fn max_error_helpers_fail_on_non_finite_values() {
         let mut bad = ex.clone();
         let cap = &mut bad.heads[5];
         match which {
-            0 => cap.vectors.queries.row_mut(3)[1] = f32::NAN,
-            1 => cap.vectors.keys.row_mut(3)[1] = f32::NAN,
+            0 | 1 => {
+                let (head, mut q, mut k) = cap.vectors.clone().into_parts();
+                let m = if which == 0 { &mut q } else { &mut k };
+                m.row_mut(3)[1] = f32::NAN;
+                cap.vectors = HeadVectors::new(head, q, k).unwrap();
+            }
             _ => cap.attention[1].weights.row_mut(2)[0] = f32::NAN,
         }
         let err = compare(&bad, &expected, texts.len(), &[0, 1, 2]);

@@ -142,11 +142,11 @@ fn max_diff(a: &Extraction, b: &Extraction) -> (f32, f32) {
     let mut scale = 0.0f32;
     assert_eq!(a.heads.len(), b.heads.len(), "head count");
     for (x, y) in a.heads.iter().zip(&b.heads) {
-        assert_eq!(x.vectors.head, y.vectors.head);
+        assert_eq!(x.vectors.head(), y.vectors.head());
         assert_eq!(x.attention.len(), y.attention.len(), "attention sequences");
         for (m, n) in [
-            (&x.vectors.queries, &y.vectors.queries),
-            (&x.vectors.keys, &y.vectors.keys),
+            (x.vectors.queries(), y.vectors.queries()),
+            (x.vectors.keys(), y.vectors.keys()),
         ] {
             assert_eq!(m.shape(), n.shape());
             for (u, v) in m.as_slice().iter().zip(n.as_slice()) {

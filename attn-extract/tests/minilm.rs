@@ -47,8 +47,8 @@ fn minilm_matches_transformers() {
     assert_eq!(ex.heads.len(), 72);
     let n_tok = ex.tokens.len();
     for cap in &ex.heads {
-        assert_eq!(cap.vectors.queries.shape(), (n_tok, 32));
-        assert_eq!(cap.vectors.keys.shape(), (n_tok, 32));
+        assert_eq!(cap.vectors.queries().shape(), (n_tok, 32));
+        assert_eq!(cap.vectors.keys().shape(), (n_tok, 32));
         assert_eq!(cap.attention.len(), texts.len());
     }
     // No padding leaked in: tokenizer.json's fixed padding to 128 is switched off.

@@ -199,7 +199,7 @@ impl NormalizerValidParams {
         let pairs = build_pairs(tokens, self.0.causal, self.0.max_pairs, self.0.seed);
         if pairs.len() == 0 {
             return Err(NormalizeError::NoPairs {
-                head: vectors.head,
+                head: vectors.head(),
                 tokens: tokens.len(),
                 sequences: tokens.sequences().len(),
             });
@@ -220,8 +220,8 @@ impl NormalizerValidParams {
         let near = f64::from(self.0.near_percentile);
         let c = if self.0.scale {
             let obj = Objective::new(
-                &vectors.queries,
-                &vectors.keys,
+                vectors.queries(),
+                vectors.keys(),
                 &pairs,
                 self.0.translate,
                 near,
@@ -277,8 +277,8 @@ impl NormalizerValidParams {
     ) -> Result<f32, NormalizeError> {
         let pairs = self.pairs(vectors, tokens)?;
         let obj = Objective::new(
-            &vectors.queries,
-            &vectors.keys,
+            vectors.queries(),
+            vectors.keys(),
             &pairs,
             false,
             f64::from(self.0.near_percentile),
@@ -315,8 +315,8 @@ impl NormalizerValidParams {
 /// the paper's `mean(q) - mean(k)`.
 pub fn key_translation(vectors: &HeadVectors, scale: f32) -> Vec<f32> {
     let c2 = f64::from(scale) * f64::from(scale);
-    let mq = centroid(&vectors.queries);
-    let mk = centroid(&vectors.keys);
+    let mq = centroid(vectors.queries());
+    let mk = centroid(vectors.keys());
     mq.iter()
         .zip(&mk)
         .map(|(q, k)| (c2 * q - k) as f32)
@@ -341,7 +341,7 @@ pub fn apply(
     let t = &params.key_translation;
     if !t.is_empty() && t.len() != d {
         return Err(NormalizeError::DimMismatch {
-            head: vectors.head,
+            head: vectors.head(),
             what: "key translation length vs head dim",
             expected: d,
             found: t.len(),
@@ -355,13 +355,13 @@ pub fn apply(
     }
     let c64 = f64::from(c);
     let q: Vec<f32> = vectors
-        .queries
+        .queries()
         .as_slice()
         .iter()
         .map(|&v| (f64::from(v) * c64) as f32)
         .collect();
     let k: Vec<f32> = vectors
-        .keys
+        .keys()
         .as_slice()
         .chunks_exact(d)
         .flat_map(|row| {
@@ -373,23 +373,24 @@ pub fn apply(
         .collect();
     let rows = vectors.len();
     let mismatch = |_| NormalizeError::DimMismatch {
-        head: vectors.head,
+        head: vectors.head(),
         what: "normalized matrix size",
         expected: rows * d,
         found: 0,
     };
-    Ok(HeadVectors {
-        head: vectors.head,
-        queries: Matrix::from_vec(rows, d, q).map_err(mismatch)?,
-        keys: Matrix::from_vec(rows, d, k).map_err(mismatch)?,
-    })
+    HeadVectors::new(
+        vectors.head(),
+        Matrix::from_vec(rows, d, q).map_err(mismatch)?,
+        Matrix::from_vec(rows, d, k).map_err(mismatch)?,
+    )
+    .map_err(mismatch)
 }
 
 /// Shape, emptiness and finiteness checks shared by every entry point.
 fn check_head(v: &HeadVectors, tokens: Option<&TokenTable>) -> Result<(), NormalizeError> {
-    let head = v.head;
-    let (qr, qc) = v.queries.shape();
-    let (kr, kc) = v.keys.shape();
+    let head = v.head();
+    let (qr, qc) = v.queries().shape();
+    let (kr, kc) = v.keys().shape();
     if kr != qr {
         return Err(NormalizeError::DimMismatch {
             head,
@@ -423,7 +424,7 @@ fn check_head(v: &HeadVectors, tokens: Option<&TokenTable>) -> Result<(), Normal
             found: qr,
         });
     }
-    for (matrix, m) in [("queries", &v.queries), ("keys", &v.keys)] {
+    for (matrix, m) in [("queries", v.queries()), ("keys", v.keys())] {
         if let Some(pos) = m.as_slice().iter().position(|x| !x.is_finite()) {
             return Err(NormalizeError::NonFinite {
                 head,
@@ -441,7 +442,7 @@ fn check_head(v: &HeadVectors, tokens: Option<&TokenTable>) -> Result<(), Normal
 /// transform that shifts each query's logits by a constant gives the same ranks). Queries with fewer
 /// than 3 keys, or an undefined correlation (constant ranks), are skipped; no query left gives 0.
 fn rank_correlations(v: &HeadVectors, orig: &HeadVectors, pairs: &PairSet) -> (f32, f32) {
-    let norms: Vec<f64> = [&v.queries, &v.keys]
+    let norms: Vec<f64> = [v.queries(), v.keys()]
         .iter()
         .flat_map(|m| {
             m.iter_rows()
@@ -459,10 +460,10 @@ fn rank_correlations(v: &HeadVectors, orig: &HeadVectors, pairs: &PairSet) -> (f
         dots.clear();
         cos.clear();
         euc.clear();
-        let (q, qo) = (v.queries.row(i), orig.queries.row(i));
+        let (q, qo) = (v.queries().row(i), orig.queries().row(i));
         for &j in &pairs.keys[s as usize..e as usize] {
             let j = j as usize;
-            let (k, ko) = (v.keys.row(j), orig.keys.row(j));
+            let (k, ko) = (v.keys().row(j), orig.keys().row(j));
             let (mut dt, mut ed) = (0.0f64, 0.0f64);
             for (&a, &b) in q.iter().zip(k) {
                 let (a, b) = (f64::from(a), f64::from(b));
@@ -507,7 +508,7 @@ fn diagnostics_on(
     let (cb, eb) = rank_correlations(before, before, pairs);
     let (ca, ea) = rank_correlations(after, before, pairs);
     let wc = |v: &HeadVectors| {
-        Objective::new(&v.queries, &v.keys, pairs, false, near, scope).eval(0.0) as f32
+        Objective::new(v.queries(), v.keys(), pairs, false, near, scope).eval(0.0) as f32
     };
     let mean_norm = |m: &Matrix| {
         m.row_norms().iter().map(|&x| f64::from(x)).sum::<f64>() / m.rows().max(1) as f64
@@ -519,7 +520,7 @@ fn diagnostics_on(
         spearman_euclidean_after: ea,
         weighted_corr_before: wc(before),
         weighted_corr_after: wc(after),
-        norm_gap: (mean_norm(&before.queries) - mean_norm(&before.keys)) as f32,
+        norm_gap: (mean_norm(before.queries()) - mean_norm(before.keys())) as f32,
         pairs: pairs.len() as u64,
         fidelity_raw: None,
         fidelity_normalized: None,

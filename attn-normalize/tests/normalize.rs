@@ -82,10 +82,10 @@ fn attention(v: &HeadVectors, tokens: &TokenTable, causal: bool) -> Vec<Vec<f64>
             let visible = if causal { p + 1 } else { span.len };
             let logits: Vec<f64> = (span.start..span.start + visible)
                 .map(|j| {
-                    v.queries
+                    v.queries()
                         .row(i)
                         .iter()
-                        .zip(v.keys.row(j))
+                        .zip(v.keys().row(j))
                         .map(|(&a, &b)| f64::from(a) * f64::from(b))
                         .sum::<f64>()
                         / (d as f64).sqrt()
@@ -151,7 +151,7 @@ proptest! {
                     // Centroids coincide after normalization.
                     let mean = |m: &Matrix, c: usize| m.iter_rows().map(|r| f64::from(r[c])).sum::<f64>() / n as f64;
                     for c in 0..d {
-                        let (mq, mk) = (mean(&out.vectors.queries, c), mean(&out.vectors.keys, c));
+                        let (mq, mk) = (mean(out.vectors.queries(), c), mean(out.vectors.keys(), c));
                         prop_assert!((mq - mk).abs() < 1e-4 * (1.0 + mq.abs()), "centroid {c}: {mq} vs {mk}");
                     }
                 } else {
@@ -425,9 +425,8 @@ fn same_result_for_any_thread_count() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let heads: Vec<HeadVectors> = (0..6)
         .map(|h| {
-            let mut v = clustered_head(&mut rng, 60, 8, 3, 1.0 + h as f32, 0.5);
-            v.head = HeadId::new(0, h);
-            v
+            let (_, q, k) = clustered_head(&mut rng, 60, 8, 3, 1.0 + h as f32, 0.5).into_parts();
+            HeadVectors::new(HeadId::new(0, h), q, k).unwrap()
         })
         .collect();
     let norm = Normalizer::params().max_pairs(1000).check().unwrap();
@@ -441,7 +440,7 @@ fn same_result_for_any_thread_count() {
     let one = run(1);
     assert_eq!(one, run(4));
     for (h, r) in heads.iter().zip(&one) {
-        assert_eq!(r.as_ref().unwrap().vectors.head, h.head);
+        assert_eq!(r.as_ref().unwrap().vectors.head(), h.head());
         assert_eq!(r.as_ref().unwrap(), &norm.normalize(h, &tokens).unwrap());
     }
 }
@@ -455,7 +454,7 @@ fn diagnostics_have_the_documented_meaning() {
     let out = norm.normalize(&v, &tokens).unwrap();
     let dg = out.diagnostics;
     let mean = |m: &Matrix| m.row_norms().iter().sum::<f32>() / 20.0;
-    assert!((dg.norm_gap - (mean(&v.queries) - mean(&v.keys))).abs() < 1e-4);
+    assert!((dg.norm_gap - (mean(v.queries()) - mean(v.keys()))).abs() < 1e-4);
     assert_eq!(dg, norm.diagnostics(&v, &out.vectors, &tokens).unwrap());
     assert_eq!(
         dg.weighted_corr_before,
@@ -469,7 +468,7 @@ fn diagnostics_have_the_documented_meaning() {
             for i in s.range() {
                 let (mut dist, mut dots) = (Vec::new(), Vec::new());
                 for j in s.range() {
-                    let (q, k) = (w.queries.row(i), w.keys.row(j));
+                    let (q, k) = (w.queries().row(i), w.keys().row(j));
                     let dot = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>();
                     let nq = q.iter().map(|a| a * a).sum::<f32>().sqrt();
                     let nk = k.iter().map(|a| a * a).sum::<f32>().sqrt();
@@ -481,10 +480,10 @@ fn diagnostics_have_the_documented_meaning() {
                         .sqrt();
                     dist.push(if cosine { 1.0 - dot / (nq * nk) } else { euc });
                     dots.push(
-                        v.queries
+                        v.queries()
                             .row(i)
                             .iter()
-                            .zip(v.keys.row(j))
+                            .zip(v.keys().row(j))
                             .map(|(a, b)| a * b)
                             .sum::<f32>(),
                     );
@@ -527,8 +526,9 @@ fn bad_inputs_give_typed_errors() {
         Err(NormalizeError::EmptyHead { rows: 0, .. })
     ));
 
-    let mut nan = good.clone();
-    nan.keys.row_mut(2)[1] = f32::NAN;
+    let (h, q, mut k) = good.clone().into_parts();
+    k.row_mut(2)[1] = f32::NAN;
+    let nan = HeadVectors::new(h, q, k).unwrap();
     match norm.normalize(&nan, &tokens) {
         Err(NormalizeError::NonFinite {
             head,
@@ -538,8 +538,9 @@ fn bad_inputs_give_typed_errors() {
         }) => assert_eq!(head, HeadId::new(1, 2)),
         other => panic!("{other:?}"),
     }
-    let mut inf = good.clone();
-    inf.queries.row_mut(1)[0] = f32::INFINITY;
+    let (h, mut q, k) = good.clone().into_parts();
+    q.row_mut(1)[0] = f32::INFINITY;
+    let inf = HeadVectors::new(h, q, k).unwrap();
     assert!(matches!(
         norm.normalize(&inf, &tokens),
         Err(NormalizeError::NonFinite {
@@ -549,26 +550,11 @@ fn bad_inputs_give_typed_errors() {
         })
     ));
 
-    let mut rows = good.clone();
-    rows.keys = Matrix::zeros(2, 2);
-    assert!(matches!(
-        norm.normalize(&rows, &tokens),
-        Err(NormalizeError::DimMismatch {
-            what: "key rows vs query rows",
-            expected: 3,
-            found: 2,
-            ..
-        })
-    ));
-    let mut cols = good.clone();
-    cols.keys = Matrix::zeros(3, 3);
-    assert!(matches!(
-        norm.normalize(&cols, &tokens),
-        Err(NormalizeError::DimMismatch {
-            what: "key dim vs query dim",
-            ..
-        })
-    ));
+    // Queries and keys of different shapes can no longer reach the normalizer: `HeadVectors`
+    // refuses them when it is built.
+    let q = good.queries().clone();
+    assert!(HeadVectors::new(good.head(), q.clone(), Matrix::zeros(2, 2)).is_err());
+    assert!(HeadVectors::new(good.head(), q, Matrix::zeros(3, 3)).is_err());
     assert!(matches!(
         norm.normalize(&good, &table(&[4])),
         Err(NormalizeError::DimMismatch {

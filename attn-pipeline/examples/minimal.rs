@@ -36,7 +36,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         projection: ProjectionSettings {
             perplexity: 5.0,
             tsne_iterations: 250,
-            ..ProjectionSettings::attnviz(vec![ProjectionMethod::Pca, ProjectionMethod::Tsne], vec![2])
+            ..ProjectionSettings::attnviz(
+                vec![ProjectionMethod::Pca, ProjectionMethod::Tsne],
+                vec![2],
+            )
         },
     };
     let cancel = AtomicBool::new(false);

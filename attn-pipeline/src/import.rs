@@ -321,14 +321,14 @@ impl VectorSource {
                     "--vectors",
                     path,
                     head,
-                    stored.raw.queries.as_slice(),
+                    stored.raw.queries().as_slice(),
                     stored.raw.dim(),
                 )?;
                 check_finite(
                     "--vectors",
                     path,
                     head,
-                    stored.raw.keys.as_slice(),
+                    stored.raw.keys().as_slice(),
                     stored.raw.dim(),
                 )?;
                 Ok(stored.raw)
@@ -560,11 +560,11 @@ pub fn compute_attention(
             let mut w = vec![0f32; len * len];
             let mut logits = vec![0f64; len];
             for qi in 0..len {
-                let q = vectors.queries.row(span.start + qi);
+                let q = vectors.queries().row(span.start + qi);
                 let visible = if causal { qi + 1 } else { len };
                 let mut max = f64::NEG_INFINITY;
                 for (kj, logit) in logits.iter_mut().enumerate().take(visible) {
-                    let k = vectors.keys.row(span.start + kj);
+                    let k = vectors.keys().row(span.start + kj);
                     *logit = f64::from(dot(q, k)) * scale;
                     max = max.max(*logit);
                 }
@@ -1063,7 +1063,7 @@ mod tests {
                 let visible = if causal { i + 1 } else { 3 };
                 let logits: Vec<f64> = (0..visible)
                     .map(|j| {
-                        let (qi, kj) = (v.queries.row(i), v.keys.row(j));
+                        let (qi, kj) = (v.queries().row(i), v.keys().row(j));
                         (f64::from(qi[0] * kj[0] + qi[1] * kj[1])) / 2f64.sqrt()
                     })
                     .collect();

@@ -402,8 +402,8 @@ impl Dataset {
         raw: &HeadVectors,
         normalized: Option<&NormalizedHead>,
     ) -> Result<(), StoreError> {
-        let path = self.vectors_path(raw.head);
-        self.check_head_id(raw.head, &path)?;
+        let path = self.vectors_path(raw.head());
+        self.check_head_id(raw.head(), &path)?;
         let d = self.meta.model.head_dim as usize;
         if d != 0 && raw.dim() != d {
             return Err(StoreError::invalid(

@@ -236,39 +236,40 @@ pub fn write_vectors_file(
     normalized: Option<&NormalizedHead>,
 ) -> Result<(), StoreError> {
     let path = path.as_ref();
-    let (n, d) = raw.queries.shape();
-    if raw.keys.shape() != (n, d) {
+    let (n, d) = raw.queries().shape();
+    if raw.keys().shape() != (n, d) {
         return Err(StoreError::invalid(
             path,
             "key",
-            format!("keys are {:?}, queries are {n} x {d}", raw.keys.shape()),
+            format!("keys are {:?}, queries are {n} x {d}", raw.keys().shape()),
         ));
     }
     let mut cols = vec![
         Arc::new(UInt32Array::from_iter_values(
             0..to_u32(path, "token_index", n)?,
         )) as ArrayRef,
-        vector_array(path, "query", d, n, raw.queries.as_slice())?,
-        vector_array(path, "key", d, n, raw.keys.as_slice())?,
-        Arc::new(Float32Array::from(raw.queries.row_norms())) as ArrayRef,
-        Arc::new(Float32Array::from(raw.keys.row_norms())) as ArrayRef,
+        vector_array(path, "query", d, n, raw.queries().as_slice())?,
+        vector_array(path, "key", d, n, raw.keys().as_slice())?,
+        Arc::new(Float32Array::from(raw.queries().row_norms())) as ArrayRef,
+        Arc::new(Float32Array::from(raw.keys().row_norms())) as ArrayRef,
     ];
-    let mut kv = vec![head_kv(raw.head)];
+    let mut kv = vec![head_kv(raw.head())];
     if let Some(norm) = normalized {
         let v = &norm.vectors;
-        if v.head != raw.head {
+        if v.head() != raw.head() {
             return Err(StoreError::invalid(
                 path,
                 "query_normalized",
                 format!(
                     "normalized vectors are of head {}, raw of {}",
-                    v.head, raw.head
+                    v.head(),
+                    raw.head()
                 ),
             ));
         }
         for (name, m) in [
-            ("query_normalized", &v.queries),
-            ("key_normalized", &v.keys),
+            ("query_normalized", v.queries()),
+            ("key_normalized", v.keys()),
         ] {
             if m.shape() != (n, d) {
                 return Err(StoreError::invalid(
@@ -377,7 +378,7 @@ pub fn read_vector_norms_file(
         }
         Err(StoreError::NoSuchColumn { .. }) => {
             let raw = read_vectors_file(path, head)?.raw;
-            Ok((raw.queries.row_norms(), raw.keys.row_norms()))
+            Ok((raw.queries().row_norms(), raw.keys().row_norms()))
         }
         Err(e) => Err(e),
     }

@@ -271,10 +271,10 @@ fn user_vectors_as_list_columns_are_accepted_and_ragged_rows_rejected() {
     );
     let head = HeadId::new(3, 4);
     let stored = read_vectors_file(&path, head).unwrap();
-    assert_eq!(stored.raw.head, head);
-    assert_eq!(stored.raw.queries.shape(), (3, 2));
-    assert_eq!(stored.raw.queries.row(2), &[5.0, 6.0]);
-    assert_eq!(stored.raw.keys.row(0), &[-1.0, 0.5]);
+    assert_eq!(stored.raw.head(), head);
+    assert_eq!(stored.raw.queries().shape(), (3, 2));
+    assert_eq!(stored.raw.queries().row(2), &[5.0, 6.0]);
+    assert_eq!(stored.raw.keys().row(0), &[-1.0, 0.5]);
     assert!(stored.normalized.is_none());
 
     // 64-bit offsets (`LargeList`, e.g. from polars) read the same.
@@ -290,8 +290,8 @@ fn user_vectors_as_list_columns_are_accepted_and_ragged_rows_rejected() {
         vec![],
     );
     let stored = read_vectors_file(&path, head).unwrap();
-    assert_eq!(stored.raw.queries.row(1), &[3.0, 4.0]);
-    assert_eq!(stored.raw.keys.row(1), &[0.0, 9.0]);
+    assert_eq!(stored.raw.queries().row(1), &[3.0, 4.0]);
+    assert_eq!(stored.raw.keys().row(1), &[0.0, 9.0]);
 
     // Long enough to be read back in several record batches.
     let rows: Vec<Vec<f32>> = (0..3000)
@@ -303,9 +303,9 @@ fn user_vectors_as_list_columns_are_accepted_and_ragged_rows_rejected() {
         vec![],
     );
     let stored = read_vectors_file(&path, head).unwrap();
-    assert_eq!(stored.raw.keys.shape(), (3000, 3));
-    assert_eq!(stored.raw.keys.row(2999), rows[2999].as_slice());
-    assert_eq!(stored.raw.queries.row(1500), rows[1500].as_slice());
+    assert_eq!(stored.raw.keys().shape(), (3000, 3));
+    assert_eq!(stored.raw.keys().row(2999), rows[2999].as_slice());
+    assert_eq!(stored.raw.queries().row(1500), rows[1500].as_slice());
 
     write_foreign(
         &path,
@@ -460,7 +460,12 @@ fn arrow_schemas_are_what_the_readme_documents() {
         v.field_with_name("key_normalized").unwrap().data_type(),
         &DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), 64)
     );
-    let names = |s: Schema| s.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>();
+    let names = |s: Schema| {
+        s.fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
         names(attn_store::vectors_schema(64, false)),
         ["token_index", "query", "key", "query_norm", "key_norm"]

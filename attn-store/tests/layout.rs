@@ -21,12 +21,19 @@ fn norms_and_normalization_are_read_without_the_vectors() {
     let h = HeadId::new(1, 2);
     let raw = raw_head(h, 3);
     let mut norm = normalized(&raw);
-    let f = Fidelity { fidelity: Some(0.5), hit_at_3: Some(0.75), chance_at_3: None, global_fidelity: Some(-0.25), queries: 4, rho_queries: 3 };
+    let f = Fidelity {
+        fidelity: Some(0.5),
+        hit_at_3: Some(0.75),
+        chance_at_3: None,
+        global_fidelity: Some(-0.25),
+        queries: 4,
+        rho_queries: 3,
+    };
     norm.diagnostics.fidelity_raw = Some(f);
     ds.write_head(&raw, Some(&norm)).unwrap();
     let (q, k) = ds.read_head_norms(h).unwrap();
-    assert_eq!(q, raw.queries.row_norms());
-    assert_eq!(k, raw.keys.row_norms());
+    assert_eq!(q, raw.queries().row_norms());
+    assert_eq!(k, raw.keys().row_norms());
     let (params, diag) = ds.read_head_normalization(h).unwrap().unwrap();
     assert_eq!(params, norm.params);
     assert_eq!(diag.fidelity_raw, Some(f));
@@ -46,11 +53,17 @@ fn images_and_figures_have_their_places() {
     let (_d, ds) = dataset();
     assert!(!ds.has_image(3));
     let err = ds.read_image_png(3).unwrap_err();
-    assert!(matches!(err, StoreError::NotFound { .. }) && err.to_string().contains("00003.png"), "{err}");
+    assert!(
+        matches!(err, StoreError::NotFound { .. }) && err.to_string().contains("00003.png"),
+        "{err}"
+    );
     ds.write_image_png(3, b"\x89PNG fake").unwrap();
     assert!(ds.has_image(3));
     assert_eq!(ds.read_image_png(3).unwrap(), b"\x89PNG fake");
-    assert!(ds.figure_path("matrix_tsne_2d.png").starts_with(ds.dir().join("figures")));
+    assert!(
+        ds.figure_path("matrix_tsne_2d.png")
+            .starts_with(ds.dir().join("figures"))
+    );
     assert_eq!(ds.viewer_path(), ds.dir().join("viewer.html"));
 }
 
@@ -81,7 +94,10 @@ fn metadata_of_a_dataset_without_data_is_replaced() {
     second.run.params.insert("truncate".into(), "true".into());
     let ds = Dataset::create(dir.path(), &second).unwrap();
     assert_eq!(ds.meta().run.params["truncate"], "true");
-    assert_eq!(Dataset::open(dir.path()).unwrap().meta().run.params["truncate"], "true");
+    assert_eq!(
+        Dataset::open(dir.path()).unwrap().meta().run.params["truncate"],
+        "true"
+    );
     // Once data is stored, the metadata that describes it stays.
     ds.write_tokens(&tokens()).unwrap();
     let mut third = meta("m");
@@ -95,14 +111,38 @@ fn column_reader_reads_only_what_is_asked_and_names_what_is_missing() {
     let (_d, ds) = dataset();
     let table = ParquetTable::read_columns(ds.tokens_path(), &["text", "seq_id"]).unwrap();
     assert_eq!(table.num_rows(), tokens().len());
-    let texts: Vec<String> = table.strings_nullable("text").unwrap().into_iter().flatten().collect();
-    assert_eq!(texts, tokens().tokens.iter().map(|t| t.text.clone()).collect::<Vec<_>>());
-    assert_eq!(table.u32_any("seq_id").unwrap(), tokens().tokens.iter().map(|t| t.seq_id).collect::<Vec<_>>());
-    assert!(!table.has("position"), "unrequested columns are not decoded");
+    let texts: Vec<String> = table
+        .strings_nullable("text")
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(
+        texts,
+        tokens()
+            .tokens
+            .iter()
+            .map(|t| t.text.clone())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        table.u32_any("seq_id").unwrap(),
+        tokens().tokens.iter().map(|t| t.seq_id).collect::<Vec<_>>()
+    );
+    assert!(
+        !table.has("position"),
+        "unrequested columns are not decoded"
+    );
     let err = ParquetTable::read_columns(ds.tokens_path(), &["sentence"]).unwrap_err();
     assert!(matches!(err, StoreError::NoSuchColumn { .. }), "{err:?}");
-    assert!(err.to_string().contains("`sentence`") && err.to_string().contains("text"), "{err}");
-    assert_eq!(attn_store::parquet_num_rows(&ds.tokens_path()).unwrap(), tokens().len());
+    assert!(
+        err.to_string().contains("`sentence`") && err.to_string().contains("text"),
+        "{err}"
+    );
+    assert_eq!(
+        attn_store::parquet_num_rows(&ds.tokens_path()).unwrap(),
+        tokens().len()
+    );
 }
 
 #[test]

@@ -82,8 +82,8 @@ fn pyarrow_reads_the_dataset() {
         }
         heads_json.push(json!({
             "dir": attn_store::head_dir_name(head),
-            "query": raw.queries.iter_rows().map(<[f32]>::to_vec).collect::<Vec<_>>(),
-            "key": raw.keys.iter_rows().map(<[f32]>::to_vec).collect::<Vec<_>>(),
+            "query": raw.queries().iter_rows().map(<[f32]>::to_vec).collect::<Vec<_>>(),
+            "key": raw.keys().iter_rows().map(<[f32]>::to_vec).collect::<Vec<_>>(),
             "normalized": norm.is_some(),
             "attention_rows": nonzero,
             "value_norms": norms,

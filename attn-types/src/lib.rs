@@ -521,14 +521,35 @@ impl JointIndex {
 }
 
 /// Query and key vectors of one head; row `i` of each is token `i` of the [`TokenTable`].
+///
+/// Invariant: `queries` and `keys` have the same shape. The fields are private and every way in
+/// ([`HeadVectors::new`], deserialization) checks it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawHeadVectors")]
 pub struct HeadVectors {
     /// Which head.
-    pub head: HeadId,
+    head: HeadId,
     /// `n x d` queries (bias included, before the `1/sqrt(d)` scaling).
-    pub queries: Matrix,
+    queries: Matrix,
     /// `n x d` keys (bias included).
-    pub keys: Matrix,
+    keys: Matrix,
+}
+
+/// Unchecked serialized form of [`HeadVectors`] (same field names); converted through
+/// [`HeadVectors::new`] so deserialization cannot bypass the shape check.
+#[derive(Deserialize)]
+struct RawHeadVectors {
+    head: HeadId,
+    queries: Matrix,
+    keys: Matrix,
+}
+
+impl TryFrom<RawHeadVectors> for HeadVectors {
+    type Error = TypesError;
+
+    fn try_from(raw: RawHeadVectors) -> Result<Self, Self::Error> {
+        HeadVectors::new(raw.head, raw.queries, raw.keys)
+    }
 }
 
 impl HeadVectors {
@@ -555,6 +576,26 @@ impl HeadVectors {
         })
     }
 
+    /// Which head.
+    pub fn head(&self) -> HeadId {
+        self.head
+    }
+
+    /// `n x d` queries (bias included, before the `1/sqrt(d)` scaling).
+    pub fn queries(&self) -> &Matrix {
+        &self.queries
+    }
+
+    /// `n x d` keys (bias included).
+    pub fn keys(&self) -> &Matrix {
+        &self.keys
+    }
+
+    /// Takes the head, queries and keys apart.
+    pub fn into_parts(self) -> (HeadId, Matrix, Matrix) {
+        (self.head, self.queries, self.keys)
+    }
+
     /// Number of tokens.
     pub fn len(&self) -> usize {
         self.queries.rows()
@@ -572,10 +613,16 @@ impl HeadVectors {
 
     /// The `2n x d` joint point set: queries then keys.
     pub fn joint(&self) -> Matrix {
-        // Shapes are checked in `new`; a mismatch here is unreachable for values built through it.
-        self.queries
-            .vstack(&self.keys)
-            .unwrap_or_else(|_| Matrix::zeros(0, self.dim()))
+        // Queries and keys have the same shape (checked by `new`, the only way in), so the
+        // concatenation is exactly `2n x d`; no fallible path.
+        let mut data = Vec::with_capacity(self.queries.data.len() + self.keys.data.len());
+        data.extend_from_slice(&self.queries.data);
+        data.extend_from_slice(&self.keys.data);
+        Matrix {
+            rows: self.queries.rows + self.keys.rows,
+            cols: self.queries.cols,
+            data,
+        }
     }
 }
 
@@ -925,6 +972,59 @@ mod tests {
         assert!(HeadVectors::new(HeadId::new(0, 0), q.clone(), k).is_err());
         let hv = HeadVectors::new(HeadId::new(0, 1), q.clone(), q).unwrap();
         assert_eq!(hv.joint().shape(), (6, 4));
+    }
+
+    #[test]
+    fn head_vectors_joint_is_queries_then_keys() {
+        let q = Matrix::from_rows(&[[1.0, 2.0], [3.0, 4.0]]).unwrap();
+        let k = Matrix::from_rows(&[[5.0, 6.0], [7.0, 8.0]]).unwrap();
+        let hv = HeadVectors::new(HeadId::new(1, 2), q.clone(), k.clone()).unwrap();
+        let j = hv.joint();
+        assert_eq!(j.shape(), (4, 2));
+        assert_eq!(j.as_slice(), &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+        assert_eq!(hv.head(), HeadId::new(1, 2));
+        assert_eq!(hv.queries(), &q);
+        assert_eq!(hv.keys(), &k);
+        assert_eq!(hv.into_parts(), (HeadId::new(1, 2), q, k));
+    }
+
+    #[test]
+    fn head_vectors_zero_tokens_joint_is_0_by_d() {
+        let hv =
+            HeadVectors::new(HeadId::new(0, 0), Matrix::zeros(0, 5), Matrix::zeros(0, 5)).unwrap();
+        assert!(hv.is_empty());
+        assert_eq!(hv.dim(), 5);
+        assert_eq!(hv.joint().shape(), (0, 5));
+    }
+
+    #[test]
+    fn head_vectors_serde_round_trip() {
+        let q = Matrix::from_rows(&[[1.0, -2.5], [0.25, 4.0], [9.0, 0.0]]).unwrap();
+        let k = Matrix::from_rows(&[[0.5, 6.0], [-7.0, 8.125], [1.0, 1.0]]).unwrap();
+        let hv = HeadVectors::new(HeadId::new(3, 7), q, k).unwrap();
+        let json = serde_json::to_string(&hv).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let obj = value.as_object().unwrap();
+        let mut fields: Vec<_> = obj.keys().map(String::as_str).collect();
+        fields.sort_unstable();
+        assert_eq!(fields, ["head", "keys", "queries"]);
+        let back: HeadVectors = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, hv);
+    }
+
+    #[test]
+    fn head_vectors_deserialize_rejects_mismatched_shapes() {
+        let good =
+            HeadVectors::new(HeadId::new(0, 1), Matrix::zeros(2, 3), Matrix::zeros(2, 3)).unwrap();
+        let mut value = serde_json::to_value(&good).unwrap();
+        // Keys with one row fewer than the queries.
+        value["keys"] = serde_json::to_value(Matrix::zeros(1, 3)).unwrap();
+        let err = serde_json::from_value::<HeadVectors>(value.clone()).unwrap_err();
+        assert!(err.to_string().contains("key rows"), "{err}");
+        // Keys with another dimension.
+        value["keys"] = serde_json::to_value(Matrix::zeros(2, 4)).unwrap();
+        let err = serde_json::from_value::<HeadVectors>(value).unwrap_err();
+        assert!(err.to_string().contains("key dim"), "{err}");
     }
 
     #[test]

@@ -260,6 +260,85 @@ pub fn last_line_of(
         .ok_or_else(|| format!("{} printed nothing", script.display()).into())
 }
 
+/// Where and how a benchmark ran: CPU, cores, load, memory, versions and the date, recorded beside
+/// every published result.
+pub fn machine_record() -> serde_json::Value {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let mem_kb = read("/proc/meminfo")
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        });
+    let command = |cmd: &str, arg: &str| {
+        std::process::Command::new(cmd)
+            .arg(arg)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    serde_json::json!({
+        "cpu": field("model name"),
+        "cpu_family": field("cpu family"),
+        "cpu_model": field("model\t"),
+        "avx512": cpuinfo.contains("avx512f"),
+        "cores": std::thread::available_parallelism().map(|n| n.get()).ok(),
+        "memory_gb": mem_kb.map(|k| (k as f64 / 1_048_576.0 * 10.0).round() / 10.0),
+        "load_average_at_start": read("/proc/loadavg").split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        "rustc": command("rustc", "--version"),
+        "attnviz": env!("CARGO_PKG_VERSION"),
+        "git_commit": std::process::Command::new("git")
+            .args(["rev-parse", "--short", "HEAD"])
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()),
+        "date_utc": command("date", "-u").unwrap_or_default(),
+    })
+}
+
+/// Writes `DIR/NAME-YYYY-MM-DD.md` and `.json` (the JSON holds `json`, the Markdown `md` under a
+/// header naming the machine); returns both paths.
+pub fn write_results(
+    dir: &Path,
+    name: &str,
+    md: &str,
+    json: &serde_json::Value,
+) -> io::Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir)?;
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|_| "undated".into());
+    let md_path = dir.join(format!("{name}-{date}.md"));
+    let json_path = dir.join(format!("{name}-{date}.json"));
+    let machine = &json["machine"];
+    let header = format!(
+        "# {name} ({date})\n\nCommand: `{}`\n\nMachine: {}, {} cores, {} GB, load at start {}, {}, attnviz {} ({}).\n",
+        json["command"].as_str().unwrap_or(""),
+        machine["cpu"].as_str().unwrap_or("?"),
+        machine["cores"],
+        machine["memory_gb"],
+        machine["load_average_at_start"].as_str().unwrap_or("?"),
+        machine["rustc"].as_str().unwrap_or("?"),
+        machine["attnviz"].as_str().unwrap_or("?"),
+        machine["git_commit"].as_str().unwrap_or("?"),
+    );
+    std::fs::write(&md_path, format!("{header}{md}"))?;
+    std::fs::write(&json_path, serde_json::to_string_pretty(json)? + "\n")?;
+    Ok((md_path, json_path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,74 +373,4 @@ mod tests {
             assert!(la.iter().all(|&l| l < 10));
         }
     }
-}
-
-/// Where and how a benchmark ran: CPU, cores, load, memory, versions and the date, recorded beside
-/// every published result.
-pub fn machine_record() -> serde_json::Value {
-    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-    let cpuinfo = read("/proc/cpuinfo");
-    let field = |name: &str| {
-        cpuinfo
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-    };
-    let mem_kb = read("/proc/meminfo")
-        .lines()
-        .find(|l| l.starts_with("MemTotal"))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()));
-    let command = |cmd: &str, arg: &str| {
-        std::process::Command::new(cmd)
-            .arg(arg)
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    serde_json::json!({
-        "cpu": field("model name"),
-        "cpu_family": field("cpu family"),
-        "cpu_model": field("model\t"),
-        "avx512": cpuinfo.contains("avx512f"),
-        "cores": std::thread::available_parallelism().map(|n| n.get()).ok(),
-        "memory_gb": mem_kb.map(|k| (k as f64 / 1_048_576.0 * 10.0).round() / 10.0),
-        "load_average_at_start": read("/proc/loadavg").split_whitespace().take(3).collect::<Vec<_>>().join(" "),
-        "rustc": command("rustc", "--version"),
-        "attnviz": env!("CARGO_PKG_VERSION"),
-        "git_commit": std::process::Command::new("git")
-            .args(["rev-parse", "--short", "HEAD"])
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()),
-        "date_utc": command("date", "-u").unwrap_or_default(),
-    })
-}
-
-/// Writes `DIR/NAME-YYYY-MM-DD.md` and `.json` (the JSON holds `json`, the Markdown `md` under a
-/// header naming the machine); returns both paths.
-pub fn write_results(dir: &Path, name: &str, md: &str, json: &serde_json::Value) -> io::Result<(PathBuf, PathBuf)> {
-    std::fs::create_dir_all(dir)?;
-    let date = std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|_| "undated".into());
-    let md_path = dir.join(format!("{name}-{date}.md"));
-    let json_path = dir.join(format!("{name}-{date}.json"));
-    let machine = &json["machine"];
-    let header = format!(
-        "# {name} ({date})\n\nCommand: `{}`\n\nMachine: {}, {} cores, {} GB, load at start {}, {}, attnviz {} ({}).\n",
-        json["command"].as_str().unwrap_or(""),
-        machine["cpu"].as_str().unwrap_or("?"),
-        machine["cores"],
-        machine["memory_gb"],
-        machine["load_average_at_start"].as_str().unwrap_or("?"),
-        machine["rustc"].as_str().unwrap_or("?"),
-        machine["attnviz"].as_str().unwrap_or("?"),
-        machine["git_commit"].as_str().unwrap_or("?"),
-    );
-    std::fs::write(&md_path, format!("{header}{md}"))?;
-    std::fs::write(&json_path, serde_json::to_string_pretty(json)? + "\n")?;
-    Ok((md_path, json_path))
 }

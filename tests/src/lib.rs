@@ -137,7 +137,10 @@ pub struct InputRanks {
 impl InputRanks {
     /// Ranks the `n = data.len() / dim` rows of `data` by cosine distance (`cosine`) or Euclidean.
     pub fn new(data: &[f32], dim: usize, cosine: bool) -> Self {
-        assert!(dim > 0 && data.len().is_multiple_of(dim), "data is not n x {dim}");
+        assert!(
+            dim > 0 && data.len().is_multiple_of(dim),
+            "data is not n x {dim}"
+        );
         let n = data.len() / dim;
         let rows: Vec<Vec<f64>> = data
             .chunks_exact(dim)

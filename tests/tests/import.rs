@@ -232,12 +232,12 @@ fn npy_import_then_project_render_info() {
     for h in HeadId::all(2, 2) {
         let stored = ds.read_head(h).expect("head reads");
         assert_eq!(
-            stored.raw.queries.as_slice(),
+            stored.raw.queries().as_slice(),
             slab(&toy.qv, h),
             "{h} queries"
         );
         assert_eq!(
-            stored.raw.keys.as_slice(),
+            stored.raw.keys().as_slice(),
             slab(&toy.kv, h),
             "{h} keys (float64 input)"
         );
@@ -445,11 +445,11 @@ fn grouped_query_keys_and_softmax_scale() {
         let stored = ds.read_head(h).expect("head");
         let layer_keys = &kv[usize::from(h.layer) * n * D..(usize::from(h.layer) + 1) * n * D];
         assert_eq!(
-            stored.raw.keys.as_slice(),
+            stored.raw.keys().as_slice(),
             layer_keys,
             "{h} uses its layer's key head"
         );
-        assert_eq!(stored.raw.queries.as_slice(), slab(&toy.qv, h));
+        assert_eq!(stored.raw.queries().as_slice(), slab(&toy.qv, h));
         let a = &ds.read_attention(h).expect("attention")[0];
         let want = expected_attention(slab(&toy.qv, h), layer_keys, 0, LENS[0], false, 1.0);
         for (i, row) in want.iter().enumerate() {
@@ -529,7 +529,7 @@ fn parquet_folder_import_without_attention_is_bidirectional() {
     );
     for (h, _) in &layout {
         assert_eq!(
-            ds.read_head(*h).expect("head").raw.keys.as_slice(),
+            ds.read_head(*h).expect("head").raw.keys().as_slice(),
             slab(&toy.kv, *h)
         );
         assert!(!ds.has_attention(*h));
@@ -738,8 +738,8 @@ fn importing_extracted_vectors_reproduces_extract() {
         let (mut q, mut k) = (Vec::new(), Vec::new());
         for h in HeadId::all(layers, heads) {
             let raw = ext.read_head(h).expect("head").raw;
-            q.extend_from_slice(raw.queries.as_slice());
-            k.extend_from_slice(raw.keys.as_slice());
+            q.extend_from_slice(raw.queries().as_slice());
+            k.extend_from_slice(raw.keys().as_slice());
         }
         let shape = [usize::from(layers), usize::from(heads), n, d];
         attn_store::write_npy(tmp.path().join("q.npy"), &shape, &q).expect("q.npy");

@@ -374,8 +374,8 @@ fn vit_runs_on_synthetic_and_folder_images() {
         let head = HeadId::new(1, 1);
         let synthetic = Dataset::open(tmp.path().join("ds")).unwrap();
         assert_ne!(
-            ds.read_head(head).unwrap().raw.queries,
-            synthetic.read_head(head).unwrap().raw.queries
+            ds.read_head(head).unwrap().raw.queries(),
+            synthetic.read_head(head).unwrap().raw.queries()
         );
     }
 }

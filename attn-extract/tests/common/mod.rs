@@ -102,7 +102,7 @@ pub fn compare(ex: &Extraction, expected: &Expected, n_seq: usize, layers: &[u16
     let d = ex.model.head_dim as usize;
     let mut err = Errors::default();
     for cap in &ex.heads {
-        let (layer, head) = (cap.vectors.head.layer, cap.vectors.head.head);
+        let (layer, head) = (cap.vectors.head().layer, cap.vectors.head().head);
         if !layers.contains(&layer) {
             continue;
         }
@@ -122,11 +122,11 @@ pub fn compare(ex: &Extraction, expected: &Expected, n_seq: usize, layers: &[u16
                 for j in 0..d {
                     let col = h * d + j;
                     err.q = err.q.max(abs_err(
-                        cap.vectors.queries.get(row, j),
+                        cap.vectors.queries().get(row, j),
                         q.f32[t * hidden + col],
                     ));
                     err.k = err.k.max(abs_err(
-                        cap.vectors.keys.get(row, j),
+                        cap.vectors.keys().get(row, j),
                         k.f32[t * hidden + col],
                     ));
                 }
@@ -154,7 +154,7 @@ pub fn assert_rows_sum_to_one(ex: &Extraction, tol: f32) {
                 assert!(
                     (s - 1.0).abs() < tol,
                     "{}: row sums to {s}",
-                    cap.vectors.head
+                    cap.vectors.head()
                 );
             }
         }

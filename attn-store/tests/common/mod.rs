@@ -102,14 +102,14 @@ pub fn raw_head(head: HeadId, seed: u64) -> HeadVectors {
 }
 
 pub fn normalized(raw: &HeadVectors) -> NormalizedHead {
-    let mut q = raw.queries.clone();
+    let mut q = raw.queries().clone();
     q.as_mut_slice().iter_mut().for_each(|v| *v *= 2.0);
-    let mut k = raw.keys.clone();
+    let mut k = raw.keys().clone();
     k.as_mut_slice()
         .iter_mut()
         .for_each(|v| *v = (*v + 0.1) / 2.0);
     NormalizedHead {
-        vectors: HeadVectors::new(raw.head, q, k).unwrap(),
+        vectors: HeadVectors::new(raw.head(), q, k).unwrap(),
         params: NormalizationParams {
             key_translation: vec![0.1, -0.25, 1e-7, 3.0],
             scale: 2.0,

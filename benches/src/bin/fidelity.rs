@@ -15,7 +15,8 @@
 //! N` (heads per layer, evenly spaced: 3 gives 0, 4, 8 of 12; default 3), `--max-sequences N`,
 //! `--weights 0.05,0.1,0.2` (attention shares tried), `--out DIR` (default
 //! `target/fidelity-bench`), `--results DIR` (where `fidelity-<date>.{md,json}` go; default
-//! `benches/results`). Settings: `paper` = the research code (`technique.md` §3: normalized
+//! `benches/results`), `--plot-from FILE.json` (only redraw the trade-off plots of a results file).
+//! Settings: `paper` = the research code (`technique.md` §3: normalized
 //! vectors, t-SNE perplexity 50 x 300 iterations, UMAP random init); `attnviz 0.1` = the
 //! defaults before attention-aware layouts (normalized, perplexity 30 x 750, UMAP PCA init); then
 //! raw vectors, and each attention share on raw and normalized vectors.
@@ -42,6 +43,7 @@ struct Args {
     weights: Vec<f32>,
     out: PathBuf,
     results: PathBuf,
+    plot_from: Option<PathBuf>,
 }
 
 fn parse_args() -> Res<Args> {
@@ -52,26 +54,45 @@ fn parse_args() -> Res<Args> {
         weights: vec![0.05, 0.1, 0.2, 0.3],
         out: PathBuf::from("target/fidelity-bench"),
         results: PathBuf::from("benches/results"),
+        plot_from: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--model" => a.models.push(value()?),
-            "--heads" => a.heads_per_layer = value()?.parse().map_err(|e| format!("--heads: {e}"))?,
-            "--max-sequences" => a.max_sequences = Some(value()?.parse().map_err(|e| format!("--max-sequences: {e}"))?),
+            "--heads" => {
+                a.heads_per_layer = value()?.parse().map_err(|e| format!("--heads: {e}"))?
+            }
+            "--max-sequences" => {
+                a.max_sequences = Some(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--max-sequences: {e}"))?,
+                )
+            }
             "--weights" => {
                 a.weights = value()?
                     .split(',')
-                    .map(|w| w.trim().parse::<f32>().map_err(|e| format!("--weights `{w}`: {e}")))
+                    .map(|w| {
+                        w.trim()
+                            .parse::<f32>()
+                            .map_err(|e| format!("--weights `{w}`: {e}"))
+                    })
                     .collect::<Result<_, _>>()?
             }
             "--out" => a.out = PathBuf::from(value()?),
             "--results" => a.results = PathBuf::from(value()?),
-            other => return Err(format!("unknown option {other} (see the top of benches/src/bin/fidelity.rs)").into()),
+            "--plot-from" => a.plot_from = Some(PathBuf::from(value()?)),
+            other => {
+                return Err(format!(
+                    "unknown option {other} (see the top of benches/src/bin/fidelity.rs)"
+                )
+                .into());
+            }
         }
     }
-    if a.models.is_empty() {
+    if a.models.is_empty() && a.plot_from.is_none() {
         return Err("pass --model DIR at least once".into());
     }
     Ok(a)
@@ -103,15 +124,45 @@ fn settings_to_try(weights: &[f32]) -> Vec<Setting> {
     let defaults = ProjectionSettings::attnviz(methods.clone(), vec![2]);
     for method in [ProjectionMethod::Tsne, ProjectionMethod::Umap] {
         let m = method.as_str();
-        let mut push = |name: String, settings: ProjectionSettings, curve| out.push(Setting { name, method, settings, curve });
-        push(format!("{m} paper"), ProjectionSettings::paper(methods.clone(), vec![2]), None);
-        push(format!("{m} attnviz 0.1 (normalized)"), plain.clone(), Some((LayoutVectors::Normalized, 0.0)));
-        push(format!("{m} raw"), ProjectionSettings { vectors: LayoutVectors::Raw, ..plain.clone() }, Some((LayoutVectors::Raw, 0.0)));
+        let mut push = |name: String, settings: ProjectionSettings, curve| {
+            out.push(Setting {
+                name,
+                method,
+                settings,
+                curve,
+            })
+        };
+        push(
+            format!("{m} paper"),
+            ProjectionSettings::paper(methods.clone(), vec![2]),
+            None,
+        );
+        push(
+            format!("{m} attnviz 0.1 (normalized)"),
+            plain.clone(),
+            Some((LayoutVectors::Normalized, 0.0)),
+        );
+        push(
+            format!("{m} raw"),
+            ProjectionSettings {
+                vectors: LayoutVectors::Raw,
+                ..plain.clone()
+            },
+            Some((LayoutVectors::Raw, 0.0)),
+        );
         push(format!("{m} attnviz default"), defaults.clone(), None);
         for &w in weights {
             for vectors in [LayoutVectors::Raw, LayoutVectors::Normalized] {
-                let v = if vectors == LayoutVectors::Raw { "raw" } else { "normalized" };
-                push(format!("{m} {v} + attention {w}"), weighted(w, vectors), Some((vectors, w)));
+                let v = if vectors == LayoutVectors::Raw {
+                    "raw"
+                } else {
+                    "normalized"
+                };
+                push(
+                    format!("{m} {v} + attention {w}"),
+                    weighted(w, vectors),
+                    Some((vectors, w)),
+                );
             }
         }
     }
@@ -124,7 +175,10 @@ fn settings_to_try(weights: &[f32]) -> Vec<Setting> {
     out.push(Setting {
         name: "pca raw".into(),
         method: ProjectionMethod::Pca,
-        settings: ProjectionSettings { vectors: LayoutVectors::Raw, ..plain },
+        settings: ProjectionSettings {
+            vectors: LayoutVectors::Raw,
+            ..plain
+        },
         curve: None,
     });
     out
@@ -169,9 +223,18 @@ fn fmt(v: Option<f64>) -> String {
 }
 
 /// Extracts (or resumes) the heads of `model` into `dir`, without projections.
-fn extract(model: &Path, dir: &Path, heads_per_layer: u16, max_sequences: Option<usize>) -> Res<Dataset> {
-    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.join("config.json"))?)?;
-    let heads = ["num_attention_heads", "n_head"].iter().find_map(|k| config[k].as_u64()).ok_or("config.json: no head count")? as u16;
+fn extract(
+    model: &Path,
+    dir: &Path,
+    heads_per_layer: u16,
+    max_sequences: Option<usize>,
+) -> Res<Dataset> {
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json"))?)?;
+    let heads = ["num_attention_heads", "n_head"]
+        .iter()
+        .find_map(|k| config[k].as_u64())
+        .ok_or("config.json: no head count")? as u16;
     let step = (heads / heads_per_layer.max(1)).max(1);
     let plan = RunPlan {
         model_dir: model.to_path_buf(),
@@ -185,7 +248,12 @@ fn extract(model: &Path, dir: &Path, heads_per_layer: u16, max_sequences: Option
         truncate: true,
         normalize: true,
         layers: None,
-        heads: Some((0..heads).step_by(usize::from(step)).take(usize::from(heads_per_layer)).collect()),
+        heads: Some(
+            (0..heads)
+                .step_by(usize::from(step))
+                .take(usize::from(heads_per_layer))
+                .collect(),
+        ),
         shard: None,
         projection: ProjectionSettings::attnviz(Vec::new(), vec![2]),
     };
@@ -206,6 +274,20 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> Res<()> {
     let args = parse_args()?;
+    if let Some(path) = &args.plot_from {
+        // Redraws the trade-off plots of an earlier results file, next to it.
+        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for (model, rows) in json["results"].as_object().ok_or("no `results` object")? {
+            let rows = rows
+                .as_object()
+                .ok_or("a model's results are not an object")?;
+            let svg = dir.join(format!("fidelity-tradeoff-{model}.svg"));
+            std::fs::write(&svg, tradeoff_svg(model, &curve_points_of_json(rows)))?;
+            eprintln!("plot: {}", svg.display());
+        }
+        return Ok(());
+    }
     let settings = settings_to_try(&args.weights);
     let mut report = serde_json::Map::new();
     let mut md = String::new();
@@ -214,11 +296,20 @@ fn run() -> Res<()> {
             Some((name, dir)) => (name.to_string(), PathBuf::from(dir)),
             None => {
                 let dir = PathBuf::from(model);
-                (dir.file_name().map_or("model".into(), |n| n.to_string_lossy().into_owned()), dir)
+                (
+                    dir.file_name()
+                        .map_or("model".into(), |n| n.to_string_lossy().into_owned()),
+                    dir,
+                )
             }
         };
         let model = model.as_path();
-        let dataset = extract(model, &args.out.join("data").join(&name), args.heads_per_layer, args.max_sequences)?;
+        let dataset = extract(
+            model,
+            &args.out.join("data").join(&name),
+            args.heads_per_layer,
+            args.max_sequences,
+        )?;
         let tokens = dataset.read_tokens()?;
         let causal = dataset.meta().model.architecture.is_causal();
         let heads: Vec<HeadId> = dataset.heads()?;
@@ -228,17 +319,29 @@ fn run() -> Res<()> {
             eprintln!("{name}: head {head} ({}/{})", h + 1, heads.len());
             let input = HeadLayoutInput::read(&dataset, head)?;
             if let Some((_, d)) = dataset.read_head_normalization(head)? {
-                if let Some(f) = d.fidelity_raw { input_raw.add(&f, None, 0.0) }
-                if let Some(f) = d.fidelity_normalized { input_norm.add(&f, None, 0.0) }
+                if let Some(f) = d.fidelity_raw {
+                    input_raw.add(&f, None, 0.0)
+                }
+                if let Some(f) = d.fidelity_normalized {
+                    input_norm.add(&f, None, 0.0)
+                }
             }
             for (i, s) in settings.iter().enumerate() {
                 let projector = attn_pipeline::projector(&s.settings, s.method, 2)?;
                 let row = rows.entry(i).or_default();
-                layout_head(&input, &tokens, causal, &[&projector], &s.settings, &|| false, &mut |p, seconds| {
-                    let f = p.fidelity.unwrap_or_default();
-                    row.add(&f, p.quality.map(|q| q.trustworthiness), seconds);
-                    Ok(())
-                })?;
+                layout_head(
+                    &input,
+                    &tokens,
+                    causal,
+                    &[&projector],
+                    &s.settings,
+                    &|| false,
+                    &mut |p, seconds| {
+                        let f = p.fidelity.unwrap_or_default();
+                        row.add(&f, p.quality.map(|q| q.trustworthiness), seconds);
+                        Ok(())
+                    },
+                )?;
             }
         }
         let n_tokens = tokens.len();
@@ -248,55 +351,133 @@ fn run() -> Res<()> {
             if causal { "causal" } else { "bidirectional" }
         ));
         let mut model_json = serde_json::Map::new();
-        for (label, row) in [("input: raw vectors, cosine", &input_raw), ("input: normalized vectors, cosine", &input_norm)] {
-            md.push_str(&format!("| {label} | {} | {} | {} | {} | - | - |\n", fmt(mean(&row.fidelity)), fmt(mean(&row.hit)), fmt(mean(&row.chance)), fmt(mean(&row.global))));
+        for (label, row) in [
+            ("input: raw vectors, cosine", &input_raw),
+            ("input: normalized vectors, cosine", &input_norm),
+        ] {
+            md.push_str(&format!(
+                "| {label} | {} | {} | {} | {} | - | - |\n",
+                fmt(mean(&row.fidelity)),
+                fmt(mean(&row.hit)),
+                fmt(mean(&row.chance)),
+                fmt(mean(&row.global))
+            ));
             model_json.insert(label.into(), row.json());
         }
         for (i, row) in &rows {
             let s = &settings[*i];
             md.push_str(&format!(
                 "| {} | {} | {} | {} | {} | {} | {} |\n",
-                s.name, fmt(mean(&row.fidelity)), fmt(mean(&row.hit)), fmt(mean(&row.chance)), fmt(mean(&row.global)), fmt(mean(&row.trust)), fmt(mean(&row.seconds))
+                s.name,
+                fmt(mean(&row.fidelity)),
+                fmt(mean(&row.hit)),
+                fmt(mean(&row.chance)),
+                fmt(mean(&row.global)),
+                fmt(mean(&row.trust)),
+                fmt(mean(&row.seconds))
             ));
             model_json.insert(s.name.clone(), row.json());
         }
         let svg_name = format!("fidelity-tradeoff-{name}.svg");
         std::fs::create_dir_all(&args.results)?;
-        std::fs::write(args.results.join(&svg_name), tradeoff_svg(&name, &settings, &rows))?;
+        std::fs::write(
+            args.results.join(&svg_name),
+            tradeoff_svg(&name, &curve_points(&settings, &rows)),
+        )?;
         md.push_str(&format!("\n![{name}: hit@3 and fidelity against trustworthiness as the attention share grows]({svg_name})\n"));
         report.insert(name, serde_json::Value::Object(model_json));
     }
     println!("{md}");
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let json = serde_json::json!({ "machine": machine_record(), "command": command, "results": report });
-    let (md_path, _) = write_results(&args.results, "fidelity", &md, &json)?;
+    let json =
+        serde_json::json!({ "machine": machine_record(), "command": command, "results": report });
+    let label = format!(
+        "fidelity-{}",
+        report.keys().cloned().collect::<Vec<_>>().join("-")
+    );
+    let (md_path, _) = write_results(&args.results, &label, &md, &json)?;
     eprintln!("results: {}", md_path.display());
     Ok(())
 }
 
 /// The trade-off as a plot: per method, hit@3 (filled) and fidelity (hollow) against
 /// trustworthiness@10 as the attention share `w` grows, for raw and normalized vectors.
-fn tradeoff_svg(model: &str, settings: &[Setting], rows: &BTreeMap<usize, Row>) -> String {
+/// One point of the trade-off curve: method, vectors, attention share, trust@10, hit@3, fidelity.
+type CurvePoint = (ProjectionMethod, LayoutVectors, f32, f64, f64, f64);
+
+/// The curve points of a run's rows.
+fn curve_points(settings: &[Setting], rows: &BTreeMap<usize, Row>) -> Vec<CurvePoint> {
+    settings
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let (v, w) = s.curve?;
+            let r = rows.get(&i)?;
+            Some((
+                s.method,
+                v,
+                w,
+                mean(&r.trust)?,
+                mean(&r.hit)?,
+                mean(&r.fidelity)?,
+            ))
+        })
+        .collect()
+}
+
+/// The curve points of a results file written by this program (`--plot-from`): rows named
+/// `<method> raw`, `<method> attnviz 0.1 (normalized)` (share 0) and `<method> <vectors> + attention <w>`.
+fn curve_points_of_json(rows: &serde_json::Map<String, serde_json::Value>) -> Vec<CurvePoint> {
+    rows.iter()
+        .filter_map(|(name, r)| {
+            let (method, rest) = name.split_once(' ')?;
+            let method: ProjectionMethod = method.parse().ok()?;
+            let (vectors, w) = match rest {
+                "raw" => (LayoutVectors::Raw, 0.0),
+                "attnviz 0.1 (normalized)" => (LayoutVectors::Normalized, 0.0),
+                _ => {
+                    let (v, w) = rest.split_once(" + attention ")?;
+                    let v = if v == "raw" {
+                        LayoutVectors::Raw
+                    } else {
+                        LayoutVectors::Normalized
+                    };
+                    (v, w.parse().ok()?)
+                }
+            };
+            Some((
+                method,
+                vectors,
+                w,
+                r["trustworthiness_10"].as_f64()?,
+                r["hit_at_3"].as_f64()?,
+                r["fidelity"].as_f64()?,
+            ))
+        })
+        .collect()
+}
+
+fn tradeoff_svg(model: &str, all: &[CurvePoint]) -> String {
     let (w, h, pad) = (760.0, 360.0, 50.0);
     let panel = (w - 3.0 * pad) / 2.0;
     let mut out = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\"><rect width=\"100%\" height=\"100%\" fill=\"white\"/><text x=\"{pad}\" y=\"18\" font-size=\"13\">{model}: attention share w = 0 .. max, hit@3 (filled) and fidelity (hollow) vs trustworthiness@10</text>"
     );
-    for (p, method) in [ProjectionMethod::Tsne, ProjectionMethod::Umap].into_iter().enumerate() {
-        let points: Vec<(LayoutVectors, f32, f64, f64, f64)> = settings
+    for (p, method) in [ProjectionMethod::Tsne, ProjectionMethod::Umap]
+        .into_iter()
+        .enumerate()
+    {
+        let points: Vec<(LayoutVectors, f32, f64, f64, f64)> = all
             .iter()
-            .enumerate()
-            .filter(|(_, s)| s.method == method)
-            .filter_map(|(i, s)| {
-                let (v, wt) = s.curve?;
-                let r = rows.get(&i)?;
-                Some((v, wt, mean(&r.trust)?, mean(&r.hit)?, mean(&r.fidelity)?))
-            })
+            .filter(|p| p.0 == method)
+            .map(|p| (p.1, p.2, p.3, p.4, p.5))
             .collect();
         if points.is_empty() {
             continue;
         }
-        let (tmin, tmax) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.2), b.max(p.2)));
+        let (tmin, tmax) = points
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.2), b.max(p.2)));
         let (tmin, tmax) = (tmin - 0.002, tmax + 0.002);
         let x0 = pad + p as f64 * (panel + pad);
         let (y0, y1) = (h - pad, 40.0);
@@ -306,7 +487,10 @@ fn tradeoff_svg(model: &str, settings: &[Setting], rows: &BTreeMap<usize, Row>) 
             "<rect x=\"{x0}\" y=\"{y1}\" width=\"{panel}\" height=\"{}\" fill=\"none\" stroke=\"#999\"/><text x=\"{}\" y=\"{}\">{}</text><text x=\"{x0}\" y=\"{}\">trust {tmin:.3}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{tmax:.3}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">1</text><text x=\"{}\" y=\"{y0}\" text-anchor=\"end\">0</text>",
             y0 - y1, x0 + 4.0, y1 + 14.0, method.as_str(), y0 + 16.0, x0 + panel, y0 + 16.0, x0 - 4.0, y1 + 4.0, x0 - 4.0
         ));
-        for (vectors, color) in [(LayoutVectors::Normalized, "#1b7837"), (LayoutVectors::Raw, "#762a83")] {
+        for (vectors, color) in [
+            (LayoutVectors::Normalized, "#1b7837"),
+            (LayoutVectors::Raw, "#762a83"),
+        ] {
             let mut curve: Vec<_> = points.iter().filter(|q| q.0 == vectors).collect();
             curve.sort_by(|a, b| a.1.total_cmp(&b.1));
             for (value, fill) in [(3usize, color), (4, "white")] {
@@ -314,7 +498,10 @@ fn tradeoff_svg(model: &str, settings: &[Setting], rows: &BTreeMap<usize, Row>) 
                     .iter()
                     .map(|q| format!("{:.1},{:.1}", x(q.2), y(if value == 3 { q.3 } else { q.4 })))
                     .collect();
-                out.push_str(&format!("<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\"/>", path.join(" ")));
+                out.push_str(&format!(
+                    "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\"/>",
+                    path.join(" ")
+                ));
                 for q in &curve {
                     let v = if value == 3 { q.3 } else { q.4 };
                     out.push_str(&format!(
