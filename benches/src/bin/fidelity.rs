@@ -19,7 +19,8 @@
 //! Settings: `paper` = the research code (`technique.md` §3: normalized
 //! vectors, t-SNE perplexity 50 x 300 iterations, UMAP random init); `attnviz 0.1` = the
 //! defaults before attention-aware layouts (normalized, perplexity 30 x 750, UMAP PCA init); then
-//! raw vectors, and each attention share on raw and normalized vectors.
+//! raw vectors, and each attention share on raw and normalized vectors (attnviz's defaults now:
+//! raw + 0.1).
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -109,9 +110,11 @@ struct Setting {
 
 fn settings_to_try(weights: &[f32]) -> Vec<Setting> {
     let methods = vec![ProjectionMethod::Tsne, ProjectionMethod::Umap];
+    // The defaults before attention-aware layouts: normalized vectors, no attention edges.
     let plain = ProjectionSettings {
         tsne_attention_weight: 0.0,
         umap_attention_weight: 0.0,
+        vectors: LayoutVectors::Normalized,
         ..ProjectionSettings::attnviz(methods.clone(), vec![2])
     };
     let weighted = |w: f32, vectors| ProjectionSettings {
@@ -121,7 +124,6 @@ fn settings_to_try(weights: &[f32]) -> Vec<Setting> {
         ..plain.clone()
     };
     let mut out = Vec::new();
-    let defaults = ProjectionSettings::attnviz(methods.clone(), vec![2]);
     for method in [ProjectionMethod::Tsne, ProjectionMethod::Umap] {
         let m = method.as_str();
         let mut push = |name: String, settings: ProjectionSettings, curve| {
@@ -150,7 +152,6 @@ fn settings_to_try(weights: &[f32]) -> Vec<Setting> {
             },
             Some((LayoutVectors::Raw, 0.0)),
         );
-        push(format!("{m} attnviz default"), defaults.clone(), None);
         for &w in weights {
             for vectors in [LayoutVectors::Raw, LayoutVectors::Normalized] {
                 let v = if vectors == LayoutVectors::Raw {
