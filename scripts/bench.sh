@@ -36,7 +36,7 @@ for step in "${steps[@]}"; do
       } > "$out"
       binaries=("now=$bin/attnviz")
       [ -n "${BEFORE:-}" ] && binaries=("before=$BEFORE" "${binaries[@]}")
-      for run in 1 2; do
+      for run in $(seq 1 "${RUNS:-2}"); do
         for entry in "${binaries[@]}"; do
           name="${entry%%=*}"; exe="${entry#*=}"
           tmp="$(mktemp -d)"
@@ -47,6 +47,9 @@ for step in "${steps[@]}"; do
           secs=$(python3 -c "import json,sys; print(round(json.load(open(sys.argv[1]))['seconds'], 1))" "$tmp/summary.json")
           echo "| $name | $run | $wall | $secs | $rss |" >> "$out"
           cp "$tmp/summary.json" "benches/results/main-job-$date-$name-$run.json"
+          # The figures of the last run stay in the target directory (e.g. for docs/).
+          rm -rf "$CARGO_TARGET_DIR/main-job-figures-$name"
+          cp -r "$tmp/ds/figures" "$CARGO_TARGET_DIR/main-job-figures-$name"
           rm -rf "$tmp"
         done
       done

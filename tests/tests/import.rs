@@ -105,11 +105,14 @@ fn toy(dir: &Path) -> Toy {
     toy
 }
 
-/// Input-space ranks of a head's projection input: its normalized joint (raw if not normalized) under
-/// cosine distance, the `project` default.
-fn input_ranks(ds: &Dataset, h: HeadId) -> InputRanks {
+/// Input-space ranks of a projection's input under cosine distance: the head's raw joint when the
+/// projection's spec says it laid out the raw vectors (the attnviz default), else its normalized one
+/// (raw if not normalized).
+fn input_ranks(ds: &Dataset, h: HeadId, p: &attn_types::HeadProjection) -> InputRanks {
     let head = ds.read_head(h).expect("head reads");
-    let joint = head.normalized.map_or(head.raw, |n| n.vectors).joint();
+    let raw = p.spec.params.get("vectors_raw") == Some(&1.0);
+    let vectors = if raw { head.raw } else { head.normalized.map_or(head.raw, |n| n.vectors) };
+    let joint = vectors.joint();
     InputRanks::new(joint.as_slice(), joint.cols(), true)
 }
 
@@ -289,9 +292,9 @@ fn npy_import_then_project_render_info() {
         ],
     );
     for h in HeadId::all(2, 2) {
-        let ranks = input_ranks(&ds, h);
         for m in [ProjectionMethod::Pca, ProjectionMethod::Tsne] {
             let p = ds.read_projection(h, m, 2).expect("projection");
+            let ranks = input_ranks(&ds, h, &p);
             assert_eq!(p.coords.shape(), (44, 2));
             let q = p.quality.expect("quality computed");
             assert_eq!(q.k, 10, "{h} {m}");
@@ -938,7 +941,6 @@ fn tiny_heads_project_with_every_method_and_a_smaller_trust_k() {
         ],
     );
     let ds = Dataset::open(tmp.path().join("ds")).expect("dataset opens");
-    let ranks = input_ranks(&ds, HeadId::new(0, 0));
     for m in [
         ProjectionMethod::Pca,
         ProjectionMethod::Tsne,
@@ -949,6 +951,7 @@ fn tiny_heads_project_with_every_method_and_a_smaller_trust_k() {
                 .read_projection(HeadId::new(0, 0), m, dims)
                 .expect("projection");
             assert_eq!(p.coords.shape(), (18, usize::from(dims)));
+            let ranks = input_ranks(&ds, HeadId::new(0, 0), &p);
             let quality = p.quality.expect("trustworthiness is estimated");
             assert_eq!(quality.k, 8, "{m} {dims}D");
             check_trustworthiness(

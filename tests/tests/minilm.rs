@@ -53,8 +53,11 @@ fn minilm_full_chain() {
         assert_eq!(head.raw.dim(), 32);
         let norm = head.normalized.unwrap();
         rho.push(norm.diagnostics.spearman_cosine_before);
-        let joint = norm.vectors.joint();
-        let ranks = InputRanks::new(joint.as_slice(), joint.cols(), true);
+        // Each projection's input: the raw or the normalized joint, as its spec records.
+        let joint_raw = head.raw.joint();
+        let joint_norm = norm.vectors.joint();
+        let ranks_raw = InputRanks::new(joint_raw.as_slice(), joint_raw.cols(), true);
+        let ranks_norm = InputRanks::new(joint_norm.as_slice(), joint_norm.cols(), true);
         for m in [
             ProjectionMethod::Tsne,
             ProjectionMethod::Umap,
@@ -64,8 +67,9 @@ fn minilm_full_chain() {
             assert_eq!(p.coords.rows(), 2 * tokens.len());
             let q = p.quality.expect("quality computed");
             assert_eq!(q.k, 10, "{h} {m}");
+            let raw = p.spec.params.get("vectors_raw") == Some(&1.0);
             check_trustworthiness(
-                &ranks,
+                if raw { &ranks_raw } else { &ranks_norm },
                 p.coords.as_slice(),
                 2,
                 q.trustworthiness,

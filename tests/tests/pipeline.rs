@@ -47,9 +47,12 @@ fn check_dataset(dir: &Path, layers: u16, heads: u16, methods: &[ProjectionMetho
                 );
             }
         }
-        // The projections' input: the normalized joint (queries, then keys) under cosine distance.
-        let joint = norm.vectors.joint();
-        let ranks = InputRanks::new(joint.as_slice(), joint.cols(), true);
+        // Each projection's input under cosine distance: the raw or the normalized joint (queries,
+        // then keys), as its spec records (the attnviz default lays out the raw vectors).
+        let joint_raw = head.raw.joint();
+        let joint_norm = norm.vectors.joint();
+        let ranks_raw = InputRanks::new(joint_raw.as_slice(), joint_raw.cols(), true);
+        let ranks_norm = InputRanks::new(joint_norm.as_slice(), joint_norm.cols(), true);
         for &m in methods {
             let p = ds.read_projection(h, m, dims).expect("projection reads");
             assert_eq!(p.coords.shape(), (2 * tokens.len(), usize::from(dims)));
@@ -60,8 +63,9 @@ fn check_dataset(dir: &Path, layers: u16, heads: u16, methods: &[ProjectionMetho
                 10.min(tokens.len() as u32 - 1),
                 "{h} {m}: trustworthiness k"
             );
+            let raw = p.spec.params.get("vectors_raw") == Some(&1.0);
             check_trustworthiness(
-                &ranks,
+                if raw { &ranks_raw } else { &ranks_norm },
                 p.coords.as_slice(),
                 usize::from(dims),
                 q.trustworthiness,
