@@ -170,27 +170,47 @@ pub struct NormalizerValidParams(NormalizerParams);
 
 impl NormalizerValidParams {
     /// Whether keys are translated.
-    pub fn translates(&self) -> bool {
+    pub fn translate(&self) -> bool {
         self.0.translate
     }
 
     /// Whether the scale is searched.
-    pub fn scales(&self) -> bool {
+    pub fn scale(&self) -> bool {
         self.0.scale
     }
 
     /// Whether pairs are causal.
-    pub fn is_causal(&self) -> bool {
+    pub fn causal(&self) -> bool {
         self.0.causal
     }
 
     /// The near-pair percentile.
-    pub fn near_pct(&self) -> f32 {
+    pub fn near_percentile(&self) -> f32 {
         self.0.near_percentile
     }
 
+    /// Tolerance of the scale search (see [`NormalizerParams::flat_tolerance`]).
+    pub fn flat_tolerance(&self) -> f32 {
+        self.0.flat_tolerance
+    }
+
+    /// Most query-key pairs used per head.
+    pub fn max_pairs(&self) -> usize {
+        self.0.max_pairs
+    }
+
+    /// Seed of the pair subsampling.
+    pub fn seed(&self) -> u64 {
+        self.0.seed
+    }
+
+    /// Range `(min, max)` searched for the scale `c`.
+    pub fn scale_range(&self) -> (f32, f32) {
+        (self.0.scale_min, self.0.scale_max)
+    }
+
     /// Where the near-pair threshold is taken.
-    pub fn scope(&self) -> NearScope {
+    pub fn near_scope(&self) -> NearScope {
         self.0.near_scope
     }
 

@@ -111,7 +111,11 @@ fn toy(dir: &Path) -> Toy {
 fn input_ranks(ds: &Dataset, h: HeadId, p: &attn_types::HeadProjection) -> InputRanks {
     let head = ds.read_head(h).expect("head reads");
     let raw = p.spec.params.get("vectors_raw") == Some(&1.0);
-    let vectors = if raw { head.raw } else { head.normalized.map_or(head.raw, |n| n.vectors) };
+    let vectors = if raw {
+        head.raw
+    } else {
+        head.normalized.map_or(head.raw, |n| n.vectors)
+    };
     let joint = vectors.joint();
     InputRanks::new(joint.as_slice(), joint.cols(), true)
 }
