@@ -21,37 +21,25 @@ pub use color::{
 };
 pub use data::{HeadData, ModelData, RawNorms};
 pub use error::VizError;
-pub use geometry::{
-    Label, ROBUST_MARGIN, ROBUST_MIN_POINTS, ROBUST_TAIL, count_clusters, normalize_cell,
-    place_labels,
-};
+pub use geometry::{Label, count_clusters, normalize_cell, place_labels};
 pub use image::{
-    ARROW_MIN_WEIGHT, ClsMarker, HeatCell, ImageEdge, ImageNode, ImageView, PatchArrow,
-    STRONG_MIN_WEIGHT, STRONG_WIDTH_MIN, STRONG_WIDTH_RANGE, image_view, patch_token,
+    ClsMarker, HeatCell, ImageEdge, ImageNode, ImageView, PatchArrow, image_view, patch_token,
 };
 pub use matrix::{CellInfo, MatrixCell, MatrixView, matrix_view};
 pub use sentence::{
     HideTokens, SentenceEdge, SentenceOptions, SentenceToken, SentenceView,
     aggregate_sentence_view, renormalize_hidden, sentence_view,
 };
-pub use signature::{
-    BROAD_ENTROPY, HeadLabel, HeadSignature, LOCAL_DISTANCE, SHARE_THRESHOLD, head_signature,
-    head_signatures, label_of,
-};
+pub use signature::{HeadLabel, HeadSignature, head_signature, head_signatures, label_of};
 pub use similarity::{
     HeadSimilarity, classical_mds, head_divergence, head_groups, head_similarity, jensen_shannon,
 };
 pub use single::{
-    AttentionLine, HeadNav, MIN_LINE_WEIGHT, SIZE_MAX, SIZE_MIN, SelectedPoint, SinglePoint,
-    SingleView, TOP_LINES, head_nav, single_view, top_attended,
+    AttentionLine, HeadNav, SelectedPoint, SinglePoint, SingleView, head_nav, single_view,
+    top_attended,
 };
-pub use state::{
-    DEFAULT_CLUSTER_EPS, LabelStyle, Search, SearchMode, Selection, ViewState, display_text,
-};
-pub use trust::{
-    CORR_HIGH, CORR_MEDIUM, TRUSTWORTHINESS_HIGH, TRUSTWORTHINESS_MEDIUM, TrustInfo, TrustLevel,
-    trust_info,
-};
+pub use state::{LabelStyle, Search, SearchMode, Selection, ViewState, display_text};
+pub use trust::{TrustInfo, TrustLevel, trust_info};
 
 #[cfg(test)]
 mod tests;
