@@ -9,8 +9,8 @@ use attn_types::{
 
 use crate::*;
 // Tuning constants are crate-private; the tests check the views against them.
-use crate::single::{MIN_LINE_WEIGHT, SIZE_MAX, SIZE_MIN};
 use crate::image::{STRONG_MIN_WEIGHT, STRONG_WIDTH_MIN, STRONG_WIDTH_RANGE};
+use crate::single::{MIN_LINE_WEIGHT, SIZE_MAX, SIZE_MIN};
 use crate::state::DEFAULT_CLUSTER_EPS;
 
 fn tok(seq: u32, pos: u32, len: u32, text: &str, special: bool) -> TokenMeta {
