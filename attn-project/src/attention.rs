@@ -286,35 +286,13 @@ impl AttentionEdges {
 
 #[cfg(test)]
 mod tests {
-    use attn_types::{Matrix, TokenMeta};
-
     use super::*;
 
     pub(crate) fn table(lens: &[usize]) -> TokenTable {
-        let mut tokens = Vec::new();
-        for (s, &len) in lens.iter().enumerate() {
-            for p in 0..len {
-                tokens.push(TokenMeta {
-                    seq_id: 10 + s as u32,
-                    position: p as u32,
-                    seq_len: len as u32,
-                    text: format!("t{p}"),
-                    is_special: false,
-                    patch: None,
-                    is_cls: false,
-                    offsets: None,
-                });
-            }
-        }
-        TokenTable { tokens }
+        crate::test_support::token_table(10, lens)
     }
 
-    fn att(seq_id: u32, rows: &[Vec<f32>]) -> SequenceAttention {
-        SequenceAttention {
-            seq_id,
-            weights: Matrix::from_rows(rows).unwrap(),
-        }
-    }
+    use crate::test_support::att;
 
     #[test]
     fn hand_case_non_causal_and_causal() {

@@ -311,36 +311,15 @@ pub fn fidelity(
 
 #[cfg(test)]
 mod tests {
-    use attn_types::TokenMeta;
     use rand::Rng;
 
     use super::*;
 
     fn table(lens: &[usize]) -> TokenTable {
-        let mut tokens = Vec::new();
-        for (s, &len) in lens.iter().enumerate() {
-            for p in 0..len {
-                tokens.push(TokenMeta {
-                    seq_id: s as u32,
-                    position: p as u32,
-                    seq_len: len as u32,
-                    text: format!("t{p}"),
-                    is_special: false,
-                    patch: None,
-                    is_cls: false,
-                    offsets: None,
-                });
-            }
-        }
-        TokenTable { tokens }
+        crate::test_support::token_table(0, lens)
     }
 
-    fn att(seq_id: u32, rows: &[Vec<f32>]) -> SequenceAttention {
-        SequenceAttention {
-            seq_id,
-            weights: Matrix::from_rows(rows).unwrap(),
-        }
-    }
+    use crate::test_support::att;
 
     /// A `2n x 1` layout from query and key coordinates.
     fn layout_1d(q: &[f32], k: &[f32]) -> Matrix {

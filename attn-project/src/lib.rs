@@ -7,6 +7,8 @@ pub mod fidelity;
 pub mod knn;
 pub mod metrics;
 pub mod pca;
+#[cfg(test)]
+mod test_support;
 pub mod tsne;
 pub mod umap;
 mod util;
