@@ -349,6 +349,19 @@ impl ParquetTable {
         }
     }
 
+    /// The column's array in one batch.
+    fn batch_column<'a>(
+        &self,
+        b: &'a RecordBatch,
+        column: &str,
+    ) -> Result<&'a ArrayRef, StoreError> {
+        b.column_by_name(column)
+            .ok_or_else(|| StoreError::MissingColumn {
+                path: self.path.clone(),
+                column: column.to_string(),
+            })
+    }
+
     /// The column's array in every batch, downcast to `T`.
     fn arrays<T: Array + 'static>(
         &self,
@@ -357,12 +370,7 @@ impl ParquetTable {
     ) -> Result<Vec<&T>, StoreError> {
         let mut out = Vec::with_capacity(self.batches.len());
         for b in &self.batches {
-            let col = b
-                .column_by_name(column)
-                .ok_or_else(|| StoreError::MissingColumn {
-                    path: self.path.clone(),
-                    column: column.to_string(),
-                })?;
+            let col = self.batch_column(b, column)?;
             let arr = col
                 .as_any()
                 .downcast_ref::<T>()
@@ -593,12 +601,7 @@ impl ParquetTable {
         let dt = self.data_type(column)?.clone();
         let mut out = Vec::with_capacity(self.rows);
         for b in &self.batches {
-            let a = b
-                .column_by_name(column)
-                .ok_or_else(|| StoreError::MissingColumn {
-                    path: self.path.clone(),
-                    column: column.to_string(),
-                })?;
+            let a = self.batch_column(b, column)?;
             let owned = |v: Option<&str>| v.map(str::to_string);
             if let Some(s) = a.as_string_opt::<i32>() {
                 out.extend(s.iter().map(owned));
@@ -622,12 +625,7 @@ impl ParquetTable {
         let dt = self.data_type(column)?.clone();
         let mut out = Vec::with_capacity(self.rows);
         for b in &self.batches {
-            let a = b
-                .column_by_name(column)
-                .ok_or_else(|| StoreError::MissingColumn {
-                    path: self.path.clone(),
-                    column: column.to_string(),
-                })?;
+            let a = self.batch_column(b, column)?;
             let start = out.len();
             let bad = |row: usize| {
                 StoreError::invalid(
