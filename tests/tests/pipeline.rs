@@ -610,3 +610,86 @@ fn bad_input_is_a_clear_error_and_leaves_no_dataset() {
         &["meta.json"],
     );
 }
+
+/// A re-run never reuses a result made with other settings: changed projection settings recompute
+/// the projections, a changed corpus selection is refused naming the flag, a bad projection flag
+/// fails before any work, and a second run holding the same dataset's lock stops at once.
+#[test]
+fn reruns_respect_settings_and_the_dataset_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixture_model("bert_tiny");
+    let m = model.to_str().unwrap();
+    let corpus = write_corpus(tmp.path(), SENTENCES);
+    let c = corpus.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run", "--model", m, "--corpus", c, "--out", "ds", "--quiet", "--json",
+        ];
+        args.extend_from_slice(&["--methods", "pca,tsne", "--no-render"]);
+        args.extend_from_slice(extra);
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let counts = |out: &str| {
+        let v: serde_json::Value = serde_json::from_str(out).expect("--json summary");
+        (
+            v["projections_computed"].as_u64().unwrap(),
+            v["projections_reused"].as_u64().unwrap(),
+        )
+    };
+    fn args(a: &[String]) -> Vec<&str> {
+        a.iter().map(String::as_str).collect()
+    }
+
+    // A bad projection flag fails before the model is loaded and writes nothing.
+    attnviz_fails(
+        tmp.path(),
+        &args(&run(&["--perplexity", "0"])),
+        &["--perplexity"],
+    );
+    assert!(
+        !tmp.path().join("ds").exists(),
+        "a rejected flag left a dataset"
+    );
+
+    let heads = 3 * 4;
+    let first = attnviz_ok(tmp.path(), &args(&run(&["--perplexity", "5"])));
+    assert_eq!(counts(&first), (2 * heads, 0));
+    let same = attnviz_ok(tmp.path(), &args(&run(&["--perplexity", "5"])));
+    assert_eq!(
+        counts(&same),
+        (0, 2 * heads),
+        "the same settings reuse everything"
+    );
+    // Another perplexity: the t-SNE projections are recomputed, PCA (which it does not affect) kept.
+    let other = attnviz_ok(tmp.path(), &args(&run(&["--perplexity", "6"])));
+    assert_eq!(counts(&other), (heads, heads));
+    let ds = Dataset::open(tmp.path().join("ds")).unwrap();
+    let p = ds
+        .read_projection(HeadId::new(0, 0), ProjectionMethod::Tsne, 2)
+        .unwrap();
+    assert_eq!(p.spec.params["perplexity_requested"], 6.0);
+
+    // Another selection of the corpus is refused, naming the flag, and changes nothing.
+    attnviz_fails(
+        tmp.path(),
+        &args(&run(&["--perplexity", "6", "--max-sequences", "2"])),
+        &["--max-sequences", "new --out"],
+    );
+
+    // A second process on the same dataset (here: this test holding the run's lock) stops at once.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(tmp.path().join("ds").join(".lock-run"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    attnviz_fails(
+        tmp.path(),
+        &args(&run(&["--perplexity", "6"])),
+        &["another attnviz process"],
+    );
+    drop(lock);
+    let again = attnviz_ok(tmp.path(), &args(&run(&["--perplexity", "6"])));
+    assert_eq!(counts(&again), (0, 2 * heads));
+}
