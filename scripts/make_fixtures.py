@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Build the reference fixtures of attn-extract (dev-time only; CI never runs this).
 
-For each model family (BERT, GPT-2, ViT patch 16 and patch 32) this script builds a tiny, seeded,
+For each model family (BERT, GPT-2, ViT patch 16 and patch 32, and the Llama-family decoders
+llama, mistral, qwen2, qwen3) this script builds a tiny, seeded,
 random-weight checkpoint with deliberately non-default sizes, writes it in Hugging Face layout
 (config.json, model.safetensors, tokenizer files / preprocessor_config.json), runs it in
 `transformers` on fixed inputs and records, per sequence, the input ids (or pixel values), every
@@ -11,6 +12,7 @@ probabilities. The Rust tests in attn-extract/tests/ load the checkpoint with bu
 Usage:
     python scripts/make_fixtures.py                 # tiny models -> attn-extract/tests/fixtures/
     python scripts/make_fixtures.py --minilm DIR    # also the all-MiniLM-L6-v2 reference
+    python scripts/make_fixtures.py --only decoders # only the Llama-family fixtures
 
 Output per fixture directory:
     config.json, model.safetensors, tokenizer files   the checkpoint
@@ -19,6 +21,9 @@ Output per fixture directory:
                                                       s{i}.attn.{l} [heads, len, len],
                                                       s{i}.ids [len] (text) or s{i}.image [H, W, 3] uint8
                                                       and s{i}.pixels [3, H, W] (images)
+    Llama-family decoders also record s{i}.qpre.{l} / s{i}.kpre.{l}, the vectors before the rotary
+    embedding (after Qwen3's q/k norms); s{i}.q.{l} / s{i}.k.{l} are after it, as attention multiplies
+    them. Keys hold `num_key_value_heads` heads: [len, kv_heads * head_dim].
 """
 
 import argparse
@@ -301,17 +306,192 @@ def minilm_reference(model_dir: str):
         json.dumps({"sentences": MINILM_SENTENCES, "ids": ids_all, "layers": layers}, indent=1))
 
 
+# ---------------------------------------------------------------------------------------------------
+# Llama-family decoders: one fixture per family, each exercising what sets that family apart.
+
+DECODER_SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Attention is all you need!",
+    "A tiny decoder, seeded: grouped keys and rotated queries.",
+    "Hello world",
+    "Caf\u00e9 na\u00efve \u2014 bytes outside the training text.",
+]
+
+
+def byte_level_tokenizer(out: Path, bos: str | None):
+    """A byte-level BPE tokenizer.json as Llama 3 and Qwen ship (BOS added by the post-processor when
+    `bos` is given, as Llama 3; Qwen adds none)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    specials = [t for t in [bos, "<|end_of_text|>"] if t]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=320, min_frequency=1, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(TRAIN_TEXT, trainer)
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))])
+    else:
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.save(str(out / "tokenizer.json"))
+    return tok
+
+
+def metaspace_tokenizer(out: Path):
+    """A SentencePiece-converted BPE tokenizer.json as Llama 2 and Mistral ship: Metaspace
+    pre-tokenizer, byte fallback (<0x..> tokens) for characters outside the vocabulary, <s> as BOS."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    specials = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    trainer = trainers.BpeTrainer(vocab_size=420, min_frequency=1, special_tokens=specials, show_progress=False)
+    tok.train_from_iterator(TRAIN_TEXT, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    tok.save(str(out / "tokenizer.json"))
+    return tok
+
+
+def randomize_decoder(model: torch.nn.Module, seed: int) -> None:
+    """Seeded weights: norms near 1, biases small, matrices large enough for peaked attention."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            if name.endswith("norm.weight"):
+                p.copy_(1.0 + 0.1 * noise)
+            elif name.endswith("bias"):
+                p.copy_(0.1 * noise)
+            else:
+                p.copy_(0.3 * noise)
+
+
+def decoder_fixture(name: str, model_type: str, tokenizer: str, seed: int, half: str | None,
+                    shard: str | None, **config):
+    """One Llama-family fixture. `half` ("bfloat16"/"float16") stores the weights in half precision;
+    the reference then runs in f32 on exactly those rounded weights, as attn-extract computes."""
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    out = fresh(OUT / name)
+    tok = byte_level_tokenizer(out, config.pop("bos", None)) if tokenizer == "byte_level" \
+        else metaspace_tokenizer(out)
+    cfg = AutoConfig.for_model(model_type, vocab_size=tok.get_vocab_size(), **config)
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
+    randomize_decoder(model, seed)
+    model.eval()
+    if half:
+        model = model.to(getattr(torch, half))
+    save_kwargs = {"max_shard_size": shard} if shard else {}
+    model.save_pretrained(out, safe_serialization=True, **save_kwargs)
+    # The reference is the checkpoint as transformers loads it in f32: the exact values of half-precision
+    # weights, and rotary frequencies computed afresh (a `.to(float32)` would keep bf16-rounded ones).
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+    modeling = __import__(type(model).__module__, fromlist=["apply_rotary_pos_emb"])
+    inner = model.model
+    heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    pre, rot = {}, {}
+
+    def hook_rotary(_m, _inp, out):
+        rot["cos"], rot["sin"] = out
+
+    handles = [inner.rotary_emb.register_forward_hook(hook_rotary)]
+    for l, layer in enumerate(inner.layers):
+        att = layer.self_attn
+        # Qwen3 normalizes each head before the rotation: capture after its q/k norms.
+        qm = getattr(att, "q_norm", None) or att.q_proj
+        km = getattr(att, "k_norm", None) or att.k_proj
+
+        def hook(kind, l, n):
+            def fn(_m, _inp, out):
+                pre[(kind, l)] = out.detach()[0].reshape(out.shape[1], n, head_dim).clone()
+            return fn
+
+        handles.append(qm.register_forward_hook(hook("q", l, heads)))
+        handles.append(km.register_forward_hook(hook("k", l, kv_heads)))
+    tensors, ids_all = {}, []
+    for i, s in enumerate(DECODER_SENTENCES):
+        ids = torch.tensor([tok.encode(s).ids])
+        with torch.no_grad():
+            o = inner(input_ids=ids, output_attentions=True)
+        for l in range(cfg.num_hidden_layers):
+            q, k = pre[("q", l)], pre[("k", l)]  # [len, heads, d]
+            q_rot, k_rot = modeling.apply_rotary_pos_emb(
+                q.transpose(0, 1)[None], k.transpose(0, 1)[None], rot["cos"], rot["sin"])
+            flat = lambda t: t[0].transpose(0, 1).reshape(t.shape[2], -1).float().contiguous()
+            tensors[f"s{i}.q.{l}"] = flat(q_rot)
+            tensors[f"s{i}.k.{l}"] = flat(k_rot)
+            tensors[f"s{i}.qpre.{l}"] = q.reshape(q.shape[0], -1).float().contiguous()
+            tensors[f"s{i}.kpre.{l}"] = k.reshape(k.shape[0], -1).float().contiguous()
+            tensors[f"s{i}.attn.{l}"] = o.attentions[l][0].float().contiguous()
+        tensors[f"s{i}.ids"] = ids[0].to(torch.int64)
+        ids_all.append(ids[0].tolist())
+    for h in handles:
+        h.remove()
+    save_file(tensors, out / "expected.safetensors")
+    (out / "inputs.json").write_text(json.dumps({
+        "sentences": DECODER_SENTENCES, "ids": ids_all,
+        "tokens": [tok.encode(s).tokens for s in DECODER_SENTENCES],
+        "special": [tok.encode(s).special_tokens_mask for s in DECODER_SENTENCES],
+        "transformers": transformers.__version__, "torch": torch.__version__,
+    }, indent=1))
+
+
+def decoder_fixtures():
+    common = dict(hidden_size=48, num_hidden_layers=3, intermediate_size=37, max_position_embeddings=64,
+                  rms_norm_eps=1e-5, tie_word_embeddings=False)
+    # Llama 3 shape: GQA ratio 3, explicit head_dim that is not hidden / heads, llama3 rope scaling whose
+    # wavelength bands all occur at this head_dim, a non-default theta, q/k/v/o biases, tied embeddings,
+    # byte-level BPE with a BOS added by the post-processor.
+    decoder_fixture(
+        "llama_tiny", "llama", "byte_level", seed=41, half=None, shard=None, bos="<|begin_of_text|>",
+        **{**common, "tie_word_embeddings": True}, num_attention_heads=6, num_key_value_heads=2,
+        head_dim=10, attention_bias=True,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 5000.0, "factor": 4.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 16})
+    # Mistral: a sliding window shorter than every test sentence; Llama 2 style tokenizer with byte
+    # fallback; bf16 weights in a sharded checkpoint.
+    decoder_fixture(
+        "mistral_tiny", "mistral", "metaspace", seed=42, half="bfloat16", shard="40KB", **common,
+        num_attention_heads=6, num_key_value_heads=2, sliding_window=5,
+        rope_parameters={"rope_type": "default", "rope_theta": 20000.0})
+    # Qwen2: q/k/v biases, a sliding window on the layers from max_window_layers on, f16 weights.
+    decoder_fixture(
+        "qwen2_tiny", "qwen2", "byte_level", seed=43, half="float16", shard=None, **common,
+        num_attention_heads=6, num_key_value_heads=2, use_sliding_window=True, sliding_window=4,
+        max_window_layers=1, rope_parameters={"rope_type": "default", "rope_theta": 1000.0})
+    # Qwen3: per-head q/k RMSNorm before the rotation, explicit head_dim, bf16 weights.
+    decoder_fixture(
+        "qwen3_tiny", "qwen3", "byte_level", seed=44, half="bfloat16", shard=None, **common,
+        num_attention_heads=6, num_key_value_heads=2, head_dim=12,
+        rope_parameters={"rope_type": "default", "rope_theta": 3000.0})
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minilm", help="directory of all-MiniLM-L6-v2 (config.json, model.safetensors, tokenizer.json)")
+    ap.add_argument("--only", choices=["encoders", "decoders"],
+                    help="build only BERT/GPT-2/ViT (encoders) or only the Llama-family fixtures (decoders)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     OUT.mkdir(parents=True, exist_ok=True)
-    bert_fixture()
-    gpt2_fixture()
-    # Sizes keep the conv weights (hidden x 3 x patch x patch) and so the fixtures small.
-    vit_fixture("vit16_tiny", patch=16, image_size=48, hidden=32, with_preprocessor=True, classification=True)
-    vit_fixture("vit32_tiny", patch=32, image_size=64, hidden=24, with_preprocessor=False, classification=False)
+    if args.only != "decoders":
+        bert_fixture()
+        gpt2_fixture()
+        # Sizes keep the conv weights (hidden x 3 x patch x patch) and so the fixtures small.
+        vit_fixture("vit16_tiny", patch=16, image_size=48, hidden=32, with_preprocessor=True, classification=True)
+        vit_fixture("vit32_tiny", patch=32, image_size=64, hidden=24, with_preprocessor=False, classification=False)
+    if args.only != "encoders":
+        decoder_fixtures()
     if args.minilm:
         minilm_reference(args.minilm)
     total = sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file())

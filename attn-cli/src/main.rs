@@ -26,7 +26,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use attn_pipeline::{Control, CorpusInput, ProjectionSettings, RunPlan, RunSummary, Shard};
 use attn_store::Dataset;
-use attn_types::{HeadId, Metric, ProjectionMethod};
+use attn_types::{HeadId, Metric, ProjectionMethod, RopeCapture};
 use attn_viz_core::dataset::ViewData;
 use attn_viz_core::{ColorEncoding, Search, Selection, SentenceOptions, ViewState};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -123,6 +123,10 @@ struct ModelArgs {
     /// Truncate sequences longer than the model's maximum instead of failing.
     #[arg(long)]
     truncate: bool,
+    /// Rotary-position models (Llama, Mistral, Qwen): store queries and keys after the rotation, as
+    /// attention multiplies them (post), or before it (pre: position-free content vectors).
+    #[arg(long, default_value = "post", value_name = "post|pre", value_parser = parse_rope)]
+    rope: RopeCapture,
     /// Store raw vectors only (no key translation or query/key scaling).
     #[arg(long)]
     no_normalize: bool,
@@ -629,12 +633,17 @@ fn plan(args: &ModelArgs, projection: ProjectionSettings, quiet: bool) -> Result
         backend: args.backend.clone(),
         batch_size: args.batch_size,
         truncate: args.truncate,
+        rope: args.rope,
         normalize: !args.no_normalize,
         layers: index_list("--layers", args.selection.layers.as_deref())?,
         heads: index_list("--heads", args.selection.heads.as_deref())?,
         shard: args.selection.shard,
         projection,
     })
+}
+
+fn parse_rope(s: &str) -> Result<RopeCapture, String> {
+    s.parse().map_err(|e: attn_types::TypesError| e.to_string())
 }
 
 fn index_list(flag: &str, value: Option<&str>) -> Result<Option<Vec<u16>>> {

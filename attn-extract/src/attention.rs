@@ -9,7 +9,8 @@ use burn::tensor::activation::softmax;
 use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor, TensorData};
 
-/// Additive logit bias that masks padding (and, when `causal`, future keys).
+/// Additive logit bias that masks padding (and, when `causal`, future keys; with a `window`, keys
+/// `window` or more positions back, as transformers' sliding-window mask).
 ///
 /// Shape `[batch, 1, seq, seq]`, broadcast over heads: 0 where a query may attend to a key, a large
 /// negative number elsewhere (exp underflows to exactly 0, as with transformers' `finfo.min`).
@@ -17,6 +18,7 @@ pub(crate) fn attention_bias(
     lengths: &[usize],
     seq: usize,
     causal: bool,
+    window: Option<usize>,
     device: &Device,
 ) -> Tensor<4> {
     const MASKED: f32 = -1.0e9;
@@ -25,7 +27,8 @@ pub(crate) fn attention_bias(
         let block = &mut data[b * seq * seq..(b + 1) * seq * seq];
         for q in 0..seq {
             for k in 0..seq {
-                if k >= len || (causal && k > q) {
+                let outside_window = window.is_some_and(|w| q >= k + w);
+                if k >= len || (causal && k > q) || outside_window {
                     block[q * seq + k] = MASKED;
                 }
             }
@@ -54,22 +57,46 @@ pub(crate) fn attend(
             .swap_dims(1, 2)
     };
     let (q, k, v) = (split(0), split(1), split(2));
+    attend_heads(q, k, v, bias, 1.0 / (head_dim as f64).sqrt())
+}
+
+/// Scaled dot-product attention of `q` `[batch, heads, seq, d]` over `k`, `v`
+/// `[batch, kv_heads, seq, d]`, where query head `h` reads key/value head `h / (heads / kv_heads)`
+/// (grouped-query attention; `kv_heads == heads` is plain multi-head attention). Returns the context
+/// `[batch, seq, heads * d]` and the probabilities `[batch, heads, seq, seq]`.
+pub(crate) fn attend_heads(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    bias: Tensor<4>,
+    scale: f64,
+) -> (Tensor<3>, Tensor<4>) {
+    let [batch, heads, seq, d] = q.dims();
+    let kv_heads = k.dims()[1];
+    let group = heads / kv_heads;
+    // The query heads of one group are contiguous: fold them into the row axis so that each key
+    // head is multiplied once, without repeating it `group` times as `repeat_kv` does.
     let scores = q
+        .reshape([batch, kv_heads, group * seq, d])
         .matmul(k.swap_dims(2, 3))
-        .mul_scalar(1.0 / (head_dim as f64).sqrt())
+        .reshape([batch, heads, seq, seq])
+        .mul_scalar(scale)
         + bias;
     let probs = softmax(scores, 3);
     let context = probs
         .clone()
+        .reshape([batch, kv_heads, group * seq, seq])
         .matmul(v)
+        .reshape([batch, heads, seq, d])
         .swap_dims(1, 2)
-        .reshape([batch, seq, hidden]);
+        .reshape([batch, seq, heads * d]);
     (context, probs)
 }
 
 /// What one layer exposes to the extraction: the fused projection and the probabilities.
 pub(crate) struct LayerTaps {
-    /// `[batch, seq, 3 * hidden]`: queries, keys, values (bias included, unscaled).
+    /// `[batch, seq, (heads + 2 * kv_heads) * head_dim]`: queries, keys, values (bias included,
+    /// unscaled), each block head-major.
     pub qkv: Tensor<3>,
     /// `[batch, heads, seq, seq]`.
     pub probs: Tensor<4>,

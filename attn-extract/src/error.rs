@@ -32,7 +32,7 @@ pub enum ExtractError {
         message: String,
     },
     /// `model_type` names an architecture this crate does not implement.
-    #[error("unknown architecture: model_type `{model_type}` in {} (supported: bert, gpt2, vit)", path.display())]
+    #[error("unknown architecture: model_type `{model_type}` in {} (supported: bert, gpt2, vit, llama, mistral, qwen2, qwen3)", path.display())]
     UnknownArchitecture {
         /// The `model_type` value found.
         model_type: String,

@@ -10,7 +10,7 @@ use burn::tensor::{Device, Int, Tensor};
 
 use crate::attention::{LayerTaps, TapSink, attend};
 use crate::error::Result;
-use crate::hf::{Activation, HfConfig, RemapRule, load_safetensors};
+use crate::hf::{Activation, HfConfig, RemapRule, WeightPrecision, load_safetensors};
 
 /// Hugging Face tensor names -> our module paths, applied in order to every key of the file.
 const REMAP: &[RemapRule] = &[
@@ -158,7 +158,7 @@ impl Gpt2 {
     /// Builds the decoder from `config` and loads `dir/model.safetensors`.
     pub(crate) fn load(config: &Gpt2Config, dir: &Path, device: &Device) -> Result<Self> {
         let mut model = config.init(device);
-        load_safetensors(&mut model, dir, REMAP, IGNORE)?;
+        load_safetensors(&mut model, dir, REMAP, IGNORE, WeightPrecision::F32)?;
         Ok(model)
     }
 

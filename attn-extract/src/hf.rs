@@ -161,96 +161,232 @@ impl Activation {
 /// One remap rule: a regex on the file's tensor key and its replacement (burn module path).
 pub(crate) type RemapRule = (&'static str, &'static str);
 
-/// Loads `dir/model.safetensors` into `module` through an ordered key-remap table.
+/// How a checkpoint's float tensors are held once loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WeightPrecision {
+    /// Cast to f32 on load (BERT, GPT-2, ViT: their modules compute in f32 throughout).
+    F32,
+    /// Kept as stored (f16/bf16 stay half precision): the model casts a layer's weights to f32 as it
+    /// uses them, so a half-precision checkpoint never exists twice in memory at full size.
+    AsStored,
+}
+
+/// Loads the checkpoint of `dir` into `module` through an ordered key-remap table: `model.safetensors`,
+/// or the shards listed by `model.safetensors.index.json`.
 ///
 /// Fails when a module parameter receives no tensor, when a tensor's shape disagrees with the
-/// module built from the config, or when the file holds a tensor that matches no parameter and no
-/// pattern of `ignore` (task heads, buffers).
+/// module built from the config, when the file holds a tensor that matches no parameter and no
+/// pattern of `ignore` (task heads, buffers), or when a shard index names a missing file or a
+/// tensor its shard does not hold.
 pub(crate) fn load_safetensors<M: Module + ModuleSnapshot>(
     module: &mut M,
     dir: &Path,
     remap: &[RemapRule],
     ignore: &[&str],
+    precision: WeightPrecision,
 ) -> Result<()> {
-    let file = dir.join("model.safetensors");
-    if !file.is_file() {
-        return Err(ExtractError::MissingFile {
-            path: file,
-            why: "the model weights (only safetensors checkpoints are supported)".into(),
+    let single = dir.join("model.safetensors");
+    let index = dir.join("model.safetensors.index.json");
+    let files = if single.is_file() || !index.is_file() {
+        if !single.is_file() {
+            return Err(ExtractError::MissingFile {
+                path: single,
+                why: "the model weights (model.safetensors, or model.safetensors.index.json with its \
+                      shards; only safetensors checkpoints are supported)"
+                    .into(),
+            });
+        }
+        vec![single]
+    } else {
+        shard_files(&index)?
+    };
+    // A parameter is missing only if no shard provides it; a tensor is unused if no parameter
+    // took it (each shard reports the parameters it lacks).
+    let mut missing: Option<std::collections::BTreeSet<String>> = None;
+    let mut unused = Vec::new();
+    for file in &files {
+        let result = load_file(module, file, remap, precision)?;
+        if let Some(err) = result.errors.first() {
+            return Err(apply_error(file, err));
+        }
+        let here: std::collections::BTreeSet<String> =
+            result.missing.iter().map(|(p, _)| p.clone()).collect();
+        missing = Some(match missing {
+            None => here,
+            Some(before) => before.intersection(&here).cloned().collect(),
+        });
+        unused.extend(
+            result
+                .unused
+                .iter()
+                .map(|name| (file.clone(), name.clone())),
+        );
+    }
+    let reported = files.last().cloned().unwrap_or_default();
+    if let Some(missing) = missing.filter(|m| !m.is_empty()) {
+        return Err(ExtractError::MissingTensors {
+            file: if files.len() > 1 { index } else { reported },
+            tensors: missing.into_iter().collect(),
         });
     }
-    // Casting to f32 lets f16/bf16 checkpoints load into the f32 modules.
-    let adapter = PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32));
-    let mut store = SafetensorsStore::from_file(&file)
-        .with_from_adapter(adapter)
-        .validate(false)
-        .allow_partial(true);
+    let unexpected: Vec<(PathBuf, String)> = unused
+        .into_iter()
+        .filter(|(_, name)| !ignore.iter().any(|pat| pattern_matches(pat, name)))
+        .collect();
+    if let Some((file, _)) = unexpected.first() {
+        return Err(ExtractError::UnexpectedTensors {
+            file: file.clone(),
+            tensors: unexpected.iter().map(|(_, n)| n.clone()).collect(),
+        });
+    }
+    Ok(())
+}
+
+fn load_file<M: Module + ModuleSnapshot>(
+    module: &mut M,
+    file: &Path,
+    remap: &[RemapRule],
+    precision: WeightPrecision,
+) -> Result<ApplyResult> {
+    let mut store = match precision {
+        // Casting to f32 lets f16/bf16 checkpoints load into the f32 modules.
+        WeightPrecision::F32 => SafetensorsStore::from_file(file)
+            .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32))),
+        WeightPrecision::AsStored => {
+            SafetensorsStore::from_file(file).with_from_adapter(PyTorchToBurnAdapter)
+        }
+    }
+    .validate(false)
+    .allow_partial(true);
     for (from, to) in remap {
         // The patterns are literals of this crate, checked by the fixture tests.
         store = store.with_key_remapping(*from, *to);
     }
-    let result = module.load_from(&mut store).map_err(|e| match e {
+    module.load_from(&mut store).map_err(|e| match e {
         SafetensorsStoreError::Io(err) => ExtractError::Io {
-            path: file.clone(),
+            path: file.to_path_buf(),
             message: err.to_string(),
         },
         other => ExtractError::CorruptSafetensors {
-            file: file.clone(),
+            file: file.to_path_buf(),
             message: other.to_string(),
         },
-    })?;
-    check_apply(&file, &result, ignore)
+    })
 }
 
-fn check_apply(file: &Path, result: &ApplyResult, ignore: &[&str]) -> Result<()> {
-    if let Some(err) = result.errors.first() {
-        return Err(match err {
-            ApplyError::ShapeMismatch {
+/// The shard files of a `model.safetensors.index.json`, checked: every shard exists, and every
+/// tensor the index assigns to a shard is in that shard's header.
+fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
+    let json = read_json(index, "the shard index")?;
+    let invalid = |message: String| ExtractError::InvalidConfig {
+        path: index.to_path_buf(),
+        message,
+    };
+    let map = json
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| invalid("missing object `weight_map`".into()))?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut by_shard: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
+    for (tensor, shard) in map {
+        let shard = shard
+            .as_str()
+            .ok_or_else(|| invalid(format!("`weight_map.{tensor}` is not a file name")))?;
+        if shard.contains('/') || shard.contains('\\') || shard.starts_with('.') {
+            return Err(invalid(format!(
+                "`weight_map.{tensor}` names `{shard}`, not a file beside the index"
+            )));
+        }
+        by_shard.entry(shard.to_string()).or_default().push(tensor);
+    }
+    if by_shard.is_empty() {
+        return Err(invalid("`weight_map` is empty".into()));
+    }
+    let mut files = Vec::with_capacity(by_shard.len());
+    for (shard, tensors) in by_shard {
+        let path = dir.join(&shard);
+        if !path.is_file() {
+            return Err(ExtractError::MissingFile {
                 path,
-                expected,
-                found,
-            } => ExtractError::ShapeMismatch {
-                file: file.to_path_buf(),
-                tensor: path.clone(),
-                expected: expected.to_vec(),
-                actual: found.to_vec(),
-            },
-            ApplyError::DTypeMismatch {
-                path,
-                expected,
-                found,
-            } => ExtractError::LoadTensor {
-                file: file.to_path_buf(),
-                tensor: path.clone(),
-                message: format!("dtype {found:?}, expected {expected:?}"),
-            },
-            ApplyError::AdapterError { path, message }
-            | ApplyError::LoadError { path, message } => ExtractError::LoadTensor {
+                why: format!("a weight shard listed in {}", index.display()),
+            });
+        }
+        let held = safetensors_header_names(&path)?;
+        if let Some(absent) = tensors.iter().find(|t| !held.contains(**t)) {
+            return Err(invalid(format!(
+                "`weight_map.{absent}` names shard {shard}, which holds no such tensor"
+            )));
+        }
+        files.push(path);
+    }
+    Ok(files)
+}
+
+/// The tensor names in a safetensors file's header (read without touching the data).
+fn safetensors_header_names(path: &Path) -> Result<std::collections::HashSet<String>> {
+    use std::io::Read;
+    let corrupt = |message: String| ExtractError::CorruptSafetensors {
+        file: path.to_path_buf(),
+        message,
+    };
+    let io = |e: std::io::Error| ExtractError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)
+        .map_err(|_| corrupt("shorter than its 8-byte header length".into()))?;
+    let len = u64::from_le_bytes(len);
+    if len > 100_000_000 || len + 8 > file_len {
+        return Err(corrupt(format!(
+            "header length {len} does not fit the file ({file_len} bytes)"
+        )));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header).map_err(io)?;
+    let value: Value =
+        serde_json::from_slice(&header).map_err(|e| corrupt(format!("header: {e}")))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| corrupt("header is not a JSON object".into()))?;
+    Ok(object
+        .keys()
+        .filter(|k| *k != "__metadata__")
+        .cloned()
+        .collect())
+}
+
+fn apply_error(file: &Path, err: &ApplyError) -> ExtractError {
+    match err {
+        ApplyError::ShapeMismatch {
+            path,
+            expected,
+            found,
+        } => ExtractError::ShapeMismatch {
+            file: file.to_path_buf(),
+            tensor: path.clone(),
+            expected: expected.to_vec(),
+            actual: found.to_vec(),
+        },
+        ApplyError::DTypeMismatch {
+            path,
+            expected,
+            found,
+        } => ExtractError::LoadTensor {
+            file: file.to_path_buf(),
+            tensor: path.clone(),
+            message: format!("dtype {found:?}, expected {expected:?}"),
+        },
+        ApplyError::AdapterError { path, message } | ApplyError::LoadError { path, message } => {
+            ExtractError::LoadTensor {
                 file: file.to_path_buf(),
                 tensor: path.clone(),
                 message: message.clone(),
-            },
-        });
+            }
+        }
     }
-    if !result.missing.is_empty() {
-        return Err(ExtractError::MissingTensors {
-            file: file.to_path_buf(),
-            tensors: result.missing.iter().map(|(p, _)| p.clone()).collect(),
-        });
-    }
-    let unexpected: Vec<String> = result
-        .unused
-        .iter()
-        .filter(|name| !ignore.iter().any(|pat| pattern_matches(pat, name)))
-        .cloned()
-        .collect();
-    if !unexpected.is_empty() {
-        return Err(ExtractError::UnexpectedTensors {
-            file: file.to_path_buf(),
-            tensors: unexpected,
-        });
-    }
-    Ok(())
 }
 
 /// Tiny glob: `prefix*` matches by prefix, `*suffix` by suffix, anything else exactly.

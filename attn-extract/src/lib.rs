@@ -7,6 +7,7 @@ mod gpt2;
 mod hf;
 mod host;
 mod images;
+mod llama;
 mod text;
 mod vit;
 
@@ -14,7 +15,7 @@ use std::path::Path;
 
 use attn_types::{
     Architecture, Extraction, HeadCapture, HeadId, HeadVectors, ImageGeometry, Matrix, ModelInfo,
-    PatchPos, SequenceAttention, TokenMeta, TokenTable,
+    PatchPos, RopeCapture, SequenceAttention, TokenMeta, TokenTable,
 };
 pub use burn::tensor::Device;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -31,13 +32,14 @@ use crate::bert::{Bert, BertConfig};
 use crate::gpt2::{Gpt2, Gpt2Config};
 use crate::hf::HfConfig;
 use crate::images::ImagePrep;
+use crate::llama::{Decoder, DecoderConfig};
 use crate::text::TextTokenizer;
 use crate::vit::{Vit, VitConfig};
 
 /// The input of an extraction.
 #[derive(Debug, Clone)]
 pub enum Corpus {
-    /// Sentences or documents, for BERT and GPT-2.
+    /// Sentences or documents, for the text models (BERT, GPT-2, the Llama family).
     Text(Vec<String>),
     /// Images, for ViT (any size: they are resized to the model's input).
     Images(Vec<RgbImage>),
@@ -72,6 +74,9 @@ pub struct ExtractOptions {
     pub truncate: bool,
     /// Capture the attention probabilities (`HeadCapture::attention`); when false that list is empty.
     pub capture_attention: bool,
+    /// For rotary-position models (the Llama family): capture queries and keys after the rotation
+    /// (what attention multiplies; the default) or before it. Ignored by the other families.
+    pub rope: RopeCapture,
 }
 
 impl Default for ExtractOptions {
@@ -82,6 +87,7 @@ impl Default for ExtractOptions {
             heads: None,
             truncate: false,
             capture_attention: true,
+            rope: RopeCapture::Post,
         }
     }
 }
@@ -145,6 +151,13 @@ enum Family {
         prep: ImagePrep,
         grid: usize,
     },
+    Decoder {
+        model: Decoder,
+        tokenizer: Box<TextTokenizer>,
+        vocab_size: usize,
+        /// The sliding attention window of the layers that have one.
+        window: Option<usize>,
+    },
 }
 
 /// A model loaded on a device, ready to extract from.
@@ -199,9 +212,7 @@ impl LoadedModel {
                 let info = model_info(
                     id,
                     Architecture::Bert,
-                    c.num_layers,
-                    c.num_heads,
-                    c.hidden_size,
+                    Sizes::multi_head(c.num_layers, c.num_heads, c.hidden_size),
                     c.max_positions,
                     None,
                     &cfg,
@@ -222,9 +233,7 @@ impl LoadedModel {
                 let info = model_info(
                     id,
                     Architecture::Gpt2,
-                    c.num_layers,
-                    c.num_heads,
-                    c.hidden_size,
+                    Sizes::multi_head(c.num_layers, c.num_heads, c.hidden_size),
                     c.max_positions,
                     None,
                     &cfg,
@@ -253,14 +262,41 @@ impl LoadedModel {
                 let info = model_info(
                     id,
                     Architecture::Vit,
-                    c.num_layers,
-                    c.num_heads,
-                    c.hidden_size,
+                    Sizes::multi_head(c.num_layers, c.num_heads, c.hidden_size),
                     grid * grid + 1,
                     Some(geometry),
                     &cfg,
                 )?;
                 (info, Family::Vit { model, prep, grid })
+            }
+            "llama" | "mistral" | "qwen2" | "qwen3" => {
+                let architecture = match model_type.as_str() {
+                    "llama" => Architecture::Llama,
+                    "mistral" => Architecture::Mistral,
+                    "qwen2" => Architecture::Qwen2,
+                    _ => Architecture::Qwen3,
+                };
+                let c = DecoderConfig::from_hf(&cfg, architecture)?;
+                let tokenizer = Box::new(TextTokenizer::load(dir, architecture)?);
+                let model = Decoder::load(&c, dir, device)?;
+                let sizes = Sizes {
+                    layers: c.num_layers,
+                    heads: c.num_heads,
+                    kv_heads: Some(c.num_kv_heads),
+                    head_dim: c.head_dim,
+                    hidden: c.hidden_size,
+                };
+                let mut info = model_info(id, architecture, sizes, c.max_positions, None, &cfg)?;
+                info.rope = Some(RopeCapture::Post);
+                (
+                    info,
+                    Family::Decoder {
+                        model,
+                        tokenizer,
+                        vocab_size: c.vocab_size,
+                        window: c.window(),
+                    },
+                )
             }
             _ => {
                 return Err(ExtractError::UnknownArchitecture {
@@ -299,9 +335,15 @@ impl LoadedModel {
         let (layers, heads) = self.selection(opts)?;
         let inputs = self.prepare(corpus, opts)?;
         let n_seq = inputs.len();
-        let hidden = self.info.hidden_size as usize;
         let n_heads = self.info.num_heads as usize;
         let d = self.info.head_dim as usize;
+        // Tap rows are `[q (heads) | k (kv heads) | v (kv heads)]`, head-major.
+        let kv_heads = self.info.key_heads() as usize;
+        let (q_width, kv_width) = (n_heads * d, kv_heads * d);
+        let tap_width = q_width + 2 * kv_width;
+        let key_head: Vec<usize> = (0..n_heads)
+            .map(|h| self.info.key_head_of(h as u16) as usize)
+            .collect();
         let last_layer = layers.iter().copied().max().unwrap_or(0);
         // layer -> slot in `store`; usize::MAX for layers computed but not captured.
         let mut layer_slot = vec![usize::MAX; self.info.num_layers as usize];
@@ -338,7 +380,7 @@ impl LoadedModel {
             let lengths: Vec<usize> = batch.iter().map(|&i| inputs[i].tokens.len()).collect();
             let seq = lengths.iter().copied().max().unwrap_or(0);
             let causal = self.info.architecture.is_causal();
-            let bias = attention_bias(&lengths, seq, causal, &self.device);
+            let bias = attention_bias(&lengths, seq, causal, None, &self.device);
             let capture = opts.capture_attention;
             let mut sink = |layer: usize, taps: LayerTaps| -> Result<()> {
                 let slot = layer_slot[layer];
@@ -358,16 +400,17 @@ impl LoadedModel {
                     .par_iter_mut()
                     .zip(heads.par_iter())
                     .for_each(|(buf, &h)| {
+                        let k_at = q_width + key_head[h] * d;
+                        let v_at = k_at + kv_width;
                         for (b, &si) in batch.iter().enumerate() {
                             let len = lengths[b];
                             for t in 0..len {
-                                let row = &qkv
-                                    [(b * seq + t) * 3 * hidden..(b * seq + t + 1) * 3 * hidden];
+                                let row =
+                                    &qkv[(b * seq + t) * tap_width..(b * seq + t + 1) * tap_width];
                                 let out = (first_token[si] + t) * d;
                                 buf.q[out..out + d].copy_from_slice(&row[h * d..(h + 1) * d]);
-                                buf.k[out..out + d]
-                                    .copy_from_slice(&row[hidden + h * d..hidden + (h + 1) * d]);
-                                let v = &row[2 * hidden + h * d..2 * hidden + (h + 1) * d];
+                                buf.k[out..out + d].copy_from_slice(&row[k_at..k_at + d]);
+                                let v = &row[v_at..v_at + d];
                                 buf.vnorm[first_token[si] + t] =
                                     v.iter().map(|x| x * x).sum::<f32>().sqrt();
                             }
@@ -392,6 +435,12 @@ impl LoadedModel {
                 Family::Gpt2 { model, .. } => {
                     let ids = self.ids_tensor(batch, &inputs, seq);
                     model.forward(ids, bias, last_layer, &mut sink)?;
+                }
+                Family::Decoder { model, window, .. } => {
+                    let ids = self.ids_tensor(batch, &inputs, seq);
+                    let window_bias = window
+                        .map(|w| attention_bias(&lengths, seq, causal, Some(w), &self.device));
+                    model.forward(ids, bias, window_bias, last_layer, opts.rope, &mut sink)?;
                 }
                 Family::Vit { model, prep, .. } => {
                     let size = prep.size as usize;
@@ -441,8 +490,12 @@ impl LoadedModel {
                 });
             }
         }
+        let mut model = self.info.clone();
+        if model.rope.is_some() {
+            model.rope = Some(opts.rope);
+        }
         Ok(Extraction {
-            model: self.info.clone(),
+            model,
             tokens: TokenTable { tokens },
             heads: captures,
         })
@@ -496,6 +549,11 @@ impl LoadedModel {
                     ..
                 }
                 | Family::Gpt2 {
+                    tokenizer,
+                    vocab_size,
+                    ..
+                }
+                | Family::Decoder {
                     tokenizer,
                     vocab_size,
                     ..
@@ -623,13 +681,33 @@ impl LoadedModel {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The attention sizes of a model, as [`ModelInfo`] records them.
+struct Sizes {
+    layers: usize,
+    heads: usize,
+    /// Key/value heads under grouped-query attention.
+    kv_heads: Option<usize>,
+    head_dim: usize,
+    hidden: usize,
+}
+
+impl Sizes {
+    /// Multi-head attention with `hidden / heads`-dimensional heads (BERT, GPT-2, ViT).
+    fn multi_head(layers: usize, heads: usize, hidden: usize) -> Self {
+        Self {
+            layers,
+            heads,
+            kv_heads: None,
+            head_dim: hidden / heads.max(1),
+            hidden,
+        }
+    }
+}
+
 fn model_info(
     id: String,
     architecture: Architecture,
-    layers: usize,
-    heads: usize,
-    hidden: usize,
+    sizes: Sizes,
     max_positions: usize,
     image: Option<ImageGeometry>,
     cfg: &HfConfig,
@@ -637,14 +715,20 @@ fn model_info(
     Ok(ModelInfo {
         id,
         architecture,
-        num_layers: u16::try_from(layers).map_err(|_| too_big(cfg, "num_hidden_layers"))?,
-        num_heads: u16::try_from(heads).map_err(|_| too_big(cfg, "num_attention_heads"))?,
-        head_dim: u32::try_from(hidden / heads).map_err(|_| too_big(cfg, "hidden_size"))?,
-        hidden_size: u32::try_from(hidden).map_err(|_| too_big(cfg, "hidden_size"))?,
+        num_layers: u16::try_from(sizes.layers).map_err(|_| too_big(cfg, "num_hidden_layers"))?,
+        num_heads: u16::try_from(sizes.heads).map_err(|_| too_big(cfg, "num_attention_heads"))?,
+        head_dim: u32::try_from(sizes.head_dim).map_err(|_| too_big(cfg, "head_dim"))?,
+        hidden_size: u32::try_from(sizes.hidden).map_err(|_| too_big(cfg, "hidden_size"))?,
         max_positions: u32::try_from(max_positions)
             .map_err(|_| too_big(cfg, "max_position_embeddings"))?,
         image,
         config: cfg.json.clone(),
+        num_key_value_heads: sizes
+            .kv_heads
+            .map(u16::try_from)
+            .transpose()
+            .map_err(|_| too_big(cfg, "num_key_value_heads"))?,
+        rope: None,
     })
 }
 

@@ -49,6 +49,13 @@ impl TextTokenizer {
         match arch {
             Architecture::Bert => Self::wordpiece(dir),
             Architecture::Gpt2 => Self::byte_level_bpe(dir),
+            Architecture::Llama
+            | Architecture::Mistral
+            | Architecture::Qwen2
+            | Architecture::Qwen3 => Err(ExtractError::MissingFile {
+                path: json,
+                why: "the tokenizer (Llama-family models need tokenizer.json)".into(),
+            }),
             Architecture::Vit => Err(ExtractError::Tokenizer {
                 path: json,
                 message: "a vision model has no tokenizer".into(),

@@ -167,10 +167,10 @@ fn corrupt_safetensors_header_is_reported() {
 #[test]
 fn unknown_model_type_is_named() {
     let (_tmp, dir) = copy_fixture("bert_tiny");
-    edit_config(&dir, "model_type", "llama".into());
+    edit_config(&dir, "model_type", "gemma3".into());
     match load(&dir).unwrap_err() {
         ExtractError::UnknownArchitecture { model_type, path } => {
-            assert_eq!(model_type, "llama");
+            assert_eq!(model_type, "gemma3");
             assert!(path.ends_with("config.json"));
         }
         other => panic!("wrong error {other:?}"),

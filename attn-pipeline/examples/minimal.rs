@@ -28,6 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         backend: "flex".into(),
         batch_size: 8,
         truncate: true,
+        rope: Default::default(),
         normalize: true,
         layers: Some(vec![0]),
         heads: None,

@@ -803,6 +803,8 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
             .map_err(|_| input!("sequence length {max_len} is too large"))?,
         image: None,
         config,
+        num_key_value_heads: None,
+        rope: None,
     };
     let abs = |p: &Path| {
         std::path::absolute(p)

@@ -11,7 +11,8 @@ use attn_project::{Embedding, Pca, Projector, Tsne, Umap, UmapInit};
 use attn_store::Dataset;
 use attn_types::{
     DATA_MODEL_VERSION, DatasetMeta, Fidelity, HeadCapture, HeadId, HeadProjection, HeadVectors,
-    Matrix, Metric, ModelInfo, ProjectionMethod, RunInfo, SequenceAttention, TokenTable,
+    Matrix, Metric, ModelInfo, ProjectionMethod, RopeCapture, RunInfo, SequenceAttention,
+    TokenTable,
 };
 use rayon::prelude::*;
 
@@ -148,6 +149,8 @@ pub struct RunPlan {
     pub batch_size: usize,
     /// Truncate over-long sequences instead of failing.
     pub truncate: bool,
+    /// Rotary-position models: store queries and keys after the rotation (the default) or before it.
+    pub rope: RopeCapture,
     /// Apply key translation and scaling.
     pub normalize: bool,
     /// Layer filter.
@@ -343,6 +346,9 @@ pub fn run(plan: &RunPlan, control: Control<'_>) -> Result<RunSummary> {
     if let Some(id) = &plan.model_id {
         info.id = id.clone();
     }
+    if info.rope.is_some() {
+        info.rope = Some(plan.rope);
+    }
     let (corpus, corpus_name) =
         load_corpus(&info, &plan.corpus, &plan.text_field, plan.max_sequences)?;
     let selected = select_heads(
@@ -394,6 +400,7 @@ pub fn run(plan: &RunPlan, control: Control<'_>) -> Result<RunSummary> {
             heads: Some(head_idx),
             truncate: plan.truncate,
             capture_attention: true,
+            rope: plan.rope,
         };
         let progress = control.start(Stage::Extract, corpus.len());
         let extraction = model.extract(&corpus, &opts, &mut |done, _| progress.set(done)).map_err(|e| match e {
@@ -508,6 +515,10 @@ fn run_identity(meta: &DatasetMeta) -> Vec<(&'static str, String)> {
         ),
         ("normalize (--no-normalize)", param("normalize")),
         ("truncate (--truncate)", param("truncate")),
+        (
+            "rotary capture (--rope)",
+            meta.model.rope.map_or("none".into(), |r| r.to_string()),
+        ),
     ]
 }
 

@@ -143,6 +143,16 @@ fn model_difference(
             a.head_dim.to_string(),
             b.head_dim.to_string(),
         ),
+        (
+            "model.num_key_value_heads",
+            a.key_heads().to_string(),
+            b.key_heads().to_string(),
+        ),
+        (
+            "model.rope",
+            a.rope.map_or("none".into(), |r| r.to_string()),
+            b.rope.map_or("none".into(), |r| r.to_string()),
+        ),
         ("model.config", a.config.to_string(), b.config.to_string()),
     ];
     fields

@@ -110,6 +110,8 @@ pub fn write_sample_dataset(dir: &Path, spec: &SampleSpec) -> Result<Dataset, St
             max_positions: 512,
             image: None,
             config: serde_json::json!({"model_type": "sample"}),
+            num_key_value_heads: None,
+            rope: None,
         },
         run: RunInfo {
             corpus: "builtin:sample".to_string(),

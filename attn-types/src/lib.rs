@@ -266,6 +266,14 @@ pub enum Architecture {
     Gpt2,
     /// Vision Transformer: image patches plus a CLS token, bidirectional.
     Vit,
+    /// Llama 2 / 3 decoders: RMSNorm, rotary positions, grouped-query attention, causal.
+    Llama,
+    /// Mistral: as Llama, with a sliding attention window.
+    Mistral,
+    /// Qwen2: as Llama, with query/key/value biases and an optional sliding window.
+    Qwen2,
+    /// Qwen3: as Llama, with a per-head RMSNorm of queries and keys before the rotation.
+    Qwen3,
     /// Vectors imported from a model attnviz cannot load (`attnviz import`): only the attention
     /// pattern is known. Serialized as `{"imported": {"causal": bool}}`, next to the plain strings of
     /// the other variants, so datasets written before this variant existed still load.
@@ -280,7 +288,11 @@ impl Architecture {
     /// Whether a query may only attend to keys at or before its own position.
     pub fn is_causal(self) -> bool {
         match self {
-            Architecture::Gpt2 => true,
+            Architecture::Gpt2
+            | Architecture::Llama
+            | Architecture::Mistral
+            | Architecture::Qwen2
+            | Architecture::Qwen3 => true,
             Architecture::Bert | Architecture::Vit => false,
             Architecture::Imported { causal } => causal,
         }
@@ -303,6 +315,10 @@ impl fmt::Display for Architecture {
             Architecture::Bert => "bert",
             Architecture::Gpt2 => "gpt2",
             Architecture::Vit => "vit",
+            Architecture::Llama => "llama",
+            Architecture::Mistral => "mistral",
+            Architecture::Qwen2 => "qwen2",
+            Architecture::Qwen3 => "qwen3",
             Architecture::Imported { causal: false } => "imported",
             Architecture::Imported { causal: true } => "imported (causal)",
         })
@@ -330,12 +346,70 @@ pub struct ModelInfo {
     pub image: Option<ImageGeometry>,
     /// The model's `config.json`, verbatim, for provenance.
     pub config: serde_json::Value,
+    /// Key/value heads per layer under grouped-query attention (`num_key_value_heads`): query head
+    /// `h` reads key head `h / (num_heads / kv_heads)`, as transformers' `repeat_kv`. `None` when
+    /// every query head has its own key head (and in datasets written before this field existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_key_value_heads: Option<u16>,
+    /// For models with rotary position embeddings: whether the stored queries and keys are the
+    /// rotated vectors attention multiplies or the vectors before the rotation. `None` for models
+    /// without rotary embeddings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope: Option<RopeCapture>,
 }
 
 impl ModelInfo {
     /// Every head of the model in layer-major order.
     pub fn heads(&self) -> impl Iterator<Item = HeadId> {
         HeadId::all(self.num_layers, self.num_heads)
+    }
+
+    /// Key heads per layer: `num_key_value_heads`, or `num_heads` without grouped-query attention.
+    pub fn key_heads(&self) -> u16 {
+        self.num_key_value_heads.unwrap_or(self.num_heads)
+    }
+
+    /// The key head that query head `head` attends with (itself without grouped-query attention).
+    pub fn key_head_of(&self, head: u16) -> u16 {
+        let kv = self.key_heads().max(1);
+        let group = (self.num_heads / kv).max(1);
+        head / group
+    }
+}
+
+/// Which queries and keys of a rotary-position model are captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RopeCapture {
+    /// After the rotation: the vectors whose dot products attention takes (the default).
+    #[default]
+    Post,
+    /// Before the rotation (after the q/k norms of Qwen3): position-free content vectors.
+    Pre,
+}
+
+impl fmt::Display for RopeCapture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RopeCapture::Post => "post",
+            RopeCapture::Pre => "pre",
+        })
+    }
+}
+
+impl std::str::FromStr for RopeCapture {
+    type Err = TypesError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "post" => Ok(RopeCapture::Post),
+            "pre" => Ok(RopeCapture::Pre),
+            other => Err(TypesError::Parse {
+                what: "rope capture",
+                input: other.to_string(),
+                expected: "post or pre",
+            }),
+        }
     }
 }
 

@@ -263,6 +263,8 @@ impl Api {
                 "num_layers": model.num_layers,
                 "num_heads": model.num_heads,
                 "head_dim": model.head_dim,
+                "num_key_value_heads": model.key_heads(),
+                "rope": model.rope,
                 "image": model.image,
                 "causal": model.architecture.is_causal(),
             },

@@ -233,6 +233,87 @@ fn gpt2_is_causal_end_to_end() {
     assert!(png_size(&ds_dir.join("figures/matrix_tsne_3d.png")).0 > 600);
 }
 
+/// The Llama-family decoders end to end: extract (grouped-query attention, rotary embeddings,
+/// sliding windows), normalize, project, render; the dataset records the grouping and the rotary
+/// capture, query heads of a group share their keys, and attention respects causality and the window.
+#[test]
+fn decoders_run_end_to_end() {
+    // (fixture, architecture, sliding window per layer)
+    let cases: [(&str, &str, [Option<usize>; 3]); 4] = [
+        ("llama_tiny", "llama", [None; 3]),
+        ("mistral_tiny", "mistral", [Some(5); 3]),
+        ("qwen2_tiny", "qwen2", [None, Some(4), Some(4)]),
+        ("qwen3_tiny", "qwen3", [None; 3]),
+    ];
+    for (fixture, arch, windows) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let corpus = write_corpus(tmp.path(), SENTENCES);
+        let model = fixture_model(fixture);
+        attnviz_ok(
+            tmp.path(),
+            &[
+                "run",
+                "--model",
+                model.to_str().unwrap(),
+                "--corpus",
+                corpus.to_str().unwrap(),
+                "--out",
+                "ds",
+                "--quiet",
+                "--methods",
+                "pca,tsne",
+            ],
+        );
+        let ds_dir = tmp.path().join("ds");
+        let ds = Dataset::open(&ds_dir).unwrap();
+        let cfg = ds.meta().model.clone();
+        assert_eq!(cfg.architecture.to_string(), arch);
+        assert_eq!((cfg.num_heads, cfg.num_key_value_heads), (6, Some(2)));
+        assert_eq!(cfg.rope, Some(attn_types::RopeCapture::Post));
+        check_dataset(
+            &ds_dir,
+            cfg.num_layers,
+            cfg.num_heads,
+            &[ProjectionMethod::Pca, ProjectionMethod::Tsne],
+            2,
+        );
+        for layer in 0..cfg.num_layers {
+            // Query heads 0-2 read key head 0, 3-5 key head 1.
+            let keys = |h: u16| {
+                ds.read_head(HeadId::new(layer, h))
+                    .unwrap()
+                    .raw
+                    .keys()
+                    .clone()
+            };
+            assert_eq!(keys(0), keys(2), "{fixture} L{layer}");
+            assert_eq!(keys(3), keys(5), "{fixture} L{layer}");
+            assert_ne!(keys(0), keys(3), "{fixture} L{layer}");
+            let window = windows[usize::from(layer)];
+            let mut windowed_out = 0;
+            for a in ds.read_attention(HeadId::new(layer, 1)).unwrap() {
+                for q in 0..a.len() {
+                    for k in 0..a.len() {
+                        let outside = k > q || window.is_some_and(|w| q >= k + w);
+                        if outside {
+                            assert_eq!(a.get(q, k), 0.0, "{fixture} L{layer} q{q} k{k}");
+                            windowed_out += usize::from(k < q);
+                        }
+                    }
+                }
+            }
+            // The window is shorter than the sentences: it did cut keys off.
+            assert_eq!(window.is_some(), windowed_out > 0, "{fixture} L{layer}");
+        }
+        for figure in ["matrix_pca_2d.png", "matrix_tsne_2d.png"] {
+            assert!(
+                png_size(&ds_dir.join("figures").join(figure)).0 > 600,
+                "{fixture} {figure}"
+            );
+        }
+    }
+}
+
 #[test]
 fn vit_runs_on_synthetic_and_folder_images() {
     for fixture in ["vit16_tiny", "vit32_tiny"] {

@@ -227,6 +227,49 @@ fn server_serves_only_the_page_api_and_dataset_files() {
     assert_eq!(meta["model"]["architecture"], "bert");
 }
 
+/// A grouped-query, rotary decoder dataset is served: the page, the metadata with the grouping, and
+/// the Matrix and Single views.
+#[test]
+fn decoder_dataset_is_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("corpus.txt");
+    std::fs::write(&corpus, SENTENCES).unwrap();
+    let model = fixture_model("llama_tiny");
+    attnviz_ok(
+        tmp.path(),
+        &[
+            "run",
+            "--model",
+            model.to_str().unwrap(),
+            "--corpus",
+            corpus.to_str().unwrap(),
+            "--out",
+            "ds",
+            "--quiet",
+            "--methods",
+            "pca",
+            "--layers",
+            "1",
+            "--no-render",
+        ],
+    );
+    let server = Server::start(&tmp.path().join("ds"));
+    assert_eq!(server.get("/").0, 200);
+    let (status, body) = server.get("/api/meta");
+    assert_eq!(status, 200, "{body}");
+    let meta: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(meta["model"]["architecture"], "llama");
+    assert_eq!(meta["model"]["num_key_value_heads"], 2);
+    assert_eq!(meta["model"]["rope"], "post");
+    assert_eq!(meta["model"]["causal"], true);
+    assert_eq!(meta["heads"].as_array().unwrap().len(), 6);
+    let (status, body) = server.get("/api/matrix?method=pca&dims=2");
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.is_empty());
+    let (status, body) = server.get("/api/single?method=pca&dims=2&head=L1H4");
+    assert_eq!(status, 200, "{body}");
+}
+
 #[test]
 fn missing_or_corrupt_dataset_is_reported_not_a_crash() {
     let tmp = tempfile::tempdir().unwrap();
@@ -602,6 +645,8 @@ fn synthetic_dataset(dir: &Path, layers: u16, heads: u16, n: usize) {
             max_positions: 512,
             image: None,
             config: serde_json::json!({}),
+            num_key_value_heads: None,
+            rope: None,
         },
         run: RunInfo {
             corpus: "synthetic".into(),

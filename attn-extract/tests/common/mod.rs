@@ -97,6 +97,19 @@ pub struct Errors {
 
 /// Compares every captured head of `layers` for sequences `0..n_seq` with the fixture.
 pub fn compare(ex: &Extraction, expected: &Expected, n_seq: usize, layers: &[u16]) -> Errors {
+    compare_tensors(ex, expected, n_seq, layers, ("q", "k"))
+}
+
+/// As [`compare`], against the fixture's query and key tensors named `s{i}.{names.0}.{layer}` and
+/// `s{i}.{names.1}.{layer}` (keys hold one block per key head: grouped-query attention reads key
+/// head `ex.model.key_head_of(head)`).
+pub fn compare_tensors(
+    ex: &Extraction,
+    expected: &Expected,
+    n_seq: usize,
+    layers: &[u16],
+    names: (&str, &str),
+) -> Errors {
     let spans = ex.tokens.sequences();
     assert_eq!(spans.len(), n_seq, "sequence count");
     let d = ex.model.head_dim as usize;
@@ -107,27 +120,27 @@ pub fn compare(ex: &Extraction, expected: &Expected, n_seq: usize, layers: &[u16
             continue;
         }
         for (i, span) in spans.iter().enumerate() {
-            let q = expected.get(&format!("s{i}.q.{layer}"));
-            let k = expected.get(&format!("s{i}.k.{layer}"));
+            let q = expected.get(&format!("s{i}.{}.{layer}", names.0));
+            let k = expected.get(&format!("s{i}.{}.{layer}", names.1));
             let a = expected.get(&format!("s{i}.attn.{layer}"));
             let len = q.shape[0];
             assert_eq!(
                 span.len, len,
                 "sequence {i}: token count differs from the reference"
             );
-            let hidden = q.shape[1];
+            let (q_width, k_width) = (q.shape[1], k.shape[1]);
             let h = head as usize;
+            let kh = ex.model.key_head_of(head) as usize;
             for t in 0..len {
                 let row = span.start + t;
                 for j in 0..d {
-                    let col = h * d + j;
                     err.q = err.q.max(abs_err(
                         cap.vectors.queries().get(row, j),
-                        q.f32[t * hidden + col],
+                        q.f32[t * q_width + h * d + j],
                     ));
                     err.k = err.k.max(abs_err(
                         cap.vectors.keys().get(row, j),
-                        k.f32[t * hidden + col],
+                        k.f32[t * k_width + kh * d + j],
                     ));
                 }
             }

@@ -48,6 +48,8 @@ pub fn meta(id: &str) -> DatasetMeta {
             max_positions: 64,
             image: None,
             config: serde_json::json!({"n_layer": LAYERS, "n_head": HEADS, "activation": "gelu_new"}),
+            num_key_value_heads: None,
+            rope: None,
         },
         run: RunInfo {
             corpus: "builtin:test".into(),

@@ -488,7 +488,11 @@ async function init() {
   }
   const m = app.meta;
   document.title = `attnviz: ${m.model.id}`;
-  $('title').textContent = `${m.model.id}: ${m.model.num_layers} layers x ${m.model.num_heads} heads, ${m.num_tokens} tokens`;
+  // Grouped-query attention: query heads of a group share one key head (their key points coincide).
+  const kv = m.model.num_key_value_heads;
+  const grouping = kv && kv !== m.model.num_heads ? ` (${kv} key heads, ${m.model.num_heads / kv} query heads each)` : '';
+  const rope = m.model.rope ? `, rotary q/k ${m.model.rope === 'pre' ? 'before' : 'after'} rotation` : '';
+  $('title').textContent = `${m.model.id}: ${m.model.num_layers} layers x ${m.model.num_heads} heads${grouping}${rope}, ${m.num_tokens} tokens`;
   if (m.projections.length === 0) {
     notice('This dataset has no projection yet: run `attnviz project <dataset>`.', true);
     return;

@@ -247,6 +247,7 @@ fn extract(
         backend: "flex".into(),
         batch_size: 16,
         truncate: true,
+        rope: Default::default(),
         normalize: true,
         layers: None,
         heads: Some(

@@ -1,0 +1,529 @@
+//! Llama-family decoders (Llama 2/3, Mistral, Qwen2, Qwen3): pre-RMSNorm blocks, rotary position
+//! embeddings, grouped-query attention, SwiGLU MLP, causal (optionally sliding-window) attention.
+//!
+//! Weights keep the checkpoint's precision (bf16 and f16 stay half precision in memory); every
+//! layer casts what it uses to f32 as it runs, so activations, queries, keys and attention are
+//! computed in f32 as transformers' eager f32 model does.
+
+use std::path::Path;
+
+use attn_types::{Architecture, RopeCapture};
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{
+    Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig,
+};
+use burn::tensor::activation::silu;
+use burn::tensor::module::linear;
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use serde_json::Value;
+
+use crate::attention::{LayerTaps, TapSink, attend_heads};
+use crate::error::{ExtractError, Result};
+use crate::hf::{HfConfig, RemapRule, WeightPrecision, load_safetensors};
+
+/// Hugging Face tensor names -> our module paths, applied in order to every key of the file.
+const REMAP: &[RemapRule] = &[
+    // LlamaForCausalLM and friends nest the decoder under `model.`.
+    (r"^model\.", ""),
+    // Norms: `input_layernorm` / `post_attention_layernorm` of every block (RmsNorm's `weight` is
+    // mapped to `gamma` by the PyTorch adapter).
+    (
+        r"^layers\.(\d+)\.input_layernorm\.",
+        "layers.$1.input_norm.",
+    ),
+    (
+        r"^layers\.(\d+)\.post_attention_layernorm\.",
+        "layers.$1.post_attention_norm.",
+    ),
+    // Qwen3's per-head query/key norms.
+    (
+        r"^layers\.(\d+)\.self_attn\.(q|k)_norm\.",
+        "layers.$1.${2}_norm.",
+    ),
+    // Attention projections: self_attn.{q,k,v,o}_proj.
+    (
+        r"^layers\.(\d+)\.self_attn\.(q|k|v|o)_proj\.",
+        "layers.$1.${2}_proj.",
+    ),
+    // SwiGLU MLP: mlp.{gate,up,down}_proj.
+    (
+        r"^layers\.(\d+)\.mlp\.(gate|up|down)_proj\.",
+        "layers.$1.${2}_proj.",
+    ),
+    // embed_tokens keeps its name.
+];
+
+/// Tensors a checkpoint may carry that extraction does not use: the LM head (tied or not) and the
+/// final norm feed only the logits; old checkpoints store the rotary frequencies as a buffer.
+const IGNORE: &[&str] = &["lm_head.*", "norm.*", "score.*", "*.rotary_emb.inv_freq"];
+
+/// Hyperparameters of a Llama-family decoder, read from `config.json`.
+#[derive(Config, Debug)]
+pub struct DecoderConfig {
+    /// Which family (`model_type`).
+    pub architecture: Architecture,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Hidden (residual stream) size.
+    pub hidden_size: usize,
+    /// Number of blocks.
+    pub num_layers: usize,
+    /// Query heads per block.
+    pub num_heads: usize,
+    /// Key/value heads per block (grouped-query attention when fewer than `num_heads`).
+    pub num_kv_heads: usize,
+    /// Dimension of one head.
+    pub head_dim: usize,
+    /// MLP inner size.
+    pub intermediate_size: usize,
+    /// Longest sequence (`max_position_embeddings`).
+    pub max_positions: usize,
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: f64,
+    /// Biases on the query, key and value projections.
+    pub qkv_bias: bool,
+    /// Bias on the attention output projection.
+    pub o_bias: bool,
+    /// Biases on the MLP projections.
+    pub mlp_bias: bool,
+    /// Qwen3's RMSNorm of every query and key head before the rotation.
+    pub qk_norm: bool,
+    /// Rotary inverse frequencies, `head_dim / 2` of them, as transformers computes them in f32.
+    pub inv_freq: Vec<f32>,
+    /// Per layer: the sliding attention window (a query sees the keys less than this many positions
+    /// back), or `None` for full causal attention.
+    pub sliding_window: Vec<Option<usize>>,
+}
+
+impl DecoderConfig {
+    /// Reads the sizes of a `llama`, `mistral`, `qwen2` or `qwen3` `config.json`.
+    pub(crate) fn from_hf(cfg: &HfConfig, architecture: Architecture) -> Result<Self> {
+        let invalid = |message: String| ExtractError::InvalidConfig {
+            path: cfg.path.clone(),
+            message,
+        };
+        let hidden = cfg.usize(&["hidden_size"])?;
+        let heads = cfg.usize(&["num_attention_heads"])?;
+        let kv_heads = cfg.opt_usize(&["num_key_value_heads"])?.unwrap_or(heads);
+        if kv_heads == 0 || heads == 0 || !heads.is_multiple_of(kv_heads) {
+            return Err(invalid(format!(
+                "`num_attention_heads` ({heads}) is not a multiple of `num_key_value_heads` \
+                 ({kv_heads})"
+            )));
+        }
+        let head_dim = match cfg.opt_usize(&["head_dim"])? {
+            Some(d) => d,
+            None => cfg.head_dim(hidden, heads)?,
+        };
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
+            return Err(invalid(format!(
+                "head dimension {head_dim} is not a positive even number (rotary embeddings \
+                 rotate pairs of coordinates)"
+            )));
+        }
+        let act = cfg.str_or(&["hidden_act"], "silu")?;
+        if act != "silu" {
+            return Err(invalid(format!(
+                "unsupported `hidden_act` `{act}` (Llama-family MLPs use silu)"
+            )));
+        }
+        let num_layers = cfg.usize(&["num_hidden_layers"])?;
+        let attention_bias = cfg.bool_or(&["attention_bias"], false)?;
+        let (qkv_bias, o_bias, mlp_bias) = match architecture {
+            Architecture::Llama => (
+                attention_bias,
+                attention_bias,
+                cfg.bool_or(&["mlp_bias"], false)?,
+            ),
+            Architecture::Qwen2 => (true, false, false),
+            Architecture::Qwen3 => (attention_bias, attention_bias, false),
+            _ => (false, false, false),
+        };
+        Ok(Self {
+            architecture,
+            vocab_size: cfg.usize(&["vocab_size"])?,
+            hidden_size: hidden,
+            num_layers,
+            num_heads: heads,
+            num_kv_heads: kv_heads,
+            head_dim,
+            intermediate_size: cfg.usize(&["intermediate_size"])?,
+            max_positions: cfg.usize(&["max_position_embeddings"])?,
+            rms_norm_eps: cfg.f64_or(&["rms_norm_eps"], 1e-6)?,
+            qkv_bias,
+            o_bias,
+            mlp_bias,
+            qk_norm: architecture == Architecture::Qwen3,
+            inv_freq: rope_inv_freq(cfg, head_dim)?,
+            sliding_window: sliding_windows(cfg, architecture, num_layers)?,
+        })
+    }
+
+    /// Builds a decoder whose parameters are created lazily: the loader fills each from the
+    /// checkpoint, so none is ever allocated at full precision first.
+    pub fn init(&self, device: &Device) -> Decoder {
+        let lin = |d_in, d_out, bias| {
+            LinearConfig::new(d_in, d_out)
+                .with_bias(bias)
+                .with_initializer(Initializer::Zeros)
+                .init(device)
+        };
+        let norm = |d| {
+            RmsNormConfig::new(d)
+                .with_epsilon(self.rms_norm_eps)
+                .init(device)
+        };
+        let (h, d) = (self.hidden_size, self.head_dim);
+        let (q_width, kv_width) = (self.num_heads * d, self.num_kv_heads * d);
+        Decoder {
+            embed_tokens: EmbeddingConfig::new(self.vocab_size, h)
+                .with_initializer(Initializer::Zeros)
+                .init(device),
+            layers: (0..self.num_layers)
+                .map(|_| DecoderLayer {
+                    input_norm: norm(h),
+                    q_proj: lin(h, q_width, self.qkv_bias),
+                    k_proj: lin(h, kv_width, self.qkv_bias),
+                    v_proj: lin(h, kv_width, self.qkv_bias),
+                    o_proj: lin(q_width, h, self.o_bias),
+                    q_norm: self.qk_norm.then(|| norm(d)),
+                    k_norm: self.qk_norm.then(|| norm(d)),
+                    post_attention_norm: norm(h),
+                    gate_proj: lin(h, self.intermediate_size, self.mlp_bias),
+                    up_proj: lin(h, self.intermediate_size, self.mlp_bias),
+                    down_proj: lin(self.intermediate_size, h, self.mlp_bias),
+                })
+                .collect(),
+            num_heads: self.num_heads,
+            num_kv_heads: self.num_kv_heads,
+            head_dim: d,
+            inv_freq: self.inv_freq.clone(),
+            sliding_window: self.sliding_window.clone(),
+        }
+    }
+
+    /// The one sliding window of the layers that have one (these families use a single size).
+    pub fn window(&self) -> Option<usize> {
+        self.sliding_window.iter().flatten().copied().next()
+    }
+}
+
+/// Which layers attend through a sliding window, as transformers decides it: Mistral slides every
+/// layer when `sliding_window` is set; Qwen2/Qwen3 follow `layer_types` when config.json has it, else
+/// slide layers from `max_window_layers` on when `use_sliding_window` is true.
+fn sliding_windows(
+    cfg: &HfConfig,
+    architecture: Architecture,
+    num_layers: usize,
+) -> Result<Vec<Option<usize>>> {
+    let window = cfg.opt_usize(&["sliding_window"])?;
+    let invalid = |message: String| ExtractError::InvalidConfig {
+        path: cfg.path.clone(),
+        message,
+    };
+    let per_layer = match architecture {
+        Architecture::Mistral => vec![window; num_layers],
+        Architecture::Qwen2 | Architecture::Qwen3 => {
+            let use_window = cfg.bool_or(&["use_sliding_window"], false)?;
+            let window = window.filter(|_| use_window);
+            match cfg.json.get("layer_types").filter(|v| !v.is_null()) {
+                Some(Value::Array(types)) => {
+                    if types.len() != num_layers {
+                        return Err(invalid(format!(
+                            "`layer_types` has {} entries for {num_layers} layers",
+                            types.len()
+                        )));
+                    }
+                    types
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| match t.as_str() {
+                            Some("full_attention") => Ok(None),
+                            Some("sliding_attention") => Ok(window),
+                            _ => Err(invalid(format!(
+                                "`layer_types[{i}]` is {t}, not \"full_attention\" or \
+                                 \"sliding_attention\""
+                            ))),
+                        })
+                        .collect::<Result<Vec<_>>>()?
+                }
+                Some(other) => {
+                    return Err(invalid(format!("`layer_types` is not a list: {other}")));
+                }
+                None => {
+                    let first = cfg.opt_usize(&["max_window_layers"])?.unwrap_or(28);
+                    (0..num_layers)
+                        .map(|i| window.filter(|_| i >= first))
+                        .collect()
+                }
+            }
+        }
+        _ => vec![None; num_layers],
+    };
+    if per_layer.contains(&Some(0)) {
+        return Err(invalid("`sliding_window` must be at least 1".into()));
+    }
+    Ok(per_layer)
+}
+
+/// The rotary inverse frequencies of transformers' `ROPE_INIT_FUNCTIONS`, in f32 as torch computes
+/// them (the cosines at long positions depend on the last bit of each frequency).
+///
+/// Reads both forms in use: transformers 5's `rope_parameters` object (`rope_type`, `rope_theta`,
+/// scaling fields), and the top-level `rope_theta` with a `rope_scaling` object (or null) that most
+/// released checkpoints carry. Supported types: `default`, `linear`, `llama3`.
+fn rope_inv_freq(cfg: &HfConfig, head_dim: usize) -> Result<Vec<f32>> {
+    let (key, params) = match (
+        cfg.json.get("rope_parameters").filter(|v| !v.is_null()),
+        cfg.json.get("rope_scaling").filter(|v| !v.is_null()),
+    ) {
+        (Some(p), _) => ("rope_parameters", Some(p)),
+        (None, Some(p)) => ("rope_scaling", Some(p)),
+        (None, None) => ("rope_scaling", None),
+    };
+    let invalid = |message: String| ExtractError::InvalidConfig {
+        path: cfg.path.clone(),
+        message,
+    };
+    if let Some(p) = params
+        && !p.is_object()
+    {
+        return Err(invalid(format!("`{key}` is not an object: {p}")));
+    }
+    let field = |name: &str| params.and_then(|p| p.get(name)).filter(|v| !v.is_null());
+    let number = |name: &str| -> Result<f64> {
+        let v = field(name).ok_or_else(|| invalid(format!("missing field `{key}.{name}`")))?;
+        v.as_f64()
+            .ok_or_else(|| invalid(format!("field `{key}.{name}` is not a number: {v}")))
+    };
+    let theta = match field("rope_theta") {
+        Some(_) => number("rope_theta")?,
+        None => cfg.f64_or(&["rope_theta"], 10_000.0)?,
+    };
+    if !(theta.is_finite() && theta > 1.0) {
+        return Err(invalid(format!(
+            "rope theta {theta} is not a number above 1"
+        )));
+    }
+    let partial = match field("partial_rotary_factor") {
+        Some(_) => number("partial_rotary_factor")?,
+        None => cfg.f64_or(&["partial_rotary_factor"], 1.0)?,
+    };
+    if partial != 1.0 {
+        return Err(invalid(format!(
+            "unsupported `partial_rotary_factor` {partial} (only full rotation, 1.0)"
+        )));
+    }
+    let rope_type = match field("rope_type").or_else(|| field("type")) {
+        None => "default",
+        Some(v) => v
+            .as_str()
+            .ok_or_else(|| invalid(format!("`{key}.rope_type` is not a string: {v}")))?,
+    };
+    // torch: 1 / (base ** (arange(0, dim, 2).float() / dim)), all in f32.
+    let base = theta as f32;
+    let dim = head_dim as f32;
+    let mut inv: Vec<f32> = (0..head_dim / 2)
+        .map(|i| 1.0 / base.powf((2 * i) as f32 / dim))
+        .collect();
+    match rope_type {
+        "default" => {}
+        "linear" => {
+            let factor = number("factor")? as f32;
+            if !(factor.is_finite() && factor > 0.0) {
+                return Err(invalid(format!("`{key}.factor` {factor} is not positive")));
+            }
+            inv.iter_mut().for_each(|f| *f /= factor);
+        }
+        "llama3" => {
+            let factor = number("factor")? as f32;
+            let low = number("low_freq_factor")? as f32;
+            let high = number("high_freq_factor")? as f32;
+            let old = number("original_max_position_embeddings")? as f32;
+            if !(factor > 0.0 && low > 0.0 && high > low && old > 0.0) {
+                return Err(invalid(format!(
+                    "`{key}`: llama3 scaling needs factor > 0 and high_freq_factor > \
+                     low_freq_factor > 0"
+                )));
+            }
+            let (low_wavelen, high_wavelen) = (old / low, old / high);
+            for f in &mut inv {
+                let wavelen = 2.0 * std::f32::consts::PI / *f;
+                let scaled = if wavelen > low_wavelen {
+                    *f / factor
+                } else {
+                    *f
+                };
+                let smooth = (old / wavelen - low) / (high - low);
+                let smoothed = (1.0 - smooth) * scaled / factor + smooth * scaled;
+                // transformers: ~(wavelen < high) * ~(wavelen > low); wavelengths are finite here.
+                let medium = wavelen >= high_wavelen && wavelen <= low_wavelen;
+                *f = if medium { smoothed } else { scaled };
+            }
+        }
+        other => {
+            return Err(invalid(format!(
+                "unsupported `{key}.rope_type` `{other}` (supported: default, linear, llama3)"
+            )));
+        }
+    }
+    Ok(inv)
+}
+
+/// One pre-norm decoder block.
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    input_norm: RmsNorm,
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    post_attention_norm: RmsNorm,
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+/// A Llama-family decoder without its LM head.
+#[derive(Module, Debug)]
+pub struct Decoder {
+    embed_tokens: Embedding,
+    layers: Vec<DecoderLayer>,
+    #[module(skip)]
+    num_heads: usize,
+    #[module(skip)]
+    num_kv_heads: usize,
+    #[module(skip)]
+    head_dim: usize,
+    #[module(skip)]
+    inv_freq: Vec<f32>,
+    #[module(skip)]
+    sliding_window: Vec<Option<usize>>,
+}
+
+impl Decoder {
+    /// Builds the decoder from `config` and loads the checkpoint of `dir` in its stored precision.
+    pub(crate) fn load(config: &DecoderConfig, dir: &Path, device: &Device) -> Result<Self> {
+        let mut model = config.init(device);
+        load_safetensors(&mut model, dir, REMAP, IGNORE, WeightPrecision::AsStored)?;
+        Ok(model)
+    }
+
+    /// Runs blocks `0..=last_layer` on `ids` `[batch, seq]` (right-padded), handing taps to `sink`.
+    ///
+    /// `bias` masks padding and future keys; `window_bias` additionally masks keys outside the
+    /// sliding window, for the layers that have one. The taps hold the queries and keys after the
+    /// rotation (`RopeCapture::Post`) or before it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward(
+        &self,
+        ids: Tensor<2, Int>,
+        bias: Tensor<4>,
+        window_bias: Option<Tensor<4>>,
+        last_layer: usize,
+        rope: RopeCapture,
+        sink: &mut TapSink<'_>,
+    ) -> Result<()> {
+        let [batch, seq] = ids.dims();
+        let device = ids.device();
+        let (heads, kv_heads, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let (cos, sin) = rotary_tables(&self.inv_freq, seq, &device);
+        let scale = 1.0 / (d as f64).sqrt();
+        let mut x = to_f32(self.embed_tokens.forward(ids));
+        for (l, layer) in self.layers.iter().enumerate().take(last_layer + 1) {
+            let h = rms_norm(&layer.input_norm, x.clone());
+            let split = |t: Tensor<3>, n: usize| t.reshape([batch, seq, n, d]).swap_dims(1, 2);
+            let mut q = split(project(&layer.q_proj, h.clone()), heads);
+            let mut k = split(project(&layer.k_proj, h.clone()), kv_heads);
+            let v = split(project(&layer.v_proj, h), kv_heads);
+            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+                q = rms_norm(qn, q);
+                k = rms_norm(kn, k);
+            }
+            let q_rot = rotate(q.clone(), &cos, &sin);
+            let k_rot = rotate(k.clone(), &cos, &sin);
+            let layer_bias = match (self.sliding_window[l], &window_bias) {
+                (Some(_), Some(w)) => w.clone(),
+                _ => bias.clone(),
+            };
+            let (context, probs) =
+                attend_heads(q_rot.clone(), k_rot.clone(), v.clone(), layer_bias, scale);
+            x = x + project(&layer.o_proj, context);
+            let h = rms_norm(&layer.post_attention_norm, x.clone());
+            let inner = silu(project(&layer.gate_proj, h.clone())) * project(&layer.up_proj, h);
+            x = x + project(&layer.down_proj, inner);
+            let (tap_q, tap_k) = match rope {
+                RopeCapture::Post => (q_rot, k_rot),
+                RopeCapture::Pre => (q, k),
+            };
+            let flat = |t: Tensor<4>, n: usize| t.swap_dims(1, 2).reshape([batch, seq, n * d]);
+            let qkv = Tensor::cat(
+                vec![flat(tap_q, heads), flat(tap_k, kv_heads), flat(v, kv_heads)],
+                2,
+            );
+            sink(l, LayerTaps { qkv, probs })?;
+        }
+        Ok(())
+    }
+}
+
+/// `t` in f32 (a no-op for f32 weights; half-precision weights are widened as they are used).
+fn to_f32<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    if t.dtype() == DType::F32 {
+        t
+    } else {
+        t.cast(DType::F32)
+    }
+}
+
+/// `x W + b` with the layer's weights widened to f32.
+fn project(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
+    linear(
+        x,
+        to_f32(layer.weight.val()),
+        layer.bias.as_ref().map(|b| to_f32(b.val())),
+    )
+}
+
+/// transformers' `LlamaRMSNorm`: `weight * (x * rsqrt(mean(x^2) + eps))`, in f32.
+fn rms_norm<const D: usize>(norm: &RmsNorm, x: Tensor<D>) -> Tensor<D> {
+    let inv_rms = x
+        .clone()
+        .square()
+        .mean_dim(D - 1)
+        .add_scalar(norm.epsilon)
+        .sqrt()
+        .recip();
+    to_f32(norm.gamma.val()).unsqueeze::<D>() * (x * inv_rms)
+}
+
+/// The `[1, 1, seq, head_dim]` cosine and sine tables of positions `0..seq`: transformers'
+/// `cat(freqs, freqs)` with `freqs = position * inv_freq` rounded to f32 before the cosine.
+fn rotary_tables(inv_freq: &[f32], seq: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
+    let half = inv_freq.len();
+    let d = 2 * half;
+    let mut cos = Vec::with_capacity(seq * d);
+    let mut sin = Vec::with_capacity(seq * d);
+    for p in 0..seq {
+        let row: Vec<f32> = inv_freq.iter().map(|&f| p as f32 * f).collect();
+        for _ in 0..2 {
+            cos.extend(row.iter().map(|&a| (f64::from(a)).cos() as f32));
+            sin.extend(row.iter().map(|&a| (f64::from(a)).sin() as f32));
+        }
+    }
+    let table = |v| Tensor::<4>::from_data(TensorData::new(v, [1, 1, seq, d]), device);
+    (table(cos), table(sin))
+}
+
+/// `x * cos + rotate_half(x) * sin`, with `rotate_half(x) = cat(-x2, x1)` over the two halves of
+/// the head dimension (transformers' `apply_rotary_pos_emb`).
+fn rotate(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+    let d = x.dims()[3];
+    let first = x.clone().narrow(3, 0, d / 2);
+    let second = x.clone().narrow(3, d / 2, d / 2);
+    let rotated = Tensor::cat(vec![second.neg(), first], 3);
+    x * cos.clone() + rotated * sin.clone()
+}
