@@ -457,7 +457,7 @@ def decoder_fixtures():
         **{**common, "tie_word_embeddings": True}, num_attention_heads=6, num_key_value_heads=2,
         head_dim=10, attention_bias=True,
         rope_parameters={"rope_type": "llama3", "rope_theta": 5000.0, "factor": 4.0, "low_freq_factor": 1.0,
-                         "high_freq_factor": 4.0, "original_max_position_embeddings": 16})
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 64})
     # Mistral: a sliding window shorter than every test sentence; Llama 2 style tokenizer with byte
     # fallback; bf16 weights in a sharded checkpoint.
     decoder_fixture(

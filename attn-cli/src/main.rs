@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use attn_pipeline::{Control, CorpusInput, ProjectionSettings, RunPlan, RunSummary, Shard};
+use attn_pipeline::{
+    AttentionKeep, Control, CorpusInput, ProjectionSettings, RunPlan, RunSummary, Shard,
+};
 use attn_store::Dataset;
 use attn_types::{HeadId, Metric, ProjectionMethod, RopeCapture};
 use attn_viz_core::dataset::ViewData;
@@ -127,6 +129,14 @@ struct ModelArgs {
     /// attention multiplies them (post), or before it (pre: position-free content vectors).
     #[arg(long, default_value = "post", value_name = "post|pre", value_parser = parse_rope)]
     rope: RopeCapture,
+    /// Attention weights to store per query: all; top:K (the K strongest keys; the row's missing mass
+    /// is 1 - its sum); min:W (weights of at least W); auto (all up to 512 tokens, top:64 beyond).
+    #[arg(long, default_value = "auto", value_name = "all|auto|top:K|min:W", value_parser = parse_attention_keep)]
+    attention: AttentionKeep,
+    /// Most captured attention held in memory at once, in MiB: heads are extracted in as many
+    /// passes over the corpus as keep within it (long documents: one pass per few heads).
+    #[arg(long, default_value_t = 1024, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    attention_memory: u64,
     /// Store raw vectors only (no key translation or query/key scaling).
     #[arg(long)]
     no_normalize: bool,
@@ -634,12 +644,19 @@ fn plan(args: &ModelArgs, projection: ProjectionSettings, quiet: bool) -> Result
         batch_size: args.batch_size,
         truncate: args.truncate,
         rope: args.rope,
+        attention_keep: args.attention,
+        attention_memory: usize::try_from(args.attention_memory.saturating_mul(1 << 20))
+            .unwrap_or(usize::MAX),
         normalize: !args.no_normalize,
         layers: index_list("--layers", args.selection.layers.as_deref())?,
         heads: index_list("--heads", args.selection.heads.as_deref())?,
         shard: args.selection.shard,
         projection,
     })
+}
+
+fn parse_attention_keep(s: &str) -> Result<AttentionKeep, String> {
+    s.parse()
 }
 
 fn parse_rope(s: &str) -> Result<RopeCapture, String> {

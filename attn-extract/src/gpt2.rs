@@ -158,7 +158,14 @@ impl Gpt2 {
     /// Builds the decoder from `config` and loads `dir/model.safetensors`.
     pub(crate) fn load(config: &Gpt2Config, dir: &Path, device: &Device) -> Result<Self> {
         let mut model = config.init(device);
-        load_safetensors(&mut model, dir, REMAP, IGNORE, WeightPrecision::F32)?;
+        load_safetensors(
+            &mut model,
+            dir,
+            REMAP,
+            IGNORE,
+            &|_| false,
+            WeightPrecision::F32,
+        )?;
         Ok(model)
     }
 

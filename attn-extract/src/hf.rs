@@ -176,13 +176,14 @@ pub(crate) enum WeightPrecision {
 ///
 /// Fails when a module parameter receives no tensor, when a tensor's shape disagrees with the
 /// module built from the config, when the file holds a tensor that matches no parameter and no
-/// pattern of `ignore` (task heads, buffers), or when a shard index names a missing file or a
-/// tensor its shard does not hold.
+/// pattern of `ignore` (task heads, buffers) and that `not_loaded` does not name (layers left out
+/// on purpose), or when a shard index names a missing file or a tensor its shard does not hold.
 pub(crate) fn load_safetensors<M: Module + ModuleSnapshot>(
     module: &mut M,
     dir: &Path,
     remap: &[RemapRule],
     ignore: &[&str],
+    not_loaded: &dyn Fn(&str) -> bool,
     precision: WeightPrecision,
 ) -> Result<()> {
     let single = dir.join("model.safetensors");
@@ -231,7 +232,9 @@ pub(crate) fn load_safetensors<M: Module + ModuleSnapshot>(
     }
     let unexpected: Vec<(PathBuf, String)> = unused
         .into_iter()
-        .filter(|(_, name)| !ignore.iter().any(|pat| pattern_matches(pat, name)))
+        .filter(|(_, name)| {
+            !ignore.iter().any(|pat| pattern_matches(pat, name)) && !not_loaded(name)
+        })
         .collect();
     if let Some((file, _)) = unexpected.first() {
         return Err(ExtractError::UnexpectedTensors {

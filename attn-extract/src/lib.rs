@@ -77,7 +77,109 @@ pub struct ExtractOptions {
     /// For rotary-position models (the Llama family): capture queries and keys after the rotation
     /// (what attention multiplies; the default) or before it. Ignored by the other families.
     pub rope: RopeCapture,
+    /// Which attention weights to keep (the others are stored as 0; a row's missing mass is
+    /// `1 - sum`): everything for ordinary sentences, the strongest keys per query for long
+    /// sequences, whose dense attention grows with the square of their length.
+    pub attention_keep: AttentionKeep,
 }
+
+/// Which attention weights a capture keeps per query row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AttentionKeep {
+    /// Every weight.
+    All,
+    /// The `k` largest weights of each query row (ties broken by key position).
+    TopK(usize),
+    /// The weights of at least this value.
+    AtLeast(f32),
+    /// [`AttentionKeep::All`] for sequences of up to [`AttentionKeep::AUTO_DENSE_UP_TO`] tokens,
+    /// [`AttentionKeep::TopK`] with [`AttentionKeep::AUTO_TOP_K`] beyond: datasets of sentences are
+    /// exact, a 4,096-token document keeps 64 of 4,096 keys per query (1/64 of its dense size).
+    Auto,
+}
+
+impl Eq for AttentionKeep {}
+
+impl AttentionKeep {
+    /// The longest sequence [`AttentionKeep::Auto`] keeps whole.
+    pub const AUTO_DENSE_UP_TO: usize = 512;
+    /// The keys per query [`AttentionKeep::Auto`] keeps in longer sequences.
+    pub const AUTO_TOP_K: usize = 64;
+
+    /// Zeroes the weights of one query row (of a sequence of `seq_len` tokens) that this policy
+    /// drops.
+    pub fn apply(self, row: &mut [f32], seq_len: usize) {
+        let k = match self {
+            AttentionKeep::All => return,
+            AttentionKeep::Auto if seq_len <= Self::AUTO_DENSE_UP_TO => return,
+            AttentionKeep::Auto => Self::AUTO_TOP_K,
+            AttentionKeep::TopK(k) => k,
+            AttentionKeep::AtLeast(min) => {
+                row.iter_mut().filter(|w| **w < min).for_each(|w| *w = 0.0);
+                return;
+            }
+        };
+        let nonzero = row.iter().filter(|w| **w != 0.0).count();
+        if nonzero <= k {
+            return;
+        }
+        if k == 0 {
+            row.fill(0.0);
+            return;
+        }
+        // The k-th largest value, then keep the values above it and, of those equal to it, the
+        // first by position until k are kept.
+        let mut sorted: Vec<f32> = row.to_vec();
+        let (_, kth, _) = sorted.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+        let kth = *kth;
+        let mut ties = k - row.iter().filter(|w| **w > kth).count();
+        for w in row.iter_mut() {
+            if *w < kth || (*w == kth && ties == 0) {
+                *w = 0.0;
+            } else if *w == kth {
+                ties -= 1;
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for AttentionKeep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttentionKeep::All => f.write_str("all"),
+            AttentionKeep::TopK(k) => write!(f, "top:{k}"),
+            AttentionKeep::AtLeast(min) => write!(f, "min:{min}"),
+            AttentionKeep::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+impl std::str::FromStr for AttentionKeep {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        let bad = || format!("`{s}` is not all, auto, top:K (K >= 1) or min:W (0 < W <= 1)");
+        match s {
+            "all" => Ok(AttentionKeep::All),
+            "auto" => Ok(AttentionKeep::Auto),
+            _ => match s.split_once(':') {
+                Some(("top", k)) => match k.parse::<usize>() {
+                    Ok(k) if k >= 1 => Ok(AttentionKeep::TopK(k)),
+                    _ => Err(bad()),
+                },
+                Some(("min", w)) => match w.parse::<f32>() {
+                    Ok(w) if w > 0.0 && w <= 1.0 => Ok(AttentionKeep::AtLeast(w)),
+                    _ => Err(bad()),
+                },
+                _ => Err(bad()),
+            },
+        }
+    }
+}
+
+/// Largest read-back of attention probabilities per forward pass, in f32 values (512 MiB): batches
+/// of long sequences are split so that `batch x heads x seq^2` stays below it.
+const PROBS_PER_BATCH: usize = 128 << 20;
 
 impl Default for ExtractOptions {
     fn default() -> Self {
@@ -88,6 +190,7 @@ impl Default for ExtractOptions {
             truncate: false,
             capture_attention: true,
             rope: RopeCapture::Post,
+            attention_keep: AttentionKeep::Auto,
         }
     }
 }
@@ -197,6 +300,18 @@ impl LoadedModel {
     /// Loads `dir` (config.json, model.safetensors, and tokenizer files or preprocessor_config.json)
     /// onto `device`. The family is chosen by `model_type` in config.json.
     pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel> {
+        Self::load_layers(dir, device, None)
+    }
+
+    /// As [`LoadedModel::load`], loading only layers `0..=last_layer` of a Llama-family decoder (the
+    /// later layers' weights are never read, so a large checkpoint costs only what is used); other
+    /// families load every layer. [`ModelInfo::num_layers`] still counts them all, and extracting
+    /// a layer that was not loaded is an error.
+    pub fn load_layers(
+        dir: &Path,
+        device: &Device,
+        last_layer: Option<u16>,
+    ) -> Result<LoadedModel> {
         let cfg = HfConfig::read(dir)?;
         let model_type = cfg.str_or(&["model_type"], "")?.to_string();
         let id = dir
@@ -278,7 +393,7 @@ impl LoadedModel {
                 };
                 let c = DecoderConfig::from_hf(&cfg, architecture)?;
                 let tokenizer = Box::new(TextTokenizer::load(dir, architecture)?);
-                let model = Decoder::load(&c, dir, device)?;
+                let model = Decoder::load(&c, dir, device, last_layer.map(|l| usize::from(l) + 1))?;
                 let sizes = Sizes {
                     layers: c.num_layers,
                     heads: c.num_heads,
@@ -333,7 +448,7 @@ impl LoadedModel {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Extraction> {
         let (layers, heads) = self.selection(opts)?;
-        let inputs = self.prepare(corpus, opts)?;
+        let inputs = self.prepare(corpus, opts, true)?;
         let n_seq = inputs.len();
         let n_heads = self.info.num_heads as usize;
         let d = self.info.head_dim as usize;
@@ -376,7 +491,8 @@ impl LoadedModel {
         let mut order: Vec<usize> = (0..n_seq).collect();
         order.sort_by_key(|&i| inputs[i].tokens.len());
         let mut done = 0;
-        for batch in order.chunks(opts.batch_size) {
+        for batch in batches(&order, |i| inputs[i].tokens.len(), opts.batch_size, n_heads) {
+            let batch = batch.as_slice();
             let lengths: Vec<usize> = batch.iter().map(|&i| inputs[i].tokens.len()).collect();
             let seq = lengths.iter().copied().max().unwrap_or(0);
             let causal = self.info.architecture.is_causal();
@@ -421,6 +537,8 @@ impl LoadedModel {
                                 for qi in 0..len {
                                     let start = base + qi * seq;
                                     attn.extend_from_slice(&probs[start..start + len]);
+                                    let row = attn.len() - len;
+                                    opts.attention_keep.apply(&mut attn[row..], len);
                                 }
                             }
                         }
@@ -501,6 +619,19 @@ impl LoadedModel {
         })
     }
 
+    /// The number of tokens of each sequence of `corpus` as [`LoadedModel::extract`] would run them
+    /// (tokenization only; fails as `extract` does on an over-long sequence without `truncate`).
+    pub fn sequence_lengths(&self, corpus: &Corpus, opts: &ExtractOptions) -> Result<Vec<usize>> {
+        if let (Family::Vit { grid, .. }, Corpus::Images(images)) = (&self.family, corpus) {
+            return Ok(vec![grid * grid + 1; images.len()]);
+        }
+        Ok(self
+            .prepare(corpus, opts, false)?
+            .iter()
+            .map(|s| s.tokens.len())
+            .collect())
+    }
+
     /// Validated, sorted, deduplicated layer and head selections.
     fn selection(&self, opts: &ExtractOptions) -> Result<(Vec<usize>, Vec<usize>)> {
         if opts.batch_size == 0 {
@@ -527,14 +658,21 @@ impl LoadedModel {
             }
             Ok(out)
         };
-        Ok((
-            pick(&opts.layers, self.info.num_layers, "layer")?,
-            pick(&opts.heads, self.info.num_heads, "head")?,
-        ))
+        let layers = pick(&opts.layers, self.info.num_layers, "layer")?;
+        if let Family::Decoder { model, .. } = &self.family
+            && let Some(&beyond) = layers.iter().find(|&&l| l >= model.loaded_layers())
+        {
+            return Err(ExtractError::InvalidOption(format!(
+                "layer {beyond} was not loaded (LoadedModel::load_layers loaded layers 0..{})",
+                model.loaded_layers()
+            )));
+        }
+        Ok((layers, pick(&opts.heads, self.info.num_heads, "head")?))
     }
 
-    /// Tokenizes (or preprocesses) every sequence and builds its token metadata.
-    fn prepare(&self, corpus: &Corpus, opts: &ExtractOptions) -> Result<Vec<SeqInput>> {
+    /// Tokenizes (or preprocesses) every sequence and builds its token metadata; `warn` reports each
+    /// truncated sequence on stderr.
+    fn prepare(&self, corpus: &Corpus, opts: &ExtractOptions, warn: bool) -> Result<Vec<SeqInput>> {
         if corpus.is_empty() {
             return Err(ExtractError::EmptyCorpus(
                 "the corpus has no sequences".into(),
@@ -571,10 +709,12 @@ impl LoadedModel {
                                 max,
                             });
                         }
-                        eprintln!(
-                            "attn-extract: warning: sequence {si} has {} tokens; truncated to {max}",
-                            enc.ids.len()
-                        );
+                        if warn {
+                            eprintln!(
+                                "attn-extract: warning: sequence {si} has {} tokens; truncated to {max}",
+                                enc.ids.len()
+                            );
+                        }
                         enc = tokenizer.encode(text, Some(max))?;
                     }
                     if enc.ids.is_empty() {
@@ -681,6 +821,32 @@ impl LoadedModel {
     }
 }
 
+/// Cuts `order` (sequence indices sorted by length) into batches of at most `batch_size` sequences
+/// whose attention read-back, `batch x heads x longest^2` values, stays within [`PROBS_PER_BATCH`]
+/// (a single sequence over it still forms a batch of one).
+fn batches(
+    order: &[usize],
+    len_of: impl Fn(usize) -> usize,
+    batch_size: usize,
+    heads: usize,
+) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    for &i in order {
+        // Sorted by length: the newest sequence is the batch's longest.
+        let longest = len_of(i);
+        let probs = (current.len() + 1) * heads * longest * longest;
+        if !current.is_empty() && (current.len() == batch_size || probs > PROBS_PER_BATCH) {
+            out.push(std::mem::take(&mut current));
+        }
+        current.push(i);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
 /// The attention sizes of a model, as [`ModelInfo`] records them.
 struct Sizes {
     layers: usize,
@@ -751,3 +917,65 @@ fn matrix(rows: usize, cols: usize, data: Vec<f32>) -> Result<Matrix> {
 
 /// Version of this crate, recorded in dataset provenance.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_keeps_the_k_largest_and_breaks_ties_by_position() {
+        let mut row = vec![0.1, 0.4, 0.1, 0.3, 0.1, 0.0];
+        AttentionKeep::TopK(3).apply(&mut row, 600);
+        assert_eq!(row, vec![0.1, 0.4, 0.0, 0.3, 0.0, 0.0]);
+        // Fewer non-zero weights than k: unchanged (causal rows near the start).
+        let mut row = vec![0.6, 0.4, 0.0, 0.0];
+        AttentionKeep::TopK(3).apply(&mut row, 600);
+        assert_eq!(row, vec![0.6, 0.4, 0.0, 0.0]);
+        let mut row = vec![0.05, 0.5, 0.2, 0.25];
+        AttentionKeep::AtLeast(0.2).apply(&mut row, 4);
+        assert_eq!(row, vec![0.0, 0.5, 0.2, 0.25]);
+    }
+
+    #[test]
+    fn auto_keeps_short_sequences_whole_and_cuts_long_ones_to_top_64() {
+        let n = AttentionKeep::AUTO_DENSE_UP_TO;
+        let uniform = vec![1.0 / n as f32; n];
+        let mut row = uniform.clone();
+        AttentionKeep::Auto.apply(&mut row, n);
+        assert_eq!(row, uniform);
+        let mut row: Vec<f32> = (0..n + 1).map(|i| i as f32).collect();
+        AttentionKeep::Auto.apply(&mut row, n + 1);
+        assert_eq!(
+            row.iter().filter(|w| **w != 0.0).count(),
+            AttentionKeep::AUTO_TOP_K
+        );
+        assert!(row[n - 63..].iter().all(|w| *w != 0.0));
+    }
+
+    #[test]
+    fn attention_keep_parses_and_prints() {
+        for s in ["all", "auto", "top:64", "min:0.01"] {
+            assert_eq!(s.parse::<AttentionKeep>().unwrap().to_string(), s);
+        }
+        for bad in ["top:0", "top:x", "min:0", "min:2", "some", "top"] {
+            let err = bad.parse::<AttentionKeep>().unwrap_err();
+            assert!(err.contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn batches_respect_the_count_and_the_attention_budget() {
+        let order: Vec<usize> = (0..10).collect();
+        let short = batches(&order, |_| 10, 4, 12);
+        assert_eq!(
+            short.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![4, 4, 2]
+        );
+        // 4,096 tokens x 12 heads: 201M values per sequence, over the 134M budget: one per batch.
+        let long = batches(&order[..3], |_| 4096, 16, 12);
+        assert_eq!(long, vec![vec![0], vec![1], vec![2]]);
+        // 2,048 tokens: 50M values each, two fit.
+        let mid = batches(&order[..5], |_| 2048, 16, 12);
+        assert_eq!(mid.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 2, 1]);
+    }
+}

@@ -405,11 +405,38 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// Builds the decoder from `config` and loads the checkpoint of `dir` in its stored precision.
-    pub(crate) fn load(config: &DecoderConfig, dir: &Path, device: &Device) -> Result<Self> {
+    /// Builds the decoder's first `layers` blocks (all when `None`) from `config` and loads them from
+    /// the checkpoint of `dir` in its stored precision; later blocks are neither built nor read.
+    pub(crate) fn load(
+        config: &DecoderConfig,
+        dir: &Path,
+        device: &Device,
+        layers: Option<usize>,
+    ) -> Result<Self> {
         let mut model = config.init(device);
-        load_safetensors(&mut model, dir, REMAP, IGNORE, WeightPrecision::AsStored)?;
+        let kept = layers.unwrap_or(config.num_layers).min(config.num_layers);
+        model.layers.truncate(kept);
+        // Remapped names of the blocks left out: `layers.{n}.` with n >= kept.
+        let not_loaded = |name: &str| {
+            name.strip_prefix("layers.")
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_some_and(|n| n >= kept)
+        };
+        load_safetensors(
+            &mut model,
+            dir,
+            REMAP,
+            IGNORE,
+            &not_loaded,
+            WeightPrecision::AsStored,
+        )?;
         Ok(model)
+    }
+
+    /// Number of blocks loaded.
+    pub(crate) fn loaded_layers(&self) -> usize {
+        self.layers.len()
     }
 
     /// Runs blocks `0..=last_layer` on `ids` `[batch, seq]` (right-padded), handing taps to `sink`.
@@ -526,4 +553,73 @@ fn rotate(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
     let second = x.clone().narrow(3, d / 2, d / 2);
     let rotated = Tensor::cat(vec![second.neg(), first], 3);
     x * cos.clone() + rotated * sin.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hf::HfConfig;
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+    }
+
+    /// Half-precision weights stay half precision in memory (the f32 copy of a layer exists only
+    /// while it runs); f32 checkpoints stay f32.
+    #[test]
+    fn weights_keep_the_checkpoint_precision() {
+        let device = Device::default();
+        for (name, arch, dtype) in [
+            ("mistral_tiny", Architecture::Mistral, DType::BF16),
+            ("qwen2_tiny", Architecture::Qwen2, DType::F16),
+            ("llama_tiny", Architecture::Llama, DType::F32),
+        ] {
+            let dir = fixture(name);
+            let cfg = DecoderConfig::from_hf(&HfConfig::read(&dir).unwrap(), arch).unwrap();
+            let model = Decoder::load(&cfg, &dir, &device, None).unwrap();
+            assert_eq!(model.embed_tokens.weight.val().dtype(), dtype, "{name}");
+            assert_eq!(
+                model.layers[2].down_proj.weight.val().dtype(),
+                dtype,
+                "{name}"
+            );
+            assert_eq!(
+                model.layers[0].input_norm.gamma.val().dtype(),
+                dtype,
+                "{name}"
+            );
+        }
+    }
+
+    /// `layers` leaves the later blocks out: built, read and reported as loaded only up to it.
+    #[test]
+    fn later_layers_are_not_loaded() {
+        let dir = fixture("mistral_tiny");
+        let cfg =
+            DecoderConfig::from_hf(&HfConfig::read(&dir).unwrap(), Architecture::Mistral).unwrap();
+        let model = Decoder::load(&cfg, &dir, &Device::default(), Some(1)).unwrap();
+        assert_eq!(model.loaded_layers(), 1);
+    }
+
+    #[test]
+    fn llama3_frequencies_follow_transformers_bands() {
+        // theta 5000, head_dim 10, factor 4, low 1, high 4, original 64 positions (llama_tiny):
+        // wavelengths 2*pi / inv_freq of 6.3, 35, 190, 1,000, 5,700 positions against the band
+        // edges 64 / 4 = 16 and 64 / 1 = 64: the first is high (kept), the second medium
+        // (smoothed), the others low (divided by the factor).
+        let cfg = HfConfig::read(&fixture("llama_tiny")).unwrap();
+        let inv = rope_inv_freq(&cfg, 10).unwrap();
+        let plain: Vec<f32> = (0..5)
+            .map(|i| 1.0 / 5000f32.powf((2 * i) as f32 / 10.0))
+            .collect();
+        assert_eq!(inv[0], plain[0]);
+        let smooth = (64.0 / (2.0 * std::f32::consts::PI / plain[1]) - 1.0) / 3.0;
+        let smoothed = (1.0 - smooth) * plain[1] / 4.0 + smooth * plain[1];
+        assert!((inv[1] - smoothed).abs() < 1e-6, "{} vs {smoothed}", inv[1]);
+        for i in 2..5 {
+            assert_eq!(inv[i], plain[i] / 4.0, "frequency {i}");
+        }
+    }
 }

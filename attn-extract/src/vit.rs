@@ -201,7 +201,14 @@ impl Vit {
     /// Builds the encoder from `config` and loads `dir/model.safetensors`.
     pub(crate) fn load(config: &VitConfig, dir: &Path, device: &Device) -> Result<Self> {
         let mut model = config.init(device);
-        load_safetensors(&mut model, dir, REMAP, IGNORE, WeightPrecision::F32)?;
+        load_safetensors(
+            &mut model,
+            dir,
+            REMAP,
+            IGNORE,
+            &|_| false,
+            WeightPrecision::F32,
+        )?;
         for layer in &mut model.layers {
             layer.attention.fuse();
         }

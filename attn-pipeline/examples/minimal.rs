@@ -5,7 +5,9 @@
 
 use std::sync::atomic::AtomicBool;
 
-use attn_pipeline::{Control, CorpusInput, ProgressEvent, ProjectionSettings, RunPlan};
+use attn_pipeline::{
+    AttentionKeep, Control, CorpusInput, ProgressEvent, ProjectionSettings, RunPlan,
+};
 use attn_types::ProjectionMethod;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,6 +31,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         batch_size: 8,
         truncate: true,
         rope: Default::default(),
+        attention_keep: AttentionKeep::Auto,
+        attention_memory: RunPlan::DEFAULT_ATTENTION_MEMORY,
         normalize: true,
         layers: Some(vec![0]),
         heads: None,

@@ -132,6 +132,11 @@ impl StageCounter<'_> {
     }
 
     /// Units finished.
+    /// Whether the caller asked to stop.
+    pub(crate) fn cancelled(&self) -> bool {
+        self.control.cancelled()
+    }
+
     pub(crate) fn done(&self) -> usize {
         self.done.load(Ordering::SeqCst) as usize
     }

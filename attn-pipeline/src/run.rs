@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use attn_extract::{Corpus, ExtractOptions, LoadedModel};
+use attn_extract::{AttentionKeep, Corpus, ExtractOptions, LoadedModel};
 use attn_normalize::{Normalizer, NormalizerValidParams};
 use attn_project::{Embedding, Pca, Projector, Tsne, Umap, UmapInit};
 use attn_store::Dataset;
@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use crate::corpus;
 use crate::error::{Context, PipelineError, Result, bail};
-use crate::progress::{Control, Stage};
+use crate::progress::{Control, Stage, StageCounter};
 use crate::select::{Shard, select_heads};
 
 /// Query points sampled for each projection's trustworthiness/continuity: a trust indicator needs
@@ -151,6 +151,11 @@ pub struct RunPlan {
     pub truncate: bool,
     /// Rotary-position models: store queries and keys after the rotation (the default) or before it.
     pub rope: RopeCapture,
+    /// Which attention weights to store (see [`AttentionKeep`]).
+    pub attention_keep: AttentionKeep,
+    /// Most bytes of captured (dense) attention held at once: heads are extracted in as many model
+    /// passes as keep them within it ([`RunPlan::DEFAULT_ATTENTION_MEMORY`] = 1 GiB).
+    pub attention_memory: usize,
     /// Apply key translation and scaling.
     pub normalize: bool,
     /// Layer filter.
@@ -161,6 +166,11 @@ pub struct RunPlan {
     pub shard: Option<Shard>,
     /// Projections (empty methods = extract only).
     pub projection: ProjectionSettings,
+}
+
+impl RunPlan {
+    /// The default [`RunPlan::attention_memory`]: 1 GiB.
+    pub const DEFAULT_ATTENTION_MEMORY: usize = 1 << 30;
 }
 
 /// Per-head line of the summary table.
@@ -340,7 +350,9 @@ pub fn run(plan: &RunPlan, control: Control<'_>) -> Result<RunSummary> {
         bail!("batch size: must be at least 1 (--batch-size)");
     }
     let device = attn_extract::device_from_name(&plan.backend)?;
-    let model = LoadedModel::load(&plan.model_dir, &device)
+    // Layers after the last one asked for are not loaded (Llama-family checkpoints).
+    let last_layer = plan.layers.as_ref().and_then(|l| l.iter().copied().max());
+    let model = LoadedModel::load_layers(&plan.model_dir, &device, last_layer)
         .with_context(|| format!("loading the model in {}", plan.model_dir.display()))?;
     let mut info = model.info().clone();
     if let Some(id) = &plan.model_id {
@@ -359,9 +371,33 @@ pub fn run(plan: &RunPlan, control: Control<'_>) -> Result<RunSummary> {
         plan.shard,
     )?;
 
+    let base_opts = ExtractOptions {
+        batch_size: plan.batch_size,
+        layers: None,
+        heads: None,
+        truncate: plan.truncate,
+        capture_attention: true,
+        rope: plan.rope,
+        attention_keep: plan.attention_keep,
+    };
+    let too_long = |e: attn_extract::ExtractError| match e {
+        attn_extract::ExtractError::SequenceTooLong { .. } => PipelineError::Context {
+            context: format!(
+                "{}: a sequence is longer than the model accepts; pass --truncate to cut it",
+                corpus_name_of(plan)
+            ),
+            source: Box::new(e.into()),
+        },
+        e => e.into(),
+    };
+    // Tokenized before anything is written, so that an over-long sequence leaves no dataset behind.
+    let lengths = model
+        .sequence_lengths(&corpus, &base_opts)
+        .map_err(too_long)?;
     let mut params = BTreeMap::new();
     params.insert("normalize".to_string(), plan.normalize.to_string());
     params.insert("truncate".to_string(), plan.truncate.to_string());
+    params.insert("attention".to_string(), plan.attention_keep.to_string());
     params.insert("backend".to_string(), plan.backend.clone());
     let meta = DatasetMeta {
         schema_version: DATA_MODEL_VERSION,
@@ -389,73 +425,36 @@ pub fn run(plan: &RunPlan, control: Control<'_>) -> Result<RunSummary> {
         .collect();
     let mut heads_extracted = 0;
     if !missing.is_empty() && !control.cancelled() {
-        let mut layers: Vec<u16> = missing.iter().map(|h| h.layer).collect();
-        layers.dedup();
-        let mut head_idx: Vec<u16> = missing.iter().map(|h| h.head).collect();
-        head_idx.sort_unstable();
-        head_idx.dedup();
-        let opts = ExtractOptions {
-            batch_size: plan.batch_size,
-            layers: Some(layers),
-            heads: Some(head_idx),
-            truncate: plan.truncate,
-            capture_attention: true,
-            rope: plan.rope,
-        };
-        let progress = control.start(Stage::Extract, corpus.len());
-        let extraction = model.extract(&corpus, &opts, &mut |done, _| progress.set(done)).map_err(|e| match e {
-            attn_extract::ExtractError::SequenceTooLong { .. } => PipelineError::Context {
-                context: format!(
-                    "{}: a sequence is longer than the model accepts; pass --truncate to cut it (RunPlan::truncate)",
-                    corpus_name_of(plan)
-                ),
-                source: Box::new(e.into()),
-            },
-            e => e.into(),
-        })?;
-        drop(progress);
-        if dataset.has_tokens() {
-            let stored = dataset.read_tokens()?;
-            if stored != extraction.tokens {
-                bail!(
-                    "{}: the dataset holds tokens of another corpus; use a new --out directory",
-                    plan.out.display()
-                );
+        // Captured attention is dense until stored: extract as many heads per pass as keep it
+        // within the budget (all of them for sentences; fewer for long documents, at the price of
+        // running the model once per pass).
+        let per_head: usize = lengths.iter().map(|&l| l * l * 4).sum();
+        let per_pass = (plan.attention_memory / per_head.max(1)).clamp(1, missing.len());
+        let passes = missing.len().div_ceil(per_pass);
+        let progress = control.start(Stage::Extract, corpus.len() * passes);
+        let stored = control.start(Stage::Normalize, missing.len());
+        for (pass, chunk) in missing.chunks(per_pass).enumerate() {
+            if control.cancelled() {
+                break;
             }
-        } else {
-            dataset.write_tokens(&extraction.tokens)?;
+            let mut layers: Vec<u16> = chunk.iter().map(|h| h.layer).collect();
+            layers.dedup();
+            let mut head_idx: Vec<u16> = chunk.iter().map(|h| h.head).collect();
+            head_idx.sort_unstable();
+            head_idx.dedup();
+            let opts = ExtractOptions {
+                layers: Some(layers),
+                heads: Some(head_idx),
+                ..base_opts.clone()
+            };
+            let offset = pass * corpus.len();
+            let extraction = model
+                .extract(&corpus, &opts, &mut |done, _| progress.set(offset + done))
+                .map_err(too_long)?;
+            store_extraction(&dataset, &extraction, chunk, &corpus, &info, plan, &stored)?;
         }
-        if let (Corpus::Images(images), Some(geometry)) = (&corpus, info.image) {
-            store_images(&dataset, images, geometry.image_size)?;
-        }
-        let normalizer = head_normalizer(
-            plan.normalize,
-            info.architecture.is_causal(),
-            plan.projection.seed,
-        )?;
-        let progress = control.start(Stage::Normalize, missing.len());
-        let tokens = &extraction.tokens;
-        extraction
-            .heads
-            .par_iter()
-            .filter(|c| missing.contains(&c.vectors.head()))
-            .try_for_each(|capture| -> Result<()> {
-                if control.cancelled() {
-                    return Ok(());
-                }
-                store_head(
-                    &dataset,
-                    &normalizer,
-                    capture,
-                    tokens,
-                    info.architecture.is_causal(),
-                    plan.projection.seed,
-                )?;
-                progress.inc();
-                Ok(())
-            })?;
-        heads_extracted = progress.done();
         drop(progress);
+        heads_extracted = stored.done();
     }
 
     // Stage 2: projections, one task per (head, method, dims), each written as soon as it is done.
@@ -503,6 +502,58 @@ pub fn check_settings(settings: &ProjectionSettings) -> Result<()> {
     Ok(())
 }
 
+/// Stores the token table (the first time; later passes must agree with it), the images, and the
+/// heads of `chunk` from one extraction pass, counting them on `stored`.
+fn store_extraction(
+    dataset: &Dataset,
+    extraction: &attn_types::Extraction,
+    chunk: &[HeadId],
+    corpus: &Corpus,
+    info: &ModelInfo,
+    plan: &RunPlan,
+    stored: &StageCounter<'_>,
+) -> Result<()> {
+    if dataset.has_tokens() {
+        let stored = dataset.read_tokens()?;
+        if stored != extraction.tokens {
+            bail!(
+                "{}: the dataset holds tokens of another corpus; use a new --out directory",
+                plan.out.display()
+            );
+        }
+    } else {
+        dataset.write_tokens(&extraction.tokens)?;
+    }
+    if let (Corpus::Images(images), Some(geometry)) = (corpus, info.image) {
+        store_images(dataset, images, geometry.image_size)?;
+    }
+    let normalizer = head_normalizer(
+        plan.normalize,
+        info.architecture.is_causal(),
+        plan.projection.seed,
+    )?;
+    let tokens = &extraction.tokens;
+    extraction
+        .heads
+        .par_iter()
+        .filter(|c| chunk.contains(&c.vectors.head()))
+        .try_for_each(|capture| -> Result<()> {
+            if stored.cancelled() {
+                return Ok(());
+            }
+            store_head(
+                dataset,
+                &normalizer,
+                capture,
+                tokens,
+                info.architecture.is_causal(),
+                plan.projection.seed,
+            )?;
+            stored.inc();
+            Ok(())
+        })
+}
+
 /// The run settings that decide what a dataset's data is: a dataset that holds data made with other
 /// ones must not be resumed with these (its files would be reused as if they were made now).
 fn run_identity(meta: &DatasetMeta) -> Vec<(&'static str, String)> {
@@ -515,6 +566,7 @@ fn run_identity(meta: &DatasetMeta) -> Vec<(&'static str, String)> {
         ),
         ("normalize (--no-normalize)", param("normalize")),
         ("truncate (--truncate)", param("truncate")),
+        ("attention kept (--attention)", param("attention")),
         (
             "rotary capture (--rope)",
             meta.model.rope.map_or("none".into(), |r| r.to_string()),

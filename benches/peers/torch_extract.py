@@ -102,6 +102,12 @@ def main():
             for lin in (getattr(att, "q_proj", None) or att.attention.query,
                         getattr(att, "k_proj", None) or att.attention.key):
                 lin.register_forward_hook(hook)
+    elif model.config.model_type in ("llama", "mistral", "qwen2", "qwen3"):
+        # Llama family: q_proj/k_proj outputs (the rotation happens inside the attention forward, in
+        # the timed work either way).
+        for layer in model.layers:
+            for lin in (layer.self_attn.q_proj, layer.self_attn.k_proj):
+                lin.register_forward_hook(hook)
     else:
         for layer in model.encoder.layer:
             for lin in (layer.attention.self.query, layer.attention.self.key):

@@ -28,7 +28,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use attn_pipeline::{
-    Control, CorpusInput, HeadLayoutInput, LayoutVectors, ProjectionSettings, RunPlan, layout_head,
+    AttentionKeep, Control, CorpusInput, HeadLayoutInput, LayoutVectors, ProjectionSettings,
+    RunPlan, layout_head,
 };
 use attn_store::Dataset;
 use attn_types::{Fidelity, HeadId, ProjectionMethod};
@@ -248,6 +249,8 @@ fn extract(
         batch_size: 16,
         truncate: true,
         rope: Default::default(),
+        attention_keep: AttentionKeep::Auto,
+        attention_memory: RunPlan::DEFAULT_ATTENTION_MEMORY,
         normalize: true,
         layers: None,
         heads: Some(

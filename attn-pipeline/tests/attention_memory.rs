@@ -1,0 +1,119 @@
+//! Long sequences: the attention kept per query and the model passes that bound captured attention.
+//!
+//! On the qwen2 fixture (grouped-query attention, sliding windows): extracting one head per pass
+//! (`attention_memory` below one head's attention) writes the same bytes as one pass over all heads,
+//! and `AttentionKeep::TopK` stores at most k weights per query, the k largest of the full row.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use attn_pipeline::{AttentionKeep, Control, CorpusInput, ProjectionSettings, RunPlan, run};
+use attn_store::Dataset;
+use attn_types::HeadId;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../attn-extract/tests/fixtures")
+        .join(name)
+}
+
+fn plan(out: &Path, keep: AttentionKeep, attention_memory: usize) -> RunPlan {
+    RunPlan {
+        model_dir: fixture("qwen2_tiny"),
+        model_id: None,
+        corpus: CorpusInput::Texts(
+            [
+                "the cat sat on the mat",
+                "a dog ran to the park and back again before the rain",
+                "hello world",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        ),
+        text_field: "text".into(),
+        max_sequences: None,
+        out: out.to_path_buf(),
+        backend: "flex".into(),
+        batch_size: 2,
+        truncate: true,
+        rope: Default::default(),
+        attention_keep: keep,
+        attention_memory,
+        normalize: true,
+        layers: None,
+        heads: None,
+        shard: None,
+        // Extraction only: the files compared here are the extracted ones.
+        projection: ProjectionSettings::attnviz(Vec::new(), vec![2]),
+    }
+}
+
+#[test]
+fn one_head_per_pass_writes_the_same_bytes_as_one_pass() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, many) = (tmp.path().join("one"), tmp.path().join("many"));
+    let a = run(
+        &plan(&one, AttentionKeep::All, usize::MAX),
+        Control::silent(),
+    )
+    .unwrap();
+    let b = run(&plan(&many, AttentionKeep::All, 1), Control::silent()).unwrap();
+    assert_eq!((a.heads_extracted, b.heads_extracted), (18, 18));
+    let (da, db) = (Dataset::open(&one).unwrap(), Dataset::open(&many).unwrap());
+    for h in HeadId::all(3, 6) {
+        for (x, y) in [
+            (da.vectors_path(h), db.vectors_path(h)),
+            (da.attention_path(h), db.attention_path(h)),
+        ] {
+            assert_eq!(
+                std::fs::read(&x).unwrap(),
+                std::fs::read(&y).unwrap(),
+                "{h}: {x:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn top_k_keeps_the_k_strongest_keys_of_every_query() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (full, top) = (tmp.path().join("full"), tmp.path().join("top"));
+    run(
+        &plan(&full, AttentionKeep::All, usize::MAX),
+        Control::silent(),
+    )
+    .unwrap();
+    run(
+        &plan(&top, AttentionKeep::TopK(2), usize::MAX),
+        Control::silent(),
+    )
+    .unwrap();
+    let (df, dt) = (Dataset::open(&full).unwrap(), Dataset::open(&top).unwrap());
+    assert_eq!(dt.meta().run.params.get("attention").unwrap(), "top:2");
+    let mut cut = 0;
+    for h in HeadId::all(3, 6) {
+        for (f, t) in df
+            .read_attention(h)
+            .unwrap()
+            .iter()
+            .zip(&dt.read_attention(h).unwrap())
+        {
+            for q in 0..f.len() {
+                let (rf, rt) = (f.weights.row(q), t.weights.row(q));
+                let kept: Vec<usize> = (0..rt.len()).filter(|&k| rt[k] != 0.0).collect();
+                assert_eq!(kept.len(), 2.min(q + 1), "{h} q{q}: {rt:?}");
+                let mut order: Vec<usize> = (0..rf.len()).collect();
+                order.sort_by(|&x, &y| rf[y].total_cmp(&rf[x]).then(x.cmp(&y)));
+                let mut strongest = order[..kept.len()].to_vec();
+                strongest.sort_unstable();
+                assert_eq!(kept, strongest, "{h} q{q}");
+                for &k in &kept {
+                    assert_eq!(rt[k], rf[k]);
+                }
+                cut += usize::from(rf.iter().filter(|w| **w != 0.0).count() > 2);
+            }
+        }
+    }
+    assert!(cut > 0, "some rows had more than two keys to cut");
+}
