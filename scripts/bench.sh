@@ -9,6 +9,10 @@
 #                 made by benches/peers/setup.sh)
 #   extract       extraction throughput against PyTorch + transformers (venv made by scripts/devvenv.sh;
 #                 several GB)
+#   decoders      Llama-family decoders on a ~100M-parameter Llama-shaped random checkpoint (made by
+#                 benches/peers/make_sized_checkpoint.py in the dev venv): peak memory of f32 and bf16
+#                 weights, of the first layer only, of a 4,096-token sequence; throughput against
+#                 PyTorch + transformers
 # With no argument: main-job and fidelity (the steps that need no Python beyond fetching MiniLM).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,6 +70,47 @@ for step in "${steps[@]}"; do
     extract)
       cargo run --quiet -p attnviz-benches --bin extract_compare -- --model "$minilm"
       ;;
-    *) echo "bench.sh: unknown step $step (main-job, fidelity, compare, extract)" >&2; exit 2 ;;
+    decoders)
+      py="$(scripts/devvenv.sh | tail -n 1)"
+      models="${ATTNVIZ_CACHE:-$HOME/.cache/attnviz}/bench-models"
+      f32="$models/llama-100m"; bf16="$models/llama-100m-bf16"
+      [ -f "$f32/model.safetensors" ] || "$py" benches/peers/make_sized_checkpoint.py llama-100m "$f32" >&2
+      [ -f "$bf16/model.safetensors" ] || "$py" benches/peers/make_sized_checkpoint.py llama-100m-bf16 "$bf16" >&2
+      out="benches/results/decoders-$date.md"
+      tmp="$(mktemp -d)"
+      echo "the cat sat on the mat" > "$tmp/one.txt"
+      # ~4,600 tokens of the fixture tokenizer, cut to the model's 4,096 positions by --truncate.
+      "$py" -c "import random; random.seed(1); w='the a model attention head query key value token sentence cat dog runs jumps over under quickly slowly red blue green small large and or but because when while house tree river mountain city book'.split(); print(' '.join(random.choice(w) for _ in range(1200)))" > "$tmp/long.txt"
+      {
+        echo "# Llama-family decoders: memory and throughput ($date)"
+        echo
+        echo "Checkpoints: benches/peers/make_sized_checkpoint.py llama-100m / llama-100m-bf16 (100,092,672 parameters: 12 layers, 12 query / 4 key-value heads, hidden 768, MLP 2048, vocabulary 32,000; f32 = 400 MB, bf16 = 200 MB)."
+        echo "Machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, load at start $(cut -d' ' -f1-3 /proc/loadavg), $(rustc --version), commit $(git rev-parse --short HEAD). Peak RSS from /usr/bin/time -v (file pages of the memory-mapped checkpoint included)."
+        echo
+        echo "| run | command | wall s | peak RSS MB |"
+        echo "| --- | --- | --- | --- |"
+      } > "$out"
+      measure() {  # name, model dir, corpus, extra args...
+        local name="$1" model="$2" corpus="$3"; shift 3
+        rm -rf "$tmp/ds"
+        /usr/bin/time -v -o "$tmp/time" "$bin/attnviz" run --model "$model" --corpus "$corpus" --out "$tmp/ds" \
+          --methods pca --no-render --quiet "$@" > /dev/null 2> "$tmp/stderr" || { cat "$tmp/stderr" >&2; exit 1; }
+        wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {split($2, t, ":"); s = 0; for (i = 1; i <= length(t); i++) s = s * 60 + t[i]; print s}' "$tmp/time")
+        rss=$(awk -F': ' '/Maximum resident/ {printf "%.0f", $2 / 1024}' "$tmp/time")
+        echo "| $name | \`attnviz run --model $(basename "$model") --corpus $(basename "$corpus") --methods pca --no-render $*\` | $wall | $rss |" >> "$out"
+      }
+      measure "f32, all layers loaded" "$f32" "$tmp/one.txt" --layers 11 --heads 0
+      measure "bf16, all layers loaded" "$bf16" "$tmp/one.txt" --layers 11 --heads 0
+      measure "f32, first layer only" "$f32" "$tmp/one.txt" --layers 0 --heads 0
+      measure "bf16, first layer only" "$bf16" "$tmp/one.txt" --layers 0 --heads 0
+      measure "4,096 tokens, 36 heads, attention auto (top 64 per query)" "$f32" "$tmp/long.txt" --truncate --layers 0,5,11
+      du -sh "$tmp/ds" | awk '{print "\nDataset of the 4,096-token run: " $1 " on disk."}' >> "$out"
+      rm -rf "$tmp"
+      cargo run --quiet -p attnviz-benches --bin extract_compare -- --model "$f32" --sentences 100 --repeats 3 \
+        --out "benches/results/extract-llama-100m-$date"
+      { echo; echo "Throughput: \`extract_compare --model llama-100m --sentences 100 --repeats 3\` (2 rounds, 2 threads, batch 16): see extract-llama-100m-$date/results.md."; } >> "$out"
+      echo "bench.sh: $out"
+      ;;
+    *) echo "bench.sh: unknown step $step (main-job, fidelity, compare, extract, decoders)" >&2; exit 2 ;;
   esac
 done

@@ -803,7 +803,13 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
             .map_err(|_| input!("sequence length {max_len} is too large"))?,
         image: None,
         config,
-        num_key_value_heads: None,
+        // The grouping, as `extract` records it for a grouped-query model.
+        num_key_value_heads: match &source {
+            VectorSource::Npy {
+                heads, kv_heads, ..
+            } if kv_heads != heads => Some(*kv_heads),
+            _ => None,
+        },
         rope: None,
     };
     let abs = |p: &Path| {

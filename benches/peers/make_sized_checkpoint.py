@@ -13,7 +13,9 @@ sizes, not the values. Both are seeded and saved in Hugging Face layout:
   hidden 768, MLP 2048, vocabulary 32,000, rope_theta 500,000, 4,096 positions), f32, no LM head. The
   tokenizer is the llama_tiny fixture's byte-level BPE (320 tokens, BOS added), as for gpt2-small.
 
-    python make_sized_checkpoint.py {gpt2-small,vit-base,llama-100m} OUT_DIR
+- llama-100m-bf16: the same weights rounded to bf16 (half the file).
+
+    python make_sized_checkpoint.py {gpt2-small,vit-base,llama-100m,llama-100m-bf16} OUT_DIR
 """
 import json
 import shutil
@@ -40,19 +42,22 @@ def main():
                 "rescale_factor": 1 / 255, "do_normalize": True,
                 "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
         (out / "preprocessor_config.json").write_text(json.dumps(prep, indent=1))
-    elif kind == "llama-100m":
+    elif kind in ("llama-100m", "llama-100m-bf16"):
         cfg = LlamaConfig(vocab_size=32000, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                           num_key_value_heads=4, intermediate_size=2048, max_position_embeddings=4096,
                           rope_parameters={"rope_type": "default", "rope_theta": 500000.0}, bos_token_id=0,
                           eos_token_id=1)
-        LlamaModel(cfg).save_pretrained(out)
+        model = LlamaModel(cfg)
+        if kind.endswith("bf16"):
+            model = model.to(torch.bfloat16)
+        model.save_pretrained(out)
         fixture = Path(__file__).resolve().parents[2] / "attn-extract" / "tests" / "fixtures" / "llama_tiny"
         shutil.copy(fixture / "tokenizer.json", out / "tokenizer.json")
         # AutoTokenizer needs a class name; the BOS comes from tokenizer.json's post-processor.
         (out / "tokenizer_config.json").write_text(json.dumps(
             {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|begin_of_text|>"}, indent=1))
     else:
-        sys.exit(f"unknown kind {kind!r}: gpt2-small, vit-base or llama-100m")
+        sys.exit(f"unknown kind {kind!r}: gpt2-small, vit-base, llama-100m or llama-100m-bf16")
     print(out)
 
 

@@ -448,6 +448,8 @@ fn grouped_query_keys_and_softmax_scale() {
     );
     let ds = Dataset::open(tmp.path().join("mqa")).expect("opens");
     assert_eq!(ds.meta().model.num_heads, 2);
+    // The grouping is recorded as `extract` records a grouped-query model's.
+    assert_eq!(ds.meta().model.num_key_value_heads, Some(1));
     for h in HeadId::all(2, 2) {
         let stored = ds.read_head(h).expect("head");
         let layer_keys = &kv[usize::from(h.layer) * n * D..(usize::from(h.layer) + 1) * n * D];
