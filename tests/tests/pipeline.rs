@@ -680,6 +680,47 @@ fn bad_input_is_a_clear_error_and_leaves_no_dataset() {
         ],
         &["vision model"],
     );
+    // Decoder checkpoints: a missing shard, an unsupported rope scaling, a bad --rope / --attention.
+    let copy = |name: &str| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        for entry in std::fs::read_dir(fixture_model(name)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+        dir
+    };
+    let mistral = copy("mistral_tiny");
+    std::fs::remove_file(mistral.join("model-00002-of-00004.safetensors")).unwrap();
+    let run_on = |model: &Path, extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = ["run", "--model", model.to_str().unwrap(), "--corpus", c]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(["--out".to_string(), "ds".to_string()]);
+        args
+    };
+    let args = run_on(&mistral, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    attnviz_fails(tmp.path(), &args, &["model-00002-of-00004.safetensors"]);
+    let llama = copy("llama_tiny");
+    let cfg_path = llama.join("config.json");
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    std::fs::write(&cfg_path, cfg.replace("\"llama3\"", "\"longrope\"")).unwrap();
+    let args = run_on(&llama, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    attnviz_fails(
+        tmp.path(),
+        &args,
+        &["config.json", "rope_parameters.rope_type", "longrope"],
+    );
+    let qwen3 = fixture_model("qwen3_tiny");
+    for (flag, value) in [("--rope", "mid"), ("--attention", "top:0")] {
+        let args = run_on(&qwen3, &[flag, value]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        attnviz_fails(tmp.path(), &args, &[flag, value]);
+    }
     assert!(
         !tmp.path().join("ds").exists(),
         "a failed run left a dataset behind"
