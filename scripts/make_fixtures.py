@@ -18,6 +18,7 @@ Output per fixture directory:
     config.json, model.safetensors, tokenizer files   the checkpoint
     inputs.json                                       the sentences (or image count) and token ids
     expected.safetensors                              s{i}.q.{l} [len, hidden], s{i}.k.{l} [len, hidden],
+                                                      s{i}.v.{l} [len, hidden] (value projections),
                                                       s{i}.attn.{l} [heads, len, len],
                                                       s{i}.ids [len] (text) or s{i}.image [H, W, 3] uint8
                                                       and s{i}.pixels [3, H, W] (images)
@@ -77,6 +78,7 @@ class Capture:
     def __init__(self):
         self.q = {}
         self.k = {}
+        self.v = {}
         self.handles = []
 
     def hook_linear(self, module, store, layer):
@@ -90,6 +92,7 @@ class Capture:
             out = out.detach()[0]
             self.q[layer] = out[:, :hidden].clone()
             self.k[layer] = out[:, hidden : 2 * hidden].clone()
+            self.v[layer] = out[:, 2 * hidden :].clone()
 
         self.handles.append(module.register_forward_hook(fn))
 
@@ -99,6 +102,7 @@ def record(tensors, i, cap, attentions, layers):
         tensors[f"s{i}.q.{l}"] = cap.q[l].float().contiguous()
         tensors[f"s{i}.k.{l}"] = cap.k[l].float().contiguous()
         tensors[f"s{i}.attn.{l}"] = attentions[l][0].float().contiguous()
+        tensors[f"s{i}.v.{l}"] = cap.v[l].float().contiguous()
 
 
 def fresh(path: Path) -> Path:
@@ -112,10 +116,17 @@ def bert_fixture():
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertConfig, BertForMaskedLM
 
+    # The WordPiece trainer orders tokens of equal frequency differently from run to run: an existing
+    # vocab.txt is kept, so that regenerating the fixtures does not renumber the tokens.
+    kept = OUT / "bert_tiny" / "vocab.txt"
+    vocab = kept.read_text() if kept.exists() else None
     out = fresh(OUT / "bert_tiny")
-    wp = BertWordPieceTokenizer(lowercase=True)
-    wp.train_from_iterator(TRAIN_TEXT, vocab_size=150, min_frequency=1, show_progress=False)
-    wp.save_model(str(out))  # vocab.txt only: exercises the WordPiece fallback of the loader
+    if vocab is None:
+        wp = BertWordPieceTokenizer(lowercase=True)
+        wp.train_from_iterator(TRAIN_TEXT, vocab_size=150, min_frequency=1, show_progress=False)
+        wp.save_model(str(out))  # vocab.txt only: exercises the WordPiece fallback of the loader
+    else:
+        (out / "vocab.txt").write_text(vocab)
     # transformers 5.x's BertTokenizerFast no longer builds from a bare vocab_file, so encode with the
     # `tokenizers` WordPiece pipeline it wraps (BertNormalizer, BertPreTokenizer, [CLS] .. [SEP]).
     tok = BertWordPieceTokenizer(str(out / "vocab.txt"), lowercase=True)
@@ -141,6 +152,7 @@ def bert_fixture():
     for l, layer in enumerate(model.bert.encoder.layer):
         cap.hook_linear(layer.attention.self.query, cap.q, l)
         cap.hook_linear(layer.attention.self.key, cap.k, l)
+        cap.hook_linear(layer.attention.self.value, cap.v, l)
     tensors, ids_all = {}, []
     for i, s in enumerate(SENTENCES):
         enc = {"input_ids": torch.tensor([tok.encode(s).ids])}
@@ -150,7 +162,8 @@ def bert_fixture():
         tensors[f"s{i}.ids"] = enc["input_ids"][0].to(torch.int64)
         ids_all.append(enc["input_ids"][0].tolist())
     save_file(tensors, out / "expected.safetensors")
-    (out / "inputs.json").write_text(json.dumps({"sentences": SENTENCES, "ids": ids_all}, indent=1))
+    (out / "inputs.json").write_text(json.dumps(
+        {"sentences": SENTENCES, "ids": ids_all, "tokens": [tok.encode(s).tokens for s in SENTENCES]}, indent=1))
 
 
 def gpt2_fixture():
@@ -194,7 +207,8 @@ def gpt2_fixture():
         tensors[f"s{i}.ids"] = enc["input_ids"][0].to(torch.int64)
         ids_all.append(enc["input_ids"][0].tolist())
     save_file(tensors, out / "expected.safetensors")
-    (out / "inputs.json").write_text(json.dumps({"sentences": SENTENCES, "ids": ids_all}, indent=1))
+    (out / "inputs.json").write_text(json.dumps(
+        {"sentences": SENTENCES, "ids": ids_all, "tokens": [tok.encode(s).tokens for s in SENTENCES]}, indent=1))
 
 
 def test_images(n: int, size: int) -> list:
@@ -257,8 +271,10 @@ def vit_fixture(name: str, patch: int, image_size: int, hidden: int, with_prepro
         # transformers 5.x names the projections q_proj/k_proj in memory (files keep query/key).
         qm = getattr(att, "q_proj", None) or att.attention.query
         km = getattr(att, "k_proj", None) or att.attention.key
+        vm = getattr(att, "v_proj", None) or att.attention.value
         cap.hook_linear(qm, cap.q, l)
         cap.hook_linear(km, cap.k, l)
+        cap.hook_linear(vm, cap.v, l)
     tensors = {}
     imgs = test_images(2, image_size)
     for i, img in enumerate(imgs):
@@ -293,6 +309,7 @@ def minilm_reference(model_dir: str):
     for l in layers:
         cap.hook_linear(model.encoder.layer[l].attention.self.query, cap.q, l)
         cap.hook_linear(model.encoder.layer[l].attention.self.key, cap.k, l)
+        cap.hook_linear(model.encoder.layer[l].attention.self.value, cap.v, l)
     tensors, ids_all = {}, []
     for i, s in enumerate(MINILM_SENTENCES):
         enc = tok(s, return_tensors="pt")
@@ -303,7 +320,8 @@ def minilm_reference(model_dir: str):
         ids_all.append(enc["input_ids"][0].tolist())
     save_file(tensors, out / "expected.safetensors")
     (out / "inputs.json").write_text(
-        json.dumps({"sentences": MINILM_SENTENCES, "ids": ids_all, "layers": layers}, indent=1))
+        json.dumps({"sentences": MINILM_SENTENCES, "ids": ids_all, "layers": layers,
+                    "tokens": [tok.convert_ids_to_tokens(ids) for ids in ids_all]}, indent=1))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -418,6 +436,7 @@ def decoder_fixture(name: str, model_type: str, tokenizer: str, seed: int, half:
 
         handles.append(qm.register_forward_hook(hook("q", l, heads)))
         handles.append(km.register_forward_hook(hook("k", l, kv_heads)))
+        handles.append(att.v_proj.register_forward_hook(hook("v", l, kv_heads)))
     tensors, ids_all = {}, []
     for i, s in enumerate(DECODER_SENTENCES):
         ids = torch.tensor([tok.encode(s).ids])
@@ -433,6 +452,7 @@ def decoder_fixture(name: str, model_type: str, tokenizer: str, seed: int, half:
             tensors[f"s{i}.qpre.{l}"] = q.reshape(q.shape[0], -1).float().contiguous()
             tensors[f"s{i}.kpre.{l}"] = k.reshape(k.shape[0], -1).float().contiguous()
             tensors[f"s{i}.attn.{l}"] = o.attentions[l][0].float().contiguous()
+            tensors[f"s{i}.v.{l}"] = pre[("v", l)].reshape(q.shape[0], -1).float().contiguous()
         tensors[f"s{i}.ids"] = ids[0].to(torch.int64)
         ids_all.append(ids[0].tolist())
     for h in handles:

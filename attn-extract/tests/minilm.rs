@@ -10,7 +10,9 @@ mod common;
 use std::path::PathBuf;
 
 use attn_extract::{Corpus, ExtractOptions, LoadedModel, device_from_name};
-use common::{Expected, assert_rows_sum_to_one, compare, fixture_dir, sentences};
+use common::{
+    Expected, assert_reference_tokens, assert_rows_sum_to_one, compare, fixture_dir, sentences,
+};
 
 #[test]
 #[ignore = "needs ATTNVIZ_MINILM_DIR; run by .ci/run"]
@@ -56,19 +58,14 @@ fn minilm_matches_transformers() {
     assert_rows_sum_to_one(&ex, 1e-5);
 
     let expected = Expected::read(&fixture);
-    for (i, span) in ex.tokens.sequences().iter().enumerate() {
-        assert_eq!(
-            expected.get(&format!("s{i}.ids")).i64.len(),
-            span.len,
-            "sequence {i} length"
-        );
-    }
+    assert_reference_tokens(&ex, &fixture, &expected);
     let err = compare(&ex, &expected, texts.len(), &[0, 5]);
     eprintln!("all-MiniLM-L6-v2: max abs error {err:?}");
     assert_eq!(err.compared, 2 * 12 * texts.len());
-    // About 5x the measured worst case (flex): Q 4.3e-6, K 4.3e-6, attention 8.3e-7.
+    // About 5x the measured worst case (flex): Q 3.6e-6, K 3.5e-6, attention 8.3e-7, value norms
+    // 2.9e-6 (against references regenerated with torch 2.15 + transformers 5.23).
     assert!(
-        err.q < 2.5e-5 && err.k < 2.5e-5 && err.attn < 5e-6,
+        err.q < 2e-5 && err.k < 2e-5 && err.attn < 5e-6 && err.vnorm < 1.5e-5,
         "{err:?}"
     );
 }

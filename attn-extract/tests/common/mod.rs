@@ -92,6 +92,8 @@ pub struct Errors {
     pub q: f32,
     pub k: f32,
     pub attn: f32,
+    /// Value norms `|v|` against the norms of the reference's value projections.
+    pub vnorm: f32,
     pub compared: usize,
 }
 
@@ -122,6 +124,7 @@ pub fn compare_tensors(
         for (i, span) in spans.iter().enumerate() {
             let q = expected.get(&format!("s{i}.{}.{layer}", names.0));
             let k = expected.get(&format!("s{i}.{}.{layer}", names.1));
+            let v = expected.get(&format!("s{i}.v.{layer}"));
             let a = expected.get(&format!("s{i}.attn.{layer}"));
             let len = q.shape[0];
             assert_eq!(
@@ -131,8 +134,13 @@ pub fn compare_tensors(
             let (q_width, k_width) = (q.shape[1], k.shape[1]);
             let h = head as usize;
             let kh = ex.model.key_head_of(head) as usize;
+            let norms = cap.value_norms.as_ref().expect("value norms captured");
             for t in 0..len {
                 let row = span.start + t;
+                // Values have as many heads as keys (one per key head under grouped-query attention).
+                let value = &v.f32[t * k_width + kh * d..t * k_width + (kh + 1) * d];
+                let norm = value.iter().map(|x| x * x).sum::<f32>().sqrt();
+                err.vnorm = err.vnorm.max(abs_err(norms[row], norm));
                 for j in 0..d {
                     err.q = err.q.max(abs_err(
                         cap.vectors.queries().get(row, j),
@@ -171,6 +179,28 @@ pub fn assert_rows_sum_to_one(ex: &Extraction, tol: f32) {
                 );
             }
         }
+    }
+}
+
+/// Asserts that every sequence's token strings are the reference tokenizer's (`tokens` in the
+/// fixture's inputs.json), and as many as its ids.
+pub fn assert_reference_tokens(ex: &Extraction, dir: &Path, expected: &Expected) {
+    let text = std::fs::read_to_string(dir.join("inputs.json")).expect("inputs.json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("inputs.json parses");
+    let reference = v["tokens"].as_array().expect("tokens in inputs.json");
+    for (i, span) in ex.tokens.sequences().iter().enumerate() {
+        let texts: Vec<&str> = ex.tokens.tokens[span.start..span.start + span.len]
+            .iter()
+            .map(|t| t.text.as_str())
+            .collect();
+        let want: Vec<&str> = reference[i]
+            .as_array()
+            .expect("token list")
+            .iter()
+            .map(|t| t.as_str().expect("token string"))
+            .collect();
+        assert_eq!(texts, want, "sequence {i}: token strings");
+        assert_eq!(expected.get(&format!("s{i}.ids")).i64.len(), span.len);
     }
 }
 
