@@ -130,7 +130,7 @@ struct ModelArgs {
     #[arg(long, default_value = "post", value_name = "post|pre", value_parser = parse_rope)]
     rope: RopeCapture,
     /// Attention weights to store per query: all; top:K (the K strongest keys; the row's missing mass
-    /// is 1 - its sum); min:W (weights of at least W); auto (all up to 512 tokens, top:64 beyond).
+    /// is 1 - its sum); min:W (weights of at least W); auto (all up to 1,024 tokens, top:64 beyond).
     #[arg(long, default_value = "auto", value_name = "all|auto|top:K|min:W", value_parser = parse_attention_keep)]
     attention: AttentionKeep,
     /// Most captured attention held in memory at once, in MiB: heads are extracted in as many
@@ -656,7 +656,7 @@ fn plan(args: &ModelArgs, projection: ProjectionSettings, quiet: bool) -> Result
 }
 
 fn parse_attention_keep(s: &str) -> Result<AttentionKeep, String> {
-    s.parse()
+    s.parse().map_err(|e: attn_types::TypesError| e.to_string())
 }
 
 fn parse_rope(s: &str) -> Result<RopeCapture, String> {

@@ -58,10 +58,10 @@ impl HfConfig {
         Ok(None)
     }
 
-    /// The first present key as a float, or `default`.
+    /// The first present (non-null) key as a float, or `default`.
     pub fn f64_or(&self, keys: &[&str], default: f64) -> Result<f64> {
         for k in keys {
-            if let Some(v) = self.json.get(*k) {
+            if let Some(v) = self.json.get(*k).filter(|v| !v.is_null()) {
                 return v
                     .as_f64()
                     .ok_or_else(|| self.invalid(format!("field `{k}` is not a number: {v}")));
@@ -70,10 +70,10 @@ impl HfConfig {
         Ok(default)
     }
 
-    /// The first present key as a string, or `default`.
+    /// The first present (non-null) key as a string, or `default`.
     pub fn str_or<'a>(&'a self, keys: &[&str], default: &'a str) -> Result<&'a str> {
         for k in keys {
-            if let Some(v) = self.json.get(*k) {
+            if let Some(v) = self.json.get(*k).filter(|v| !v.is_null()) {
                 return v
                     .as_str()
                     .ok_or_else(|| self.invalid(format!("field `{k}` is not a string: {v}")));
@@ -82,10 +82,10 @@ impl HfConfig {
         Ok(default)
     }
 
-    /// The first present key as a bool, or `default`.
+    /// The first present (non-null) key as a bool, or `default`.
     pub fn bool_or(&self, keys: &[&str], default: bool) -> Result<bool> {
         for k in keys {
-            if let Some(v) = self.json.get(*k) {
+            if let Some(v) = self.json.get(*k).filter(|v| !v.is_null()) {
                 return v
                     .as_bool()
                     .ok_or_else(|| self.invalid(format!("field `{k}` is not a boolean: {v}")));

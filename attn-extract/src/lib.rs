@@ -13,6 +13,7 @@ mod vit;
 
 use std::path::Path;
 
+pub use attn_types::AttentionKeep;
 use attn_types::{
     Architecture, Extraction, HeadCapture, HeadId, HeadVectors, ImageGeometry, Matrix, ModelInfo,
     PatchPos, RopeCapture, SequenceAttention, TokenMeta, TokenTable,
@@ -61,7 +62,7 @@ impl Corpus {
 }
 
 /// Settings of [`LoadedModel::extract`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExtractOptions {
     /// Sequences per forward pass (sequences of similar length are batched together).
     pub batch_size: usize,
@@ -69,9 +70,14 @@ pub struct ExtractOptions {
     pub layers: Option<Vec<u16>>,
     /// Heads to capture within each captured layer; `None` = all.
     pub heads: Option<Vec<u16>>,
+    /// Capture only these (layer, head) pairs of the `layers` x `heads` selection (e.g. a few heads
+    /// spread over several layers, without the rest of their cross product); `None` = all of it.
+    pub only: Option<Vec<HeadId>>,
     /// Cut sequences longer than the model's position table (with a warning on stderr) instead of
     /// failing with [`ExtractError::SequenceTooLong`].
     pub truncate: bool,
+    /// With `truncate`: print a warning on stderr for each sequence cut.
+    pub warn_truncation: bool,
     /// Capture the attention probabilities (`HeadCapture::attention`); when false that list is empty.
     pub capture_attention: bool,
     /// For rotary-position models (the Llama family): capture queries and keys after the rotation
@@ -81,100 +87,6 @@ pub struct ExtractOptions {
     /// `1 - sum`): everything for ordinary sentences, the strongest keys per query for long
     /// sequences, whose dense attention grows with the square of their length.
     pub attention_keep: AttentionKeep,
-}
-
-/// Which attention weights a capture keeps per query row.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum AttentionKeep {
-    /// Every weight.
-    All,
-    /// The `k` largest weights of each query row (ties broken by key position).
-    TopK(usize),
-    /// The weights of at least this value.
-    AtLeast(f32),
-    /// [`AttentionKeep::All`] for sequences of up to [`AttentionKeep::AUTO_DENSE_UP_TO`] tokens,
-    /// [`AttentionKeep::TopK`] with [`AttentionKeep::AUTO_TOP_K`] beyond: datasets of sentences are
-    /// exact, a 4,096-token document keeps 64 of 4,096 keys per query (1/64 of its dense size).
-    Auto,
-}
-
-impl Eq for AttentionKeep {}
-
-impl AttentionKeep {
-    /// The longest sequence [`AttentionKeep::Auto`] keeps whole.
-    pub const AUTO_DENSE_UP_TO: usize = 512;
-    /// The keys per query [`AttentionKeep::Auto`] keeps in longer sequences.
-    pub const AUTO_TOP_K: usize = 64;
-
-    /// Zeroes the weights of one query row (of a sequence of `seq_len` tokens) that this policy
-    /// drops.
-    pub fn apply(self, row: &mut [f32], seq_len: usize) {
-        let k = match self {
-            AttentionKeep::All => return,
-            AttentionKeep::Auto if seq_len <= Self::AUTO_DENSE_UP_TO => return,
-            AttentionKeep::Auto => Self::AUTO_TOP_K,
-            AttentionKeep::TopK(k) => k,
-            AttentionKeep::AtLeast(min) => {
-                row.iter_mut().filter(|w| **w < min).for_each(|w| *w = 0.0);
-                return;
-            }
-        };
-        let nonzero = row.iter().filter(|w| **w != 0.0).count();
-        if nonzero <= k {
-            return;
-        }
-        if k == 0 {
-            row.fill(0.0);
-            return;
-        }
-        // The k-th largest value, then keep the values above it and, of those equal to it, the
-        // first by position until k are kept.
-        let mut sorted: Vec<f32> = row.to_vec();
-        let (_, kth, _) = sorted.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-        let kth = *kth;
-        let mut ties = k - row.iter().filter(|w| **w > kth).count();
-        for w in row.iter_mut() {
-            if *w < kth || (*w == kth && ties == 0) {
-                *w = 0.0;
-            } else if *w == kth {
-                ties -= 1;
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for AttentionKeep {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AttentionKeep::All => f.write_str("all"),
-            AttentionKeep::TopK(k) => write!(f, "top:{k}"),
-            AttentionKeep::AtLeast(min) => write!(f, "min:{min}"),
-            AttentionKeep::Auto => f.write_str("auto"),
-        }
-    }
-}
-
-impl std::str::FromStr for AttentionKeep {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        let bad = || format!("`{s}` is not all, auto, top:K (K >= 1) or min:W (0 < W <= 1)");
-        match s {
-            "all" => Ok(AttentionKeep::All),
-            "auto" => Ok(AttentionKeep::Auto),
-            _ => match s.split_once(':') {
-                Some(("top", k)) => match k.parse::<usize>() {
-                    Ok(k) if k >= 1 => Ok(AttentionKeep::TopK(k)),
-                    _ => Err(bad()),
-                },
-                Some(("min", w)) => match w.parse::<f32>() {
-                    Ok(w) if w > 0.0 && w <= 1.0 => Ok(AttentionKeep::AtLeast(w)),
-                    _ => Err(bad()),
-                },
-                _ => Err(bad()),
-            },
-        }
-    }
 }
 
 /// Largest read-back of attention probabilities per forward pass, in f32 values (512 MiB): batches
@@ -188,9 +100,11 @@ impl Default for ExtractOptions {
             layers: None,
             heads: None,
             truncate: false,
+            warn_truncation: true,
             capture_attention: true,
             rope: RopeCapture::Post,
             attention_keep: AttentionKeep::Auto,
+            only: None,
         }
     }
 }
@@ -448,7 +362,7 @@ impl LoadedModel {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Extraction> {
         let (layers, heads) = self.selection(opts)?;
-        let inputs = self.prepare(corpus, opts, true)?;
+        let inputs = self.prepare(corpus, opts, opts.warn_truncation)?;
         let n_seq = inputs.len();
         let n_heads = self.info.num_heads as usize;
         let d = self.info.head_dim as usize;
@@ -472,15 +386,25 @@ impl LoadedModel {
             first_token.push(n_tok);
             n_tok += s.tokens.len();
         }
-        // store[layer slot][head slot], written in place so that nothing is copied twice.
-        let mut store: Vec<Vec<HeadBuffers>> = (0..layers.len())
-            .map(|_| {
-                (0..heads.len())
-                    .map(|_| HeadBuffers {
-                        q: vec![0.0; n_tok * d],
-                        k: vec![0.0; n_tok * d],
-                        vnorm: vec![0.0; n_tok],
-                        attn: vec![Vec::new(); if opts.capture_attention { n_seq } else { 0 }],
+        // store[layer slot][head slot], written in place so that nothing is copied twice; `None`
+        // for the pairs that `only` leaves out.
+        let wanted = |l: usize, h: usize| {
+            opts.only
+                .as_ref()
+                .is_none_or(|only| only.contains(&HeadId::new(l as u16, h as u16)))
+        };
+        let mut store: Vec<Vec<Option<HeadBuffers>>> = layers
+            .iter()
+            .map(|&l| {
+                heads
+                    .iter()
+                    .map(|&h| {
+                        wanted(l, h).then(|| HeadBuffers {
+                            q: vec![0.0; n_tok * d],
+                            k: vec![0.0; n_tok * d],
+                            vnorm: vec![0.0; n_tok],
+                            attn: vec![Vec::new(); if opts.capture_attention { n_seq } else { 0 }],
+                        })
                     })
                     .collect()
             })
@@ -516,6 +440,9 @@ impl LoadedModel {
                     .par_iter_mut()
                     .zip(heads.par_iter())
                     .for_each(|(buf, &h)| {
+                        let Some(buf) = buf else {
+                            return;
+                        };
                         let k_at = q_width + key_head[h] * d;
                         let v_at = k_at + kv_width;
                         for (b, &si) in batch.iter().enumerate() {
@@ -585,6 +512,9 @@ impl LoadedModel {
         let mut captures = Vec::with_capacity(layers.len() * heads.len());
         for (per_head, &l) in store.into_iter().zip(&layers) {
             for (buf, &h) in per_head.into_iter().zip(&heads) {
+                let Some(buf) = buf else {
+                    continue;
+                };
                 let attention = buf
                     .attn
                     .into_iter()
@@ -620,13 +550,14 @@ impl LoadedModel {
     }
 
     /// The number of tokens of each sequence of `corpus` as [`LoadedModel::extract`] would run them
-    /// (tokenization only; fails as `extract` does on an over-long sequence without `truncate`).
+    /// (tokenization only; fails as `extract` does on an over-long sequence without `truncate`, and
+    /// warns as it does with `truncate` and `warn_truncation`).
     pub fn sequence_lengths(&self, corpus: &Corpus, opts: &ExtractOptions) -> Result<Vec<usize>> {
         if let (Family::Vit { grid, .. }, Corpus::Images(images)) = (&self.family, corpus) {
             return Ok(vec![grid * grid + 1; images.len()]);
         }
         Ok(self
-            .prepare(corpus, opts, false)?
+            .prepare(corpus, opts, opts.warn_truncation)?
             .iter()
             .map(|s| s.tokens.len())
             .collect())
@@ -921,47 +852,6 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn top_k_keeps_the_k_largest_and_breaks_ties_by_position() {
-        let mut row = vec![0.1, 0.4, 0.1, 0.3, 0.1, 0.0];
-        AttentionKeep::TopK(3).apply(&mut row, 600);
-        assert_eq!(row, vec![0.1, 0.4, 0.0, 0.3, 0.0, 0.0]);
-        // Fewer non-zero weights than k: unchanged (causal rows near the start).
-        let mut row = vec![0.6, 0.4, 0.0, 0.0];
-        AttentionKeep::TopK(3).apply(&mut row, 600);
-        assert_eq!(row, vec![0.6, 0.4, 0.0, 0.0]);
-        let mut row = vec![0.05, 0.5, 0.2, 0.25];
-        AttentionKeep::AtLeast(0.2).apply(&mut row, 4);
-        assert_eq!(row, vec![0.0, 0.5, 0.2, 0.25]);
-    }
-
-    #[test]
-    fn auto_keeps_short_sequences_whole_and_cuts_long_ones_to_top_64() {
-        let n = AttentionKeep::AUTO_DENSE_UP_TO;
-        let uniform = vec![1.0 / n as f32; n];
-        let mut row = uniform.clone();
-        AttentionKeep::Auto.apply(&mut row, n);
-        assert_eq!(row, uniform);
-        let mut row: Vec<f32> = (0..n + 1).map(|i| i as f32).collect();
-        AttentionKeep::Auto.apply(&mut row, n + 1);
-        assert_eq!(
-            row.iter().filter(|w| **w != 0.0).count(),
-            AttentionKeep::AUTO_TOP_K
-        );
-        assert!(row[n - 63..].iter().all(|w| *w != 0.0));
-    }
-
-    #[test]
-    fn attention_keep_parses_and_prints() {
-        for s in ["all", "auto", "top:64", "min:0.01"] {
-            assert_eq!(s.parse::<AttentionKeep>().unwrap().to_string(), s);
-        }
-        for bad in ["top:0", "top:x", "min:0", "min:2", "some", "top"] {
-            let err = bad.parse::<AttentionKeep>().unwrap_err();
-            assert!(err.contains(bad), "{err}");
-        }
-    }
 
     #[test]
     fn batches_respect_the_count_and_the_attention_budget() {

@@ -28,6 +28,10 @@ const TOL_ATTN: f32 = 4e-5;
 /// Max abs error of the value norms (of the group's value head): 4.4x the worst measured, 2.3e-5
 /// (qwen2; llama 1.3e-5, mistral 4.8e-6, qwen3 3.3e-6).
 const TOL_VNORM: f32 = 1e-4;
+/// Max abs difference of the stored attention and the attention recomputed (in f64) from the stored
+/// rotated queries and keys: about 5x the worst measured, 5.1e-7 (llama; mistral 3.6e-7, qwen2
+/// 4.2e-7, qwen3 1.2e-7).
+const TOL_RECOMPUTED: f32 = 2.5e-6;
 
 fn compiled_devices() -> Vec<(&'static str, Device)> {
     let mut names = vec!["flex"];
@@ -141,7 +145,8 @@ fn decoder_case(name: &str, arch: Architecture, head_dim: u32, bos: bool) {
                 "{name} on {backend}, rope {rope}: {err:?}"
             );
             assert_rows_sum_to_one(&ex, 1e-5);
-            // Query heads 0-2 share key head 0, 3-5 key head 1: their keys are the same vectors.
+            // Query heads 0-2 share key head 0, 3-5 key head 1 (h / 3, not h % 2): their keys are
+            // the same vectors.
             let keys = |h: u16| {
                 ex.heads
                     .iter()
@@ -151,9 +156,18 @@ fn decoder_case(name: &str, arch: Architecture, head_dim: u32, bos: bool) {
                     .keys()
                     .clone()
             };
-            assert_eq!(keys(0), keys(2));
-            assert_eq!(keys(3), keys(5));
-            assert_ne!(keys(0), keys(3));
+            assert_eq!(keys(0), keys(1));
+            assert_eq!(keys(1), keys(2));
+            assert_eq!(keys(3), keys(4));
+            assert_eq!(keys(4), keys(5));
+            assert_ne!(keys(2), keys(3));
+            if rope == RopeCapture::Post {
+                let err = recomputed_attention_error(&ex, name);
+                eprintln!(
+                    "{name} on {backend}: attention from the stored vectors, max abs {err:e}"
+                );
+                assert!(err < TOL_RECOMPUTED, "{name}: {err}");
+            }
         }
     }
     // Tokens: ids, strings and the special mark (the BOS a post-processor adds) as the tokenizers
@@ -189,6 +203,53 @@ fn qwen2_biases_sliding_layers_f16_matches_transformers() {
 #[test]
 fn qwen3_qk_norm_bf16_matches_transformers() {
     decoder_case("qwen3_tiny", Architecture::Qwen3, 12, false);
+}
+
+/// Max abs difference between the stored attention and `softmax(q . k / sqrt(d))` recomputed from
+/// the stored (rotated) queries and keys with the causal and sliding-window masks: the captured
+/// vectors are the ones attention multiplied.
+fn recomputed_attention_error(ex: &Extraction, name: &str) -> f32 {
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture_dir(name).join("config.json")).unwrap(),
+    )
+    .unwrap();
+    let window = |layer: u16| -> Option<usize> {
+        let w = cfg["sliding_window"].as_u64().map(|w| w as usize);
+        match cfg["layer_types"].as_array() {
+            Some(types) => w.filter(|_| types[usize::from(layer)] == "sliding_attention"),
+            None => w,
+        }
+    };
+    let d = ex.model.head_dim as usize;
+    let scale = 1.0 / (d as f64).sqrt();
+    let mut worst = 0.0f32;
+    for cap in &ex.heads {
+        let layer = cap.vectors.head().layer;
+        for (span, att) in ex.tokens.sequences().iter().zip(&cap.attention) {
+            for qi in 0..span.len {
+                let q = cap.vectors.queries().row(span.start + qi);
+                let visible = |ki: usize| ki <= qi && window(layer).is_none_or(|w| qi < ki + w);
+                let scores: Vec<f64> = (0..span.len)
+                    .map(|ki| {
+                        let k = cap.vectors.keys().row(span.start + ki);
+                        let dot: f64 = q.iter().zip(k).map(|(a, b)| f64::from(a * b)).sum();
+                        if visible(ki) {
+                            dot * scale
+                        } else {
+                            f64::NEG_INFINITY
+                        }
+                    })
+                    .collect();
+                let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let total: f64 = scores.iter().map(|s| (s - max).exp()).sum();
+                for (ki, s) in scores.iter().enumerate() {
+                    let p = ((s - max).exp() / total) as f32;
+                    worst = worst.max(common::abs_err(att.get(qi, ki), p));
+                }
+            }
+        }
+    }
+    worst
 }
 
 /// Copies a fixture into a temporary directory, with `edit` applied to its config.json.
@@ -263,7 +324,7 @@ fn bad_decoder_checkpoints_name_the_file_and_key() {
     });
     let msg = load_error(dynamic.path()).to_string();
     assert!(
-        msg.contains("rope_scaling.rope_type") && msg.contains("dynamic"),
+        msg.contains("rope_scaling.type") && msg.contains("dynamic"),
         "{msg}"
     );
     // Sizes that disagree with the weights: the tensor and both shapes are named.
@@ -341,4 +402,82 @@ fn loading_the_first_layers_only() {
         .unwrap_err()
         .to_string();
     assert!(msg.contains("layer 1 was not loaded"), "{msg}");
+}
+
+/// A checkpoint holding only layer 0's tensors loads with `load_layers(.., Some(0))` (the later
+/// layers are never read) and fails to load whole, naming the missing tensors.
+#[test]
+fn later_layers_are_neither_built_nor_read() {
+    let source = fixture_dir("qwen3_tiny");
+    let tmp = edited_copy("qwen3_tiny", |_| {});
+    let bytes = std::fs::read(source.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, safetensors::tensor::TensorView<'_>)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| {
+            !(name.starts_with("model.layers.1.") || name.starts_with("model.layers.2."))
+        })
+        .collect();
+    assert!(kept.len() < st.len());
+    let out = safetensors::serialize(kept, None).unwrap();
+    std::fs::write(tmp.path().join("model.safetensors"), out).unwrap();
+    let device = device_from_name("flex").unwrap();
+    let first = LoadedModel::load_layers(tmp.path(), &device, Some(0)).expect("layer 0 loads");
+    let ex = first
+        .extract(
+            &Corpus::Text(vec!["Hello world".into()]),
+            &ExtractOptions {
+                layers: Some(vec![0]),
+                ..Default::default()
+            },
+            &mut |_, _| {},
+        )
+        .unwrap();
+    assert_eq!(ex.heads.len(), 6);
+    let msg = LoadedModel::load(tmp.path(), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("missing tensor") && msg.contains("layers.1."),
+        "{msg}"
+    );
+}
+
+/// `only` captures exactly the listed heads of the layers x heads selection, as the full capture
+/// would have them.
+#[test]
+fn only_the_listed_heads_are_captured() {
+    let dir = fixture_dir("qwen2_tiny");
+    let model = LoadedModel::load(&dir, &device_from_name("flex").unwrap()).unwrap();
+    let corpus = Corpus::Text(sentences(&dir));
+    let pairs = vec![attn_types::HeadId::new(0, 5), attn_types::HeadId::new(2, 1)];
+    let some = model
+        .extract(
+            &corpus,
+            &ExtractOptions {
+                layers: Some(vec![0, 2]),
+                heads: Some(vec![1, 5]),
+                only: Some(pairs.clone()),
+                ..Default::default()
+            },
+            &mut |_, _| {},
+        )
+        .unwrap();
+    let got: Vec<_> = some.heads.iter().map(|c| c.vectors.head()).collect();
+    assert_eq!(
+        got, pairs,
+        "the cross product's other two heads are not captured"
+    );
+    let all = model
+        .extract(&corpus, &ExtractOptions::default(), &mut |_, _| {})
+        .unwrap();
+    for cap in &some.heads {
+        let full = all
+            .heads
+            .iter()
+            .find(|c| c.vectors.head() == cap.vectors.head())
+            .unwrap();
+        assert_eq!(cap, full);
+    }
 }

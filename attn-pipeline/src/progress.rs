@@ -131,12 +131,12 @@ impl StageCounter<'_> {
         });
     }
 
-    /// Units finished.
     /// Whether the caller asked to stop.
     pub(crate) fn cancelled(&self) -> bool {
         self.control.cancelled()
     }
 
+    /// Units finished.
     pub(crate) fn done(&self) -> usize {
         self.done.load(Ordering::SeqCst) as usize
     }

@@ -376,9 +376,11 @@ pub fn run(plan: &RunPlan, control: Control<'_>) -> Result<RunSummary> {
         layers: None,
         heads: None,
         truncate: plan.truncate,
+        warn_truncation: true,
         capture_attention: true,
         rope: plan.rope,
         attention_keep: plan.attention_keep,
+        only: None,
     };
     let too_long = |e: attn_extract::ExtractError| match e {
         attn_extract::ExtractError::SequenceTooLong { .. } => PipelineError::Context {
@@ -397,7 +399,14 @@ pub fn run(plan: &RunPlan, control: Control<'_>) -> Result<RunSummary> {
     let mut params = BTreeMap::new();
     params.insert("normalize".to_string(), plan.normalize.to_string());
     params.insert("truncate".to_string(), plan.truncate.to_string());
-    params.insert("attention".to_string(), plan.attention_keep.to_string());
+    // Recorded as it applies to this corpus: `auto` keeps everything of sequences up to its limit,
+    // so such a dataset is one of `all` (as those written before the policy existed).
+    let longest = lengths.iter().copied().max().unwrap_or(0);
+    let effective = match plan.attention_keep {
+        AttentionKeep::Auto if longest <= AttentionKeep::AUTO_DENSE_UP_TO => AttentionKeep::All,
+        keep => keep,
+    };
+    params.insert("attention".to_string(), effective.to_string());
     params.insert("backend".to_string(), plan.backend.clone());
     let meta = DatasetMeta {
         schema_version: DATA_MODEL_VERSION,
@@ -445,6 +454,10 @@ pub fn run(plan: &RunPlan, control: Control<'_>) -> Result<RunSummary> {
             let opts = ExtractOptions {
                 layers: Some(layers),
                 heads: Some(head_idx),
+                // Exactly the chunk: its layers x heads cross product may hold many more heads.
+                only: Some(chunk.to_vec()),
+                // Warned once, when the lengths were counted.
+                warn_truncation: false,
                 ..base_opts.clone()
             };
             let offset = pass * corpus.len();
@@ -566,7 +579,15 @@ fn run_identity(meta: &DatasetMeta) -> Vec<(&'static str, String)> {
         ),
         ("normalize (--no-normalize)", param("normalize")),
         ("truncate (--truncate)", param("truncate")),
-        ("attention kept (--attention)", param("attention")),
+        // Datasets written before the policy existed kept every weight.
+        ("attention kept (--attention)", {
+            let kept = param("attention");
+            if kept.is_empty() {
+                "all".to_string()
+            } else {
+                kept
+            }
+        }),
         (
             "rotary capture (--rope)",
             meta.model.rope.map_or("none".into(), |r| r.to_string()),

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use attn_pipeline::{AttentionKeep, Control, CorpusInput, ProjectionSettings, RunPlan, run};
+use attn_pipeline::{AttentionKeep, Control, CorpusInput, ProjectionSettings, RunPlan, Shard, run};
 use attn_store::Dataset;
 use attn_types::HeadId;
 
@@ -62,6 +62,56 @@ fn one_head_per_pass_writes_the_same_bytes_as_one_pass() {
     assert_eq!((a.heads_extracted, b.heads_extracted), (18, 18));
     let (da, db) = (Dataset::open(&one).unwrap(), Dataset::open(&many).unwrap());
     for h in HeadId::all(3, 6) {
+        for (x, y) in [
+            (da.vectors_path(h), db.vectors_path(h)),
+            (da.attention_path(h), db.attention_path(h)),
+        ] {
+            assert_eq!(
+                std::fs::read(&x).unwrap(),
+                std::fs::read(&y).unwrap(),
+                "{h}: {x:?}"
+            );
+        }
+    }
+}
+
+/// Passes of a few heads spread over layers (a shard takes every 5th head): each pass captures
+/// exactly its heads, not its layers x heads cross product, and the files equal a one-pass run's.
+#[test]
+fn passes_of_a_shard_capture_only_their_heads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, passes) = (tmp.path().join("one"), tmp.path().join("passes"));
+    let shard = Some(Shard { index: 1, count: 5 });
+    let a = run(
+        &RunPlan {
+            shard,
+            ..plan(&one, AttentionKeep::All, usize::MAX)
+        },
+        Control::silent(),
+    )
+    .unwrap();
+    // One head's captured attention: sum of len^2 f32 values over the sequences.
+    let da = Dataset::open(&one).unwrap();
+    let per_head: usize = da
+        .read_tokens()
+        .unwrap()
+        .sequences()
+        .iter()
+        .map(|s| s.len * s.len * 4)
+        .sum();
+    let b = run(
+        &RunPlan {
+            shard,
+            ..plan(&passes, AttentionKeep::All, 2 * per_head)
+        },
+        Control::silent(),
+    )
+    .unwrap();
+    // Heads 1, 6, 11, 16 of the 18 (layer-major): L0H1, L1H0, L1H5, L2H4.
+    assert_eq!((a.heads_extracted, b.heads_extracted), (4, 4));
+    let db = Dataset::open(&passes).unwrap();
+    assert_eq!(da.heads().unwrap(), db.heads().unwrap());
+    for h in da.heads().unwrap() {
         for (x, y) in [
             (da.vectors_path(h), db.vectors_path(h)),
             (da.attention_path(h), db.attention_path(h)),

@@ -346,9 +346,11 @@ pub struct ModelInfo {
     pub image: Option<ImageGeometry>,
     /// The model's `config.json`, verbatim, for provenance.
     pub config: serde_json::Value,
-    /// Key/value heads per layer under grouped-query attention (`num_key_value_heads`): query head
-    /// `h` reads key head `h / (num_heads / kv_heads)`, as transformers' `repeat_kv`. `None` when
-    /// every query head has its own key head (and in datasets written before this field existed).
+    /// Key/value heads per layer (`num_key_value_heads`): query head `h` reads key head
+    /// `h / (num_heads / kv_heads)`, as transformers' `repeat_kv`. Always set for the Llama family
+    /// (which has the setting, grouped or not) and for imports whose keys have fewer heads than the
+    /// queries; `None` for BERT, GPT-2 and ViT, other imports, and datasets written before this
+    /// field existed: one key head per query head.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_key_value_heads: Option<u16>,
     /// For models with rotary position embeddings: whether the stored queries and keys are the
@@ -374,6 +376,104 @@ impl ModelInfo {
         let kv = self.key_heads().max(1);
         let group = (self.num_heads / kv).max(1);
         head / group
+    }
+}
+
+/// Which attention weights a capture keeps per query row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AttentionKeep {
+    /// Every weight.
+    All,
+    /// The `k` largest weights of each query row (ties broken by key position).
+    TopK(usize),
+    /// The weights of at least this value.
+    AtLeast(f32),
+    /// [`AttentionKeep::All`] for sequences of up to [`AttentionKeep::AUTO_DENSE_UP_TO`] tokens,
+    /// [`AttentionKeep::TopK`] with [`AttentionKeep::AUTO_TOP_K`] beyond: sentences, BERT's 512 and
+    /// GPT-2's 1,024 positions are kept exactly; a 4,096-token document keeps 64 of 4,096 keys per
+    /// query (1/64 of its dense size).
+    Auto,
+}
+
+impl AttentionKeep {
+    /// The longest sequence [`AttentionKeep::Auto`] keeps whole.
+    pub const AUTO_DENSE_UP_TO: usize = 1024;
+    /// The keys per query [`AttentionKeep::Auto`] keeps in longer sequences.
+    pub const AUTO_TOP_K: usize = 64;
+
+    /// Zeroes the weights of one query row (of a sequence of `seq_len` tokens) that this policy
+    /// drops.
+    pub fn apply(self, row: &mut [f32], seq_len: usize) {
+        let k = match self {
+            AttentionKeep::All => return,
+            AttentionKeep::Auto if seq_len <= Self::AUTO_DENSE_UP_TO => return,
+            AttentionKeep::Auto => Self::AUTO_TOP_K,
+            AttentionKeep::TopK(k) => k,
+            AttentionKeep::AtLeast(min) => {
+                row.iter_mut().filter(|w| **w < min).for_each(|w| *w = 0.0);
+                return;
+            }
+        };
+        let nonzero = row.iter().filter(|w| **w != 0.0).count();
+        if nonzero <= k {
+            return;
+        }
+        if k == 0 {
+            row.fill(0.0);
+            return;
+        }
+        // The k-th largest value, then keep the values above it and, of those equal to it, the
+        // first by position until k are kept. (One copy of the row per call; the extraction's
+        // matrix products dominate its cost.)
+        let mut sorted: Vec<f32> = row.to_vec();
+        let (_, kth, _) = sorted.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+        let kth = *kth;
+        let mut ties = k - row.iter().filter(|w| **w > kth).count();
+        for w in row.iter_mut() {
+            if *w < kth || (*w == kth && ties == 0) {
+                *w = 0.0;
+            } else if *w == kth {
+                ties -= 1;
+            }
+        }
+    }
+}
+
+impl fmt::Display for AttentionKeep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttentionKeep::All => f.write_str("all"),
+            AttentionKeep::TopK(k) => write!(f, "top:{k}"),
+            AttentionKeep::AtLeast(min) => write!(f, "min:{min}"),
+            AttentionKeep::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+impl std::str::FromStr for AttentionKeep {
+    type Err = TypesError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || TypesError::Parse {
+            what: "attention policy",
+            input: s.to_string(),
+            expected: "all, auto, top:K (K >= 1) or min:W (0 < W <= 1)",
+        };
+        match s {
+            "all" => Ok(AttentionKeep::All),
+            "auto" => Ok(AttentionKeep::Auto),
+            _ => match s.split_once(':') {
+                Some(("top", k)) => match k.parse::<usize>() {
+                    Ok(k) if k >= 1 => Ok(AttentionKeep::TopK(k)),
+                    _ => Err(bad()),
+                },
+                Some(("min", w)) => match w.parse::<f32>() {
+                    Ok(w) if w > 0.0 && w <= 1.0 => Ok(AttentionKeep::AtLeast(w)),
+                    _ => Err(bad()),
+                },
+                _ => Err(bad()),
+            },
+        }
     }
 }
 
@@ -994,6 +1094,47 @@ pub struct DatasetMeta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_k_keeps_the_k_largest_and_breaks_ties_by_position() {
+        let mut row = vec![0.1, 0.4, 0.1, 0.3, 0.1, 0.0];
+        AttentionKeep::TopK(3).apply(&mut row, 600);
+        assert_eq!(row, vec![0.1, 0.4, 0.0, 0.3, 0.0, 0.0]);
+        // Fewer non-zero weights than k: unchanged (causal rows near the start).
+        let mut row = vec![0.6, 0.4, 0.0, 0.0];
+        AttentionKeep::TopK(3).apply(&mut row, 600);
+        assert_eq!(row, vec![0.6, 0.4, 0.0, 0.0]);
+        let mut row = vec![0.05, 0.5, 0.2, 0.25];
+        AttentionKeep::AtLeast(0.2).apply(&mut row, 4);
+        assert_eq!(row, vec![0.0, 0.5, 0.2, 0.25]);
+    }
+
+    #[test]
+    fn auto_keeps_short_sequences_whole_and_cuts_long_ones_to_top_64() {
+        let n = AttentionKeep::AUTO_DENSE_UP_TO;
+        let uniform = vec![1.0 / n as f32; n];
+        let mut row = uniform.clone();
+        AttentionKeep::Auto.apply(&mut row, n);
+        assert_eq!(row, uniform);
+        let mut row: Vec<f32> = (0..n + 1).map(|i| i as f32).collect();
+        AttentionKeep::Auto.apply(&mut row, n + 1);
+        assert_eq!(
+            row.iter().filter(|w| **w != 0.0).count(),
+            AttentionKeep::AUTO_TOP_K
+        );
+        assert!(row[n - 63..].iter().all(|w| *w != 0.0));
+    }
+
+    #[test]
+    fn attention_keep_parses_and_prints() {
+        for s in ["all", "auto", "top:64", "min:0.01"] {
+            assert_eq!(s.parse::<AttentionKeep>().unwrap().to_string(), s);
+        }
+        for bad in ["top:0", "top:x", "min:0", "min:2", "some", "top"] {
+            let err = bad.parse::<AttentionKeep>().unwrap_err().to_string();
+            assert!(err.contains(bad), "{err}");
+        }
+    }
 
     fn tok(seq: u32, pos: u32, len: u32) -> TokenMeta {
         TokenMeta {

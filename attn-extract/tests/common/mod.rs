@@ -133,7 +133,10 @@ pub fn compare_tensors(
             );
             let (q_width, k_width) = (q.shape[1], k.shape[1]);
             let h = head as usize;
-            let kh = ex.model.key_head_of(head) as usize;
+            // The reference's key head, from its own shapes (not from the model's grouping rule):
+            // `k_width / d` key heads, each serving a contiguous group of query heads.
+            let group = ex.model.num_heads as usize / (k_width / d);
+            let kh = h / group;
             let norms = cap.value_norms.as_ref().expect("value norms captured");
             for t in 0..len {
                 let row = span.start + t;
