@@ -146,6 +146,14 @@ pub enum ExtractError {
         /// The names this build accepts.
         available: String,
     },
+    /// A compiled-in device that cannot be used here (no GPU, no driver).
+    #[error("device `{name}` is not usable: {message}")]
+    DeviceUnavailable {
+        /// The device name asked for.
+        name: String,
+        /// What failed (e.g. the driver library could not be loaded).
+        message: String,
+    },
     /// The tensor backend failed (reading results back, unexpected dtype).
     #[error("backend error: {0}")]
     Backend(String),

@@ -26,6 +26,7 @@ use rayon::prelude::*;
 // The burn models and their configs stay private: a user loads a model with `LoadedModel::load`
 // (the configs' `init` returns model types that only this crate can run).
 pub use crate::error::{ExtractError, Result};
+pub use crate::host::retain_freed_buffers;
 pub use crate::images::synthetic_images;
 
 use crate::attention::{LayerTaps, attention_bias};
@@ -131,7 +132,9 @@ pub fn device_from_name(name: &str) -> Result<Device> {
             None => None,
         };
         if let Some(index) = index {
-            return Ok(Device::cuda(index));
+            let device = Device::cuda(index);
+            probe_device(&device, name)?;
+            return Ok(device);
         }
     }
     let mut available: Vec<&str> = Vec::new();
@@ -148,6 +151,51 @@ pub fn device_from_name(name: &str) -> Result<Device> {
     Err(ExtractError::UnknownDevice {
         name: name.to_string(),
         available: available.join(", "),
+    })
+}
+
+/// One tiny upload and read-back on `device`. GPU backends reach the driver only at the first
+/// tensor, and a missing driver or GPU panics in burn's device thread (and then aborts the process
+/// inside the weight loader); probing first turns that into an error naming the device.
+#[cfg(feature = "cuda")]
+fn probe_device(device: &Device, name: &str) -> Result<()> {
+    use std::sync::{Arc, Mutex};
+    let first_panic: Arc<Mutex<Option<String>>> = Arc::default();
+    let seen = Arc::clone(&first_panic);
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Ok(mut slot) = seen.lock() {
+            let text = info
+                .payload()
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            slot.get_or_insert(text);
+        }
+    }));
+    let probe = device.clone();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        Tensor::<1>::from_data(TensorData::new(vec![1.0f32], [1]), &probe).into_data()
+    }));
+    std::panic::set_hook(previous);
+    if outcome.is_ok() {
+        return Ok(());
+    }
+    let cause = first_panic
+        .lock()
+        .ok()
+        .and_then(|slot| slot.clone())
+        .unwrap_or_default();
+    // cudarc's message lists every library name it tried; its first sentence says enough.
+    let cause = cause.split(" - ").next().unwrap_or("").trim().to_string();
+    Err(ExtractError::DeviceUnavailable {
+        name: name.to_string(),
+        message: if cause.is_empty() {
+            "the first tensor could not be created on it (no GPU or driver?)".into()
+        } else {
+            format!("{cause} (is an NVIDIA driver installed and a GPU visible?)")
+        },
     })
 }
 

@@ -13,7 +13,7 @@ use burn::module::Module;
 use burn::nn::{
     Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig,
 };
-use burn::tensor::activation::silu;
+
 use burn::tensor::module::linear;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use serde_json::Value;
@@ -510,7 +510,8 @@ impl Decoder {
                 attend_heads(q_rot.clone(), k_rot.clone(), v.clone(), layer_bias, scale);
             x = x + project(&layer.o_proj, context);
             let h = rms_norm(&layer.post_attention_norm, x.clone());
-            let inner = silu(project(&layer.gate_proj, h.clone())) * project(&layer.up_proj, h);
+            let inner = crate::host::silu(project(&layer.gate_proj, h.clone()))
+                * project(&layer.up_proj, h);
             x = x + project(&layer.down_proj, inner);
             let (tap_q, tap_k) = match rope {
                 RopeCapture::Post => (q_rot, k_rot),
