@@ -312,6 +312,8 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> Res<()> {
     let args = parse_args()?;
+    // Taken first, so that the load average is the one the benchmark started under.
+    let machine = attnviz_benches::machine_record();
     let model_dir = args.model.clone().ok_or("pass --model <all-MiniLM-L6-v2 dir> (or set ATTNVIZ_MINILM_DIR); `attnviz fetch-model --print-dir` downloads it and prints the directory")?;
     rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads)
@@ -435,9 +437,22 @@ fn run() -> Res<()> {
         )),
         None => md.push_str("\nPyTorch skipped: no ratio.\n"),
     }
+    let text = |k: &str| machine[k].as_str().unwrap_or("?").to_string();
+    md.push_str(&format!(
+        "\nMachine: {}, {} cores, AVX-512 {}, load at start {}; {}, attnviz {} at commit {}; {}.\n",
+        text("cpu"),
+        machine["cores"],
+        machine["avx512"],
+        text("load_average_at_start"),
+        text("rustc"),
+        text("attnviz"),
+        text("git_commit"),
+        text("date_utc"),
+    ));
     println!("{md}");
     std::fs::create_dir_all(&args.out)?;
     let json = serde_json::json!({
+        "machine": machine,
         "model": model_dir, "sentences": args.sentences, "tokens": tokens, "batch": args.batch,
         "threads": args.threads, "device": args.device, "torch": torch_version,
         "rounds": rows.iter().map(|(o, n, t)| serde_json::json!({"attn_extract": o, "attn_extract_no_attention": n, "pytorch": t})).collect::<Vec<_>>(),
