@@ -68,7 +68,7 @@ for step in "${steps[@]}"; do
       cargo run --quiet -p attnviz-benches --bin compare -- --sizes 1000,10000
       ;;
     extract)
-      cargo run --quiet -p attnviz-benches --bin extract_compare -- --model "$minilm"
+      cargo run --quiet -p attnviz-benches --bin extract_compare -- --model "$minilm" --out "benches/results/extract-minilm-$date"
       ;;
     decoders)
       py="$(scripts/devvenv.sh | tail -n 1)"

@@ -11,8 +11,7 @@
 # 3. runs `cargo test -p attn-extract --features cuda --test fixtures --test decoders` (each fixture
 #    on flex and on cuda:0 against transformers' values);
 # 4. runs the MiniLM test (`--test minilm -- --ignored`, on all-MiniLM-L6-v2 from
-#    $ATTNVIZ_MINILM_DIR, else `attnviz fetch-model --print-dir`). Note: that test loads the model on
-#    the flex device whatever the features, so it checks the cuda build's flex path, not the GPU;
+#    $ATTNVIZ_MINILM_DIR, else `attnviz fetch-model --print-dir`), on flex and on cuda:0;
 # 5. runs `extract_compare --device cuda` (and the same on flex, for the ratio) on MiniLM, PyTorch
 #    skipped unless GPU_CHECK_PYTHON=1.
 # Everything goes to OUTDIR: one log per step, extract_compare's results, and summary.md (a table of

@@ -15,7 +15,9 @@ use std::path::Path;
 
 use attn_extract::{Corpus, Device, ExtractError, ExtractOptions, LoadedModel, device_from_name};
 use attn_types::{Architecture, Extraction, RopeCapture};
-use common::{Expected, assert_rows_sum_to_one, compare_tensors, fixture_dir, sentences};
+use common::{
+    Expected, assert_rows_sum_to_one, compare_tensors, compiled_devices, fixture_dir, sentences,
+};
 
 /// Max abs error of queries and keys (after or before the rotation) against transformers: the issue's
 /// 1e-4, 3.3x the worst measured on flex (max over heads, sentences and both captures: Q 1.6e-5 /
@@ -32,20 +34,6 @@ const TOL_VNORM: f32 = 1e-4;
 /// rotated queries and keys: about 5x the worst measured, 5.1e-7 (llama; mistral 3.6e-7, qwen2
 /// 4.2e-7, qwen3 1.2e-7).
 const TOL_RECOMPUTED: f32 = 2.5e-6;
-
-fn compiled_devices() -> Vec<(&'static str, Device)> {
-    let mut names = vec!["flex"];
-    if cfg!(feature = "ndarray") {
-        names.push("ndarray");
-    }
-    if cfg!(feature = "cuda") {
-        names.push("cuda:0");
-    }
-    names
-        .into_iter()
-        .map(|name| (name, device_from_name(name).expect(name)))
-        .collect()
-}
 
 fn extract(dir: &Path, device: &Device, rope: RopeCapture) -> Extraction {
     let model = LoadedModel::load(dir, device).expect("load");

@@ -13,8 +13,8 @@ mod common;
 use attn_extract::{Corpus, Device, ExtractOptions, LoadedModel, RgbImage, device_from_name};
 use attn_types::{Architecture, HeadVectors};
 use common::{
-    Expected, abs_err, assert_reference_tokens, assert_rows_sum_to_one, compare, fixture_dir,
-    max_abs_err, sentences,
+    Expected, abs_err, assert_reference_tokens, assert_rows_sum_to_one, compare, compiled_devices,
+    fixture_dir, max_abs_err, sentences,
 };
 
 /// Max abs error of Q and K against transformers: about 5x the worst measured case. Measured on flex
@@ -34,21 +34,6 @@ const TOL_BATCH: f32 = 1.2e-5;
 
 fn device() -> Device {
     device_from_name("flex").expect("flex device")
-}
-
-/// Every backend this test binary was built with, by name.
-fn compiled_devices() -> Vec<(&'static str, Device)> {
-    let mut names = vec!["flex"];
-    if cfg!(feature = "ndarray") {
-        names.push("ndarray");
-    }
-    if cfg!(feature = "cuda") {
-        names.push("cuda:0");
-    }
-    names
-        .into_iter()
-        .map(|name| (name, device_from_name(name).expect(name)))
-        .collect()
 }
 
 fn text_case(name: &str, arch: Architecture) {

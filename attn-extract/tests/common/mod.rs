@@ -6,6 +6,27 @@ use std::path::{Path, PathBuf};
 use attn_types::Extraction;
 use safetensors::{Dtype, SafeTensors};
 
+/// Every backend the test binary was built with, by name: flex always, ndarray and the first GPU
+/// with their features.
+pub fn compiled_devices() -> Vec<(&'static str, attn_extract::Device)> {
+    let mut names = vec!["flex"];
+    if cfg!(feature = "ndarray") {
+        names.push("ndarray");
+    }
+    if cfg!(feature = "cuda") {
+        names.push("cuda:0");
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            (
+                name,
+                attn_extract::device_from_name(name).unwrap_or_else(|e| panic!("{name}: {e}")),
+            )
+        })
+        .collect()
+}
+
 /// `attn-extract/tests/fixtures/<name>`.
 pub fn fixture_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
