@@ -11,7 +11,7 @@ use burn::tensor::{Device, Int, Tensor};
 
 use crate::attention::{LayerTaps, QkvProjection, TapSink, attend};
 use crate::error::Result;
-use crate::hf::{Activation, HfConfig, RemapRule, WeightPrecision, load_safetensors};
+use crate::hf::{Activation, HfConfig, RemapRule, load_all_f32};
 
 /// Hugging Face tensor names -> our module paths, applied in order to every key of the file.
 const REMAP: &[RemapRule] = &[
@@ -174,14 +174,7 @@ impl Bert {
     /// Builds the encoder from `config` and loads `dir/model.safetensors`.
     pub(crate) fn load(config: &BertConfig, dir: &Path, device: &Device) -> Result<Self> {
         let mut model = config.init(device);
-        load_safetensors(
-            &mut model,
-            dir,
-            REMAP,
-            IGNORE,
-            &|_| false,
-            WeightPrecision::F32,
-        )?;
+        load_all_f32(&mut model, dir, REMAP, IGNORE)?;
         for layer in &mut model.layers {
             layer.attention.fuse();
         }

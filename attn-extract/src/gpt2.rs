@@ -10,7 +10,7 @@ use burn::tensor::{Device, Int, Tensor};
 
 use crate::attention::{LayerTaps, TapSink, attend};
 use crate::error::Result;
-use crate::hf::{Activation, HfConfig, RemapRule, WeightPrecision, load_safetensors};
+use crate::hf::{Activation, HfConfig, RemapRule, load_all_f32};
 
 /// Hugging Face tensor names -> our module paths, applied in order to every key of the file.
 const REMAP: &[RemapRule] = &[
@@ -158,14 +158,7 @@ impl Gpt2 {
     /// Builds the decoder from `config` and loads `dir/model.safetensors`.
     pub(crate) fn load(config: &Gpt2Config, dir: &Path, device: &Device) -> Result<Self> {
         let mut model = config.init(device);
-        load_safetensors(
-            &mut model,
-            dir,
-            REMAP,
-            IGNORE,
-            &|_| false,
-            WeightPrecision::F32,
-        )?;
+        load_all_f32(&mut model, dir, REMAP, IGNORE)?;
         Ok(model)
     }
 

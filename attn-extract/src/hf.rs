@@ -245,6 +245,16 @@ pub(crate) fn load_safetensors<M: Module + ModuleSnapshot>(
     Ok(())
 }
 
+/// [`load_safetensors`] of a whole checkpoint cast to f32 (BERT, GPT-2, ViT).
+pub(crate) fn load_all_f32<M: Module + ModuleSnapshot>(
+    module: &mut M,
+    dir: &Path,
+    remap: &[RemapRule],
+    ignore: &[&str],
+) -> Result<()> {
+    load_safetensors(module, dir, remap, ignore, &|_| false, WeightPrecision::F32)
+}
+
 fn load_file<M: Module + ModuleSnapshot>(
     module: &mut M,
     file: &Path,

@@ -49,6 +49,22 @@ fn plan(out: &Path, keep: AttentionKeep, attention_memory: usize) -> RunPlan {
     }
 }
 
+/// The vectors and attention files of `heads` are byte for byte the same in both datasets.
+fn assert_same_head_files(a: &Dataset, b: &Dataset, heads: impl IntoIterator<Item = HeadId>) {
+    for h in heads {
+        for (x, y) in [
+            (a.vectors_path(h), b.vectors_path(h)),
+            (a.attention_path(h), b.attention_path(h)),
+        ] {
+            assert_eq!(
+                std::fs::read(&x).unwrap(),
+                std::fs::read(&y).unwrap(),
+                "{h}: {x:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn one_head_per_pass_writes_the_same_bytes_as_one_pass() {
     let tmp = tempfile::tempdir().unwrap();
@@ -61,18 +77,7 @@ fn one_head_per_pass_writes_the_same_bytes_as_one_pass() {
     let b = run(&plan(&many, AttentionKeep::All, 1), Control::silent()).unwrap();
     assert_eq!((a.heads_extracted, b.heads_extracted), (18, 18));
     let (da, db) = (Dataset::open(&one).unwrap(), Dataset::open(&many).unwrap());
-    for h in HeadId::all(3, 6) {
-        for (x, y) in [
-            (da.vectors_path(h), db.vectors_path(h)),
-            (da.attention_path(h), db.attention_path(h)),
-        ] {
-            assert_eq!(
-                std::fs::read(&x).unwrap(),
-                std::fs::read(&y).unwrap(),
-                "{h}: {x:?}"
-            );
-        }
-    }
+    assert_same_head_files(&da, &db, HeadId::all(3, 6));
 }
 
 /// Passes of a few heads spread over layers (a shard takes every 5th head): each pass captures
@@ -111,18 +116,7 @@ fn passes_of_a_shard_capture_only_their_heads() {
     assert_eq!((a.heads_extracted, b.heads_extracted), (4, 4));
     let db = Dataset::open(&passes).unwrap();
     assert_eq!(da.heads().unwrap(), db.heads().unwrap());
-    for h in da.heads().unwrap() {
-        for (x, y) in [
-            (da.vectors_path(h), db.vectors_path(h)),
-            (da.attention_path(h), db.attention_path(h)),
-        ] {
-            assert_eq!(
-                std::fs::read(&x).unwrap(),
-                std::fs::read(&y).unwrap(),
-                "{h}: {x:?}"
-            );
-        }
-    }
+    assert_same_head_files(&da, &db, da.heads().unwrap());
 }
 
 #[test]
