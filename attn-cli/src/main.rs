@@ -567,8 +567,6 @@ fn serve_cmd(args: &ServeArgs, quiet: bool, json: bool) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    // Extraction reuses its freed buffers instead of faulting fresh pages in (1.3x, glibc).
-    attn_pipeline::retain_freed_buffers();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -10,21 +10,41 @@
 use burn::tensor::{Device, Tensor, activation};
 use rayon::prelude::*;
 
-/// Keeps freed activation buffers in the process heap for reuse (glibc only; a no-op elsewhere).
+/// While alive, freed activation buffers stay in the process heap for reuse (glibc only; a no-op
+/// elsewhere). [`crate::LoadedModel::extract`] holds one for its forward passes.
 ///
 /// glibc hands out every allocation above its mmap threshold (which adapts up to 32 MiB) as fresh
 /// pages, and returns freed heap memory above 128 KiB to the system: every batch and layer of a
 /// forward pass then page-faults its multi-megabyte tensors in anew. Serving allocations up to
 /// 32 MiB from the heap and trimming it only above 2 GiB of free space made extraction 1.3x faster
-/// on the Llama-shaped benchmark model (671 -> 872 tokens/s; MiniLM see attn-extract's README). The
-/// setting is process-wide: binaries call it once at start (attnviz and the benchmarks do).
-pub fn retain_freed_buffers() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes glibc's allocator parameters; it is thread-safe and the values
-    // are within the documented ranges (M_MMAP_THRESHOLD at most 32 MiB on 64-bit).
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+/// on the Llama-shaped benchmark model (671 -> 872 tokens/s). On drop, the thresholds go back to
+/// glibc's initial 128 KiB and the heap is trimmed, so that the rest of a program (attnviz's
+/// projections) does not keep the extraction's memory: kept process-wide, it raised the main job's
+/// peak RSS from 358 to 637 MB for no gain in its time.
+pub(crate) struct RetainFreedBuffers(());
+
+impl RetainFreedBuffers {
+    pub(crate) fn new() -> Self {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: mallopt only changes glibc's allocator parameters; it is thread-safe and the
+        // values are within the documented ranges (M_MMAP_THRESHOLD at most 32 MiB on 64-bit).
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        }
+        RetainFreedBuffers(())
+    }
+}
+
+impl Drop for RetainFreedBuffers {
+    fn drop(&mut self) {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: as in `new`; malloc_trim only returns free heap memory to the system.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 10);
+            libc::malloc_trim(0);
+        }
     }
 }
 

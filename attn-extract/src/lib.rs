@@ -26,7 +26,6 @@ use rayon::prelude::*;
 // The burn models and their configs stay private: a user loads a model with `LoadedModel::load`
 // (the configs' `init` returns model types that only this crate can run).
 pub use crate::error::{ExtractError, Result};
-pub use crate::host::retain_freed_buffers;
 pub use crate::images::synthetic_images;
 
 use crate::attention::{LayerTaps, attention_bias};
@@ -411,6 +410,8 @@ impl LoadedModel {
     ) -> Result<Extraction> {
         let (layers, heads) = self.selection(opts)?;
         let inputs = self.prepare(corpus, opts, opts.warn_truncation)?;
+        // Batches reuse their freed buffers instead of faulting fresh pages in (glibc).
+        let _retain = crate::host::RetainFreedBuffers::new();
         let n_seq = inputs.len();
         let n_heads = self.info.num_heads as usize;
         let d = self.info.head_dim as usize;

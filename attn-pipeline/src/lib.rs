@@ -7,7 +7,6 @@ mod progress;
 mod run;
 pub mod select;
 
-pub use attn_extract::retain_freed_buffers;
 pub use attn_types::AttentionKeep;
 pub use error::{Context, PipelineError, Result, error_chain};
 pub use import::{AttentionSource, ImportPlan, compute_attention, import, read_tokens};

@@ -299,8 +299,6 @@ fn fmt_rates(rates: &[f64]) -> String {
 }
 
 fn main() -> std::process::ExitCode {
-    // As attnviz does: the extraction's freed buffers stay in the heap.
-    attn_extract::retain_freed_buffers();
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -268,7 +268,6 @@ fn extract(
 }
 
 fn main() -> std::process::ExitCode {
-    attn_pipeline::retain_freed_buffers();
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
