@@ -16,7 +16,8 @@ use std::path::Path;
 use attn_extract::{Corpus, Device, ExtractError, ExtractOptions, LoadedModel, device_from_name};
 use attn_types::{Architecture, Extraction, RopeCapture};
 use common::{
-    Expected, assert_rows_sum_to_one, compare_tensors, compiled_devices, fixture_dir, sentences,
+    Expected, assert_reference_tokens, assert_rows_sum_to_one, compare_tensors, compiled_devices,
+    fixture_dir, reference_lists, sentences,
 };
 
 /// Max abs error of queries and keys (after or before the rotation) against transformers: the issue's
@@ -47,65 +48,12 @@ fn extract(dir: &Path, device: &Device, rope: RopeCapture) -> Extraction {
         .expect("extract")
 }
 
-/// Per sequence: the reference token ids, token strings and special-token marks.
-struct ReferenceTokens {
-    ids: Vec<Vec<i64>>,
-    tokens: Vec<Vec<String>>,
-    special: Vec<Vec<bool>>,
-}
-
-/// The fixture's reference tokenization (inputs.json).
-fn reference_tokens(dir: &Path) -> ReferenceTokens {
-    let text = std::fs::read_to_string(dir.join("inputs.json")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let ids = v["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            s.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_i64().unwrap())
-                .collect()
-        })
-        .collect();
-    let tokens = v["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            s.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_str().unwrap().to_string())
-                .collect()
-        })
-        .collect();
-    let special = v["special"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            s.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64() == Some(1))
-                .collect()
-        })
-        .collect();
-    ReferenceTokens {
-        ids,
-        tokens,
-        special,
-    }
-}
-
 fn decoder_case(name: &str, arch: Architecture, head_dim: u32, bos: bool) {
     let dir = fixture_dir(name);
     let expected = Expected::read(&dir);
     let n_seq = sentences(&dir).len();
-    let reference = reference_tokens(&dir);
+    let ref_ids = reference_lists(&dir, "ids", |x| x.as_i64().expect("token id"));
+    let ref_special = reference_lists(&dir, "special", |x| x.as_u64() == Some(1));
     for (backend, device) in compiled_devices() {
         for (rope, names) in [
             (RopeCapture::Post, ("q", "k")),
@@ -161,14 +109,13 @@ fn decoder_case(name: &str, arch: Architecture, head_dim: u32, bos: bool) {
     // Tokens: ids, strings and the special mark (the BOS a post-processor adds) as the tokenizers
     // library gave them to the reference.
     let ex = extract(&dir, &compiled_devices()[0].1, RopeCapture::Post);
+    assert_reference_tokens(&ex, &dir, &expected);
     for (i, span) in ex.tokens.sequences().iter().enumerate() {
         let toks = &ex.tokens.tokens[span.start..span.start + span.len];
         let ids = expected.get(&format!("s{i}.ids")).i64;
-        assert_eq!(ids, reference.ids[i], "sequence {i}: fixture ids");
-        let texts: Vec<String> = toks.iter().map(|t| t.text.clone()).collect();
-        assert_eq!(texts, reference.tokens[i], "sequence {i}: token strings");
+        assert_eq!(ids, ref_ids[i], "sequence {i}: fixture ids");
         let special: Vec<bool> = toks.iter().map(|t| t.is_special).collect();
-        assert_eq!(special, reference.special[i], "sequence {i}: special marks");
+        assert_eq!(special, ref_special[i], "sequence {i}: special marks");
         assert_eq!(toks[0].is_special, bos, "sequence {i}: BOS");
     }
 }

@@ -91,25 +91,27 @@ impl Drop for Server {
 }
 
 fn bert_dataset(dir: &Path) -> PathBuf {
+    fixture_dataset(dir, "bert_tiny", &["--methods", "tsne,pca"])
+}
+
+/// `attnviz run` of a fixture model on SENTENCES into `dir/ds`, with `extra` flags, no figures.
+fn fixture_dataset(dir: &Path, fixture: &str, extra: &[&str]) -> PathBuf {
     let corpus = dir.join("corpus.txt");
     std::fs::write(&corpus, SENTENCES).unwrap();
-    let model = fixture_model("bert_tiny");
-    attnviz_ok(
-        dir,
-        &[
-            "run",
-            "--model",
-            model.to_str().unwrap(),
-            "--corpus",
-            corpus.to_str().unwrap(),
-            "--out",
-            "ds",
-            "--quiet",
-            "--methods",
-            "tsne,pca",
-            "--no-render",
-        ],
-    );
+    let model = fixture_model(fixture);
+    let mut args = vec![
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        "ds",
+        "--quiet",
+        "--no-render",
+    ];
+    args.extend_from_slice(extra);
+    attnviz_ok(dir, &args);
     dir.join("ds")
 }
 
@@ -232,28 +234,12 @@ fn server_serves_only_the_page_api_and_dataset_files() {
 #[test]
 fn decoder_dataset_is_served() {
     let tmp = tempfile::tempdir().unwrap();
-    let corpus = tmp.path().join("corpus.txt");
-    std::fs::write(&corpus, SENTENCES).unwrap();
-    let model = fixture_model("llama_tiny");
-    attnviz_ok(
+    let ds = fixture_dataset(
         tmp.path(),
-        &[
-            "run",
-            "--model",
-            model.to_str().unwrap(),
-            "--corpus",
-            corpus.to_str().unwrap(),
-            "--out",
-            "ds",
-            "--quiet",
-            "--methods",
-            "pca",
-            "--layers",
-            "1",
-            "--no-render",
-        ],
+        "llama_tiny",
+        &["--methods", "pca", "--layers", "1"],
     );
-    let server = Server::start(&tmp.path().join("ds"));
+    let server = Server::start(&ds);
     assert_eq!(server.get("/").0, 200);
     let (status, body) = server.get("/api/meta");
     assert_eq!(status, 200, "{body}");

@@ -206,24 +206,41 @@ pub fn assert_rows_sum_to_one(ex: &Extraction, tol: f32) {
     }
 }
 
+/// The per-sequence list `key` of the fixture's inputs.json (e.g. `ids`, `tokens`), each element
+/// read by `item`.
+pub fn reference_lists<T>(
+    dir: &Path,
+    key: &str,
+    item: impl Fn(&serde_json::Value) -> T,
+) -> Vec<Vec<T>> {
+    let text = std::fs::read_to_string(dir.join("inputs.json")).expect("inputs.json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("inputs.json parses");
+    v[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("`{key}` in inputs.json"))
+        .iter()
+        .map(|seq| {
+            seq.as_array()
+                .expect("a list per sequence")
+                .iter()
+                .map(&item)
+                .collect()
+        })
+        .collect()
+}
+
 /// Asserts that every sequence's token strings are the reference tokenizer's (`tokens` in the
 /// fixture's inputs.json), and as many as its ids.
 pub fn assert_reference_tokens(ex: &Extraction, dir: &Path, expected: &Expected) {
-    let text = std::fs::read_to_string(dir.join("inputs.json")).expect("inputs.json");
-    let v: serde_json::Value = serde_json::from_str(&text).expect("inputs.json parses");
-    let reference = v["tokens"].as_array().expect("tokens in inputs.json");
+    let reference = reference_lists(dir, "tokens", |t| {
+        t.as_str().expect("token string").to_string()
+    });
     for (i, span) in ex.tokens.sequences().iter().enumerate() {
         let texts: Vec<&str> = ex.tokens.tokens[span.start..span.start + span.len]
             .iter()
             .map(|t| t.text.as_str())
             .collect();
-        let want: Vec<&str> = reference[i]
-            .as_array()
-            .expect("token list")
-            .iter()
-            .map(|t| t.as_str().expect("token string"))
-            .collect();
-        assert_eq!(texts, want, "sequence {i}: token strings");
+        assert_eq!(texts, reference[i], "sequence {i}: token strings");
         assert_eq!(expected.get(&format!("s{i}.ids")).i64.len(), span.len);
     }
 }
