@@ -13,6 +13,7 @@ Usage:
     python scripts/make_fixtures.py                 # tiny models -> attn-extract/tests/fixtures/
     python scripts/make_fixtures.py --minilm DIR    # also the all-MiniLM-L6-v2 reference
     python scripts/make_fixtures.py --only decoders # only the Llama-family fixtures
+    python scripts/make_fixtures.py --only resize   # only the image resizing references
 
 Output per fixture directory:
     config.json, model.safetensors, tokenizer files   the checkpoint
@@ -22,6 +23,11 @@ Output per fixture directory:
                                                       s{i}.attn.{l} [heads, len, len],
                                                       s{i}.ids [len] (text) or s{i}.image [H, W, 3] uint8
                                                       and s{i}.pixels [3, H, W] (images)
+    resize/: odd-sized, non-square PNG images (inputs/*.png), PIL's resize of each to 48x48 and
+    23x41 with every resampling filter (pil.safetensors: `{image}.{filter}.{w}x{h}` [h, w, 3] uint8),
+    and transformers' image processor (ViTImageProcessorPil) output for them with three configs,
+    processors/{vit16,deit,clip}/preprocessor_config.json (processor.safetensors:
+    `{config}.{image}` [3, 48, 48] float32).
     Llama-family decoders also record s{i}.qpre.{l} / s{i}.kpre.{l}, the vectors before the rotary
     embedding (after Qwen3's q/k norms); s{i}.q.{l} / s{i}.k.{l} are after it, as attention multiplies
     them. Keys hold `num_key_value_heads` heads: [len, kv_heads * head_dim].
@@ -290,6 +296,58 @@ def vit_fixture(name: str, patch: int, image_size: int, hidden: int, with_prepro
     (out / "inputs.json").write_text(json.dumps({"images": len(imgs)}, indent=1))
 
 
+# Odd, non-square sizes (width, height): downscaled in both directions, upscaled, and mixed.
+RESIZE_IMAGES = {"wide50x37": (50, 37), "tall29x61": (29, 61), "big97x71": (97, 71), "small13x17": (13, 17)}
+# PIL's filter codes, as preprocessor_config.json's `resample` uses them.
+PIL_FILTERS = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
+
+
+def resize_fixture():
+    """PIL's resampling and transformers' image processor on odd-sized images (see the module doc)."""
+    from PIL import Image
+    from transformers import ViTImageProcessorPil
+
+    out = fresh(OUT / "resize")
+    (out / "inputs").mkdir()
+    rng = np.random.default_rng(11)
+    pil, processed = {}, {}
+    # Three ways of reaching 48 px: vit16_tiny's own (resize to 48 x 48, bilinear), DeiT's (resize
+    # to 56 x 56, centre crop), CLIP's (shortest edge to 48 keeping the aspect ratio, centre crop).
+    vit16 = json.loads((OUT / "vit16_tiny" / "preprocessor_config.json").read_text())
+    configs = {
+        "vit16": vit16,
+        "deit": {**vit16, "size": {"height": 56, "width": 56}, "resample": 3, "do_center_crop": True,
+                 "crop_size": {"height": 48, "width": 48}},
+        "clip": {**vit16, "size": {"shortest_edge": 48}, "resample": 3, "do_center_crop": True,
+                 "crop_size": {"height": 48, "width": 48}},
+    }
+    processors = {}
+    for pname, config in configs.items():
+        (out / "processors" / pname).mkdir(parents=True)
+        (out / "processors" / pname / "preprocessor_config.json").write_text(json.dumps(config, indent=1))
+        processors[pname] = ViTImageProcessorPil(**{k: v for k, v in config.items() if k != "image_processor_type"})
+    for name, (w, h) in RESIZE_IMAGES.items():
+        y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+        base = np.stack([255 * x / w, 128 + 100 * np.sin(x / 3 + y / 5), 255 * y / h], -1)
+        arr = np.clip(base + rng.normal(0, 40, (h, w, 3)), 0, 255).astype(np.uint8)
+        img = Image.fromarray(arr, "RGB")
+        img.save(out / "inputs" / f"{name}.png")
+        for fname, code in PIL_FILTERS.items():
+            for tw, th in [(48, 48), (23, 41)]:
+                pil[f"{name}.{fname}.{tw}x{th}"] = torch.from_numpy(np.asarray(img.resize((tw, th), resample=code)).copy())
+        for pname, processor in processors.items():
+            px = processor(img, return_tensors="np")["pixel_values"][0]
+            processed[f"{pname}.{name}"] = torch.from_numpy(np.ascontiguousarray(px, dtype=np.float32))
+    save_file(pil, out / "pil.safetensors")
+    save_file(processed, out / "processor.safetensors")
+    (out / "inputs.json").write_text(json.dumps({
+        "images": {k: list(v) for k, v in RESIZE_IMAGES.items()}, "filters": PIL_FILTERS,
+        "targets": [[48, 48], [23, 41]], "processors": sorted(configs),
+        "versions": {"transformers": __import__("transformers").__version__,
+                     "pillow": __import__("PIL").__version__}},
+        indent=1))
+
+
 MINILM_SENTENCES = [
     "The cat sat on the mat.",
     "AttentionViz shows queries and keys of every head together.",
@@ -499,19 +557,22 @@ def decoder_fixtures():
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minilm", help="directory of all-MiniLM-L6-v2 (config.json, model.safetensors, tokenizer.json)")
-    ap.add_argument("--only", choices=["encoders", "decoders"],
-                    help="build only BERT/GPT-2/ViT (encoders) or only the Llama-family fixtures (decoders)")
+    ap.add_argument("--only", choices=["encoders", "decoders", "resize"],
+                    help="build only BERT/GPT-2/ViT (encoders), only the Llama-family fixtures (decoders) "
+                         "or only the image resizing references (resize)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     OUT.mkdir(parents=True, exist_ok=True)
-    if args.only != "decoders":
+    if args.only in (None, "encoders"):
         bert_fixture()
         gpt2_fixture()
         # Sizes keep the conv weights (hidden x 3 x patch x patch) and so the fixtures small.
         vit_fixture("vit16_tiny", patch=16, image_size=48, hidden=32, with_preprocessor=True, classification=True)
         vit_fixture("vit32_tiny", patch=32, image_size=64, hidden=24, with_preprocessor=False, classification=False)
-    if args.only != "encoders":
+    if args.only in (None, "decoders"):
         decoder_fixtures()
+    if args.only in (None, "resize"):
+        resize_fixture()
     if args.minilm:
         minilm_reference(args.minilm)
     total = sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file())

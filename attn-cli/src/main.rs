@@ -693,17 +693,25 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let plan = plan(&args.model, settings, cli.quiet)?;
             let mut summary = attn_pipeline::run(&plan, control)?;
             if !args.no_render && !summary.interrupted {
-                let dataset = Dataset::open(&plan.out)?;
-                for &method in &plan.projection.methods {
-                    let dims = plan.projection.dims[0];
-                    let path = dataset.figure_path(&format!("matrix_{method}_{dims}d.png"));
-                    let state = ViewState {
-                        dims,
-                        method: Some(method),
-                        ..ViewState::default()
-                    };
-                    attn_render::render_matrix(&dataset, &state, method, &path)?;
-                    summary.figures.push(path);
+                let rendered = (|| -> Result<()> {
+                    let dataset = Dataset::open(&plan.out)?;
+                    for &method in &plan.projection.methods {
+                        let dims = plan.projection.dims[0];
+                        let path = dataset.figure_path(&format!("matrix_{method}_{dims}d.png"));
+                        let state = ViewState {
+                            dims,
+                            method: Some(method),
+                            ..ViewState::default()
+                        };
+                        attn_render::render_matrix(&dataset, &state, method, &path)?;
+                        summary.figures.push(path);
+                    }
+                    Ok(())
+                })();
+                if let Err(e) = rendered {
+                    // The heads are on disk: say what they hold before the rendering's error.
+                    finish(&summary, cli.json)?;
+                    return Err(e);
                 }
             }
             finish(&summary, cli.json)

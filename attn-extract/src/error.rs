@@ -154,6 +154,14 @@ pub enum ExtractError {
         /// What failed (e.g. the driver library could not be loaded).
         message: String,
     },
+    /// [`crate::LoadedModel::extract_until`] was told to stop; nothing was captured.
+    #[error("extraction cancelled after {done} of {total} sequences")]
+    Cancelled {
+        /// Sequences processed before it stopped.
+        done: usize,
+        /// Sequences in the corpus.
+        total: usize,
+    },
     /// The tensor backend failed (reading results back, unexpected dtype).
     #[error("backend error: {0}")]
     Backend(String),

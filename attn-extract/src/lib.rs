@@ -398,6 +398,16 @@ impl LoadedModel {
         &self.device
     }
 
+    /// For a vision model, the image it sees for `img`: resized (PIL's filter of
+    /// `preprocessor_config.json`) and centre-cropped as transformers' image processor does, before
+    /// rescaling and normalization; `None` for text models. Views draw patches over it.
+    pub fn input_image(&self, img: &RgbImage) -> Option<RgbImage> {
+        match &self.family {
+            Family::Vit { prep, .. } => Some(prep.input_image(img)),
+            _ => None,
+        }
+    }
+
     /// Runs `corpus` through the model and captures the selected heads.
     ///
     /// Sequences are batched by similar length (padding masked out) but returned in corpus order;
@@ -407,6 +417,18 @@ impl LoadedModel {
         corpus: &Corpus,
         opts: &ExtractOptions,
         progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Extraction> {
+        self.extract_until(corpus, opts, progress, &|| false)
+    }
+
+    /// [`Self::extract`] that stops before the next batch once `cancelled()` returns true, with
+    /// [`ExtractError::Cancelled`] (a long document's pass can be interrupted between its batches).
+    pub fn extract_until(
+        &self,
+        corpus: &Corpus,
+        opts: &ExtractOptions,
+        progress: &mut dyn FnMut(usize, usize),
+        cancelled: &dyn Fn() -> bool,
     ) -> Result<Extraction> {
         let (layers, heads) = self.selection(opts)?;
         let inputs = self.prepare(corpus, opts, opts.warn_truncation)?;
@@ -465,6 +487,9 @@ impl LoadedModel {
         order.sort_by_key(|&i| inputs[i].tokens.len());
         let mut done = 0;
         for batch in batches(&order, |i| inputs[i].tokens.len(), opts.batch_size, n_heads) {
+            if cancelled() {
+                return Err(ExtractError::Cancelled { done, total: n_seq });
+            }
             let batch = batch.as_slice();
             let lengths: Vec<usize> = batch.iter().map(|&i| inputs[i].tokens.len()).collect();
             let seq = lengths.iter().copied().max().unwrap_or(0);

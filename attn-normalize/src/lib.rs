@@ -373,24 +373,6 @@ pub fn apply(
             reason: format!("holds the non-finite value {v}"),
         });
     }
-    let c64 = f64::from(c);
-    let q: Vec<f32> = vectors
-        .queries()
-        .as_slice()
-        .iter()
-        .map(|&v| (f64::from(v) * c64) as f32)
-        .collect();
-    let k: Vec<f32> = vectors
-        .keys()
-        .as_slice()
-        .chunks_exact(d)
-        .flat_map(|row| {
-            row.iter().enumerate().map(move |(j, &v)| {
-                let shift = t.get(j).map_or(0.0, |&s| f64::from(s));
-                ((f64::from(v) + shift) / c64) as f32
-            })
-        })
-        .collect();
     let rows = vectors.len();
     let mismatch = |_| NormalizeError::DimMismatch {
         head: vectors.head(),
@@ -400,8 +382,8 @@ pub fn apply(
     };
     HeadVectors::new(
         vectors.head(),
-        Matrix::from_vec(rows, d, q).map_err(mismatch)?,
-        Matrix::from_vec(rows, d, k).map_err(mismatch)?,
+        params.normalize_queries(vectors.queries()),
+        params.normalize_keys(vectors.keys()),
     )
     .map_err(mismatch)
 }

@@ -91,11 +91,13 @@ enum VectorSource {
         n: usize,
         d: usize,
     },
-    /// One Parquet file per head (rows checked against the token count).
+    /// One Parquet file per head (rows checked against the token count). `kv_heads`: the key heads
+    /// per layer when the files are a grouped-query dataset's query heads, which record them.
     Parquet {
         dir: PathBuf,
         files: BTreeMap<HeadId, PathBuf>,
         d: usize,
+        kv_heads: Option<u16>,
     },
 }
 
@@ -249,16 +251,36 @@ impl VectorSource {
             .dim();
         let layers = files.keys().map(|h| h.layer).max().unwrap_or(0) + 1;
         let heads = files.keys().map(|h| h.head).max().unwrap_or(0) + 1;
+        let kv_heads = Self::grouping(&files, heads)?;
         Ok((
             VectorSource::Parquet {
                 dir: dir.to_path_buf(),
                 files,
                 d,
+                kv_heads,
             },
             layers,
             heads,
             n,
         ))
+    }
+
+    /// The key heads per layer of a grouped-query dataset's query head files (each records its key
+    /// head), so that the import stores keys once per key head as the source did; `None` when the
+    /// files record none or a grouping that `h / (heads / kv_heads)` does not give.
+    fn grouping(files: &BTreeMap<HeadId, PathBuf>, heads: u16) -> Result<Option<u16>> {
+        let mut pairs = Vec::with_capacity(files.len());
+        for (head, file) in files {
+            match attn_store::recorded_key_head(file).with_context(|| "--vectors".to_string())? {
+                Some(key_head) => pairs.push((head.head, key_head.head)),
+                None => return Ok(None),
+            }
+        }
+        let kv = pairs.iter().map(|&(_, k)| k).max().unwrap_or(0) + 1;
+        let grouped = kv < heads
+            && heads.is_multiple_of(kv)
+            && pairs.iter().all(|&(h, k)| h / (heads / kv) == k);
+        Ok(grouped.then_some(kv))
     }
 
     fn dim(&self) -> usize {
@@ -702,6 +724,7 @@ impl Drop for Cleanup {
             let _ = std::fs::remove_file(self.out.join(attn_store::META_FILE));
             let _ = std::fs::remove_file(self.out.join(attn_store::TOKENS_FILE));
             let _ = std::fs::remove_dir_all(self.out.join(attn_store::HEADS_DIR));
+            let _ = std::fs::remove_dir_all(self.out.join(attn_store::KEY_HEADS_DIR));
         } else {
             let _ = std::fs::remove_dir_all(&self.out);
         }
@@ -808,7 +831,8 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
             VectorSource::Npy {
                 heads, kv_heads, ..
             } if kv_heads != heads => Some(*kv_heads),
-            _ => None,
+            VectorSource::Parquet { kv_heads, .. } => *kv_heads,
+            VectorSource::Npy { .. } => None,
         },
         rope: None,
     };
@@ -852,7 +876,9 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
         // Shards share the directory: a failing one must not delete the others' heads.
         armed: !plan.out.join(attn_store::META_FILE).exists() && plan.shard.is_none(),
     };
+    let _lock = run::lock_dataset(&plan.out, plan.shard)?;
     let dataset = Dataset::create(&plan.out, &meta)?;
+    dataset.remove_stale_temp_files()?;
     if dataset.has_tokens() {
         if dataset.read_tokens()? != tokens {
             cleanup.armed = false;

@@ -382,14 +382,12 @@ pub fn run(plan: &RunPlan, control: Control<'_>) -> Result<RunSummary> {
         attention_keep: plan.attention_keep,
         only: None,
     };
+    // Said in the CLI's terms (the corpus and the flag), not the library's option.
     let too_long = |e: attn_extract::ExtractError| match e {
-        attn_extract::ExtractError::SequenceTooLong { .. } => PipelineError::Context {
-            context: format!(
-                "{}: a sequence is longer than the model accepts; pass --truncate to cut it",
-                corpus_name_of(plan)
-            ),
-            source: Box::new(e.into()),
-        },
+        attn_extract::ExtractError::SequenceTooLong { index, len, max } => crate::error::input!(
+            "{}: sequence {index} has {len} tokens, more than the model's maximum of {max}; pass --truncate to cut it",
+            corpus_name_of(plan)
+        ),
         e => e.into(),
     };
     // Tokenized before anything is written, so that an over-long sequence leaves no dataset behind.
@@ -399,6 +397,7 @@ pub fn run(plan: &RunPlan, control: Control<'_>) -> Result<RunSummary> {
     let mut params = BTreeMap::new();
     params.insert("normalize".to_string(), plan.normalize.to_string());
     params.insert("truncate".to_string(), plan.truncate.to_string());
+    params.insert("corpus_digest".to_string(), corpus_digest(&corpus));
     // Recorded as it applies to this corpus: `auto` keeps everything of sequences up to its limit,
     // so such a dataset is one of `all` (as those written before the policy existed).
     let longest = lengths.iter().copied().max().unwrap_or(0);
@@ -421,9 +420,11 @@ pub fn run(plan: &RunPlan, control: Control<'_>) -> Result<RunSummary> {
             created_at: now_rfc3339(),
         },
     };
+    // Locked before the metadata is checked or written: a second run must not replace the metadata
+    // of a first that is still extracting.
+    let _lock = lock_dataset(&plan.out, plan.shard)?;
     check_same_run(&plan.out, &meta)?;
     let dataset = Dataset::create(&plan.out, &meta)?;
-    let _lock = lock_run(&dataset, plan.shard)?;
     dataset.remove_stale_temp_files()?;
 
     // Stage 1: extraction, only if some selected head lacks vectors on disk.
@@ -461,10 +462,18 @@ pub fn run(plan: &RunPlan, control: Control<'_>) -> Result<RunSummary> {
                 ..base_opts.clone()
             };
             let offset = pass * corpus.len();
-            let extraction = model
-                .extract(&corpus, &opts, &mut |done, _| progress.set(offset + done))
-                .map_err(too_long)?;
-            store_extraction(&dataset, &extraction, chunk, &corpus, &info, plan, &stored)?;
+            let extraction = match model.extract_until(
+                &corpus,
+                &opts,
+                &mut |done, _| progress.set(offset + done),
+                &|| control.cancelled(),
+            ) {
+                Ok(extraction) => extraction,
+                // Interrupted between two batches: the heads of earlier passes are on disk.
+                Err(attn_extract::ExtractError::Cancelled { .. }) => break,
+                Err(e) => return Err(too_long(e)),
+            };
+            store_extraction(&dataset, &extraction, chunk, &corpus, &model, plan, &stored)?;
         }
         drop(progress);
         heads_extracted = stored.done();
@@ -522,7 +531,7 @@ fn store_extraction(
     extraction: &attn_types::Extraction,
     chunk: &[HeadId],
     corpus: &Corpus,
-    info: &ModelInfo,
+    model: &LoadedModel,
     plan: &RunPlan,
     stored: &StageCounter<'_>,
 ) -> Result<()> {
@@ -537,12 +546,12 @@ fn store_extraction(
     } else {
         dataset.write_tokens(&extraction.tokens)?;
     }
-    if let (Corpus::Images(images), Some(geometry)) = (corpus, info.image) {
-        store_images(dataset, images, geometry.image_size)?;
+    if let Corpus::Images(images) = corpus {
+        store_images(dataset, images, model)?;
     }
     let normalizer = head_normalizer(
         plan.normalize,
-        info.architecture.is_causal(),
+        model.info().architecture.is_causal(),
         plan.projection.seed,
     )?;
     let tokens = &extraction.tokens;
@@ -559,7 +568,7 @@ fn store_extraction(
                 &normalizer,
                 capture,
                 tokens,
-                info.architecture.is_causal(),
+                model.info().architecture.is_causal(),
                 plan.projection.seed,
             )?;
             stored.inc();
@@ -567,8 +576,37 @@ fn store_extraction(
         })
 }
 
+/// A digest of the corpus's contents (64-bit FNV-1a over every text, or every image's size and
+/// pixels, each sequence closed by its length): a file edited in place under the same name is
+/// another corpus.
+fn corpus_digest(corpus: &Corpus) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    match corpus {
+        Corpus::Text(texts) => {
+            for t in texts {
+                eat(t.as_bytes());
+                eat(&(t.len() as u64).to_le_bytes());
+            }
+        }
+        Corpus::Images(images) => {
+            for i in images {
+                eat(&i.width().to_le_bytes());
+                eat(&i.height().to_le_bytes());
+                eat(i.as_raw());
+            }
+        }
+    }
+    format!("fnv1a64:{h:016x}")
+}
+
 /// The run settings that decide what a dataset's data is: a dataset that holds data made with other
 /// ones must not be resumed with these (its files would be reused as if they were made now).
+/// Datasets written before a setting was recorded have it empty, and are not refused for it.
 fn run_identity(meta: &DatasetMeta) -> Vec<(&'static str, String)> {
     let param = |k: &str| meta.run.params.get(k).cloned().unwrap_or_default();
     vec![
@@ -577,6 +615,10 @@ fn run_identity(meta: &DatasetMeta) -> Vec<(&'static str, String)> {
             "sequences (--max-sequences)",
             meta.run.num_sequences.to_string(),
         ),
+        // Of the sequences selected: after their number, which names the flag.
+        ("corpus contents", param("corpus_digest")),
+        // The normalization's pair subsampling draws from it.
+        ("seed (--seed)", meta.run.seed.to_string()),
         ("normalize (--no-normalize)", param("normalize")),
         ("truncate (--truncate)", param("truncate")),
         // Datasets written before the policy existed kept every weight.
@@ -609,7 +651,7 @@ fn check_same_run(out: &Path, meta: &DatasetMeta) -> Result<()> {
         .into_iter()
         .zip(run_identity(meta))
     {
-        if old != new {
+        if old != new && !old.is_empty() {
             bail!(
                 "{}: the dataset there was made with {what} = {old}, this run asks for {new}; use a new --out directory (or delete that one)",
                 out.display()
@@ -619,31 +661,54 @@ fn check_same_run(out: &Path, meta: &DatasetMeta) -> Result<()> {
     Ok(())
 }
 
-/// An advisory lock on the dataset for this shard (or for the whole run): a second identical run into
-/// the same directory stops at once with a clear message instead of computing everything twice, while
-/// shards (`--shard k/n`, disjoint heads) still run side by side.
-fn lock_run(dataset: &Dataset, shard: Option<Shard>) -> Result<std::fs::File> {
-    let name = match shard {
-        Some(s) => format!(".lock-shard-{}-of-{}", s.index, s.count),
-        None => ".lock-run".to_string(),
+/// Held while a process writes into a dataset (see [`lock_dataset`]); released when dropped.
+#[derive(Debug)]
+pub(crate) struct DatasetLock {
+    _files: Vec<std::fs::File>,
+}
+
+/// Takes the advisory locks of a process writing into the dataset at `dir` (made if missing): a
+/// whole run (`shard` `None`) holds `.lock-run` exclusively; a shard holds it shared, so that
+/// shards run side by side but never beside a whole run, and `.lock-shard-K-of-N` exclusively, so
+/// that one shard runs once. A lock held elsewhere is an error at once, not a wait. The locks are
+/// `flock`s: they end with the process, however it ends.
+pub(crate) fn lock_dataset(dir: &Path, shard: Option<Shard>) -> Result<DatasetLock> {
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let open = |name: &str| {
+        let path = dir.join(name);
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("{}: cannot create the lock file", path.display()))
+            .map(|f| (f, path))
     };
-    let path = dataset.dir().join(name);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("{}: cannot create the lock file", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => bail!(
-            "{}: another attnviz process is writing the same heads into this dataset; wait for it to finish (or give this run another --out or --shard)",
-            dataset.dir().display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("{}: cannot lock", path.display()))
+    let held = |path: &Path, e: std::fs::TryLockError| -> PipelineError {
+        match e {
+            std::fs::TryLockError::WouldBlock => crate::error::input!(
+                "{}: another attnviz process is writing into this dataset; wait for it to finish (or give this run another --out, or another --shard beside other shards)",
+                dir.display()
+            ),
+            std::fs::TryLockError::Error(e) => PipelineError::Context {
+                context: format!("{}: cannot lock", path.display()),
+                source: Box::new(e.into()),
+            },
+        }
+    };
+    let (run, run_path) = open(".lock-run")?;
+    let mut files = Vec::with_capacity(2);
+    match shard {
+        None => run.try_lock().map_err(|e| held(&run_path, e))?,
+        Some(s) => {
+            run.try_lock_shared().map_err(|e| held(&run_path, e))?;
+            let (file, path) = open(&format!(".lock-shard-{}-of-{}", s.index, s.count))?;
+            file.try_lock().map_err(|e| held(&path, e))?;
+            files.push(file);
         }
     }
+    files.push(run);
+    Ok(DatasetLock { _files: files })
 }
 
 /// The normalizer of `run`, `extract` and `import`: key translation and query/key scaling when
@@ -762,7 +827,11 @@ pub fn project_heads(
     let mut pending = Vec::new();
     for &(h, m, d) in tasks {
         if !dataset.has_projection(h, m, d)
-            || !made_with(&dataset.read_projection(h, m, d)?.spec, settings)
+            || !made_with(
+                &dataset.read_projection(h, m, d)?.spec,
+                settings,
+                dataset.has_attention(h),
+            )
         {
             pending.push((h, m, d));
         }
@@ -811,8 +880,14 @@ pub fn project_heads(
 }
 
 /// Whether a stored projection's spec is what `settings` would make now: for t-SNE and UMAP the
-/// metric, seed and the parameters that the settings control (PCA depends on none of them).
-fn made_with(spec: &attn_types::ProjectionSpec, settings: &ProjectionSettings) -> bool {
+/// metric, seed and every parameter that the settings control (PCA depends on none of them). The
+/// attention shares are compared as applied: a head without attention records 0.
+fn made_with(
+    spec: &attn_types::ProjectionSpec,
+    settings: &ProjectionSettings,
+    has_attention: bool,
+) -> bool {
+    let applied = |w: f32| if has_attention { f64::from(w) } else { 0.0 };
     let param = |key: &str| spec.params.get(key).copied();
     let same = |key: &str, want: f64| {
         param(key).is_some_and(|v| (v - want).abs() <= 1e-6 * want.abs().max(1.0))
@@ -827,11 +902,14 @@ fn made_with(spec: &attn_types::ProjectionSpec, settings: &ProjectionSettings) -
                 same("perplexity_requested", f64::from(settings.perplexity))
                     && same("iterations", settings.tsne_iterations as f64)
                     && param("attention_weight").unwrap_or(0.0)
-                        == f64::from(settings.tsne_attention_weight)
+                        == applied(settings.tsne_attention_weight)
             }
             ProjectionMethod::Umap => {
                 same("n_neighbors_requested", settings.n_neighbors as f64)
                     && same("min_dist", f64::from(settings.min_dist))
+                    && param("init") == Some(settings.umap_init.code())
+                    && param("attention_weight").unwrap_or(0.0)
+                        == applied(settings.umap_attention_weight)
             }
             ProjectionMethod::Pca => true,
         }
@@ -1031,6 +1109,8 @@ pub fn project_dataset(
 ) -> Result<RunSummary> {
     let start = Instant::now();
     let dataset = Dataset::open(dir)?;
+    let _lock = lock_dataset(dir, None)?;
+    dataset.remove_stale_temp_files()?;
     let stored = dataset.heads()?;
     let heads: Vec<HeadId> = match only {
         Some(list) => {
@@ -1092,18 +1172,19 @@ pub fn dataset_summary(dir: &Path) -> Result<RunSummary> {
     })
 }
 
-/// Saves the input images of a vision run beside the dataset, at the model's input size, so the Image
-/// View can draw them later.
-fn store_images(dataset: &Dataset, images: &[image::RgbImage], size: u32) -> Result<()> {
+/// Saves the input images of a vision run beside the dataset, as the model saw them (resized and
+/// cropped as its image processor does), so the Image View can draw them later.
+fn store_images(dataset: &Dataset, images: &[image::RgbImage], model: &LoadedModel) -> Result<()> {
     for (i, img) in images.iter().enumerate() {
         let seq_id = i as u32;
         if dataset.has_image(seq_id) {
             continue;
         }
-        let resized =
-            image::imageops::resize(img, size, size, image::imageops::FilterType::Triangle);
+        let Some(input) = model.input_image(img) else {
+            return Ok(());
+        };
         let mut bytes = Vec::new();
-        resized
+        input
             .write_to(
                 &mut std::io::Cursor::new(&mut bytes),
                 image::ImageFormat::Png,

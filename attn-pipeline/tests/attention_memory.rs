@@ -52,9 +52,12 @@ fn plan(out: &Path, keep: AttentionKeep, attention_memory: usize) -> RunPlan {
 /// The vectors and attention files of `heads` are byte for byte the same in both datasets.
 fn assert_same_head_files(a: &Dataset, b: &Dataset, heads: impl IntoIterator<Item = HeadId>) {
     for h in heads {
+        // The grouped-query fixture stores its key heads once, beside the query heads.
+        let key_head = a.shared_key_head(h).expect("a grouped-query dataset");
         for (x, y) in [
             (a.vectors_path(h), b.vectors_path(h)),
             (a.attention_path(h), b.attention_path(h)),
+            (a.keys_path(key_head), b.keys_path(key_head)),
         ] {
             assert_eq!(
                 std::fs::read(&x).unwrap(),
@@ -160,4 +163,31 @@ fn top_k_keeps_the_k_strongest_keys_of_every_query() {
         }
     }
     assert!(cut > 0, "some rows had more than two keys to cut");
+}
+
+#[test]
+fn a_pass_is_interrupted_between_its_batches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("ds");
+    // One pass over every head, one sequence per batch: the flag set after the first batch stops
+    // the pass before the second, and nothing of it is stored.
+    let mut p = plan(&out, AttentionKeep::All, usize::MAX);
+    p.batch_size = 1;
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let on_progress = |event| {
+        if let attn_pipeline::ProgressEvent::Advance {
+            stage: attn_pipeline::Stage::Extract,
+            done: 1,
+        } = event
+        {
+            cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    };
+    let summary = run(&p, Control::new(&cancel, &on_progress)).unwrap();
+    assert!(summary.interrupted);
+    assert_eq!(summary.heads_extracted, 0);
+    assert!(Dataset::open(&out).unwrap().heads().unwrap().is_empty());
+    // The run resumes from there.
+    let again = run(&p, Control::silent()).unwrap();
+    assert_eq!((again.interrupted, again.heads_extracted), (false, 18));
 }

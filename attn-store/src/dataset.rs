@@ -9,10 +9,10 @@ use attn_types::{
 
 use crate::StoreError;
 use crate::files::{
-    StoredHead, read_attention_file, read_normalization_file, read_projection_file,
-    read_tokens_file, read_value_norms_file, read_vector_norms_file, read_vectors_file,
-    write_attention_file, write_projection_file, write_tokens_file, write_value_norms_file,
-    write_vectors_file,
+    StoredHead, key_file_name, read_attention_file, read_keys_file, read_normalization_file,
+    read_projection_file, read_tokens_file, read_value_norms_file, read_vector_norms_file,
+    read_vectors_file, write_attention_file, write_keys_file, write_projection_file,
+    write_query_vectors_file, write_tokens_file, write_value_norms_file, write_vectors_file,
 };
 use crate::pq::{temp_path, write_file_atomically};
 
@@ -22,6 +22,9 @@ pub const META_FILE: &str = "meta.json";
 pub const TOKENS_FILE: &str = "tokens.parquet";
 /// Folder holding one sub-folder per head.
 pub const HEADS_DIR: &str = "heads";
+/// Folder of the key files of a grouped-query dataset, one per key head
+/// (`L{layer:02}K{key head:02}.parquet`), shared by the query heads of its group.
+pub const KEY_HEADS_DIR: &str = "key_heads";
 /// Per-head file of query/key vectors (its presence marks the head as done).
 pub const VECTORS_FILE: &str = "vectors.parquet";
 /// Per-head file of attention weights.
@@ -293,6 +296,21 @@ impl Dataset {
         self.head_dir(head).join(VECTORS_FILE)
     }
 
+    /// The key head whose keys query head `head` attends with, when this dataset stores keys once
+    /// per key head: a grouped-query model (fewer key heads than query heads) in a dataset of data
+    /// model 2 or later (version 1 stored keys with every query head, and a resumed dataset keeps
+    /// its layout). `key_head.head` counts key heads.
+    pub fn shared_key_head(&self, head: HeadId) -> Option<HeadId> {
+        let m = &self.meta.model;
+        (self.meta.schema_version >= 2 && m.key_heads() < m.num_heads)
+            .then(|| HeadId::new(head.layer, m.key_head_of(head.head)))
+    }
+
+    /// Path of a key head's file (grouped-query datasets; see [`Self::shared_key_head`]).
+    pub fn keys_path(&self, key_head: HeadId) -> PathBuf {
+        self.dir.join(KEY_HEADS_DIR).join(key_file_name(key_head))
+    }
+
     /// Path of a head's `attention.parquet`.
     pub fn attention_path(&self, head: HeadId) -> PathBuf {
         self.head_dir(head).join(ATTENTION_FILE)
@@ -426,7 +444,56 @@ impl Dataset {
             ));
         }
         self.check_token_count(&path, "token_index", raw.len())?;
-        write_vectors_file(path, raw, normalized)
+        match self.shared_key_head(raw.head()) {
+            None => write_vectors_file(path, raw, normalized),
+            Some(key_head) => {
+                // The reader recomputes shared keys' normalized form from the parameters: normalized
+                // keys that are not exactly that would not read back as written.
+                if let Some(norm) = normalized
+                    && norm.vectors.keys() != &norm.params.normalize_keys(raw.keys())
+                {
+                    return Err(StoreError::invalid(
+                        &path,
+                        "key_normalized",
+                        "the normalized keys are not the stored parameters applied to the raw \
+                         keys, which a grouped-query dataset stores in their place",
+                    ));
+                }
+                self.store_shared_keys(raw, key_head)?;
+                write_query_vectors_file(path, raw, normalized, key_head)
+            }
+        }
+    }
+
+    /// Stores the keys of `raw`'s key head, unless its file already holds exactly these keys (written
+    /// with another query head of the group). Keys that differ from a file that another stored query
+    /// head of the group reads are refused: they would silently change that head's keys.
+    fn store_shared_keys(&self, raw: &HeadVectors, key_head: HeadId) -> Result<(), StoreError> {
+        let path = self.keys_path(key_head);
+        if path.is_file() {
+            let same = matches!(read_keys_file(&path, key_head), Ok(k) if &k == raw.keys());
+            if same {
+                return Ok(());
+            }
+            let m = &self.meta.model;
+            let reader = (0..m.num_heads)
+                .map(|h| HeadId::new(raw.head().layer, h))
+                .find(|&h| {
+                    h != raw.head() && m.key_head_of(h.head) == key_head.head && self.has_head(h)
+                });
+            if let Some(reader) = reader {
+                return Err(StoreError::invalid(
+                    &path,
+                    "key",
+                    format!(
+                        "the keys given with {} differ from those stored for key head {key_head}, \
+                         which {reader} reads (heads of one group must share their keys)",
+                        raw.head()
+                    ),
+                ));
+            }
+        }
+        write_keys_file(&path, key_head, raw.keys())
     }
 
     /// Reads a head's vectors.

@@ -2,6 +2,14 @@
 
 use std::path::PathBuf;
 
+/// Linux's and macOS's `errno` for "no space left on device".
+const ENOSPC: i32 = 28;
+
+/// Whether an I/O error is the file system's "no space left on device".
+pub(crate) fn io_is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(ENOSPC)
+}
+
 /// Everything that can go wrong reading or writing a dataset. Every variant names the file (`path`)
 /// and, where there is one, the column, JSON field or metadata key involved.
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +30,22 @@ pub enum StoreError {
         /// What it would have held (e.g. `vectors of head L0H1`).
         what: String,
     },
-    /// The Parquet reader or writer failed: a truncated or corrupt file, most often.
+    /// The file system has no space left: `path` (the file being written) was not written; files
+    /// written before it are complete and kept.
+    #[error("{path}: the disk is full (no space left on the device); the file was not written")]
+    DiskFull {
+        /// The file that could not be written.
+        path: PathBuf,
+    },
+    /// The Parquet writer failed.
+    #[error("{path}: writing the Parquet file failed: {source}")]
+    ParquetWrite {
+        /// The file being written.
+        path: PathBuf,
+        /// The underlying error.
+        source: parquet::errors::ParquetError,
+    },
+    /// The Parquet reader failed: a truncated or corrupt file, most often.
     #[error("{path}: not a readable Parquet file ({source})")]
     Parquet {
         /// The file.
@@ -162,6 +185,23 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the operating system reported a full disk (ENOSPC) anywhere in this error's causes.
+    pub fn is_disk_full(&self) -> bool {
+        if matches!(self, StoreError::DiskFull { .. }) {
+            return true;
+        }
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = next {
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && io_is_disk_full(io)
+            {
+                return true;
+            }
+            next = e.source();
+        }
+        false
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         StoreError::Io {
             path: path.into(),

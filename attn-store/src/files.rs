@@ -25,6 +25,10 @@ use crate::pq::{ParquetTable, batch, vector_array, vector_type, write_parquet};
 pub const KV_HEAD: &str = "attnviz.head";
 /// Key-value metadata key in `vectors.parquet`: `{"params":{...},"diagnostics":{...}}`.
 pub const KV_NORMALIZATION: &str = "attnviz.normalization";
+/// Key-value metadata key of grouped-query datasets: in a query head's `vectors.parquet`, the key
+/// head whose file holds its keys; in that key file, the key head itself (`{"layer":0,"head":1}`,
+/// `head` counting key heads).
+pub const KV_KEY_HEAD: &str = "attnviz.key_head";
 /// Key-value metadata key in `attention.parquet`: `[[seq_id, len], ...]` in sequence order.
 pub const KV_SEQUENCES: &str = "attnviz.sequences";
 /// Key-value metadata key in projection files: `{"head","spec","objective","quality"}`.
@@ -213,19 +217,64 @@ pub fn read_tokens_file(path: impl AsRef<Path>) -> Result<TokenTable, StoreError
 /// `query_norm` and `key_norm` (so that views and summaries need not read the vectors), and, when
 /// `normalized`, `query_normalized` and `key_normalized` (all vectors `FixedSizeList<Float32, d>`).
 pub fn vectors_schema(d: usize, normalized: bool) -> Schema {
+    vectors_schema_with(d, normalized, true)
+}
+
+/// Schema of the `vectors.parquet` of a query head whose keys are stored once per key head
+/// (grouped-query attention): [`vectors_schema`] without the key columns.
+pub fn query_vectors_schema(d: usize, normalized: bool) -> Schema {
+    vectors_schema_with(d, normalized, false)
+}
+
+fn vectors_schema_with(d: usize, normalized: bool, keys: bool) -> Schema {
     let d = i32::try_from(d).unwrap_or(i32::MAX);
     let mut fields = vec![
         Field::new("token_index", DataType::UInt32, false),
         Field::new("query", vector_type(d), false),
-        Field::new("key", vector_type(d), false),
-        Field::new("query_norm", DataType::Float32, false),
-        Field::new("key_norm", DataType::Float32, false),
     ];
+    if keys {
+        fields.push(Field::new("key", vector_type(d), false));
+    }
+    fields.push(Field::new("query_norm", DataType::Float32, false));
+    if keys {
+        fields.push(Field::new("key_norm", DataType::Float32, false));
+    }
     if normalized {
         fields.push(Field::new("query_normalized", vector_type(d), false));
-        fields.push(Field::new("key_normalized", vector_type(d), false));
+        if keys {
+            fields.push(Field::new("key_normalized", vector_type(d), false));
+        }
     }
     Schema::new(fields)
+}
+
+/// Schema of a key head's file (`key_heads/L<layer>K<key head>.parquet`): `token_index`, the raw
+/// `key` vectors and their norms `key_norm`.
+pub fn keys_schema(d: usize) -> Schema {
+    let d = i32::try_from(d).unwrap_or(i32::MAX);
+    Schema::new(vec![
+        Field::new("token_index", DataType::UInt32, false),
+        Field::new("key", vector_type(d), false),
+        Field::new("key_norm", DataType::Float32, false),
+    ])
+}
+
+/// Name of a key head's file: `L{layer:02}K{key head:02}.parquet` (`key_head.head` is the key head).
+pub fn key_file_name(key_head: HeadId) -> String {
+    format!("L{:02}K{:02}.parquet", key_head.layer, key_head.head)
+}
+
+/// Where the key file of `key_head` lies for the query head file at `vectors_path`, in the store's
+/// layout: `<dataset>/heads/L..H../vectors.parquet` -> `<dataset>/key_heads/L..K...parquet`.
+pub fn key_file_beside(vectors_path: &Path, key_head: HeadId) -> std::path::PathBuf {
+    let dataset = vectors_path
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."));
+    dataset
+        .join(crate::dataset::KEY_HEADS_DIR)
+        .join(key_file_name(key_head))
 }
 
 /// Writes a head's raw (and optionally normalized) query/key vectors, with the normalization
@@ -235,7 +284,28 @@ pub fn write_vectors_file(
     raw: &HeadVectors,
     normalized: Option<&NormalizedHead>,
 ) -> Result<(), StoreError> {
-    let path = path.as_ref();
+    write_vectors(path.as_ref(), raw, normalized, None)
+}
+
+/// Writes a query head's file without its keys, which are stored once in `key_head`'s file (see
+/// [`write_keys_file`]); the footer records the key head (`attnviz.key_head`). Readers recompute the
+/// normalized keys from the raw ones and the stored parameters, with the normalizer's own arithmetic
+/// ([`NormalizationParams::normalize_keys`]), so they equal what it produced bit for bit.
+pub fn write_query_vectors_file(
+    path: impl AsRef<Path>,
+    raw: &HeadVectors,
+    normalized: Option<&NormalizedHead>,
+    key_head: HeadId,
+) -> Result<(), StoreError> {
+    write_vectors(path.as_ref(), raw, normalized, Some(key_head))
+}
+
+fn write_vectors(
+    path: &Path,
+    raw: &HeadVectors,
+    normalized: Option<&NormalizedHead>,
+    shared_keys: Option<HeadId>,
+) -> Result<(), StoreError> {
     let (n, d) = raw.queries().shape();
     if raw.keys().shape() != (n, d) {
         return Err(StoreError::invalid(
@@ -244,16 +314,24 @@ pub fn write_vectors_file(
             format!("keys are {:?}, queries are {n} x {d}", raw.keys().shape()),
         ));
     }
+    let inline_keys = shared_keys.is_none();
     let mut cols = vec![
         Arc::new(UInt32Array::from_iter_values(
             0..to_u32(path, "token_index", n)?,
         )) as ArrayRef,
         vector_array(path, "query", d, n, raw.queries().as_slice())?,
-        vector_array(path, "key", d, n, raw.keys().as_slice())?,
-        Arc::new(Float32Array::from(raw.queries().row_norms())) as ArrayRef,
-        Arc::new(Float32Array::from(raw.keys().row_norms())) as ArrayRef,
     ];
+    if inline_keys {
+        cols.push(vector_array(path, "key", d, n, raw.keys().as_slice())?);
+    }
+    cols.push(Arc::new(Float32Array::from(raw.queries().row_norms())) as ArrayRef);
+    if inline_keys {
+        cols.push(Arc::new(Float32Array::from(raw.keys().row_norms())) as ArrayRef);
+    }
     let mut kv = vec![head_kv(raw.head())];
+    if let Some(key_head) = shared_keys {
+        kv.push((KV_KEY_HEAD.to_string(), head_to_json(key_head).to_string()));
+    }
     if let Some(norm) = normalized {
         let v = &norm.vectors;
         if v.head() != raw.head() {
@@ -278,7 +356,9 @@ pub fn write_vectors_file(
                     format!("shape {:?} differs from the raw {n} x {d}", m.shape()),
                 ));
             }
-            cols.push(vector_array(path, name, d, n, m.as_slice())?);
+            if name == "query_normalized" || inline_keys {
+                cols.push(vector_array(path, name, d, n, m.as_slice())?);
+            }
         }
         kv.push((
             KV_NORMALIZATION.to_string(),
@@ -287,10 +367,83 @@ pub fn write_vectors_file(
     }
     let b = batch(
         path,
-        Arc::new(vectors_schema(d, normalized.is_some())),
+        Arc::new(vectors_schema_with(d, normalized.is_some(), inline_keys)),
         cols,
     )?;
     write_parquet(path, &b, kv)
+}
+
+/// Writes the raw keys of a key head that several query heads share (grouped-query attention).
+pub fn write_keys_file(
+    path: impl AsRef<Path>,
+    key_head: HeadId,
+    keys: &Matrix,
+) -> Result<(), StoreError> {
+    let path = path.as_ref();
+    let (n, d) = keys.shape();
+    let cols = vec![
+        Arc::new(UInt32Array::from_iter_values(
+            0..to_u32(path, "token_index", n)?,
+        )) as ArrayRef,
+        vector_array(path, "key", d, n, keys.as_slice())?,
+        Arc::new(Float32Array::from(keys.row_norms())) as ArrayRef,
+    ];
+    let b = batch(path, Arc::new(keys_schema(d)), cols)?;
+    write_parquet(
+        path,
+        &b,
+        vec![(KV_KEY_HEAD.to_string(), head_to_json(key_head).to_string())],
+    )
+}
+
+/// The key head a table records (`attnviz.key_head`), when it records one.
+fn key_head_of_table(c: &ParquetTable) -> Result<Option<HeadId>, StoreError> {
+    c.kv_json(KV_KEY_HEAD)?
+        .map(|v| head_from_json(&c.path, KV_KEY_HEAD, &v))
+        .transpose()
+}
+
+/// The key head that a query head's vectors file records (`attnviz.key_head`: its keys are in that
+/// key head's file), from the footer alone; `None` for files that hold their keys.
+pub fn recorded_key_head(path: impl AsRef<Path>) -> Result<Option<HeadId>, StoreError> {
+    let c = ParquetTable::read_columns(path.as_ref(), &[])?;
+    if c.has("key") {
+        return Ok(None);
+    }
+    key_head_of_table(&c)
+}
+
+/// Checks that a key file records `key_head` and has `rows` rows (the query head file's).
+fn check_key_file(c: &ParquetTable, key_head: HeadId, rows: usize) -> Result<(), StoreError> {
+    match key_head_of_table(c)? {
+        Some(found) if found == key_head => {}
+        found => {
+            return Err(StoreError::invalid(
+                &c.path,
+                KV_KEY_HEAD,
+                format!(
+                    "file holds key head {}, expected {key_head}",
+                    found.map_or("none".into(), |h| h.to_string())
+                ),
+            ));
+        }
+    }
+    if c.rows != rows {
+        return Err(StoreError::invalid(
+            &c.path,
+            "key",
+            format!("{} keys, but the query head has {rows} tokens", c.rows),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the raw keys of a key head's file (see [`write_keys_file`]).
+pub fn read_keys_file(path: impl AsRef<Path>, key_head: HeadId) -> Result<Matrix, StoreError> {
+    let c = ParquetTable::read(path.as_ref())?;
+    check_key_file(&c, key_head, c.rows)?;
+    c.check_token_index()?;
+    matrix_col(&c, "key")
 }
 
 /// Reads one vector column as an `n x d` matrix.
@@ -307,13 +460,37 @@ fn matrix_col(c: &ParquetTable, column: &str) -> Result<Matrix, StoreError> {
 /// (`UInt32`) is optional but, when present, must be `0..n` in order. `query_normalized` /
 /// `key_normalized` are optional (both or neither) and then need the `attnviz.normalization`
 /// key-value metadata. A recorded `attnviz.head` must equal `head`.
+///
+/// A query head file of a grouped-query dataset has no key columns and records its key head
+/// (`attnviz.key_head`): its keys are read from that key head's file in the store's layout
+/// ([`key_file_beside`]) and its normalized keys recomputed from the stored parameters.
 pub fn read_vectors_file(path: impl AsRef<Path>, head: HeadId) -> Result<StoredHead, StoreError> {
     let c = ParquetTable::read(path.as_ref())?;
     check_head(&c, head)?;
     c.check_token_index()?;
-    let raw = HeadVectors::new(head, matrix_col(&c, "query")?, matrix_col(&c, "key")?)
+    let shared_keys = match key_head_of_table(&c)? {
+        Some(key_head) if !c.has("key") => Some(key_head),
+        _ => None,
+    };
+    let queries = matrix_col(&c, "query")?;
+    let keys = match shared_keys {
+        Some(key_head) => {
+            let key_path = key_file_beside(&c.path, key_head);
+            let k = ParquetTable::read(&key_path)?;
+            check_key_file(&k, key_head, c.rows)?;
+            k.check_token_index()?;
+            matrix_col(&k, "key")?
+        }
+        None => matrix_col(&c, "key")?,
+    };
+    let raw = HeadVectors::new(head, queries, keys)
         .map_err(|e| StoreError::invalid(&c.path, "key", e.to_string()))?;
-    let normalized = match (c.has("query_normalized"), c.has("key_normalized")) {
+    // Shared keys are normalized on reading, so their `key_normalized` is as present as the queries'.
+    let key_normalized = match shared_keys {
+        Some(_) => c.has("query_normalized"),
+        None => c.has("key_normalized"),
+    };
+    let normalized = match (c.has("query_normalized"), key_normalized) {
         (false, false) => None,
         (true, false) | (false, true) => {
             let missing = if c.has("query_normalized") {
@@ -327,12 +504,24 @@ pub fn read_vectors_file(path: impl AsRef<Path>, head: HeadId) -> Result<StoredH
             });
         }
         (true, true) => {
-            let vectors = HeadVectors::new(
-                head,
-                matrix_col(&c, "query_normalized")?,
-                matrix_col(&c, "key_normalized")?,
-            )
-            .map_err(|e| StoreError::invalid(&c.path, "key_normalized", e.to_string()))?;
+            let record = c.kv_json(KV_NORMALIZATION)?.ok_or_else(|| {
+                StoreError::json(
+                    &c.path,
+                    KV_NORMALIZATION,
+                    "missing from the key-value metadata",
+                )
+            })?;
+            let (params, diagnostics) =
+                normalization_from_json(&c.path, KV_NORMALIZATION, &record)?;
+            let keys = match shared_keys {
+                Some(_) => {
+                    check_params(&c.path, &params, raw.dim())?;
+                    params.normalize_keys(raw.keys())
+                }
+                None => matrix_col(&c, "key_normalized")?,
+            };
+            let vectors = HeadVectors::new(head, matrix_col(&c, "query_normalized")?, keys)
+                .map_err(|e| StoreError::invalid(&c.path, "key_normalized", e.to_string()))?;
             if vectors.dim() != raw.dim() {
                 return Err(StoreError::invalid(
                     &c.path,
@@ -344,15 +533,6 @@ pub fn read_vectors_file(path: impl AsRef<Path>, head: HeadId) -> Result<StoredH
                     ),
                 ));
             }
-            let record = c.kv_json(KV_NORMALIZATION)?.ok_or_else(|| {
-                StoreError::json(
-                    &c.path,
-                    KV_NORMALIZATION,
-                    "missing from the key-value metadata",
-                )
-            })?;
-            let (params, diagnostics) =
-                normalization_from_json(&c.path, KV_NORMALIZATION, &record)?;
             Some(NormalizedHead {
                 vectors,
                 params,
@@ -363,9 +543,30 @@ pub fn read_vectors_file(path: impl AsRef<Path>, head: HeadId) -> Result<StoredH
     Ok(StoredHead { raw, normalized })
 }
 
+/// Checks stored normalization parameters before keys are recomputed with them.
+fn check_params(path: &Path, p: &NormalizationParams, d: usize) -> Result<(), StoreError> {
+    if !(p.scale.is_finite() && p.scale > 0.0) {
+        return Err(StoreError::invalid(
+            path,
+            format!("{KV_NORMALIZATION}.params.scale"),
+            format!("{} is not a finite positive number", p.scale),
+        ));
+    }
+    let t = &p.key_translation;
+    if !(t.is_empty() || t.len() == d) || t.iter().any(|v| !v.is_finite()) {
+        return Err(StoreError::invalid(
+            path,
+            format!("{KV_NORMALIZATION}.params.key_translation"),
+            format!("needs {d} finite values (or none), has {}", t.len()),
+        ));
+    }
+    Ok(())
+}
+
 /// The raw query and key norms of a vectors file (`|q|`, `|k|` per token, before normalization), read
-/// from its `query_norm`/`key_norm` columns without decoding the vectors; computed from the vectors
-/// for files that lack those columns (written by other tools).
+/// from its `query_norm`/`key_norm` columns without decoding the vectors (for a query head with
+/// shared keys, `key_norm` of its key head's file); computed from the vectors for files that lack
+/// those columns (written by other tools).
 pub fn read_vector_norms_file(
     path: impl AsRef<Path>,
     head: HeadId,
@@ -377,6 +578,14 @@ pub fn read_vector_norms_file(
             Ok((c.f32("query_norm")?, c.f32("key_norm")?))
         }
         Err(StoreError::NoSuchColumn { .. }) => {
+            if let Ok(c) = ParquetTable::read_columns(path, &["query_norm"])
+                && let Some(key_head) = key_head_of_table(&c)?
+            {
+                check_head(&c, head)?;
+                let k = ParquetTable::read_columns(key_file_beside(path, key_head), &["key_norm"])?;
+                check_key_file(&k, key_head, c.rows)?;
+                return Ok((c.f32("query_norm")?, k.f32("key_norm")?));
+            }
             let raw = read_vectors_file(path, head)?.raw;
             Ok((raw.queries().row_norms(), raw.keys().row_norms()))
         }

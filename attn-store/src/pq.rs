@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, UInt16Type, UInt32Type};
@@ -66,7 +66,16 @@ pub(crate) fn write_atomic(
         // Best effort: a leftover temporary file is harmless (hidden, never read), only untidy.
         let _ = std::fs::remove_file(&tmp);
     }
-    result
+    // A full disk is said once, naming the file meant, not the temporary one or each layer's wrapping.
+    result.map_err(|e| {
+        if e.is_disk_full() {
+            StoreError::DiskFull {
+                path: path.to_path_buf(),
+            }
+        } else {
+            e
+        }
+    })
 }
 
 /// Writes `bytes` to `path` atomically: a uniquely named temporary file in the same folder, fsync,
@@ -106,14 +115,52 @@ pub(crate) fn write_parquet(
     }
     let props = props.build();
     write_atomic(path, |file, tmp| {
-        let perr = |source| StoreError::Parquet {
-            path: tmp.to_path_buf(),
-            source,
+        let disk_full = Arc::new(AtomicBool::new(false));
+        let perr = |source| {
+            if disk_full.load(Ordering::Relaxed) {
+                StoreError::DiskFull {
+                    path: tmp.to_path_buf(),
+                }
+            } else {
+                StoreError::ParquetWrite {
+                    path: tmp.to_path_buf(),
+                    source,
+                }
+            }
         };
-        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(perr)?;
+        let sink = FullDiskAware {
+            file,
+            disk_full: Arc::clone(&disk_full),
+        };
+        let mut writer = ArrowWriter::try_new(sink, batch.schema(), Some(props)).map_err(perr)?;
         writer.write(batch).map_err(perr)?;
-        writer.into_inner().map_err(perr)
+        writer.into_inner().map(|sink| sink.file).map_err(perr)
     })
+}
+
+/// A file that remembers whether a write failed for want of space: the Parquet writer reports some
+/// I/O errors only as text, from which a full disk could not be told apart.
+struct FullDiskAware {
+    file: File,
+    disk_full: Arc<AtomicBool>,
+}
+
+impl Write for FullDiskAware {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.write(buf).inspect_err(|e| self.note(e))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush().inspect_err(|e| self.note(e))
+    }
+}
+
+impl FullDiskAware {
+    fn note(&self, e: &std::io::Error) {
+        if crate::error::io_is_disk_full(e) {
+            self.disk_full.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Builds a record batch, mapping an Arrow error to one naming the file.

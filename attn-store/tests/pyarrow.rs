@@ -103,6 +103,7 @@ fn pyarrow_reads_the_dataset() {
         })
         .collect();
     let mut expect = json!({
+        "schema_version": attn_types::DATA_MODEL_VERSION,
         "model_id": "gpt2-pyarrow",
         "head_dim": DIM,
         "tokens": tokens_json,

@@ -398,3 +398,109 @@ fn realistic_sizes_round_trip_across_many_record_batches() {
     ds.write_projection(&p).unwrap();
     assert_eq!(ds.read_projection(h, ProjectionMethod::Tsne, 3).unwrap(), p);
 }
+
+/// A grouped-query dataset (3 query heads per key head) of data model `version`.
+fn grouped_dataset(version: u32) -> (tempfile::TempDir, Dataset) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = meta("llama-test");
+    m.schema_version = version;
+    m.model.num_key_value_heads = Some(1);
+    let ds = Dataset::create(dir.path().join("ds"), &m).unwrap();
+    ds.write_tokens(&tokens()).unwrap();
+    (dir, ds)
+}
+
+/// Query head `h` of layer 0 with the group's shared `keys`, normalized as the normalizer would
+/// (its own scale and translation per query head).
+fn grouped_head(h: u16, keys: &attn_types::Matrix) -> (HeadVectors, attn_types::NormalizedHead) {
+    let head = HeadId::new(0, h);
+    let raw = HeadVectors::new(head, Lcg(100 + u64::from(h)).matrix(N, DIM), keys.clone()).unwrap();
+    let params = attn_types::NormalizationParams {
+        key_translation: (0..DIM).map(|j| 0.3 * j as f32 - f32::from(h)).collect(),
+        scale: 0.7 + 0.45 * f32::from(h),
+    };
+    let vectors = HeadVectors::new(
+        head,
+        params.normalize_queries(raw.queries()),
+        params.normalize_keys(raw.keys()),
+    )
+    .unwrap();
+    let mut norm = normalized(&raw);
+    norm.vectors = vectors;
+    norm.params = params;
+    (raw, norm)
+}
+
+#[test]
+fn grouped_keys_are_stored_once_per_key_head() {
+    let (_d, ds) = grouped_dataset(attn_types::DATA_MODEL_VERSION);
+    let keys = Lcg(9).matrix(N, DIM);
+    let heads: Vec<_> = (0..HEADS).map(|h| grouped_head(h, &keys)).collect();
+    for (raw, norm) in &heads {
+        assert_eq!(ds.shared_key_head(raw.head()), Some(HeadId::new(0, 0)));
+        ds.write_head(raw, Some(norm)).unwrap();
+    }
+    // One key file for the group; the query heads' files hold no keys and name their key head.
+    let key_files: Vec<_> = std::fs::read_dir(ds.dir().join(attn_store::KEY_HEADS_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(key_files, ["L00K00.parquet"]);
+    for (raw, norm) in &heads {
+        let path = ds.vectors_path(raw.head());
+        assert_eq!(
+            attn_store::recorded_key_head(&path).unwrap(),
+            Some(HeadId::new(0, 0))
+        );
+        let columns = attn_store::ParquetTable::read(&path).unwrap();
+        assert!(!columns.has("key") && !columns.has("key_normalized"));
+        // Read back exactly as written, the recomputed normalized keys included.
+        let back = ds.read_head(raw.head()).unwrap();
+        assert_eq!(&back.raw, raw);
+        let n = back.normalized.unwrap();
+        assert_eq!(n.vectors, norm.vectors);
+        assert_eq!(n.params, norm.params);
+        let (qn, kn) = ds.read_head_norms(raw.head()).unwrap();
+        assert_eq!(
+            (qn, kn),
+            (raw.queries().row_norms(), raw.keys().row_norms())
+        );
+    }
+    // The normalized keys of different query heads differ (their own parameters).
+    assert_ne!(heads[0].1.vectors.keys(), heads[1].1.vectors.keys());
+
+    // Other keys for a group whose key file other heads read are refused, naming a reader.
+    let (other, _) = grouped_head(1, &Lcg(10).matrix(N, DIM));
+    let msg = ds.write_head(&other, None).unwrap_err().to_string();
+    assert!(
+        msg.contains("L00K00.parquet") && msg.contains("L0H0"),
+        "{msg}"
+    );
+    assert_eq!(ds.read_head(HeadId::new(0, 1)).unwrap().raw, heads[1].0);
+
+    // Normalized keys that the parameters do not give are refused.
+    let (raw, mut norm) = grouped_head(2, &keys);
+    norm.params.scale *= 1.5;
+    let msg = ds.write_head(&raw, Some(&norm)).unwrap_err().to_string();
+    assert!(msg.contains("key_normalized"), "{msg}");
+
+    // A missing key file is named.
+    std::fs::remove_file(ds.keys_path(HeadId::new(0, 0))).unwrap();
+    let msg = ds.read_head(HeadId::new(0, 2)).unwrap_err().to_string();
+    assert!(msg.contains("L00K00.parquet"), "{msg}");
+}
+
+#[test]
+fn grouped_datasets_of_data_model_1_keep_keys_with_every_head() {
+    let (_d, ds) = grouped_dataset(1);
+    let keys = Lcg(9).matrix(N, DIM);
+    let (raw, norm) = grouped_head(1, &keys);
+    assert_eq!(ds.shared_key_head(raw.head()), None);
+    ds.write_head(&raw, Some(&norm)).unwrap();
+    assert!(!ds.dir().join(attn_store::KEY_HEADS_DIR).exists());
+    assert_eq!(
+        attn_store::recorded_key_head(ds.vectors_path(raw.head())).unwrap(),
+        None
+    );
+    assert_eq!(ds.read_head(raw.head()).unwrap().raw, raw);
+}

@@ -9,7 +9,11 @@ use serde::{Deserialize, Serialize};
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Version of the on-disk and serialized data model. Readers refuse data from a newer version.
-pub const DATA_MODEL_VERSION: u32 = 1;
+///
+/// Version 2 stores the keys of a grouped-query model once per key head (beside the query heads'
+/// files, which then hold queries only); version 1 stored them with every query head. Every other
+/// dataset is the same in both, and readers take either.
+pub const DATA_MODEL_VERSION: u32 = 2;
 
 /// Errors raised when constructing the shared types from inconsistent parts.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -860,6 +864,47 @@ pub struct NormalizationParams {
     pub key_translation: Vec<f32>,
     /// Query scale `c > 0`; keys are divided by it. 1 when scaling is off.
     pub scale: f32,
+}
+
+impl NormalizationParams {
+    /// The normalized queries `c q` (in `f64`, rounded once). The one definition of the arithmetic:
+    /// the normalizer and the store (which recomputes shared keys) both call it, so the two agree
+    /// bit for bit. Expects a finite `c > 0`.
+    pub fn normalize_queries(&self, queries: &Matrix) -> Matrix {
+        let c = f64::from(self.scale);
+        let data = queries
+            .as_slice()
+            .iter()
+            .map(|&v| (f64::from(v) * c) as f32)
+            .collect();
+        Matrix {
+            rows: queries.rows,
+            cols: queries.cols,
+            data,
+        }
+    }
+
+    /// The normalized keys `(k + t) / c` (in `f64`, rounded once); an empty `t` means no
+    /// translation. Expects a finite `c > 0` and `t` empty or of the keys' width.
+    pub fn normalize_keys(&self, keys: &Matrix) -> Matrix {
+        let c = f64::from(self.scale);
+        let t = &self.key_translation;
+        let data = keys
+            .as_slice()
+            .chunks_exact(keys.cols.max(1))
+            .flat_map(|row| {
+                row.iter().enumerate().map(move |(j, &v)| {
+                    let shift = t.get(j).map_or(0.0, |&s| f64::from(s));
+                    ((f64::from(v) + shift) / c) as f32
+                })
+            })
+            .collect();
+        Matrix {
+            rows: keys.rows,
+            cols: keys.cols,
+            data,
+        }
+    }
 }
 
 /// Per-head diagnostics of how well distance tracks attention, before and after normalization.

@@ -7,7 +7,7 @@ Without EXPECT_JSON only the structure is checked (files, columns, Arrow types, 
 attention rows summing to 1). With it, values are compared too; the sidecar (written by
 attn-store/tests/pyarrow.rs) looks like:
 
-  {"model_id": str, "head_dim": int, "tokens": [{"text", "seq_id", "position", ...}],
+  {"schema_version": int, "model_id": str, "head_dim": int, "tokens": [{"text", "seq_id", "position", ...}],
    "heads": [{"dir": "L00H01", "query": [[...]], "key": [[...]], "normalized": bool,
               "value_norms": [...] | null, "attention_rows": int,
               "projections": [{"file": "tsne_2d.parquet", "method": "tsne", "dims": 2,
@@ -82,7 +82,11 @@ def main():
 
     with open(os.path.join(root, "meta.json")) as f:
         meta = json.load(f)
-    check(meta.get("schema_version") == 1, f"meta.json: schema_version {meta.get('schema_version')}")
+    # The data model version the writer stamps on meta.json and every Parquet file (1 or 2; 2 stores
+    # grouped-query keys once per key head), as the sidecar states it when there is one.
+    version = expect["schema_version"] if expect else meta.get("schema_version")
+    check(version in (1, 2) and meta.get("schema_version") == version,
+          f"meta.json: schema_version {meta.get('schema_version')}, expected {version}")
     d = meta["model"]["head_dim"]
     if expect:
         check(meta["model"]["id"] == expect["model_id"], "meta.json: model.id differs")
@@ -124,7 +128,7 @@ def main():
             head = json.loads(meta_kv.get("attnviz.head", "null"))
             check(head is not None and name == f"L{head['layer']:02}H{head['head']:02}",
                   f"{vp}: attnviz.head {head} does not match folder {name}")
-            check(meta_kv.get("attnviz.schema_version") == "1", f"{vp}: attnviz.schema_version")
+            check(meta_kv.get("attnviz.schema_version") == str(version), f"{vp}: attnviz.schema_version")
             vt = expect_schema(vp, cols)
             check(vt.num_rows == n, f"{vp}: {vt.num_rows} rows, {n} tokens")
         ap = os.path.join(hd, "attention.parquet")

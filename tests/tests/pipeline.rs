@@ -289,6 +289,16 @@ fn decoders_run_end_to_end() {
             assert_eq!(keys(0), keys(2), "{fixture} L{layer}");
             assert_eq!(keys(3), keys(5), "{fixture} L{layer}");
             assert_ne!(keys(0), keys(3), "{fixture} L{layer}");
+            // Stored once per key head: the query heads' files name theirs and hold no keys.
+            for h in 0..cfg.num_heads {
+                let path = ds.vectors_path(HeadId::new(layer, h));
+                assert_eq!(
+                    attn_store::recorded_key_head(&path).unwrap(),
+                    Some(HeadId::new(layer, h / 3)),
+                    "{fixture} L{layer}H{h}"
+                );
+                assert!(ds.keys_path(HeadId::new(layer, h / 3)).is_file());
+            }
             let window = windows[usize::from(layer)];
             let mut windowed_out = 0;
             for a in ds.read_attention(HeadId::new(layer, 1)).unwrap() {
@@ -617,6 +627,33 @@ fn bad_input_is_a_clear_error_and_leaves_no_dataset() {
         &["run", "--model", m, "--corpus", c, "--no-such-flag"],
         &["--no-such-flag"],
     );
+    // A sequence longer than the model's 40 positions: the corpus, the sequence and the flag, in the
+    // CLI's terms only.
+    let long = tmp.path().join("long.txt");
+    std::fs::write(
+        &long,
+        format!(
+            "a short one
+{}
+",
+            "word ".repeat(60)
+        ),
+    )
+    .unwrap();
+    let err = attnviz_fails(
+        tmp.path(),
+        &[
+            "run",
+            "--model",
+            m,
+            "--corpus",
+            long.to_str().unwrap(),
+            "--out",
+            "ds",
+        ],
+        &["long.txt", "sequence 1", "maximum of 40", "--truncate"],
+    );
+    assert!(!err.contains("ExtractOptions"), "{err}");
     attnviz_fails(
         tmp.path(),
         &[
@@ -763,11 +800,13 @@ fn reruns_respect_settings_and_the_dataset_lock() {
     }
 
     // A bad projection flag fails before the model is loaded and writes nothing.
-    attnviz_fails(
-        tmp.path(),
-        &args(&run(&["--perplexity", "0"])),
-        &["--perplexity"],
-    );
+    for bad in [
+        ["--perplexity", "0"],
+        ["--perplexity", "NaN"],
+        ["--tsne-attention-weight", "1.5"],
+    ] {
+        attnviz_fails(tmp.path(), &args(&run(&bad)), &[bad[0]]);
+    }
     assert!(
         !tmp.path().join("ds").exists(),
         "a rejected flag left a dataset"
@@ -797,6 +836,20 @@ fn reruns_respect_settings_and_the_dataset_lock() {
         &args(&run(&["--perplexity", "6", "--max-sequences", "2"])),
         &["--max-sequences", "new --out"],
     );
+    // So are another seed (the normalization subsamples with it) and a corpus file edited in place.
+    attnviz_fails(
+        tmp.path(),
+        &args(&run(&["--perplexity", "6", "--seed", "3"])),
+        &["--seed", "new --out"],
+    );
+    let original = std::fs::read_to_string(&corpus).unwrap();
+    std::fs::write(&corpus, original.replacen("the", "a", 1)).unwrap();
+    attnviz_fails(
+        tmp.path(),
+        &args(&run(&["--perplexity", "6"])),
+        &["corpus contents", "new --out"],
+    );
+    std::fs::write(&corpus, original).unwrap();
 
     // A second process on the same dataset (here: this test holding the run's lock) stops at once.
     let lock = std::fs::OpenOptions::new()
@@ -811,7 +864,45 @@ fn reruns_respect_settings_and_the_dataset_lock() {
         &args(&run(&["--perplexity", "6"])),
         &["another attnviz process"],
     );
+    // Nor does a shard run beside a whole run.
+    attnviz_fails(
+        tmp.path(),
+        &args(&run(&["--perplexity", "6", "--shard", "0/2"])),
+        &["another attnviz process"],
+    );
     drop(lock);
+    // A run that finds the dataset locked writes no metadata: the metadata of the run holding the
+    // lock (still extracting, with no data yet) is not replaced.
+    std::fs::create_dir(tmp.path().join("fresh")).unwrap();
+    let fresh_lock = std::fs::File::create(tmp.path().join("fresh").join(".lock-run")).unwrap();
+    fresh_lock.try_lock_shared().unwrap();
+    let mut fresh = run(&[]);
+    fresh[6] = "fresh".into();
+    attnviz_fails(tmp.path(), &args(&fresh), &["another attnviz process"]);
+    assert!(!tmp.path().join("fresh").join("meta.json").exists());
+    drop(fresh_lock);
     let again = attnviz_ok(tmp.path(), &args(&run(&["--perplexity", "6"])));
     assert_eq!(counts(&again), (0, 2 * heads));
+
+    // UMAP: every setting it records is compared, its attention share and initial layout included.
+    let project = |extra: &[&str]| {
+        let mut a = vec!["project", "ds", "--methods", "umap", "--quiet", "--json"];
+        a.extend_from_slice(extra);
+        counts(&attnviz_ok(tmp.path(), &a))
+    };
+    assert_eq!(project(&[]), (heads, 0));
+    assert_eq!(project(&[]), (0, heads));
+    let share = ["--umap-attention-weight", "0.3"];
+    assert_eq!(project(&share), (heads, 0), "another attention share");
+    assert_eq!(project(&share), (0, heads));
+    // The paper's preset with this run's vectors and share differs in the initial layout only.
+    let paper_init = [
+        "--layout",
+        "paper",
+        "--vectors",
+        "raw",
+        "--umap-attention-weight",
+        "0.3",
+    ];
+    assert_eq!(project(&paper_init), (heads, 0), "another initial layout");
 }
