@@ -731,6 +731,67 @@ impl Drop for Cleanup {
     }
 }
 
+/// A digest (64-bit FNV-1a) of the size and modification time of every input file of the import.
+fn inputs_stamp(plan: &ImportPlan, source: &VectorSource) -> Result<String> {
+    let mut files: Vec<&Path> = Vec::new();
+    match source {
+        VectorSource::Npy { queries, keys, .. } => files.extend([queries.path(), keys.path()]),
+        VectorSource::Parquet { files: f, .. } => files.extend(f.values().map(PathBuf::as_path)),
+    }
+    if let AttentionSource::Npy(p) = &plan.attention {
+        files.push(p);
+    }
+    let mut digest = crate::digest::Digest::new();
+    for file in files {
+        let meta = std::fs::metadata(file).with_context(|| file.display().to_string())?;
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        digest.eat(file.to_string_lossy().as_bytes());
+        digest.eat(&meta.len().to_le_bytes());
+        digest.eat(&modified.to_le_bytes());
+    }
+    Ok(digest.finish())
+}
+
+/// The first import setting in which an existing dataset differs from the one asked for, as
+/// `(setting, existing, requested)`: the inputs (`--queries`, `--keys`, `--vectors`, `--attention`),
+/// `--no-normalize`, `--causal`, `--seed`, and whether it was imported at all.
+fn import_difference(
+    existing: &DatasetMeta,
+    requested: &DatasetMeta,
+) -> Option<(String, String, String)> {
+    let flag = |key: &str| match key {
+        "import" => "import (a dataset of `attnviz run`)".to_string(),
+        "normalize" => "normalize (--no-normalize)".to_string(),
+        "inputs_stamp" => "input files (sizes and modification times)".to_string(),
+        other => format!("--{other}"),
+    };
+    let (a, b) = (&existing.run.params, &requested.run.params);
+    let absent = || "(none)".to_string();
+    a.keys()
+        .chain(b.keys())
+        .find(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            (
+                flag(k),
+                a.get(k).cloned().unwrap_or_else(absent),
+                b.get(k).cloned().unwrap_or_else(absent),
+            )
+        })
+        .or_else(|| {
+            (existing.run.seed != requested.run.seed).then(|| {
+                (
+                    "--seed".to_string(),
+                    existing.run.seed.to_string(),
+                    requested.run.seed.to_string(),
+                )
+            })
+        })
+}
+
 /// Runs the import. Heads already in the dataset are skipped.
 pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
     let start = Instant::now();
@@ -854,6 +915,9 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
     if let AttentionSource::Npy(p) = &plan.attention {
         params.insert("attention".to_string(), abs(p));
     }
+    // What the input files were when imported: a file replaced or edited in place under the same
+    // name is another input (a resumed import must not mix its heads with the old ones).
+    params.insert("inputs_stamp".to_string(), inputs_stamp(plan, &source)?);
     params.insert("normalize".to_string(), plan.normalize.to_string());
     params.insert("causal".to_string(), plan.causal.to_string());
     let meta = DatasetMeta {
@@ -879,6 +943,16 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
     let _lock = run::lock_dataset(&plan.out, plan.shard)?;
     let dataset = Dataset::create(&plan.out, &meta)?;
     dataset.remove_stale_temp_files()?;
+    if dataset.has_tokens() || !dataset.heads()?.is_empty() {
+        // Heads on disk are reused only when they were imported as this command asks.
+        if let Some((what, old, new)) = import_difference(dataset.meta(), &meta) {
+            cleanup.armed = false;
+            bail!(
+                "--out {}: the dataset there was made with {what} = {old}, this import asks for {new}; use a new --out directory (or delete that one)",
+                plan.out.display()
+            );
+        }
+    }
     if dataset.has_tokens() {
         if dataset.read_tokens()? != tokens {
             cleanup.armed = false;

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod corpus;
+mod digest;
 mod error;
 pub mod import;
 mod progress;

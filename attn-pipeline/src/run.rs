@@ -576,32 +576,27 @@ fn store_extraction(
         })
 }
 
-/// A digest of the corpus's contents (64-bit FNV-1a over every text, or every image's size and
+/// A digest of the corpus's contents (over every text, or every image's size and
 /// pixels, each sequence closed by its length): a file edited in place under the same name is
 /// another corpus.
 fn corpus_digest(corpus: &Corpus) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
+    let mut digest = crate::digest::Digest::new();
     match corpus {
         Corpus::Text(texts) => {
             for t in texts {
-                eat(t.as_bytes());
-                eat(&(t.len() as u64).to_le_bytes());
+                digest.eat(t.as_bytes());
+                digest.eat(&(t.len() as u64).to_le_bytes());
             }
         }
         Corpus::Images(images) => {
             for i in images {
-                eat(&i.width().to_le_bytes());
-                eat(&i.height().to_le_bytes());
-                eat(i.as_raw());
+                digest.eat(&i.width().to_le_bytes());
+                digest.eat(&i.height().to_le_bytes());
+                digest.eat(i.as_raw());
             }
         }
     }
-    format!("fnv1a64:{h:016x}")
+    digest.finish()
 }
 
 /// The run settings that decide what a dataset's data is: a dataset that holds data made with other

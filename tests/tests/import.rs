@@ -1010,3 +1010,58 @@ fn tiny_heads_project_with_every_method_and_a_smaller_trust_k() {
         }
     }
 }
+
+#[test]
+fn a_reimport_with_other_settings_or_inputs_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let toy = toy(tmp.path());
+    let import = |extra: &[&str]| {
+        let mut args = vec![
+            "import",
+            "--queries",
+            s(&toy.q),
+            "--keys",
+            s(&toy.k),
+            "--tokens",
+            s(&toy.tokens),
+            "--out",
+            "ds",
+            "--quiet",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    fn argv(a: &[String]) -> Vec<&str> {
+        a.iter().map(String::as_str).collect()
+    }
+    attnviz_ok(tmp.path(), &argv(&import(&[])));
+    // The same import resumes (nothing to do).
+    let again: serde_json::Value =
+        serde_json::from_str(&attnviz_ok(tmp.path(), &argv(&import(&[])))).expect("json");
+    assert_eq!(again["heads_extracted"], 0, "{again}");
+    // Other settings are refused, naming them, and change nothing.
+    let before = attnviz_tests::mtimes(&tmp.path().join("ds"));
+    attnviz_fails(
+        tmp.path(),
+        &argv(&import(&["--no-normalize"])),
+        &["--no-normalize", "new --out"],
+    );
+    attnviz_fails(
+        tmp.path(),
+        &argv(&import(&["--seed", "5"])),
+        &["--seed", "new --out"],
+    );
+    // A keys file rewritten in place (same name, shape and type, other values).
+    let mut other = toy.kv.clone();
+    other[0] += 1.0;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let n = n_tokens();
+    write_f64(&toy.k, &[LAYERS, HEADS, n, D], &other);
+    attnviz_fails(
+        tmp.path(),
+        &argv(&import(&[])),
+        &["input files", "new --out"],
+    );
+    assert_eq!(attnviz_tests::mtimes(&tmp.path().join("ds")), before);
+}
