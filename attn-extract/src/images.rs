@@ -101,7 +101,8 @@ impl Resample {
                     0.0
                 } else {
                     let x = x * std::f64::consts::PI;
-                    x.sin() / x * (0.54 + 0.46 * x.cos())
+                    // PIL writes the constants as C floats (`0.54f`).
+                    x.sin() / x * (f64::from(0.54f32) + f64::from(0.46f32) * x.cos())
                 }
             }),
             Resample::Bicubic => (2.0, |x: f64| {
@@ -149,8 +150,10 @@ fn taps(in_size: usize, out_size: usize, support: f64, filter: Kernel) -> Vec<Ta
             // PIL truncates toward zero after adding 0.5 (`(int)`), then clamps.
             let lo = ((center - support + 0.5) as i64).max(0) as usize;
             let hi = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+            // PIL multiplies by the reciprocal (`ss = 1.0 / filterscale`).
+            let ss = 1.0 / filter_scale;
             let raw: Vec<f64> = (lo..hi)
-                .map(|x| filter((x as f64 - center + 0.5) / filter_scale))
+                .map(|x| filter((x as f64 - center + 0.5) * ss))
                 .collect();
             let total: f64 = raw.iter().sum();
             let weights = raw
@@ -379,8 +382,11 @@ impl ImagePrep {
     }
 
     /// The image the model sees, before rescaling: `img` resized and centre-cropped as
-    /// transformers' processors do (`size x size`).
+    /// transformers' processors do (`size x size`). An image without pixels gives a black one.
     pub fn input_image(&self, img: &RgbImage) -> RgbImage {
+        if img.width() == 0 || img.height() == 0 {
+            return RgbImage::new(self.size, self.size);
+        }
         let (w, h) = self.resize.of(img.width(), img.height());
         let resized = if (w, h) == img.dimensions() {
             img.clone()

@@ -637,6 +637,21 @@ impl LoadedModel {
             .collect())
     }
 
+    /// The token ids a text corpus runs through the model with, per sequence (special tokens and
+    /// truncation as in [`Self::extract`]); [`ExtractError::InvalidOption`] for images.
+    pub fn token_ids(&self, corpus: &Corpus, opts: &ExtractOptions) -> Result<Vec<Vec<u32>>> {
+        if matches!(corpus, Corpus::Images(_)) {
+            return Err(ExtractError::InvalidOption(
+                "token ids: images have no tokens".into(),
+            ));
+        }
+        Ok(self
+            .prepare(corpus, opts, false)?
+            .into_iter()
+            .map(|s| s.ids)
+            .collect())
+    }
+
     /// Validated, sorted, deduplicated layer and head selections.
     fn selection(&self, opts: &ExtractOptions) -> Result<(Vec<usize>, Vec<usize>)> {
         if opts.batch_size == 0 {
@@ -763,6 +778,14 @@ impl LoadedModel {
             }
             (Family::Vit { prep, grid, .. }, Corpus::Images(images)) => {
                 let len = (grid * grid + 1) as u32;
+                if let Some(i) = images
+                    .iter()
+                    .position(|img| img.width() == 0 || img.height() == 0)
+                {
+                    return Err(ExtractError::EmptyCorpus(format!(
+                        "image {i} has no pixels"
+                    )));
+                }
                 Ok(images
                     .iter()
                     .enumerate()

@@ -108,8 +108,10 @@ fn decoder_case(name: &str, arch: Architecture, head_dim: u32, bos: bool) {
     }
     // Tokens: ids, strings and the special mark (the BOS a post-processor adds) as the tokenizers
     // library gave them to the reference.
-    let ex = extract(&dir, &compiled_devices()[0].1, RopeCapture::Post);
-    assert_reference_tokens(&ex, &dir, &expected);
+    let device = &compiled_devices()[0].1;
+    let ex = extract(&dir, device, RopeCapture::Post);
+    let model = LoadedModel::load(&dir, device).expect("loads");
+    assert_reference_tokens(&ex, &model, &dir, &expected);
     for (i, span) in ex.tokens.sequences().iter().enumerate() {
         let toks = &ex.tokens.tokens[span.start..span.start + span.len];
         let ids = expected.get(&format!("s{i}.ids")).i64;

@@ -78,7 +78,7 @@ fn text_case_on(name: &str, arch: Architecture, backend: &str, device: &Device) 
         "{name} on {backend}: {err:?}"
     );
     assert_rows_sum_to_one(&ex, 1e-5);
-    assert_reference_tokens(&ex, &dir, &expected);
+    assert_reference_tokens(&ex, &model, &dir, &expected);
 }
 
 #[test]

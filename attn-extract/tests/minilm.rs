@@ -61,7 +61,7 @@ fn minilm_matches_transformers() {
         assert_rows_sum_to_one(&ex, 1e-5);
 
         let expected = Expected::read(&fixture);
-        assert_reference_tokens(&ex, &fixture, &expected);
+        assert_reference_tokens(&ex, &model, &fixture, &expected);
         let err = compare(&ex, &expected, texts.len(), &[0, 5]);
         eprintln!("all-MiniLM-L6-v2 on {backend}: max abs error {err:?}");
         assert_eq!(err.compared, 2 * 12 * texts.len());

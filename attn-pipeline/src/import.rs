@@ -733,16 +733,30 @@ impl Drop for Cleanup {
 
 /// A digest (64-bit FNV-1a) of the size and modification time of every input file of the import.
 fn inputs_stamp(plan: &ImportPlan, source: &VectorSource) -> Result<String> {
-    let mut files: Vec<&Path> = Vec::new();
+    let mut files: Vec<PathBuf> = Vec::new();
     match source {
-        VectorSource::Npy { queries, keys, .. } => files.extend([queries.path(), keys.path()]),
-        VectorSource::Parquet { files: f, .. } => files.extend(f.values().map(PathBuf::as_path)),
+        VectorSource::Npy { queries, keys, .. } => {
+            files.extend([queries.path().to_path_buf(), keys.path().to_path_buf()]);
+        }
+        VectorSource::Parquet {
+            files: f, kv_heads, ..
+        } => {
+            for file in f.values() {
+                files.push(file.clone());
+                // A grouped-query dataset's query heads read their keys from its key files.
+                if kv_heads.is_some()
+                    && let Some(key_head) = attn_store::recorded_key_head(file)?
+                {
+                    files.push(attn_store::key_file_beside(file, key_head));
+                }
+            }
+        }
     }
     if let AttentionSource::Npy(p) = &plan.attention {
-        files.push(p);
+        files.push(p.clone());
     }
     let mut digest = crate::digest::Digest::new();
-    for file in files {
+    for file in &files {
         let meta = std::fs::metadata(file).with_context(|| file.display().to_string())?;
         let modified = meta
             .modified()
@@ -934,13 +948,17 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
             created_at: run::now_rfc3339(),
         },
     };
+    let dir_existed = plan.out.exists();
+    let fresh = !plan.out.join(attn_store::META_FILE).exists();
+    // Armed only once the lock is held: a process that finds the dataset locked must not delete
+    // what the holder is writing.
+    let _lock = run::lock_dataset(&plan.out, plan.shard)?;
     let mut cleanup = Cleanup {
         out: plan.out.clone(),
-        dir_existed: plan.out.exists(),
+        dir_existed,
         // Shards share the directory: a failing one must not delete the others' heads.
-        armed: !plan.out.join(attn_store::META_FILE).exists() && plan.shard.is_none(),
+        armed: fresh && plan.shard.is_none(),
     };
-    let _lock = run::lock_dataset(&plan.out, plan.shard)?;
     let dataset = Dataset::create(&plan.out, &meta)?;
     dataset.remove_stale_temp_files()?;
     if dataset.has_tokens() || !dataset.heads()?.is_empty() {

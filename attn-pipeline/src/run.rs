@@ -398,6 +398,12 @@ pub fn run(plan: &RunPlan, control: Control<'_>) -> Result<RunSummary> {
     params.insert("normalize".to_string(), plan.normalize.to_string());
     params.insert("truncate".to_string(), plan.truncate.to_string());
     params.insert("corpus_digest".to_string(), corpus_digest(&corpus));
+    if info.image.is_some() {
+        params.insert(
+            "image_preprocessing".to_string(),
+            IMAGE_PREPROCESSING.to_string(),
+        );
+    }
     // Recorded as it applies to this corpus: `auto` keeps everything of sequences up to its limit,
     // so such a dataset is one of `all` (as those written before the policy existed).
     let longest = lengths.iter().copied().max().unwrap_or(0);
@@ -479,9 +485,14 @@ pub fn run(plan: &RunPlan, control: Control<'_>) -> Result<RunSummary> {
         heads_extracted = stored.done();
     }
 
-    // Stage 2: projections, one task per (head, method, dims), each written as soon as it is done.
+    // Stage 2: projections, one task per (head, method, dims), each written as soon as it is done
+    // (none after an interruption: the extraction may have stored nothing, not even the tokens).
     let tasks = projection_tasks(&selected, &plan.projection);
-    let summary_projection = project_heads(&dataset, &tasks, &plan.projection, control)?;
+    let summary_projection = if control.cancelled() {
+        (0, 0)
+    } else {
+        project_heads(&dataset, &tasks, &plan.projection, control)?
+    };
 
     let per_head = summarize(&dataset, &selected)?;
     let tokens = dataset.read_tokens().map(|t| t.len()).unwrap_or(0);
@@ -599,6 +610,11 @@ fn corpus_digest(corpus: &Corpus) -> String {
     digest.finish()
 }
 
+/// How vision runs prepare their images (recorded, and compared on resume): as transformers' PIL
+/// image processors, with PIL's resampling reproduced. Datasets of earlier versions resized with
+/// the image crate's triangle filter and recorded nothing.
+const IMAGE_PREPROCESSING: &str = "transformers-pil";
+
 /// The run settings that decide what a dataset's data is: a dataset that holds data made with other
 /// ones must not be resumed with these (its files would be reused as if they were made now).
 /// Datasets written before a setting was recorded have it empty, and are not refused for it.
@@ -614,6 +630,14 @@ fn run_identity(meta: &DatasetMeta) -> Vec<(&'static str, String)> {
         ("corpus contents", param("corpus_digest")),
         // The normalization's pair subsampling draws from it.
         ("seed (--seed)", meta.run.seed.to_string()),
+        // Never empty, so that a vision dataset of before the record is refused, not resumed.
+        ("image preprocessing", {
+            match (meta.model.image.is_some(), param("image_preprocessing")) {
+                (false, _) => "none".to_string(),
+                (true, p) if p.is_empty() => "image crate, triangle filter".to_string(),
+                (true, p) => p,
+            }
+        }),
         ("normalize (--no-normalize)", param("normalize")),
         ("truncate (--truncate)", param("truncate")),
         // Datasets written before the policy existed kept every weight.

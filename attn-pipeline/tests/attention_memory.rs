@@ -173,6 +173,8 @@ fn a_pass_is_interrupted_between_its_batches() {
     // the pass before the second, and nothing of it is stored.
     let mut p = plan(&out, AttentionKeep::All, usize::MAX);
     p.batch_size = 1;
+    // With a projection asked for: an interrupted run must not go on to project (no tokens yet).
+    p.projection = ProjectionSettings::attnviz(vec![attn_types::ProjectionMethod::Pca], vec![2]);
     let cancel = std::sync::atomic::AtomicBool::new(false);
     let on_progress = |event| {
         if let attn_pipeline::ProgressEvent::Advance {
@@ -190,4 +192,5 @@ fn a_pass_is_interrupted_between_its_batches() {
     // The run resumes from there.
     let again = run(&p, Control::silent()).unwrap();
     assert_eq!((again.interrupted, again.heads_extracted), (false, 18));
+    assert_eq!(again.projections_computed, 18);
 }

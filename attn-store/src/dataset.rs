@@ -9,9 +9,9 @@ use attn_types::{
 
 use crate::StoreError;
 use crate::files::{
-    StoredHead, key_file_name, read_attention_file, read_keys_file, read_normalization_file,
-    read_projection_file, read_tokens_file, read_value_norms_file, read_vector_norms_file,
-    read_vectors_file, write_attention_file, write_keys_file, write_projection_file,
+    StoredHead, create_keys_file, key_file_name, read_attention_file, read_keys_file,
+    read_normalization_file, read_projection_file, read_tokens_file, read_value_norms_file,
+    read_vector_norms_file, read_vectors_file, write_attention_file, write_projection_file,
     write_query_vectors_file, write_tokens_file, write_value_norms_file, write_vectors_file,
 };
 use crate::pq::{temp_path, write_file_atomically};
@@ -76,6 +76,15 @@ fn temp_file_pid(path: &Path) -> Option<u32> {
     let (pid, n) = tail.split_once('-')?;
     n.parse::<u64>().ok()?;
     pid.parse().ok()
+}
+
+/// Whether two matrices hold the same values bit for bit (NaN equal to itself, -0 not to 0).
+fn same_bits(a: &attn_types::Matrix, b: &attn_types::Matrix) -> bool {
+    a.shape() == b.shape()
+        && a.as_slice()
+            .iter()
+            .zip(b.as_slice())
+            .all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
 /// An attnviz dataset on disk. Every write is atomic (temporary file + rename), so a file that exists
@@ -450,7 +459,7 @@ impl Dataset {
                 // The reader recomputes shared keys' normalized form from the parameters: normalized
                 // keys that are not exactly that would not read back as written.
                 if let Some(norm) = normalized
-                    && norm.vectors.keys() != &norm.params.normalize_keys(raw.keys())
+                    && !same_bits(norm.vectors.keys(), &norm.params.normalize_keys(raw.keys()))
                 {
                     return Err(StoreError::invalid(
                         &path,
@@ -459,41 +468,26 @@ impl Dataset {
                          keys, which a grouped-query dataset stores in their place",
                     ));
                 }
-                self.store_shared_keys(raw, key_head)?;
-                write_query_vectors_file(path, raw, normalized, key_head)
+                if self.share_keys(raw, key_head)? {
+                    write_query_vectors_file(path, raw, normalized, key_head)
+                } else {
+                    write_vectors_file(path, raw, normalized)
+                }
             }
         }
     }
 
-    /// Stores the keys of `raw`'s key head, unless its file already holds exactly these keys (written
-    /// with another query head of the group). Keys that differ from a file that another stored query
-    /// head of the group reads are refused: they would silently change that head's keys.
-    fn store_shared_keys(&self, raw: &HeadVectors, key_head: HeadId) -> Result<(), StoreError> {
+    /// Makes the key head's file hold `raw`'s keys if it does not exist yet, and tells whether it
+    /// holds exactly them. The file is created once and never replaced (first writer wins: shards
+    /// take the heads of one group in turn and write it side by side), so no stored head's keys can
+    /// change under it; a head whose keys differ from the file's (another process's extraction,
+    /// bit for bit) keeps its own keys in its vectors file, which readers take file by file.
+    fn share_keys(&self, raw: &HeadVectors, key_head: HeadId) -> Result<bool, StoreError> {
         let path = self.keys_path(key_head);
-        if path.is_file() {
-            let same = matches!(read_keys_file(&path, key_head), Ok(k) if &k == raw.keys());
-            if same {
-                return Ok(());
-            }
-            let m = &self.meta.model;
-            let reader = (0..m.num_heads)
-                .map(|h| HeadId::new(raw.head().layer, h))
-                .find(|&h| {
-                    h != raw.head() && m.key_head_of(h.head) == key_head.head && self.has_head(h)
-                });
-            if let Some(reader) = reader {
-                return Err(StoreError::invalid(
-                    &path,
-                    "key",
-                    format!(
-                        "the keys given with {} differ from those stored for key head {key_head}, \
-                         which {reader} reads (heads of one group must share their keys)",
-                        raw.head()
-                    ),
-                ));
-            }
+        if !path.is_file() {
+            create_keys_file(&path, key_head, raw.keys())?;
         }
-        write_keys_file(&path, key_head, raw.keys())
+        Ok(same_bits(&read_keys_file(&path, key_head)?, raw.keys()))
     }
 
     /// Reads a head's vectors.

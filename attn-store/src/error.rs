@@ -2,12 +2,17 @@
 
 use std::path::PathBuf;
 
-/// Linux's and macOS's `errno` for "no space left on device".
+/// Linux's `errno` for "no space left on device".
 const ENOSPC: i32 = 28;
+/// Linux's `errno` for "disk quota exceeded" (the usual full disk of shared file systems).
+const EDQUOT: i32 = 122;
 
-/// Whether an I/O error is the file system's "no space left on device".
+/// Whether an I/O error is the file system's "no space left on device" or "quota exceeded".
 pub(crate) fn io_is_disk_full(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(ENOSPC)
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) || matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT))
 }
 
 /// Everything that can go wrong reading or writing a dataset. Every variant names the file (`path`)
@@ -32,7 +37,9 @@ pub enum StoreError {
     },
     /// The file system has no space left: `path` (the file being written) was not written; files
     /// written before it are complete and kept.
-    #[error("{path}: the disk is full (no space left on the device); the file was not written")]
+    #[error(
+        "{path}: the disk is full (no space left on the device, or the quota is used up); the file was not written"
+    )]
     DiskFull {
         /// The file that could not be written.
         path: PathBuf,

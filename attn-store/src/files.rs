@@ -267,6 +267,8 @@ pub fn key_file_name(key_head: HeadId) -> String {
 /// Where the key file of `key_head` lies for the query head file at `vectors_path`, in the store's
 /// layout: `<dataset>/heads/L..H../vectors.parquet` -> `<dataset>/key_heads/L..K...parquet`.
 pub fn key_file_beside(vectors_path: &Path, key_head: HeadId) -> std::path::PathBuf {
+    // Absolute first: a relative `L00H00/vectors.parquet` has `.`-less parents.
+    let vectors_path = std::path::absolute(vectors_path).unwrap_or_else(|_| vectors_path.into());
     let dataset = vectors_path
         .parent()
         .and_then(Path::parent)
@@ -396,6 +398,24 @@ pub fn write_keys_file(
     )
 }
 
+/// Creates a key head's file unless it exists (a unique temporary file, hard-linked into place):
+/// a file already there, written by a concurrent writer, is kept as it is.
+pub(crate) fn create_keys_file(
+    path: &Path,
+    key_head: HeadId,
+    keys: &Matrix,
+) -> Result<(), StoreError> {
+    let tmp = crate::pq::temp_path(path);
+    write_keys_file(&tmp, key_head, keys)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::io(path, e)),
+    }
+}
+
 /// The key head a table records (`attnviz.key_head`), when it records one.
 fn key_head_of_table(c: &ParquetTable) -> Result<Option<HeadId>, StoreError> {
     c.kv_json(KV_KEY_HEAD)?
@@ -406,11 +426,20 @@ fn key_head_of_table(c: &ParquetTable) -> Result<Option<HeadId>, StoreError> {
 /// The key head that a query head's vectors file records (`attnviz.key_head`: its keys are in that
 /// key head's file), from the footer alone; `None` for files that hold their keys.
 pub fn recorded_key_head(path: impl AsRef<Path>) -> Result<Option<HeadId>, StoreError> {
-    let c = ParquetTable::read_columns(path.as_ref(), &[])?;
-    if c.has("key") {
+    let path = path.as_ref();
+    if has_column(path, "key")? {
         return Ok(None);
     }
-    key_head_of_table(&c)
+    key_head_of_table(&ParquetTable::read_columns(path, &[])?)
+}
+
+/// Whether a Parquet file has a column `name` (read from its footer).
+fn has_column(path: &Path, name: &str) -> Result<bool, StoreError> {
+    match ParquetTable::read_columns(path, &[name]) {
+        Ok(_) => Ok(true),
+        Err(StoreError::NoSuchColumn { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Checks that a key file records `key_head` and has `rows` rows (the query head file's).
@@ -578,7 +607,8 @@ pub fn read_vector_norms_file(
             Ok((c.f32("query_norm")?, c.f32("key_norm")?))
         }
         Err(StoreError::NoSuchColumn { .. }) => {
-            if let Ok(c) = ParquetTable::read_columns(path, &["query_norm"])
+            if !has_column(path, "key")?
+                && let Ok(c) = ParquetTable::read_columns(path, &["query_norm"])
                 && let Some(key_head) = key_head_of_table(&c)?
             {
                 check_head(&c, head)?;

@@ -50,11 +50,11 @@ pub(crate) fn write_atomic(
     path: &Path,
     fill: impl FnOnce(File, &Path) -> Result<File, StoreError>,
 ) -> Result<(), StoreError> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| StoreError::io(parent, e))?;
-    }
     let tmp = temp_path(path);
     let result = (|| {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::io(parent, e))?;
+        }
         let file = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
         let file = fill(file, &tmp)?;
         // Without the fsync a crash after the rename could leave a complete name over empty data.
@@ -67,14 +67,16 @@ pub(crate) fn write_atomic(
         let _ = std::fs::remove_file(&tmp);
     }
     // A full disk is said once, naming the file meant, not the temporary one or each layer's wrapping.
-    result.map_err(|e| {
-        if e.is_disk_full() {
-            StoreError::DiskFull {
-                path: path.to_path_buf(),
-            }
-        } else {
-            e
-        }
+    result.map_err(|e| match e {
+        e if e.is_disk_full() => StoreError::DiskFull {
+            path: path.to_path_buf(),
+        },
+        // Named by the file meant, not its temporary one.
+        StoreError::ParquetWrite { source, .. } => StoreError::ParquetWrite {
+            path: path.to_path_buf(),
+            source,
+        },
+        e => e,
     })
 }
 

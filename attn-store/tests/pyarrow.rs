@@ -129,3 +129,54 @@ fn pyarrow_reads_the_dataset() {
         "{out}"
     );
 }
+
+#[test]
+#[ignore = "needs ATTNVIZ_PYTHON with pyarrow; run by .ci/run"]
+fn pyarrow_reads_a_grouped_query_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ds");
+    let mut m = meta("llama-pyarrow");
+    m.model.num_key_value_heads = Some(1);
+    let ds = Dataset::create(&dir, &m).unwrap();
+    ds.write_tokens(&tokens()).unwrap();
+    // Three query heads sharing layer 0's one key head, each normalized with its own parameters.
+    let keys = Lcg(5).matrix(N, DIM);
+    for h in 0..HEADS {
+        let head = HeadId::new(0, h);
+        let raw =
+            attn_types::HeadVectors::new(head, Lcg(6 + u64::from(h)).matrix(N, DIM), keys.clone())
+                .unwrap();
+        let params = attn_types::NormalizationParams {
+            key_translation: vec![0.5; DIM],
+            scale: 1.0 + f32::from(h),
+        };
+        let mut norm = normalized(&raw);
+        norm.vectors = attn_types::HeadVectors::new(
+            head,
+            params.normalize_queries(raw.queries()),
+            params.normalize_keys(raw.keys()),
+        )
+        .unwrap();
+        norm.params = params;
+        ds.write_head(&raw, Some(&norm)).unwrap();
+    }
+    let check = || {
+        let out = Command::new(python())
+            .arg(script())
+            .arg(&dir)
+            .output()
+            .expect("failed to start ATTNVIZ_PYTHON");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, out) = check();
+    assert!(ok && out.contains("3 heads"), "{out}");
+    // Without its key file the query heads are reported.
+    std::fs::remove_file(ds.keys_path(HeadId::new(0, 0))).unwrap();
+    let (ok, out) = check();
+    assert!(!ok && out.contains("key file"), "{out}");
+}

@@ -117,11 +117,27 @@ def main():
                 check(not fn.endswith(".tmp"), f"{dirpath}/{fn}: leftover temporary file")
         vp = os.path.join(hd, "vectors.parquet")
         if os.path.exists(vp):
-            cols = {"token_index": U32, "query": is_vec(d), "key": is_vec(d), "query_norm": F32, "key_norm": F32}
             meta_kv = kv(vp)
-            normalized = "query_normalized" in pq.read_schema(vp).names
+            names = pq.read_schema(vp).names
+            # Grouped-query datasets keep a query head's keys in its key head's file.
+            shared = "key" not in names
+            cols = {"token_index": U32, "query": is_vec(d), "query_norm": F32}
+            if shared:
+                key_head = json.loads(meta_kv.get("attnviz.key_head", "null"))
+                if check(key_head is not None, f"{vp}: no key column and no attnviz.key_head"):
+                    kp = os.path.join(root, "key_heads", f"L{key_head['layer']:02}K{key_head['head']:02}.parquet")
+                    if check(os.path.exists(kp), f"{vp}: its key file {kp} is missing"):
+                        kt = expect_schema(kp, {"token_index": U32, "key": is_vec(d), "key_norm": F32})
+                        check(kt.num_rows == n, f"{kp}: {kt.num_rows} rows, {n} tokens")
+                        check(json.loads(kv(kp).get("attnviz.key_head", "null")) == key_head,
+                              f"{kp}: attnviz.key_head differs from {vp}'s")
+            else:
+                cols.update({"key": is_vec(d), "key_norm": F32})
+            normalized = "query_normalized" in names
             if normalized:
-                cols.update({"query_normalized": is_vec(d), "key_normalized": is_vec(d)})
+                cols["query_normalized"] = is_vec(d)
+                if not shared:
+                    cols["key_normalized"] = is_vec(d)
                 rec = json.loads(meta_kv.get("attnviz.normalization", "null"))
                 check(rec is not None and "scale" in rec["params"] and "pairs" in rec["diagnostics"],
                       f"{vp}: attnviz.normalization metadata incomplete")

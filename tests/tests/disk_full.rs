@@ -70,15 +70,27 @@ mount -o remount,size=8m "$M" || exit 98
     }
 }
 
-/// Bytes of the files under `dir` as a file system of 4 KiB blocks holds them.
-fn blocks(dir: &Path) -> u64 {
+/// The memory page size (a tmpfs allocates whole pages per file).
+fn page_size() -> u64 {
+    let out = Command::new("getconf")
+        .arg("PAGESIZE")
+        .output()
+        .expect("getconf runs");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("getconf PAGESIZE prints a number")
+}
+
+/// Bytes of the files under `dir` as a tmpfs of `page`-byte pages holds them.
+fn blocks(dir: &Path, page: u64) -> u64 {
     let mut total = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         total += if path.is_dir() {
-            blocks(&path)
+            blocks(&path, page)
         } else {
-            std::fs::metadata(&path).unwrap().len().div_ceil(4096) * 4096
+            std::fs::metadata(&path).unwrap().len().div_ceil(page) * page
         };
     }
     total
@@ -106,8 +118,9 @@ fn a_full_disk_is_said_once_and_loses_nothing_finished() {
     full_args.extend(["--out", "roomy"]);
     let summary = json(&attnviz_ok(work, &full_args));
     let heads = summary["heads"].as_u64().unwrap();
-    let figure = blocks(&work.join("roomy/figures"));
-    let data = blocks(&work.join("roomy")) - figure;
+    let page = page_size();
+    let figure = blocks(&work.join("roomy/figures"), page);
+    let data = blocks(&work.join("roomy"), page) - figure;
 
     // 1. The disk fills up while heads are written (a third of the data fits).
     let r = run_on_tmpfs(work, data / 3 / 1024, &run_args);

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use attn_extract::{Corpus, ExtractOptions, LoadedModel};
 use attn_types::Extraction;
 use safetensors::{Dtype, SafeTensors};
 
@@ -230,18 +231,30 @@ pub fn reference_lists<T>(
 }
 
 /// Asserts that every sequence's token strings are the reference tokenizer's (`tokens` in the
-/// fixture's inputs.json), and as many as its ids.
-pub fn assert_reference_tokens(ex: &Extraction, dir: &Path, expected: &Expected) {
+/// fixture's inputs.json) and that `model` runs the fixture's sentences with the reference's token
+/// ids (`s{i}.ids`, what transformers ran).
+pub fn assert_reference_tokens(
+    ex: &Extraction,
+    model: &LoadedModel,
+    dir: &Path,
+    expected: &Expected,
+) {
     let reference = reference_lists(dir, "tokens", |t| {
         t.as_str().expect("token string").to_string()
     });
+    let ids = model
+        .token_ids(&Corpus::Text(sentences(dir)), &ExtractOptions::default())
+        .expect("token ids");
+    assert_eq!(ids.len(), ex.tokens.sequences().len());
     for (i, span) in ex.tokens.sequences().iter().enumerate() {
         let texts: Vec<&str> = ex.tokens.tokens[span.start..span.start + span.len]
             .iter()
             .map(|t| t.text.as_str())
             .collect();
         assert_eq!(texts, reference[i], "sequence {i}: token strings");
-        assert_eq!(expected.get(&format!("s{i}.ids")).i64.len(), span.len);
+        let want: Vec<i64> = expected.get(&format!("s{i}.ids")).i64;
+        let got: Vec<i64> = ids[i].iter().map(|&id| i64::from(id)).collect();
+        assert_eq!(got, want, "sequence {i}: token ids");
     }
 }
 
