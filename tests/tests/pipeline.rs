@@ -527,9 +527,17 @@ fn interrupted_run_resumes_without_recomputing_finished_heads() {
 
 #[test]
 fn two_shards_equal_one_run() {
+    // llama_tiny: the heads of a group (3 query heads per key head) fall into both shards, which
+    // share its key file.
+    for fixture in ["bert_tiny", "llama_tiny"] {
+        shards_equal_one_run(fixture);
+    }
+}
+
+fn shards_equal_one_run(fixture: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let corpus = write_corpus(tmp.path(), SENTENCES);
-    let model = fixture_model("bert_tiny");
+    let model = fixture_model(fixture);
     let common = [
         "run",
         "--model",
@@ -550,14 +558,36 @@ fn two_shards_equal_one_run() {
         .unwrap()
         .heads()
         .unwrap();
-    assert_eq!(half.len(), 6, "shard 0/2 holds half the heads: {half:?}");
+    let whole = Dataset::open(tmp.path().join("whole")).unwrap();
+    let all = whole.heads().unwrap().len();
+    assert_eq!(
+        half.len(),
+        all / 2,
+        "shard 0/2 holds half the heads: {half:?}"
+    );
     attnviz_ok(
         tmp.path(),
         &[&common[..], &["--out", "sharded", "--shard", "1/2"]].concat(),
     );
-    let whole = Dataset::open(tmp.path().join("whole")).unwrap();
     let sharded = Dataset::open(tmp.path().join("sharded")).unwrap();
     assert_eq!(whole.heads().unwrap(), sharded.heads().unwrap());
+    for h in whole.heads().unwrap() {
+        // Every head reads its group's one key file in both (the shards' keys are the same bits).
+        let key_head = whole.shared_key_head(h);
+        assert_eq!(key_head.is_some(), fixture == "llama_tiny");
+        assert_eq!(
+            attn_store::recorded_key_head(sharded.vectors_path(h)).unwrap(),
+            key_head,
+            "{fixture} {h}"
+        );
+        if let Some(k) = key_head {
+            assert_eq!(
+                std::fs::read(whole.keys_path(k)).unwrap(),
+                std::fs::read(sharded.keys_path(k)).unwrap(),
+                "{fixture} {k} key file"
+            );
+        }
+    }
     assert_eq!(whole.read_tokens().unwrap(), sharded.read_tokens().unwrap());
     for h in whole.heads().unwrap() {
         assert_eq!(
