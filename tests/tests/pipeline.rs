@@ -534,6 +534,7 @@ fn two_shards_equal_one_run() {
     }
 }
 
+#[allow(clippy::unwrap_used)] // a test's helper
 fn shards_equal_one_run(fixture: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let corpus = write_corpus(tmp.path(), SENTENCES);
