@@ -65,7 +65,7 @@ for step in "${steps[@]}"; do
         --model "vit16-tiny=$fixtures/vit16_tiny" --heads "${FIDELITY_HEADS:-2}" --results benches/results
       ;;
     compare)
-      cargo run --quiet -p attnviz-benches --bin compare -- --sizes 1000,10000
+      cargo run --quiet -p attnviz-benches --bin compare -- --sizes 1000,10000 --out "benches/results/compare-$date"
       ;;
     extract)
       cargo run --quiet -p attnviz-benches --bin extract_compare -- --model "$minilm" --out "benches/results/extract-minilm-$date"

@@ -11,7 +11,7 @@
 //! attnviz-umap, attnviz-pca, bhtsne-bh, bhtsne-fitsne, python, umap-learn, umap-learn-parallel,
 //! opentsne, sklearn-pca, sklearn-tsne), `--python PATH` (skip the venv setup), `--sklearn-tsne-max-n N`
 //! (default 1000: scikit-learn's t-SNE takes minutes above that).
-//! Writes `DIR/results.md` and `DIR/results.json`.
+//! Writes `DIR/results.md` and `DIR/results.json` (with the machine, its load and the versions).
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -130,6 +130,12 @@ fn timed<T>(f: impl FnOnce() -> T) -> (f64, T) {
 }
 
 fn main() -> Res<()> {
+    // Recorded first: the load at the start is the one the timings ran under.
+    let machine = attnviz_benches::machine_record();
+    let command = std::iter::once("compare".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
     let args = parse_args()?;
     // Every in-process tool (ours and bhtsne) runs on rayon's global pool, pinned here.
     rayon::ThreadPoolBuilder::new()
@@ -253,7 +259,18 @@ fn main() -> Res<()> {
 
     let table = markdown(&rows, &args);
     println!("{table}");
-    std::fs::write(args.out.join("results.md"), &table)?;
+    let header = format!(
+        "Command: `{command}`\n\nMachine: {}, {} cores, {} GB, load at start {}; {}, attnviz {} at commit {}; {}.\n\n",
+        machine["cpu"].as_str().unwrap_or("?"),
+        machine["cores"],
+        machine["memory_gb"],
+        machine["load_average_at_start"].as_str().unwrap_or("?"),
+        machine["rustc"].as_str().unwrap_or("?"),
+        machine["attnviz"].as_str().unwrap_or("?"),
+        machine["git_commit"].as_str().unwrap_or("?"),
+        machine["date_utc"].as_str().unwrap_or("?"),
+    );
+    std::fs::write(args.out.join("results.md"), format!("{header}{table}"))?;
     let json: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| {
@@ -265,7 +282,9 @@ fn main() -> Res<()> {
         .collect();
     std::fs::write(
         args.out.join("results.json"),
-        serde_json::to_string_pretty(&json)?,
+        serde_json::to_string_pretty(&serde_json::json!({
+            "machine": machine, "command": command, "results": json,
+        }))?,
     )?;
     log(&format!("wrote {}", args.out.join("results.md").display()));
     Ok(())
