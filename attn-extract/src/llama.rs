@@ -454,14 +454,15 @@ impl Decoder {
                 .and_then(|n| n.parse::<usize>().ok())
                 .is_some_and(|n| n >= kept)
         };
-        load_safetensors(
-            &mut model,
-            dir,
-            REMAP,
-            IGNORE,
-            &not_loaded,
-            WeightPrecision::AsStored,
-        )?;
+        // Half precision stays half where the backend computes with it (flex, cuda); burn-ndarray
+        // has no f16/bf16 tensors, so there the weights are widened as they load.
+        let half = |dtype: DType| device.supports_dtype(dtype);
+        let precision = if half(DType::F16) && half(DType::BF16) {
+            WeightPrecision::AsStored
+        } else {
+            WeightPrecision::F32
+        };
+        load_safetensors(&mut model, dir, REMAP, IGNORE, &not_loaded, precision)?;
         Ok(model)
     }
 
