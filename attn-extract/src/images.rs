@@ -288,24 +288,29 @@ impl ImagePrep {
                 )),
             }
         };
-        if json.get("do_resize").and_then(Value::as_bool) != Some(false) {
-            prep.resize = match json.get("size") {
-                None => prep.resize,
-                Some(v) if v.get("shortest_edge").is_some() => {
-                    if v.get("longest_edge").is_some() {
-                        return Err(invalid(
-                            "`size.longest_edge` is not supported (only `shortest_edge` alone)"
-                                .into(),
-                        ));
-                    }
-                    ResizeTo::ShortestEdge(side(v.get("shortest_edge"), "size.shortest_edge")?)
-                }
-                Some(v) => {
-                    let (height, width) = height_width(v, "size")?;
-                    ResizeTo::Exact { width, height }
-                }
-            };
+        if json.get("do_resize").and_then(Value::as_bool) == Some(false) {
+            // transformers would feed (or centre-crop, padding) images at their own size; images of
+            // any size need resizing to the model's square.
+            return Err(invalid(
+                "`do_resize` false is not supported: images are resized to the model's input"
+                    .into(),
+            ));
         }
+        prep.resize = match json.get("size") {
+            None => prep.resize,
+            Some(v) if v.get("shortest_edge").is_some() => {
+                if v.get("longest_edge").is_some() {
+                    return Err(invalid(
+                        "`size.longest_edge` is not supported (only `shortest_edge` alone)".into(),
+                    ));
+                }
+                ResizeTo::ShortestEdge(side(v.get("shortest_edge"), "size.shortest_edge")?)
+            }
+            Some(v) => {
+                let (height, width) = height_width(v, "size")?;
+                ResizeTo::Exact { width, height }
+            }
+        };
         if json.get("do_center_crop").and_then(Value::as_bool) == Some(true) {
             let crop = json.get("crop_size").ok_or_else(|| {
                 invalid("`do_center_crop` is set but `crop_size` is missing".into())
@@ -614,6 +619,10 @@ mod tests {
         refused(
             r#"{"size": {"shortest_edge": 48, "longest_edge": 64}}"#,
             "longest_edge",
+        );
+        refused(
+            r#"{"do_resize": false, "do_center_crop": true, "crop_size": 48}"#,
+            "do_resize",
         );
     }
 

@@ -398,6 +398,16 @@ impl LoadedModel {
         &self.device
     }
 
+    /// For a vision model, a description of its image preprocessing (size, resampling filter,
+    /// crop, rescale, mean and std, as read from `preprocessor_config.json`), so that a dataset can
+    /// record it; `None` for text models.
+    pub fn image_preprocessing(&self) -> Option<String> {
+        match &self.family {
+            Family::Vit { prep, .. } => Some(format!("{prep:?}")),
+            _ => None,
+        }
+    }
+
     /// For a vision model, the image it sees for `img`: resized (PIL's filter of
     /// `preprocessor_config.json`) and centre-cropped as transformers' image processor does, before
     /// rescaling and normalization; `None` for text models. Views draw patches over it.

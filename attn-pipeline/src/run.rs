@@ -398,10 +398,10 @@ pub fn run(plan: &RunPlan, control: Control<'_>) -> Result<RunSummary> {
     params.insert("normalize".to_string(), plan.normalize.to_string());
     params.insert("truncate".to_string(), plan.truncate.to_string());
     params.insert("corpus_digest".to_string(), corpus_digest(&corpus));
-    if info.image.is_some() {
+    if let Some(prep) = model.image_preprocessing() {
         params.insert(
             "image_preprocessing".to_string(),
-            IMAGE_PREPROCESSING.to_string(),
+            format!("{IMAGE_PREPROCESSING}: {prep}"),
         );
     }
     // Recorded as it applies to this corpus: `auto` keeps everything of sequences up to its limit,
@@ -610,9 +610,9 @@ fn corpus_digest(corpus: &Corpus) -> String {
     digest.finish()
 }
 
-/// How vision runs prepare their images (recorded, and compared on resume): as transformers' PIL
-/// image processors, with PIL's resampling reproduced. Datasets of earlier versions resized with
-/// the image crate's triangle filter and recorded nothing.
+/// How vision runs prepare their images (recorded with the model's preprocessing settings, and
+/// compared on resume): as transformers' PIL image processors, with PIL's resampling reproduced.
+/// Datasets of earlier versions resized with the image crate's triangle filter and recorded nothing.
 const IMAGE_PREPROCESSING: &str = "transformers-pil";
 
 /// The run settings that decide what a dataset's data is: a dataset that holds data made with other
@@ -898,9 +898,10 @@ pub fn project_heads(
     Ok((progress.done(), reused))
 }
 
-/// Whether a stored projection's spec is what `settings` would make now: for t-SNE and UMAP the
-/// metric, seed and every parameter that the settings control (PCA depends on none of them). The
-/// attention shares are compared as applied: a head without attention records 0.
+/// Whether a stored projection's spec is what `settings` would make now: the vectors laid out (raw
+/// or normalized) for every method, and for t-SNE and UMAP the metric, seed and every parameter
+/// that the settings control. The attention shares are compared as applied: a head without
+/// attention records 0.
 fn made_with(
     spec: &attn_types::ProjectionSpec,
     settings: &ProjectionSettings,
@@ -911,11 +912,12 @@ fn made_with(
     let same = |key: &str, want: f64| {
         param(key).is_some_and(|v| (v - want).abs() <= 1e-6 * want.abs().max(1.0))
     };
-    let common = spec.metric == settings.metric
-        && spec.seed == settings.seed
-        && param("vectors_raw").unwrap_or(0.0)
-            == f64::from(u8::from(settings.vectors == LayoutVectors::Raw));
-    (common || spec.method == ProjectionMethod::Pca)
+    // Every method lays out the vectors asked for; PCA depends on nothing else the settings hold.
+    let same_vectors = param("vectors_raw").unwrap_or(0.0)
+        == f64::from(u8::from(settings.vectors == LayoutVectors::Raw));
+    let common = spec.metric == settings.metric && spec.seed == settings.seed;
+    same_vectors
+        && (common || spec.method == ProjectionMethod::Pca)
         && match spec.method {
             ProjectionMethod::Tsne => {
                 same("perplexity_requested", f64::from(settings.perplexity))

@@ -505,7 +505,17 @@ pub fn read_vectors_file(path: impl AsRef<Path>, head: HeadId) -> Result<StoredH
     let keys = match shared_keys {
         Some(key_head) => {
             let key_path = key_file_beside(&c.path, key_head);
-            let k = ParquetTable::read(&key_path)?;
+            let k = ParquetTable::read(&key_path).map_err(|e| match e {
+                StoreError::NotFound { path, .. } => StoreError::NotFound {
+                    path,
+                    what: format!(
+                        "the key file of key head {key_head}, which {} reads its keys from \
+                         (a grouped-query dataset keeps it in `key_heads/` beside `heads/`)",
+                        c.path.display()
+                    ),
+                },
+                e => e,
+            })?;
             check_key_file(&k, key_head, c.rows)?;
             k.check_token_index()?;
             matrix_col(&k, "key")?

@@ -345,6 +345,34 @@ fn vit_runs_on_synthetic_and_folder_images() {
             ],
         );
         let ds_dir = tmp.path().join("ds");
+        if fixture == "vit16_tiny" {
+            // The same model with another resampling filter prepares other inputs: refused.
+            let other = tmp.path().join("bicubic");
+            std::fs::create_dir(&other).unwrap();
+            for f in std::fs::read_dir(&model).unwrap() {
+                let f = f.unwrap().path();
+                std::fs::copy(&f, other.join(f.file_name().unwrap())).unwrap();
+            }
+            let config = std::fs::read_to_string(other.join("preprocessor_config.json")).unwrap();
+            let config = config.replace("\"resample\": 2", "\"resample\": 3");
+            assert!(config.contains("\"resample\": 3"));
+            std::fs::write(other.join("preprocessor_config.json"), config).unwrap();
+            attnviz_fails(
+                tmp.path(),
+                &[
+                    "run",
+                    "--model",
+                    other.to_str().unwrap(),
+                    "--max-sequences",
+                    "3",
+                    "--out",
+                    "ds",
+                    "--methods",
+                    "umap,pca",
+                ],
+                &["image preprocessing", "Bicubic"],
+            );
+        }
         let ds = Dataset::open(&ds_dir).unwrap();
         let cfg = ds.meta().model.clone();
         let tokens = ds.read_tokens().unwrap();
@@ -914,6 +942,14 @@ fn reruns_respect_settings_and_the_dataset_lock() {
     drop(fresh_lock);
     let again = attnviz_ok(tmp.path(), &args(&run(&["--perplexity", "6"])));
     assert_eq!(counts(&again), (0, 2 * heads));
+    // Laying out the other vectors recomputes every method, PCA included.
+    let other_vectors = ["--perplexity", "6", "--vectors", "normalized"];
+    let normalized = attnviz_ok(tmp.path(), &args(&run(&other_vectors)));
+    assert_eq!(counts(&normalized), (2 * heads, 0));
+    assert_eq!(
+        counts(&attnviz_ok(tmp.path(), &args(&run(&other_vectors)))),
+        (0, 2 * heads)
+    );
 
     // UMAP: every setting it records is compared, its attention share and initial layout included.
     let project = |extra: &[&str]| {
