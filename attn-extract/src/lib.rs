@@ -27,6 +27,7 @@ use rayon::prelude::*;
 // (the configs' `init` returns model types that only this crate can run).
 pub use crate::error::{ExtractError, Result};
 pub use crate::images::synthetic_images;
+pub use crate::llama::model_sliding_windows;
 
 use crate::attention::{LayerTaps, attention_bias};
 use crate::bert::{Bert, BertConfig};

@@ -220,6 +220,17 @@ impl DecoderConfig {
     }
 }
 
+/// The sliding window of every layer of a model (`None`: full attention), from the `config.json`
+/// its [`attn_types::ModelInfo`] records: what the attention it captured was masked with. Models
+/// other than the Llama family have none.
+pub fn model_sliding_windows(info: &attn_types::ModelInfo) -> Result<Vec<Option<usize>>> {
+    let cfg = HfConfig {
+        path: std::path::PathBuf::from("config.json"),
+        json: info.config.clone(),
+    };
+    sliding_windows(&cfg, info.architecture, usize::from(info.num_layers))
+}
+
 /// Which layers attend through a sliding window, as transformers decides it: Mistral slides every
 /// layer when `sliding_window` is set; Qwen2/Qwen3 follow `layer_types` when config.json has it, else
 /// slide layers from `max_window_layers` on when `use_sliding_window` is true.

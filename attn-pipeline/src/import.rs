@@ -1018,7 +1018,7 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
             &normalizer,
             &capture,
             &tokens,
-            plan.causal,
+            plan.causal.into(),
             plan.seed,
         )?;
         progress.inc();

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use attn_extract::{AttentionKeep, Corpus, ExtractOptions, LoadedModel};
 use attn_normalize::{Normalizer, NormalizerValidParams};
-use attn_project::{Embedding, Pca, Projector, Tsne, Umap, UmapInit};
+use attn_project::{AttendedKeys, Embedding, Pca, Projector, Tsne, Umap, UmapInit};
 use attn_store::Dataset;
 use attn_types::{
     DATA_MODEL_VERSION, DatasetMeta, Fidelity, HeadCapture, HeadId, HeadProjection, HeadVectors,
@@ -566,6 +566,7 @@ fn store_extraction(
         plan.projection.seed,
     )?;
     let tokens = &extraction.tokens;
+    let keys = attended_keys(model.info())?;
     extraction
         .heads
         .par_iter()
@@ -579,7 +580,7 @@ fn store_extraction(
                 &normalizer,
                 capture,
                 tokens,
-                model.info().architecture.is_causal(),
+                keys(capture.vectors.head()),
                 plan.projection.seed,
             )?;
             stored.inc();
@@ -749,7 +750,7 @@ pub fn store_head(
     normalizer: &NormalizerValidParams,
     capture: &HeadCapture,
     tokens: &TokenTable,
-    causal: bool,
+    keys: AttendedKeys,
     seed: u64,
 ) -> Result<()> {
     let head = capture.vectors.head();
@@ -768,7 +769,7 @@ pub fn store_head(
                 capture.vectors.keys(),
                 tokens,
                 &capture.attention,
-                causal,
+                keys,
                 seed,
             )
             .with_context(|| format!("fidelity of head {head}"))
@@ -785,6 +786,17 @@ pub fn store_head(
     // Vectors last: their file marks the head as extracted.
     dataset.write_head(&capture.vectors, Some(&normalized))?;
     Ok(())
+}
+
+/// The keys each head of `model` may attend to, by head: causal or not, and its layer's sliding
+/// window (Mistral, Qwen2/3), so that the fidelity metrics rank only the keys the model could weigh.
+pub fn attended_keys(model: &ModelInfo) -> Result<impl Fn(HeadId) -> AttendedKeys + Sync + use<>> {
+    let causal = model.architecture.is_causal();
+    let windows = attn_extract::model_sliding_windows(model)?;
+    Ok(move |head: HeadId| AttendedKeys {
+        causal,
+        window: windows.get(usize::from(head.layer)).copied().flatten(),
+    })
 }
 
 /// Every (head, method, dims) projection the settings ask for, head by head.
@@ -871,7 +883,7 @@ pub fn project_heads(
     }
     let by_head: Vec<_> = by_head.into_iter().collect();
     let tokens = dataset.read_tokens()?;
-    let causal = dataset.meta().model.architecture.is_causal();
+    let keys = attended_keys(&dataset.meta().model)?;
     let progress = control.start(Stage::Project, pending.len());
     by_head
         .par_iter()
@@ -884,7 +896,7 @@ pub fn project_heads(
             layout_head(
                 &input,
                 &tokens,
-                causal,
+                keys(*head),
                 &wanted,
                 settings,
                 &|| control.cancelled(),
@@ -980,7 +992,7 @@ impl HeadLayoutInput {
 pub fn layout_head(
     input: &HeadLayoutInput,
     tokens: &TokenTable,
-    causal: bool,
+    keys: AttendedKeys,
     projectors: &[&Projector],
     settings: &ProjectionSettings,
     cancelled: &dyn Fn() -> bool,
@@ -1005,7 +1017,7 @@ pub fn layout_head(
         && !input.attention.is_empty()
     {
         Some(
-            attn_project::attention_edges(tokens, &input.attention, causal)
+            attn_project::attention_edges(tokens, &input.attention, keys.causal)
                 .with_context(|| format!("attention edges of head {head}"))?,
         )
     } else {
@@ -1063,7 +1075,7 @@ pub fn layout_head(
             input.raw.keys(),
             tokens,
             &input.attention,
-            causal,
+            keys,
             settings.seed,
         )
         .with_context(|| format!("fidelity of head {head} {method} {dims}D"))?;

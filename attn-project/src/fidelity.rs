@@ -2,7 +2,8 @@
 //!
 //! Definitions, for one head with `n` tokens. A query `i` whose attention row has a positive weight
 //! and at least [`FIDELITY_MIN_KEYS`] keys it may attend to (the keys of its own sequence; for causal
-//! models only those at or before its own position) counts. Over those keys `j`, with `d_ij` the
+//! models only those at or before its own position, and in a sliding-window layer only the last
+//! `window` of those: [`AttendedKeys`]) counts. Over those keys `j`, with `d_ij` the
 //! distance between query `i` and key `j` in the [`FidelitySpace`] and `a_ij` the attention weight:
 //! `rho_i` is the Spearman correlation of `-d_i.` with `a_i.` (average ranks for ties; undefined, and
 //! left out of the fidelity mean, when either side is constant); `hit3_i` is 1 when the key with the
@@ -25,6 +26,36 @@ use rayon::prelude::*;
 use crate::ProjectError;
 use crate::metrics::spearman;
 use crate::util::{dot, metric_dist, prepare_rows, sq_dist};
+
+/// The keys each query may attend to: those of its own sequence; with `causal`, only those at or
+/// before its position; with a `window` (a sliding-window layer, always causal), only the last
+/// `window` of those (key `j` of query `p` when `p - j < window`, as transformers masks it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AttendedKeys {
+    /// Keys after the query are masked.
+    pub causal: bool,
+    /// Keys `window` or more positions back are masked.
+    pub window: Option<usize>,
+}
+
+impl From<bool> for AttendedKeys {
+    /// Causal or bidirectional attention, without a window.
+    fn from(causal: bool) -> Self {
+        AttendedKeys {
+            causal,
+            window: None,
+        }
+    }
+}
+
+impl AttendedKeys {
+    /// The keys query `p` of a sequence of `len` tokens may attend to, as a position range.
+    fn range(self, p: usize, len: usize) -> std::ops::Range<usize> {
+        let end = if self.causal { p + 1 } else { len };
+        let start = self.window.map_or(0, |w| (p + 1).saturating_sub(w));
+        start..end
+    }
+}
 
 /// A query needs at least this many keys it may attend to in order to count.
 pub const FIDELITY_MIN_KEYS: usize = 4;
@@ -140,18 +171,24 @@ struct Sums {
     n: u32,
 }
 
-fn sequence_sums(space: &Prepared<'_>, span: &SequenceSpan, att: &Matrix, causal: bool) -> Sums {
+fn sequence_sums(
+    space: &Prepared<'_>,
+    span: &SequenceSpan,
+    att: &Matrix,
+    keys: AttendedKeys,
+) -> Sums {
     let mut s = Sums::default();
     let mut neg_d = Vec::with_capacity(span.len);
     for p in 0..span.len {
-        let m = if causal { p + 1 } else { span.len };
-        let a = &att.row(p)[..m];
+        let range = keys.range(p, span.len);
+        let m = range.len();
+        let a = &att.row(p)[range.clone()];
         if m < FIDELITY_MIN_KEYS || !a.iter().any(|&w| w > 0.0) {
             continue;
         }
         let i = span.start + p;
         neg_d.clear();
-        neg_d.extend((0..m).map(|j| -space.dist(i, span.start + j)));
+        neg_d.extend(range.map(|j| -space.dist(i, span.start + j)));
         if let Some(r) = spearman(&neg_d, a) {
             s.rho += r;
             s.rho_n += 1;
@@ -211,8 +248,9 @@ fn global(
 ///
 /// `raw_queries` and `raw_keys` (`n x d` each, unnormalized) give the logits of global fidelity;
 /// `attention` holds one `len x len` matrix per sequence of `tokens`, in the table's sequence order,
-/// or nothing at all (then `fidelity`, `hit_at_3` and `chance_at_3` are `None`). With `causal`, a
-/// query only sees keys at or before its position. `seed` fixes the global sample. A query whose
+/// or nothing at all (then `fidelity`, `hit_at_3` and `chance_at_3` are `None`). `keys` says which
+/// keys a query may attend to ([`AttendedKeys`]; a `bool` means causal or not, without a window):
+/// the masked keys, whose weight is zero by construction, are not ranked. `seed` fixes the global sample. A query whose
 /// attention row has no positive weight over its keys is not counted. Fails only on inconsistent
 /// shapes: a layout without `2n` rows, vectors without `n` rows or with different widths, or
 /// attention matrices that do not match the token table's sequences.
@@ -251,9 +289,10 @@ pub fn fidelity(
     raw_keys: &Matrix,
     tokens: &TokenTable,
     attention: &[SequenceAttention],
-    causal: bool,
+    keys: impl Into<AttendedKeys>,
     seed: u64,
 ) -> Result<Fidelity, ProjectError> {
+    let keys = keys.into();
     let n = tokens.len();
     let space = prepare(space, n)?;
     check_pair("raw", raw_queries, raw_keys, n)?;
@@ -288,7 +327,7 @@ pub fn fidelity(
     let parts: Vec<Sums> = spans
         .par_iter()
         .zip(attention)
-        .map(|(span, att)| sequence_sums(&space, span, &att.weights, causal))
+        .map(|(span, att)| sequence_sums(&space, span, &att.weights, keys))
         .collect();
     let mut s = Sums::default();
     for p in parts {
@@ -475,6 +514,56 @@ mod tests {
         assert_eq!(g.queries, 6);
         assert!(
             g.fidelity.unwrap() < 0.5 && g.hit_at_3.unwrap() < 1.0,
+            "{g:?}"
+        );
+    }
+
+    #[test]
+    fn a_sliding_window_leaves_out_the_keys_it_masks() {
+        let (len, window) = (8, 4);
+        let tokens = table(&[len]);
+        // Within the window, attention falls with distance back; keys farther back get none.
+        let rows: Vec<Vec<f32>> = (0..len)
+            .map(|p| {
+                (0..len)
+                    .map(|j| {
+                        if j <= p && p - j < window {
+                            (window - (p - j)) as f32
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let a = [att(0, &rows)];
+        // Recent keys nearest the queries.
+        let keys: Vec<f32> = (0..len).map(|j| (len - j) as f32).collect();
+        let layout = layout_1d(&[0.0; 8], &keys);
+        let windowed = AttendedKeys {
+            causal: true,
+            window: Some(window),
+        };
+        let q = Matrix::zeros(len, 1);
+        let k = Matrix::zeros(len, 1);
+        let f = fidelity(
+            FidelitySpace::Layout(&layout),
+            &q,
+            &k,
+            &tokens,
+            &a,
+            windowed,
+            1,
+        )
+        .unwrap();
+        // Queries 3..8 see exactly 4 keys each, ranked as attended.
+        assert_eq!(f.queries, 5);
+        assert!(close(f.fidelity, 1.0), "{f:?}");
+        assert!(close(f.chance_at_3, 0.75), "{f:?}");
+        // Ranking the masked keys too (zeros, tied) is another, lower score.
+        let g = fidelity(FidelitySpace::Layout(&layout), &q, &k, &tokens, &a, true, 1).unwrap();
+        assert!(
+            g.fidelity.unwrap() < 0.99 && g.chance_at_3.unwrap() < 0.75,
             "{g:?}"
         );
     }

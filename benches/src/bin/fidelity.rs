@@ -317,6 +317,7 @@ fn run() -> Res<()> {
         )?;
         let tokens = dataset.read_tokens()?;
         let causal = dataset.meta().model.architecture.is_causal();
+        let keys = attn_pipeline::attended_keys(&dataset.meta().model)?;
         let heads: Vec<HeadId> = dataset.heads()?;
         let mut rows: BTreeMap<usize, Row> = BTreeMap::new();
         let (mut input_raw, mut input_norm) = (Row::default(), Row::default());
@@ -337,7 +338,7 @@ fn run() -> Res<()> {
                 layout_head(
                     &input,
                     &tokens,
-                    causal,
+                    keys(head),
                     &[&projector],
                     &s.settings,
                     &|| false,
