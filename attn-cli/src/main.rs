@@ -856,6 +856,16 @@ fn render_cmd(args: &RenderArgs) -> Result<PathBuf> {
         bail!("--dims: {} is not 2 or 3", args.dims);
     }
     let dataset = Dataset::open(&args.dataset)?;
+    // The views of one head need the head itself (the Matrix View draws every stored head).
+    if !matches!(args.view, ViewArg::Matrix | ViewArg::Similarity) && !dataset.has_head(args.head) {
+        bail!(
+            "--head {}: {} has no such head (the model has {} layers x {} heads; `attnviz info` lists what is stored)",
+            args.head,
+            args.dataset.display(),
+            dataset.meta().model.num_layers,
+            dataset.meta().model.num_heads
+        );
+    }
     let encoding = match args.color {
         ColorArg::QueryKey => ColorEncoding::QueryKey,
         ColorArg::Position => ColorEncoding::NormalizedPosition,

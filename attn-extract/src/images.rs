@@ -382,6 +382,14 @@ impl ImagePrep {
             };
             prep.mean = triple("image_mean", prep.mean)?;
             prep.std = triple("image_std", prep.std)?;
+            if let Some(v) = prep.std.iter().find(|s| !(s.is_finite() && **s != 0.0)) {
+                return Err(invalid(format!(
+                    "`image_std` holds {v}: pixels are divided by it"
+                )));
+            }
+            if let Some(v) = prep.mean.iter().find(|m| !m.is_finite()) {
+                return Err(invalid(format!("`image_mean` holds {v}")));
+            }
         }
         Ok(prep)
     }
@@ -624,6 +632,7 @@ mod tests {
             r#"{"do_resize": false, "do_center_crop": true, "crop_size": 48}"#,
             "do_resize",
         );
+        refused(r#"{"size": 48, "image_std": [0.5, 0, 0.5]}"#, "image_std");
     }
 
     #[test]

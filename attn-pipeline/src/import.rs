@@ -731,8 +731,12 @@ impl Drop for Cleanup {
     }
 }
 
-/// A digest (64-bit FNV-1a) of the size and modification time of every input file of the import.
-fn inputs_stamp(plan: &ImportPlan, source: &VectorSource) -> Result<String> {
+/// Prefix of the run parameters that record an input file: `input_file:<path>`.
+const INPUT_FILE: &str = "input_file:";
+
+/// Every input file of the import with its size and modification time, as recorded in the
+/// dataset: a file replaced or edited in place under the same name is another input.
+fn input_stamps(plan: &ImportPlan, source: &VectorSource) -> Result<Vec<(String, String)>> {
     let mut files: Vec<PathBuf> = Vec::new();
     match source {
         VectorSource::Npy { queries, keys, .. } => {
@@ -755,19 +759,27 @@ fn inputs_stamp(plan: &ImportPlan, source: &VectorSource) -> Result<String> {
     if let AttentionSource::Npy(p) = &plan.attention {
         files.push(p.clone());
     }
-    let mut digest = crate::digest::Digest::new();
-    for file in &files {
-        let meta = std::fs::metadata(file).with_context(|| file.display().to_string())?;
-        let modified = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
-        digest.eat(file.to_string_lossy().as_bytes());
-        digest.eat(&meta.len().to_le_bytes());
-        digest.eat(&modified.to_le_bytes());
-    }
-    Ok(digest.finish())
+    files.sort();
+    files.dedup();
+    files
+        .iter()
+        .map(|file| {
+            let meta = std::fs::metadata(file).with_context(|| file.display().to_string())?;
+            let modified = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            let path = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+            Ok((
+                path.display().to_string(),
+                format!(
+                    "{} bytes, modified {modified} ns after the epoch",
+                    meta.len()
+                ),
+            ))
+        })
+        .collect()
 }
 
 /// The first import setting in which an existing dataset differs from the one asked for, as
@@ -780,13 +792,22 @@ fn import_difference(
     let flag = |key: &str| match key {
         "import" => "import (a dataset of `attnviz run`)".to_string(),
         "normalize" => "normalize (--no-normalize)".to_string(),
-        "inputs_stamp" => "input files (sizes and modification times)".to_string(),
+        other if other.starts_with(INPUT_FILE) => format!(
+            "input file {} (size, modification time)",
+            &other[INPUT_FILE.len()..]
+        ),
         other => format!("--{other}"),
     };
     let (a, b) = (&existing.run.params, &requested.run.params);
     let absent = || "(none)".to_string();
-    a.keys()
+    // The flags first: another `--keys` is named as such, not as its file's missing stamp.
+    let (files, flags): (Vec<&String>, Vec<&String>) = a
+        .keys()
         .chain(b.keys())
+        .partition(|k| k.starts_with(INPUT_FILE));
+    flags
+        .into_iter()
+        .chain(files)
         .find(|k| a.get(*k) != b.get(*k))
         .map(|k| {
             (
@@ -931,7 +952,9 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
     }
     // What the input files were when imported: a file replaced or edited in place under the same
     // name is another input (a resumed import must not mix its heads with the old ones).
-    params.insert("inputs_stamp".to_string(), inputs_stamp(plan, &source)?);
+    for (file, stamp) in input_stamps(plan, &source)? {
+        params.insert(format!("{INPUT_FILE}{file}"), stamp);
+    }
     params.insert("normalize".to_string(), plan.normalize.to_string());
     params.insert("causal".to_string(), plan.causal.to_string());
     let meta = DatasetMeta {

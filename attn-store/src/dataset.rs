@@ -165,12 +165,42 @@ fn model_difference(
             a.rope.map_or("none".into(), |r| r.to_string()),
             b.rope.map_or("none".into(), |r| r.to_string()),
         ),
-        ("model.config", a.config.to_string(), b.config.to_string()),
     ];
     fields
         .into_iter()
         .find(|(_, x, y)| x != y)
         .map(|(f, x, y)| (f.to_string(), x, y))
+        .or_else(|| json_difference("model.config", &a.config, &b.config))
+}
+
+/// The first place two JSON values differ, as `(path, existing, requested)` with the path in dotted
+/// form (`model.config.rope_theta`, `...layer_types[2]`) and absent values as `(absent)`, so that a
+/// message names the setting rather than printing two whole documents.
+fn json_difference(
+    path: &str,
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+) -> Option<(String, String, String)> {
+    use serde_json::Value;
+    match (a, b) {
+        _ if a == b => None,
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| {
+                let shown = |v: Option<&Value>| v.map_or("(absent)".into(), Value::to_string);
+                match (x.get(k), y.get(k)) {
+                    (Some(va), Some(vb)) => json_difference(&format!("{path}.{k}"), va, vb),
+                    (va, vb) => Some((format!("{path}.{k}"), shown(va), shown(vb))),
+                }
+            })
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (va, vb))| json_difference(&format!("{path}[{i}]"), va, vb)),
+        _ => Some((path.to_string(), a.to_string(), b.to_string())),
+    }
 }
 
 impl Dataset {
@@ -639,5 +669,39 @@ impl Dataset {
             .unwrap_or_default();
         out.sort();
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_difference;
+    use serde_json::json;
+
+    #[test]
+    fn config_differences_name_the_first_differing_setting() {
+        let a = json!({"rope_theta": 10000.0, "layer_types": ["full", "sliding"], "n": {"x": 1}});
+        let same = json_difference("model.config", &a, &a.clone());
+        assert_eq!(same, None);
+        let mut b = a.clone();
+        b["layer_types"][1] = json!("full");
+        assert_eq!(
+            json_difference("model.config", &a, &b),
+            Some((
+                "model.config.layer_types[1]".into(),
+                "\"sliding\"".into(),
+                "\"full\"".into()
+            ))
+        );
+        let mut c = a.clone();
+        c["n"]["y"] = json!(2);
+        assert_eq!(
+            json_difference("model.config", &a, &c),
+            Some(("model.config.n.y".into(), "(absent)".into(), "2".into()))
+        );
+        let d = json!({"rope_theta": 10000.0, "layer_types": ["full"], "n": {"x": 1}});
+        assert_eq!(
+            json_difference("model.config", &a, &d).map(|t| t.0),
+            Some("model.config.layer_types".into())
+        );
     }
 }

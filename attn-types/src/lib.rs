@@ -41,7 +41,7 @@ pub enum TypesError {
         found: usize,
     },
     /// A name of a vocabulary type (head, metric, projection method) could not be parsed.
-    #[error("`{input}` is not a {what}; expected {expected}")]
+    #[error("`{input}` is not a valid {what}; expected {expected}")]
     Parse {
         /// What was being parsed (`head`, `metric`, `projection method`).
         what: &'static str,

@@ -1061,7 +1061,7 @@ fn a_reimport_with_other_settings_or_inputs_is_refused() {
     attnviz_fails(
         tmp.path(),
         &argv(&import(&[])),
-        &["input files", "new --out"],
+        &["input file", "k.npy", "new --out"],
     );
     assert_eq!(attnviz_tests::mtimes(&tmp.path().join("ds")), before);
 }

@@ -184,6 +184,14 @@ fn bert_runs_end_to_end_with_figures() {
             );
         }
     }
+    // A head the dataset does not have is named as such (not as a missing projection).
+    for view in ["single", "sentence"] {
+        attnviz_fails(
+            tmp.path(),
+            &["render", ds_s, "--view", view, "--head", "L1H6"],
+            &["--head L1H6", "no such head"],
+        );
+    }
     // `info` reads the dataset back.
     let info: serde_json::Value =
         serde_json::from_str(&attnviz_ok(tmp.path(), &["info", ds_s, "--json"])).unwrap();
