@@ -209,6 +209,11 @@ impl Bert {
         for (l, layer) in self.layers.iter().enumerate().take(last_layer + 1) {
             let qkv = layer.attention.qkv(x.clone());
             let (context, probs) = attend(qkv.clone(), bias.clone(), self.num_heads, head_dim);
+            sink(l, LayerTaps { qkv, probs })?;
+            if l == last_layer {
+                // Nothing after the last captured attention is read.
+                break;
+            }
             let attended = layer
                 .attention_norm
                 .forward(layer.attention_output.forward(context) + x);
@@ -218,7 +223,6 @@ impl Bert {
             x = layer
                 .output_norm
                 .forward(layer.output.forward(inner) + attended);
-            sink(l, LayerTaps { qkv, probs })?;
         }
         Ok(())
     }

@@ -179,12 +179,16 @@ impl Gpt2 {
         for (l, block) in self.blocks.iter().enumerate().take(last_layer + 1) {
             let qkv = block.c_attn.forward(block.ln_1.forward(x.clone()));
             let (context, probs) = attend(qkv.clone(), bias.clone(), self.num_heads, head_dim);
+            sink(l, LayerTaps { qkv, probs })?;
+            if l == last_layer {
+                // Nothing after the last captured attention is read.
+                break;
+            }
             x = x + block.attn_proj.forward(context);
             let inner = self
                 .activation
                 .forward(block.mlp_fc.forward(block.ln_2.forward(x.clone())));
             x = x + block.mlp_proj.forward(inner);
-            sink(l, LayerTaps { qkv, probs })?;
         }
         Ok(())
     }

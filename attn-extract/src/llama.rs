@@ -520,11 +520,6 @@ impl Decoder {
             };
             let (context, probs) =
                 attend_heads(q_rot.clone(), k_rot.clone(), v.clone(), layer_bias, scale);
-            x = x + project(&layer.o_proj, context);
-            let h = rms_norm(&layer.post_attention_norm, x.clone());
-            let inner = crate::host::silu(project(&layer.gate_proj, h.clone()))
-                * project(&layer.up_proj, h);
-            x = x + project(&layer.down_proj, inner);
             let (tap_q, tap_k) = match rope {
                 RopeCapture::Post => (q_rot, k_rot),
                 RopeCapture::Pre => (q, k),
@@ -535,6 +530,15 @@ impl Decoder {
                 2,
             );
             sink(l, LayerTaps { qkv, probs })?;
+            if l == last_layer {
+                // Nothing after the last captured attention is read.
+                break;
+            }
+            x = x + project(&layer.o_proj, context);
+            let h = rms_norm(&layer.post_attention_norm, x.clone());
+            let inner = crate::host::silu(project(&layer.gate_proj, h.clone()))
+                * project(&layer.up_proj, h);
+            x = x + project(&layer.down_proj, inner);
         }
         Ok(())
     }

@@ -227,6 +227,11 @@ impl Vit {
         for (l, layer) in self.layers.iter().enumerate().take(last_layer + 1) {
             let qkv = layer.attention.qkv(layer.norm_before.forward(x.clone()));
             let (context, probs) = attend(qkv.clone(), bias.clone(), self.num_heads, head_dim);
+            sink(l, LayerTaps { qkv, probs })?;
+            if l == last_layer {
+                // Nothing after the last captured attention is read.
+                break;
+            }
             x = x + layer.attention_output.forward(context);
             let inner = self.activation.forward(
                 layer
@@ -234,7 +239,6 @@ impl Vit {
                     .forward(layer.norm_after.forward(x.clone())),
             );
             x = x + layer.output.forward(inner);
-            sink(l, LayerTaps { qkv, probs })?;
         }
         Ok(())
     }
