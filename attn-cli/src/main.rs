@@ -376,6 +376,14 @@ struct ImportArgs {
     /// The model's attention is causal (decoder): queries see keys at or before their position.
     #[arg(long)]
     causal: bool,
+    /// Sliding-window attention (with --causal), as Mistral's or Qwen2's window layers: keys N or
+    /// more positions before the query get no attention. Computed attention is masked so, given
+    /// attention is checked against it, and the fidelity metrics rank only the keys inside it.
+    #[arg(long, value_name = "N")]
+    window: Option<usize>,
+    /// The layers --window applies to, e.g. 0-3,8 (default: all).
+    #[arg(long, value_name = "LIST", requires = "window")]
+    window_layers: Option<String>,
     /// Attention weights: a .npy array [layers, heads, n, max_len] whose row i is token i's
     /// attention over the positions of its own sequence (zero beyond its length). Default: computed
     /// from the vectors as softmax(q.k/sqrt(d)) per sequence (masked with --causal).
@@ -798,6 +806,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 out: args.out,
                 model_id,
                 causal: args.causal,
+                window: args.window,
+                window_layers: index_list("--window-layers", args.window_layers.as_deref())?,
                 normalize: !args.no_normalize,
                 seed: args.seed,
                 layers: index_list("--layers", args.selection.layers.as_deref())?,

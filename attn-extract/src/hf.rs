@@ -26,10 +26,11 @@ impl HfConfig {
         Ok(Self { path, json })
     }
 
-    fn invalid(&self, message: String) -> ExtractError {
+    /// An `InvalidConfig` error naming this file.
+    pub fn invalid(&self, message: impl Into<String>) -> ExtractError {
         ExtractError::InvalidConfig {
             path: self.path.clone(),
-            message,
+            message: message.into(),
         }
     }
 

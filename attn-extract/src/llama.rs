@@ -233,52 +233,21 @@ pub fn model_sliding_windows(info: &attn_types::ModelInfo) -> Result<Vec<Option<
 
 /// Which layers attend through a sliding window, as transformers decides it: Mistral slides every
 /// layer when `sliding_window` is set; Qwen2/Qwen3 follow `layer_types` when config.json has it, else
-/// slide layers from `max_window_layers` on when `use_sliding_window` is true.
+/// slide layers from `max_window_layers` on when `use_sliding_window` is true. An `attnviz import`
+/// records its `--window` the same way (`sliding_window` and `layer_types`).
 fn sliding_windows(
     cfg: &HfConfig,
     architecture: Architecture,
     num_layers: usize,
 ) -> Result<Vec<Option<usize>>> {
     let window = cfg.opt_usize(&["sliding_window"])?;
-    let invalid = |message: String| ExtractError::InvalidConfig {
-        path: cfg.path.clone(),
-        message,
-    };
     let per_layer = match architecture {
         Architecture::Mistral => vec![window; num_layers],
         Architecture::Qwen2 | Architecture::Qwen3 => {
             let use_window = cfg.bool_or(&["use_sliding_window"], false)?;
             let window = window.filter(|_| use_window);
-            match cfg.json.get("layer_types").filter(|v| !v.is_null()) {
-                Some(Value::Array(types)) => {
-                    if types.len() != num_layers {
-                        return Err(invalid(format!(
-                            "`layer_types` has {} entries for {num_layers} layers",
-                            types.len()
-                        )));
-                    }
-                    types
-                        .iter()
-                        .enumerate()
-                        .map(|(i, t)| match t.as_str() {
-                            Some("full_attention") => Ok(None),
-                            Some("sliding_attention") if window.is_some() => Ok(window),
-                            // transformers refuses this too (no window to slide).
-                            Some("sliding_attention") => Err(invalid(format!(
-                                "`layer_types[{i}]` is \"sliding_attention\" but no \
-                                 `sliding_window` applies (`use_sliding_window` is false or \
-                                 `sliding_window` null)"
-                            ))),
-                            _ => Err(invalid(format!(
-                                "`layer_types[{i}]` is {t}, not \"full_attention\" or \
-                                 \"sliding_attention\""
-                            ))),
-                        })
-                        .collect::<Result<Vec<_>>>()?
-                }
-                Some(other) => {
-                    return Err(invalid(format!("`layer_types` is not a list: {other}")));
-                }
+            match layer_types(cfg, window, num_layers)? {
+                Some(per_layer) => per_layer,
                 None => {
                     let first = cfg.opt_usize(&["max_window_layers"])?.unwrap_or(28);
                     (0..num_layers)
@@ -287,12 +256,54 @@ fn sliding_windows(
                 }
             }
         }
+        Architecture::Imported { .. } => {
+            layer_types(cfg, window, num_layers)?.unwrap_or_else(|| vec![window; num_layers])
+        }
         _ => vec![None; num_layers],
     };
     if per_layer.contains(&Some(0)) {
-        return Err(invalid("`sliding_window` must be at least 1".into()));
+        return Err(cfg.invalid("`sliding_window` must be at least 1"));
     }
     Ok(per_layer)
+}
+
+/// The window of every layer from config.json's `layer_types` (`None` when it has none):
+/// `"sliding_attention"` layers get `window`, `"full_attention"` layers none.
+fn layer_types(
+    cfg: &HfConfig,
+    window: Option<usize>,
+    num_layers: usize,
+) -> Result<Option<Vec<Option<usize>>>> {
+    let types = match cfg.json.get("layer_types").filter(|v| !v.is_null()) {
+        None => return Ok(None),
+        Some(Value::Array(types)) => types,
+        Some(other) => {
+            return Err(cfg.invalid(format!("`layer_types` is not a list: {other}")));
+        }
+    };
+    if types.len() != num_layers {
+        return Err(cfg.invalid(format!(
+            "`layer_types` has {} entries for {num_layers} layers",
+            types.len()
+        )));
+    }
+    types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match t.as_str() {
+            Some("full_attention") => Ok(None),
+            Some("sliding_attention") if window.is_some() => Ok(window),
+            // transformers refuses this too (no window to slide).
+            Some("sliding_attention") => Err(cfg.invalid(format!(
+                "`layer_types[{i}]` is \"sliding_attention\" but no `sliding_window` applies \
+                 (`use_sliding_window` is false or `sliding_window` null)"
+            ))),
+            _ => Err(cfg.invalid(format!(
+                "`layer_types[{i}]` is {t}, not \"full_attention\" or \"sliding_attention\""
+            ))),
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }
 
 /// The rotary inverse frequencies of transformers' `ROPE_INIT_FUNCTIONS`, in f32 arithmetic as
@@ -638,6 +649,40 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    /// An import's `--window` is recorded as transformers records windows; `model_sliding_windows`
+    /// reads it back per layer.
+    #[test]
+    fn an_imported_window_applies_to_the_layers_it_names() {
+        let windows = |config: Value| {
+            let info = attn_types::ModelInfo {
+                id: "imported".into(),
+                architecture: Architecture::Imported { causal: true },
+                num_layers: 3,
+                num_heads: 2,
+                head_dim: 4,
+                hidden_size: 0,
+                max_positions: 16,
+                image: None,
+                config,
+                num_key_value_heads: None,
+                rope: None,
+            };
+            model_sliding_windows(&info)
+        };
+        assert_eq!(windows(serde_json::json!({})).unwrap(), vec![None; 3]);
+        assert_eq!(
+            windows(serde_json::json!({"sliding_window": 5})).unwrap(),
+            vec![Some(5); 3]
+        );
+        let types = ["full_attention", "sliding_attention", "full_attention"];
+        assert_eq!(
+            windows(serde_json::json!({"sliding_window": 5, "layer_types": types})).unwrap(),
+            vec![None, Some(5), None]
+        );
+        let err = windows(serde_json::json!({"layer_types": types})).unwrap_err();
+        assert!(err.to_string().contains("layer_types[1]"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use attn_project::AttendedKeys;
 use attn_store::{Dataset, NpyFile, ParquetTable};
 use attn_types::{
     Architecture, DATA_MODEL_VERSION, DatasetMeta, HeadCapture, HeadId, HeadVectors, Matrix,
@@ -66,6 +67,11 @@ pub struct ImportPlan {
     pub model_id: String,
     /// Causal attention.
     pub causal: bool,
+    /// A sliding window (with [`Self::causal`]): keys `window` or more positions before the query
+    /// get no attention, as in Mistral's or Qwen2's window layers.
+    pub window: Option<usize>,
+    /// The layers the window applies to (`None`: all).
+    pub window_layers: Option<Vec<u16>>,
     /// Key translation and query/key scaling (else raw vectors only).
     pub normalize: bool,
     /// Seed of the normalizer's pair subsampling.
@@ -566,15 +572,16 @@ fn read_token_parquet(path: &Path) -> Result<Vec<TokenRow>> {
 
 // -------------------------------------------------------------------------------------------- attention
 
-/// `softmax(scale * q . k)` of every sequence (`scale` is `1/sqrt(d)` for standard attention), with
-/// keys after the query masked when `causal`. Exact for scaled dot-product attention whose scores
-/// have no other terms.
+/// `softmax(scale * q . k)` of every sequence (`scale` is `1/sqrt(d)` for standard attention) over
+/// the keys each query may attend to (`keys`: causal mask, sliding window; the others get 0). Exact
+/// for scaled dot-product attention whose scores have no other terms.
 pub fn compute_attention(
     vectors: &HeadVectors,
     spans: &[SequenceSpan],
-    causal: bool,
+    keys: impl Into<AttendedKeys>,
     scale: f64,
 ) -> Result<Vec<SequenceAttention>> {
+    let keys = keys.into();
     spans
         .iter()
         .map(|span| {
@@ -583,20 +590,20 @@ pub fn compute_attention(
             let mut logits = vec![0f64; len];
             for qi in 0..len {
                 let q = vectors.queries().row(span.start + qi);
-                let visible = if causal { qi + 1 } else { len };
+                let visible = keys.range(qi, len);
                 let mut max = f64::NEG_INFINITY;
-                for (kj, logit) in logits.iter_mut().enumerate().take(visible) {
+                for kj in visible.clone() {
                     let k = vectors.keys().row(span.start + kj);
-                    *logit = f64::from(dot(q, k)) * scale;
-                    max = max.max(*logit);
+                    logits[kj] = f64::from(dot(q, k)) * scale;
+                    max = max.max(logits[kj]);
                 }
                 let mut sum = 0.0;
-                for logit in logits.iter_mut().take(visible) {
-                    *logit = (*logit - max).exp();
-                    sum += *logit;
+                for kj in visible.clone() {
+                    logits[kj] = (logits[kj] - max).exp();
+                    sum += logits[kj];
                 }
-                for (kj, logit) in logits.iter().enumerate().take(visible) {
-                    w[qi * len + kj] = (logit / sum) as f32;
+                for kj in visible {
+                    w[qi * len + kj] = (logits[kj] / sum) as f32;
                 }
             }
             Ok(SequenceAttention {
@@ -652,14 +659,14 @@ fn open_attention(
 }
 
 /// One head's given attention, checked: weights finite and non-negative, padding zero, rows summing
-/// to 1, and nothing after the query when causal.
+/// to 1, and nothing on keys the query may not attend to (after it when causal, before the window).
 fn read_attention(
     f: &NpyFile,
     width: usize,
     head: HeadId,
     heads: u16,
     spans: &[SequenceSpan],
-    causal: bool,
+    keys: AttendedKeys,
 ) -> Result<Vec<SequenceAttention>> {
     let n: usize = spans.iter().map(|s| s.len).sum();
     let start = (usize::from(head.layer) * usize::from(heads) + usize::from(head.head)) * n * width;
@@ -689,10 +696,23 @@ fn read_attention(
                         format!("weight {} at position {} beyond its sequence of {len} tokens (padding must be 0)", row[len + p], len + p),
                     ));
                 }
-                if causal && let Some(p) = row[qi + 1..len].iter().position(|v| *v > ZERO_TOLERANCE) {
+                let visible = keys.range(qi, len);
+                if let Some(p) = row[visible.end..len].iter().position(|v| *v > ZERO_TOLERANCE) {
+                    let j = visible.end + p;
                     return Err(fail(
                         token,
-                        format!("--causal, but position {qi} attends to the later position {} ({})", qi + 1 + p, row[qi + 1 + p]),
+                        format!("--causal, but position {qi} attends to the later position {j} ({})", row[j]),
+                    ));
+                }
+                if let Some(j) = row[..visible.start].iter().position(|v| *v > ZERO_TOLERANCE) {
+                    return Err(fail(
+                        token,
+                        format!(
+                            "--window {}, but position {qi} attends to position {j} ({}), {} positions back",
+                            keys.window.unwrap_or_default(),
+                            row[j],
+                            qi - j
+                        ),
                     ));
                 }
                 let sum: f64 = row[..len].iter().map(|v| f64::from(*v)).sum();
@@ -827,12 +847,45 @@ fn import_difference(
         })
 }
 
+impl ImportPlan {
+    /// The keys a query of `layer` may attend to: the causal mask and the window where it applies.
+    pub fn attended_keys(&self, layer: u16) -> AttendedKeys {
+        let windowed = self
+            .window_layers
+            .as_ref()
+            .is_none_or(|layers| layers.contains(&layer));
+        AttendedKeys {
+            causal: self.causal,
+            window: self.window.filter(|_| windowed),
+        }
+    }
+
+    /// The window flags, checked against each other and the input's `layers`.
+    fn check_window(&self, layers: u16) -> Result<()> {
+        match (self.window, &self.window_layers) {
+            (Some(0), _) => bail!("--window 0: a window must hold at least 1 position"),
+            (Some(w), _) if !self.causal => bail!(
+                "--window {w} needs --causal: a sliding window masks keys {w} or more positions before the query in causal attention"
+            ),
+            (None, Some(_)) => bail!("--window-layers needs --window"),
+            (Some(_), Some(list)) => {
+                if let Some(l) = list.iter().find(|&&l| l >= layers) {
+                    bail!("--window-layers: layer {l} is not in the input's {layers} layers");
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Runs the import. Heads already in the dataset are skipped.
 pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
     let start = Instant::now();
 
     // 1. Everything checkable without the data, before anything is written.
     let (source, layers, heads, n) = VectorSource::open(plan)?;
+    plan.check_window(layers)?;
     let tokens = read_tokens(&plan.tokens)?;
     if tokens.len() != n {
         let what = match &source {
@@ -901,7 +954,7 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
         ),
         AttentionSource::None => "none".to_string(),
     };
-    let config = serde_json::json!({
+    let mut config = serde_json::json!({
         "attnviz_import": {
             "source": source.describe(),
             "tokens": { "file": plan.tokens.file_name().map(|n| n.to_string_lossy().into_owned()), "count": n, "sequences": spans.len() },
@@ -909,6 +962,18 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
             "attention": attention_mode,
         }
     });
+    if let Some(window) = plan.window {
+        // In transformers' terms (`sliding_window`, `layer_types`), which `attended_keys` reads
+        // back for the fidelity metrics as it does from a model's config.json.
+        config["sliding_window"] = window.into();
+        config["layer_types"] = (0..layers)
+            .map(|l| match plan.attended_keys(l).window {
+                Some(_) => "sliding_attention",
+                None => "full_attention",
+            })
+            .collect::<Vec<_>>()
+            .into();
+    }
     let info = ModelInfo {
         id: plan.model_id.clone(),
         architecture: Architecture::Imported {
@@ -957,6 +1022,14 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
     }
     params.insert("normalize".to_string(), plan.normalize.to_string());
     params.insert("causal".to_string(), plan.causal.to_string());
+    // Recorded only when given, so that imports made before the flag existed resume unchanged.
+    if let Some(window) = plan.window {
+        params.insert("window".to_string(), window.to_string());
+        if let Some(list) = &plan.window_layers {
+            let list: Vec<String> = list.iter().map(u16::to_string).collect();
+            params.insert("window-layers".to_string(), list.join(","));
+        }
+    }
     let meta = DatasetMeta {
         schema_version: DATA_MODEL_VERSION,
         model: info.clone(),
@@ -982,11 +1055,14 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
         // Shards share the directory: a failing one must not delete the others' heads.
         armed: fresh && plan.shard.is_none(),
     };
-    let dataset = Dataset::create(&plan.out, &meta)?;
-    dataset.remove_stale_temp_files()?;
-    if dataset.has_tokens() || !dataset.heads()?.is_empty() {
-        // Heads on disk are reused only when they were imported as this command asks.
-        if let Some((what, old, new)) = import_difference(dataset.meta(), &meta) {
+    // Heads on disk are reused only when they were imported as this command asks: the import's
+    // own settings are compared first, so that a refusal names the flag (`--window`) rather than
+    // the model description it shapes (`model.config.sliding_window`).
+    if !fresh {
+        let existing = Dataset::open(&plan.out)?;
+        if (existing.has_tokens() || !existing.heads()?.is_empty())
+            && let Some((what, old, new)) = import_difference(existing.meta(), &meta)
+        {
             cleanup.armed = false;
             bail!(
                 "--out {}: the dataset there was made with {what} = {old}, this import asks for {new}; use a new --out directory (or delete that one)",
@@ -994,6 +1070,8 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
             );
         }
     }
+    let dataset = Dataset::create(&plan.out, &meta)?;
+    dataset.remove_stale_temp_files()?;
     if dataset.has_tokens() {
         if dataset.read_tokens()? != tokens {
             cleanup.armed = false;
@@ -1024,11 +1102,16 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
         let attention = match (&plan.attention, &given) {
             (AttentionSource::Computed { scale }, _) => {
                 let scale = scale.unwrap_or_else(|| 1.0 / (d as f64).sqrt());
-                compute_attention(&vectors, &spans, plan.causal, scale)?
+                compute_attention(&vectors, &spans, plan.attended_keys(head.layer), scale)?
             }
-            (AttentionSource::Npy(_), Some((f, width))) => {
-                read_attention(f, *width, head, heads, &spans, plan.causal)?
-            }
+            (AttentionSource::Npy(_), Some((f, width))) => read_attention(
+                f,
+                *width,
+                head,
+                heads,
+                &spans,
+                plan.attended_keys(head.layer),
+            )?,
             _ => Vec::new(),
         };
         let capture = HeadCapture {
@@ -1041,7 +1124,7 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
             &normalizer,
             &capture,
             &tokens,
-            plan.causal.into(),
+            plan.attended_keys(head.layer),
             plan.seed,
         )?;
         progress.inc();
@@ -1205,23 +1288,38 @@ mod tests {
             start: 0,
             len: 3,
         }];
-        for causal in [false, true] {
-            let a = compute_attention(&v, &spans, causal, 1.0 / 2f64.sqrt()).expect("attention");
+        // Bidirectional, causal, and causal with a window of 2 (query 2 no longer sees key 0).
+        let masks: [(AttendedKeys, [usize; 3], [usize; 3]); 3] = [
+            (false.into(), [0, 0, 0], [3, 3, 3]),
+            (true.into(), [0, 0, 0], [1, 2, 3]),
+            (
+                AttendedKeys {
+                    causal: true,
+                    window: Some(2),
+                },
+                [0, 0, 1],
+                [1, 2, 3],
+            ),
+        ];
+        for (keys, first, end) in masks {
+            let a = compute_attention(&v, &spans, keys, 1.0 / 2f64.sqrt()).expect("attention");
             assert_eq!(a[0].seq_id, 4);
             for i in 0..3 {
-                let visible = if causal { i + 1 } else { 3 };
-                let logits: Vec<f64> = (0..visible)
-                    .map(|j| {
-                        let (qi, kj) = (v.queries().row(i), v.keys().row(j));
-                        (f64::from(qi[0] * kj[0] + qi[1] * kj[1])) / 2f64.sqrt()
-                    })
-                    .collect();
-                let z: f64 = logits.iter().map(|l| l.exp()).sum();
+                let visible = first[i]..end[i];
+                let logit = |j: usize| {
+                    let (qi, kj) = (v.queries().row(i), v.keys().row(j));
+                    (f64::from(qi[0] * kj[0] + qi[1] * kj[1])) / 2f64.sqrt()
+                };
+                let z: f64 = visible.clone().map(|j| logit(j).exp()).sum();
                 for j in 0..3 {
-                    let want = logits.get(j).map_or(0.0, |l| l.exp() / z);
+                    let want = if visible.contains(&j) {
+                        logit(j).exp() / z
+                    } else {
+                        0.0
+                    };
                     assert!(
                         (f64::from(a[0].get(i, j)) - want).abs() < 1e-6,
-                        "{causal} {i} {j}"
+                        "{keys:?} {i} {j}"
                     );
                 }
             }

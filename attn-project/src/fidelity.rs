@@ -50,7 +50,7 @@ impl From<bool> for AttendedKeys {
 
 impl AttendedKeys {
     /// The keys query `p` of a sequence of `len` tokens may attend to, as a position range.
-    fn range(self, p: usize, len: usize) -> std::ops::Range<usize> {
+    pub fn range(self, p: usize, len: usize) -> std::ops::Range<usize> {
         let end = if self.causal { p + 1 } else { len };
         let start = self.window.map_or(0, |w| (p + 1).saturating_sub(w));
         start..end

@@ -139,6 +139,11 @@ fn slab(v: &[f32], head: HeadId) -> &[f32] {
     &v[start..start + size]
 }
 
+/// `base` followed by `extra`.
+fn joined<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+    base.iter().chain(extra).copied().collect()
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
@@ -152,9 +157,23 @@ fn expected_attention(
     causal: bool,
     scale: f64,
 ) -> Vec<Vec<f64>> {
+    expected_windowed_attention(q, k, start, len, causal, None, scale)
+}
+
+/// [`expected_attention`] where keys `window` or more positions back are masked too.
+fn expected_windowed_attention(
+    q: &[f32],
+    k: &[f32],
+    start: usize,
+    len: usize,
+    causal: bool,
+    window: Option<usize>,
+    scale: f64,
+) -> Vec<Vec<f64>> {
     (0..len)
         .map(|i| {
             let visible = if causal { i + 1 } else { len };
+            let first = window.map_or(0, |w| (i + 1).saturating_sub(w));
             let logits: Vec<f64> = (0..visible)
                 .map(|j| {
                     let dot: f64 = (0..D)
@@ -165,11 +184,14 @@ fn expected_attention(
                     dot * scale
                 })
                 .collect();
-            let m = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let z: f64 = logits.iter().map(|l| (l - m).exp()).sum();
+            let m = logits[first..]
+                .iter()
+                .copied()
+                .fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = logits[first..].iter().map(|l| (l - m).exp()).sum();
             (0..len)
                 .map(|j| {
-                    if j < visible {
+                    if (first..visible).contains(&j) {
                         (logits[j] - m).exp() / z
                     } else {
                         0.0
@@ -1064,4 +1086,184 @@ fn a_reimport_with_other_settings_or_inputs_is_refused() {
         &["input file", "k.npy", "new --out"],
     );
     assert_eq!(attnviz_tests::mtimes(&tmp.path().join("ds")), before);
+}
+
+/// `--window` (Mistral/Qwen2 sliding-window layers): computed attention is masked to the window on
+/// the layers it names, recorded as transformers records it, checked in given attention, and part
+/// of the settings a resumed import must match.
+#[test]
+fn a_sliding_window_masks_computed_attention_and_is_checked_in_given_attention() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let toy = toy(tmp.path());
+    let base = [
+        "import",
+        "--queries",
+        s(&toy.q),
+        "--keys",
+        s(&toy.k),
+        "--tokens",
+        s(&toy.tokens),
+    ];
+    let att = tmp.path().join("att.npy");
+    attnviz_ok(
+        tmp.path(),
+        &joined(
+            &base,
+            &[
+                "--causal",
+                "--window",
+                "3",
+                "--window-layers",
+                "1",
+                "--out",
+                "win",
+                "--quiet",
+            ],
+        ),
+    );
+    let ds = Dataset::open(tmp.path().join("win")).expect("opens");
+    let config = &ds.meta().model.config;
+    assert_eq!(config["sliding_window"], 3);
+    assert_eq!(
+        config["layer_types"],
+        serde_json::json!(["full_attention", "sliding_attention"])
+    );
+    let mut masked = 0;
+    for h in HeadId::all(2, 2) {
+        let window = (h.layer == 1).then_some(3);
+        let mut start = 0;
+        for (a, &len) in ds.read_attention(h).expect("attention").iter().zip(&LENS) {
+            let want = expected_windowed_attention(
+                slab(&toy.qv, h),
+                slab(&toy.kv, h),
+                start,
+                len,
+                true,
+                window,
+                1.0 / (D as f64).sqrt(),
+            );
+            for (i, row) in want.iter().enumerate() {
+                for (j, w) in row.iter().enumerate() {
+                    assert!(
+                        (f64::from(a.get(i, j)) - w).abs() < 1e-5,
+                        "{h} seq at {start}, {i},{j}: {} vs {w}",
+                        a.get(i, j)
+                    );
+                    if window.is_some() && j < i && i - j >= 3 {
+                        assert_eq!(a.get(i, j), 0.0);
+                        masked += 1;
+                    }
+                }
+            }
+            start += len;
+        }
+    }
+    assert!(
+        masked > 0,
+        "the window masked no key: the test would not see it"
+    );
+
+    // Given attention that attends beyond the window is refused, naming the flag and the weight.
+    let width = 7;
+    let mut given = vec![0f32; LAYERS * HEADS * n_tokens() * width];
+    for h in HeadId::all(2, 2) {
+        let slot = (usize::from(h.layer) * HEADS + usize::from(h.head)) * n_tokens() * width;
+        let mut start = 0;
+        for &len in &LENS {
+            let rows = expected_attention(
+                slab(&toy.qv, h),
+                slab(&toy.kv, h),
+                start,
+                len,
+                true,
+                1.0 / (D as f64).sqrt(),
+            );
+            for (i, row) in rows.iter().enumerate() {
+                for (j, w) in row.iter().enumerate() {
+                    given[slot + (start + i) * width + j] = *w as f32;
+                }
+            }
+            start += len;
+        }
+    }
+    write_f32(&att, &[LAYERS, HEADS, n_tokens(), width], &given);
+    attnviz_fails(
+        tmp.path(),
+        &joined(
+            &base,
+            &[
+                "--attention",
+                s(&att),
+                "--causal",
+                "--window",
+                "3",
+                "--out",
+                "given",
+            ],
+        ),
+        &["att.npy", "--window 3", "positions back"],
+    );
+    assert!(!tmp.path().join("given").exists());
+    // Full causal attention is what it is without the window.
+    attnviz_ok(
+        tmp.path(),
+        &joined(
+            &base,
+            &[
+                "--attention",
+                s(&att),
+                "--causal",
+                "--out",
+                "given",
+                "--quiet",
+            ],
+        ),
+    );
+
+    // The flags are checked before anything is written.
+    attnviz_fails(
+        tmp.path(),
+        &joined(&base, &["--window", "3", "--out", "bad"]),
+        &["--window 3 needs --causal"],
+    );
+    attnviz_fails(
+        tmp.path(),
+        &joined(
+            &base,
+            &[
+                "--causal",
+                "--window",
+                "3",
+                "--window-layers",
+                "5",
+                "--out",
+                "bad",
+            ],
+        ),
+        &["--window-layers", "layer 5"],
+    );
+    attnviz_fails(
+        tmp.path(),
+        &joined(&base, &["--causal", "--window", "0", "--out", "bad"]),
+        &["--window 0"],
+    );
+    assert!(!tmp.path().join("bad").exists());
+
+    // Another window is another setting: a resumed import refuses it.
+    attnviz_fails(
+        tmp.path(),
+        &joined(
+            &base,
+            &[
+                "--causal",
+                "--window",
+                "2",
+                "--window-layers",
+                "1",
+                "--out",
+                "win",
+            ],
+        ),
+        &["--window", "3", "2"],
+    );
 }
