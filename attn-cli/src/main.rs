@@ -818,8 +818,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             finish(&summary, cli.json)
         }
         Command::Info { dataset } => {
-            let summary = attn_pipeline::dataset_summary(&dataset)?;
-            finish(&summary, cli.json)
+            let info = attn_pipeline::dataset_info(&dataset)?;
+            if cli.json {
+                outln!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                summary::print_info(&info);
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Bench { args } => {
             // The driver lives in the benches crate (it links the peer crate bhtsne); it is built into

@@ -1,6 +1,6 @@
 //! The per-head summary table that `run`, `extract`, `project`, `import` and `info` print.
 
-use attn_pipeline::{HeadSummary, RunSummary};
+use attn_pipeline::{DatasetInfo, HeadSummary, RunSummary};
 
 /// A column of the table: its header and how to read its value from a head's row.
 type Column<'a> = (String, Box<dyn Fn(&HeadSummary) -> Option<f32> + 'a>);
@@ -15,9 +15,102 @@ fn missing(column: &str) -> &'static str {
     }
 }
 
-/// Prints the per-head table (normalization diagnostics; the input spaces' attention fidelity; per
-/// projection trustworthiness@10, attention fidelity and hit@3), the means, and the totals.
+/// Prints the per-head table and the totals of what a command did.
 pub fn print_summary(s: &RunSummary) {
+    print_table(s);
+    outln!(
+        "{} sequences, {} tokens, {} heads ({} extracted now), {} projections computed, {} reused, {:.1} s",
+        s.sequences,
+        s.tokens,
+        s.heads,
+        s.heads_extracted,
+        s.projections_computed,
+        s.projections_reused,
+        s.seconds
+    );
+    outln!("dataset: {}", s.dataset.display());
+    for f in &s.figures {
+        outln!("figure:  {}", f.display());
+    }
+    if s.interrupted {
+        outln!("interrupted: finished heads are on disk; run the same command again to resume");
+    }
+}
+
+/// Prints what a dataset is (model, corpus, settings, how complete), then its per-head table.
+pub fn print_info(info: &DatasetInfo) {
+    let (model, run) = (&info.meta.model, &info.meta.run);
+    let s = &info.summary;
+    let version = run
+        .crate_versions
+        .get("attn-pipeline")
+        .map_or(String::new(), |v| format!(", attnviz {v}"));
+    outln!(
+        "dataset:  {} (data model {}, created {}{version})",
+        s.dataset.display(),
+        info.meta.schema_version,
+        run.created_at
+    );
+    let key_heads = model
+        .num_key_value_heads
+        .filter(|&kv| kv != model.num_heads)
+        .map_or(String::new(), |kv| format!(" ({kv} key heads)"));
+    let rope = match model.rope {
+        Some(attn_types::RopeCapture::Post) => "; q/k after the rotary embedding",
+        Some(attn_types::RopeCapture::Pre) => "; q/k before the rotary embedding (--rope pre)",
+        None => "",
+    };
+    outln!(
+        "model:    {} ({}, {} layers x {} heads{key_heads}, head dim {}{rope})",
+        model.id,
+        model.architecture,
+        model.num_layers,
+        model.num_heads,
+        model.head_dim
+    );
+    outln!(
+        "corpus:   {}: {} sequences, {} tokens",
+        run.corpus,
+        s.sequences,
+        s.tokens
+    );
+    let settings: Vec<String> = run
+        .params
+        .iter()
+        .filter(|(k, _)| !k.starts_with("input_file:") && *k != "corpus_digest")
+        .map(|(k, v)| format!("{k} {v}"))
+        .chain([format!("seed {}", run.seed)])
+        .collect();
+    outln!("settings: {}", settings.join(", "));
+    let projections: Vec<String> = info
+        .projections
+        .iter()
+        .map(|(k, n)| format!("{k} ({n})"))
+        .collect();
+    outln!(
+        "heads:    {} of the model's {} stored{}; projections: {}",
+        s.heads,
+        info.model_heads,
+        if s.heads < info.model_heads {
+            " (a selection, an interrupted run, or shards not all done)"
+        } else {
+            ""
+        },
+        if projections.is_empty() {
+            "none".to_string()
+        } else {
+            projections.join(", ")
+        }
+    );
+    if !s.per_head.is_empty() {
+        outln!();
+        print_table(s);
+    }
+}
+
+/// Prints the per-head table (normalization diagnostics; the input spaces' attention fidelity; per
+/// projection trustworthiness@10, attention fidelity and hit@3) and the means.
+fn print_table(s: &RunSummary) {
     let fmt =
         |v: Option<f32>, column: &str| v.map_or(missing(column).to_string(), |v| format!("{v:.3}"));
     let mut keys: Vec<&String> = s
@@ -92,23 +185,6 @@ pub fn print_summary(s: &RunSummary) {
         outln!(
             "hit3 = share of queries whose most-attended key is among their 3 nearest keys (chance {chance:.3})"
         );
-    }
-    outln!(
-        "{} sequences, {} tokens, {} heads ({} extracted now), {} projections computed, {} reused, {:.1} s",
-        s.sequences,
-        s.tokens,
-        s.heads,
-        s.heads_extracted,
-        s.projections_computed,
-        s.projections_reused,
-        s.seconds
-    );
-    outln!("dataset: {}", s.dataset.display());
-    for f in &s.figures {
-        outln!("figure:  {}", f.display());
-    }
-    if s.interrupted {
-        outln!("interrupted: finished heads are on disk; run the same command again to resume");
     }
 }
 

@@ -77,7 +77,7 @@ pub struct ExtractOptions {
     /// Cut sequences longer than the model's position table (with a warning on stderr) instead of
     /// failing with [`ExtractError::SequenceTooLong`].
     pub truncate: bool,
-    /// With `truncate`: print a warning on stderr for each sequence cut.
+    /// With `truncate`: print one warning line on stderr saying how many sequences were cut.
     pub warn_truncation: bool,
     /// Capture the attention probabilities (`HeadCapture::attention`); when false that list is empty.
     pub capture_attention: bool,
@@ -701,8 +701,8 @@ impl LoadedModel {
         Ok((layers, pick(&opts.heads, self.info.num_heads, "head")?))
     }
 
-    /// Tokenizes (or preprocesses) every sequence and builds its token metadata; `warn` reports each
-    /// truncated sequence on stderr.
+    /// Tokenizes (or preprocesses) every sequence and builds its token metadata; `warn` reports the
+    /// truncated sequences on stderr, in one line.
     fn prepare(&self, corpus: &Corpus, opts: &ExtractOptions, warn: bool) -> Result<Vec<SeqInput>> {
         if corpus.is_empty() {
             return Err(ExtractError::EmptyCorpus(
@@ -730,6 +730,8 @@ impl LoadedModel {
                 Corpus::Text(texts),
             ) => {
                 let mut out = Vec::with_capacity(texts.len());
+                // (sequences cut, the first one cut, the longest length).
+                let mut cut: Option<(usize, usize, usize)> = None;
                 for (si, text) in texts.iter().enumerate() {
                     let mut enc = tokenizer.encode(text, None)?;
                     if enc.ids.len() > max {
@@ -740,12 +742,10 @@ impl LoadedModel {
                                 max,
                             });
                         }
-                        if warn {
-                            eprintln!(
-                                "attn-extract: warning: sequence {si} has {} tokens; truncated to {max}",
-                                enc.ids.len()
-                            );
-                        }
+                        let len = enc.ids.len();
+                        cut = Some(cut.map_or((1, si, len), |(n, first, longest)| {
+                            (n + 1, first, longest.max(len))
+                        }));
                         enc = tokenizer.encode(text, Some(max))?;
                     }
                     if enc.ids.is_empty() {
@@ -784,6 +784,14 @@ impl LoadedModel {
                         ids: enc.ids,
                         pixels: Vec::new(),
                     });
+                }
+                if let (true, Some((n, first, longest))) = (warn, cut) {
+                    eprintln!(
+                        "attn-extract: warning: {n} of {} sequences are longer than the model's {max} \
+                         positions and were truncated to {max} tokens (the first is sequence {first}; \
+                         the longest had {longest} tokens)",
+                        texts.len()
+                    );
                 }
                 Ok(out)
             }

@@ -419,7 +419,7 @@ pub fn run(plan: &RunPlan, control: Control<'_>) -> Result<RunSummary> {
         run: RunInfo {
             corpus: corpus_name,
             num_sequences: corpus.len() as u32,
-            num_tokens: 0,
+            num_tokens: lengths.iter().sum::<usize>() as u64,
             seed: plan.projection.seed,
             params,
             crate_versions: crate_versions(),
@@ -1202,6 +1202,41 @@ pub fn dataset_summary(dir: &Path) -> Result<RunSummary> {
         seconds: 0.0,
         per_head: summarize(&dataset, &heads)?,
         figures: Vec::new(),
+    })
+}
+
+/// What `attnviz info` shows: a dataset's metadata, how complete it is, and its per-head summary
+/// (the summary's fields at the top level of the JSON, as [`dataset_summary`] gives them).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DatasetInfo {
+    /// The model, the run that made the dataset and its settings.
+    pub meta: DatasetMeta,
+    /// Query heads of the model (layers x heads); fewer are stored when a run selected some, was
+    /// interrupted, or ran as shards not all finished.
+    pub model_heads: usize,
+    /// Heads stored per projection, by `method_dims` (e.g. `tsne_2d`).
+    pub projections: BTreeMap<String, usize>,
+    /// The per-head summary.
+    #[serde(flatten)]
+    pub summary: RunSummary,
+}
+
+/// [`DatasetInfo`] of the dataset at `dir`.
+pub fn dataset_info(dir: &Path) -> Result<DatasetInfo> {
+    let summary = dataset_summary(dir)?;
+    let dataset = Dataset::open(dir)?;
+    let mut projections = BTreeMap::new();
+    for head in dataset.heads()? {
+        for (method, dims) in dataset.projections(head) {
+            *projections.entry(format!("{method}_{dims}d")).or_insert(0) += 1;
+        }
+    }
+    let meta = dataset.meta().clone();
+    Ok(DatasetInfo {
+        model_heads: usize::from(meta.model.num_layers) * usize::from(meta.model.num_heads),
+        meta,
+        projections,
+        summary,
     })
 }
 

@@ -5,8 +5,8 @@ use std::path::Path;
 use attn_store::Dataset;
 use attn_types::{HeadId, ProjectionMethod};
 use attnviz_tests::{
-    InputRanks, attnviz_fails, attnviz_ok, check_trustworthiness, fixture_model, mtimes, png_size,
-    write_corpus,
+    InputRanks, attnviz, attnviz_fails, attnviz_ok, check_trustworthiness, fixture_model, mtimes,
+    png_size, write_corpus,
 };
 
 const SENTENCES: &[&str] = &[
@@ -196,6 +196,28 @@ fn bert_runs_end_to_end_with_figures() {
     let info: serde_json::Value =
         serde_json::from_str(&attnviz_ok(tmp.path(), &["info", ds_s, "--json"])).unwrap();
     assert_eq!(info["per_head"].as_array().unwrap().len(), 12);
+    assert_eq!(info["model_heads"], 12);
+    assert_eq!(info["meta"]["model"]["id"], "bert_tiny");
+    assert_eq!(info["projections"]["tsne_2d"], 12);
+    assert_eq!(info["meta"]["run"]["num_tokens"], info["tokens"]);
+    // As a table: what the dataset is before the per-head rows.
+    let text = attnviz_ok(tmp.path(), &["info", ds_s]);
+    let header: Vec<&str> = text.lines().take(5).collect();
+    assert!(
+        header[1].starts_with("model:    bert_tiny (bert, 3 layers x 4 heads"),
+        "{text}"
+    );
+    assert!(
+        header[2].contains(&format!("{} tokens", info["tokens"])),
+        "{text}"
+    );
+    assert!(
+        header[4].contains(
+            "12 of the model's 12 stored; projections: pca_2d (12), tsne_2d (12), umap_2d (12)"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("extracted now"), "{text}");
 }
 
 #[test]
@@ -721,6 +743,33 @@ fn bad_input_is_a_clear_error_and_leaves_no_dataset() {
         &["long.txt", "sequence 1", "maximum of 40", "--truncate"],
     );
     assert!(!err.contains("ExtractOptions"), "{err}");
+    // With --truncate it runs, saying once (not per sequence) what was cut.
+    let out = attnviz(
+        tmp.path(),
+        &[
+            "run",
+            "--model",
+            m,
+            "--corpus",
+            long.to_str().unwrap(),
+            "--truncate",
+            "--methods",
+            "pca",
+            "--no-render",
+            "--quiet",
+            "--out",
+            "cut",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains("1 of 2 sequences") && warnings[0].contains("had 122 tokens"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(tmp.path().join("cut")).unwrap();
     attnviz_fails(
         tmp.path(),
         &[
