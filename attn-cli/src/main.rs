@@ -40,7 +40,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "attnviz", version, about, long_about)]
 struct Cli {
-    /// No progress bars or informational output.
+    /// No progress bars or informational messages (results, warnings and errors still print).
     #[arg(long, short, global = true)]
     quiet: bool,
     /// Print a JSON summary on stdout instead of the table.

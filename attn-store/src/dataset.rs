@@ -539,9 +539,14 @@ impl Dataset {
         read_normalization_file(self.vectors_path(head), head)
     }
 
-    /// Whether a head's vectors are on disk (the completion marker of extraction for that head).
+    /// Whether a head's vectors are on disk (the completion marker of extraction for that head),
+    /// with its key head's file where the dataset stores keys once per key head: without that file
+    /// the head cannot be read, so a resumed run extracts it again, which writes the file anew.
     pub fn has_head(&self, head: HeadId) -> bool {
         self.vectors_path(head).is_file()
+            && self
+                .shared_key_head(head)
+                .is_none_or(|key_head| self.keys_path(key_head).is_file())
     }
 
     /// Heads whose vectors are on disk, in layer-major order.

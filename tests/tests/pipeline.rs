@@ -667,6 +667,23 @@ fn shards_equal_one_run(fixture: &str) {
             assert_eq!(a.coords, b.coords, "{h} {m} coordinates differ");
         }
     }
+    if fixture == "llama_tiny" {
+        // A deleted key file is repaired by a resume: the heads of its group count as missing and
+        // are extracted again, which writes the same file.
+        let k = HeadId::new(1, 0);
+        let before = std::fs::read(sharded.keys_path(k)).unwrap();
+        std::fs::remove_file(sharded.keys_path(k)).unwrap();
+        let out = attnviz_ok(
+            tmp.path(),
+            &[&common[..], &["--out", "sharded", "--json"]].concat(),
+        );
+        let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            summary["heads_extracted"], 3,
+            "the key file's group is extracted again"
+        );
+        assert_eq!(std::fs::read(sharded.keys_path(k)).unwrap(), before);
+    }
 }
 
 #[test]
