@@ -324,12 +324,19 @@ enum ViewArg {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ColorArg {
+    // The viewer API's names (`attn_viz_core::ColorEncoding`) are accepted too.
+    #[value(alias = "query_key")]
     QueryKey,
+    #[value(alias = "normalized_position")]
     Position,
+    #[value(alias = "discrete_position")]
     Discrete,
     Norm,
+    #[value(alias = "patch_row")]
     PatchRow,
+    #[value(alias = "patch_column")]
     PatchColumn,
+    #[value(alias = "original_patch")]
     Patch,
 }
 
@@ -911,6 +918,10 @@ fn render_cmd(args: &RenderArgs) -> Result<PathBuf> {
     let view_name = format!("{:?}", args.view).to_ascii_lowercase();
     let out = match &args.out {
         Some(p) => p.clone(),
+        // The Matrix and Similarity views show every head: named as `run` names its figures.
+        None if matches!(args.view, ViewArg::Matrix | ViewArg::Similarity) => {
+            dataset.figure_path(&format!("{view_name}_{}_{}d.png", args.method, args.dims))
+        }
         None => dataset.figure_path(&format!(
             "{view_name}_{}_{}_{}d.png",
             args.head, args.method, args.dims

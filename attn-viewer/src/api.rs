@@ -650,7 +650,13 @@ fn view_state(params: &Params, method: ProjectionMethod, dims: u8) -> Result<Vie
     if let Some(e) = params.get("encoding") {
         state.encoding = serde_json::from_value::<ColorEncoding>(Value::String(e.clone()))
             .map_err(|_| {
-                ViewerError::parameter("encoding", format!("`{e}` is not a color encoding"))
+                ViewerError::parameter(
+                    "encoding",
+                    format!(
+                        "`{e}` is not a color encoding ({})",
+                        encodings(true).join(", ")
+                    ),
+                )
             })?;
     }
     if let Some(text) = params.get("search").filter(|s| !s.is_empty()) {

@@ -64,24 +64,33 @@ const ROW_RAMP: (Rgba, Rgba) = (Rgba::rgb(222, 235, 247), Rgba::rgb(8, 48, 107))
 const COL_RAMP: (Rgba, Rgba) = (Rgba::rgb(254, 230, 206), Rgba::rgb(166, 54, 3));
 
 /// How points are colored. One encoding is shared by every cell of the Matrix View and the Single View.
+///
+/// Serialized in snake_case (`query_key`, `normalized_position`, ...); the CLI's `--color` names
+/// (`query-key`, `position`, `discrete`, `patch-row`, `patch-column`, `patch`) read too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ColorEncoding {
     /// Queries green, keys pink.
     #[default]
+    #[serde(alias = "query-key")]
     QueryKey,
     /// `pos / (len - 1)`, light (first token) to dark (last); green ramp for queries, pink for keys.
+    #[serde(alias = "position")]
     NormalizedPosition,
     /// `pos mod 5`: five hues ([`DISCRETE_HUES`]), darker for queries.
+    #[serde(alias = "discrete")]
     DiscretePosition,
     /// Vector norm before scaling, light (smallest) to dark (largest) over the heads shown; needs norms.
     Norm,
     /// Image patch row `row / (rows - 1)`, light (top) to dark; tokens without a patch are gray.
+    #[serde(alias = "patch-row")]
     PatchRow,
     /// Image patch column, light (left) to dark; tokens without a patch are gray.
+    #[serde(alias = "patch-column")]
     PatchColumn,
     /// The original patch pixels: the mean patch color when given to [`ModelData::with_patch_colors`],
     /// else gray; every patch point also carries an [`OriginalPatch`] for the renderer to draw.
+    #[serde(alias = "patch")]
     OriginalPatch,
 }
 

@@ -950,3 +950,24 @@ fn patch_token_finds_the_patch() {
     assert_eq!(crate::patch_token(&tokens, seq, 1, 2), Some(2));
     assert_eq!(crate::patch_token(&tokens, seq + 1, 1, 2), None);
 }
+
+/// The viewer API's encoding names and the CLI's `--color` names read as the same encoding; the
+/// API name is what is written.
+#[test]
+fn encodings_read_by_their_api_and_cli_names() {
+    for (api, cli) in [
+        ("query_key", "query-key"),
+        ("normalized_position", "position"),
+        ("discrete_position", "discrete"),
+        ("norm", "norm"),
+        ("patch_row", "patch-row"),
+        ("patch_column", "patch-column"),
+        ("original_patch", "patch"),
+    ] {
+        let by_api: ColorEncoding = serde_json::from_value(api.into()).unwrap();
+        let by_cli: ColorEncoding = serde_json::from_value(cli.into()).unwrap();
+        assert_eq!(by_api, by_cli, "{api} / {cli}");
+        assert_eq!(serde_json::to_value(by_api).unwrap(), api);
+    }
+    assert!(serde_json::from_value::<ColorEncoding>("rainbow".into()).is_err());
+}

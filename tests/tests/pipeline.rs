@@ -454,6 +454,13 @@ fn vit_runs_on_synthetic_and_folder_images() {
             ],
         );
         assert!(png_size(&colored).0 > 600);
+        // The viewer API's encoding names read too; the Matrix View is named as `run` names it,
+        // not after a head it does not single out.
+        let out = attnviz_ok(
+            tmp.path(),
+            &["render", "ds", "--method", "umap", "--color", "patch_row"],
+        );
+        assert!(out.contains("figures/matrix_umap_2d.png"), "{out}");
 
         // A folder of images, read in file-name order and resized to the model's input size.
         let folder = tmp.path().join("images");
