@@ -857,13 +857,16 @@ pub fn project_heads(
     // A stored projection is reused only when it was made with the settings asked for now.
     let mut pending = Vec::new();
     for &(h, m, d) in tasks {
-        if !dataset.has_projection(h, m, d)
-            || !made_with(
-                &dataset.read_projection(h, m, d)?.spec,
-                settings,
-                dataset.has_attention(h),
-            )
-        {
+        let reusable = dataset.has_projection(h, m, d) && {
+            let stored = dataset.read_projection(h, m, d)?;
+            made_with(&stored.spec, settings, dataset.has_attention(h))
+                // One stored under `--no-quality` lacks the numbers this run reports: it is made
+                // again (the same coordinates, as the settings are the same) with them.
+                && !(settings.quality
+                    && stored.quality.is_none()
+                    && quality_k(stored.coords.rows()) > 0)
+        };
+        if !reusable {
             pending.push((h, m, d));
         }
     }
@@ -908,6 +911,12 @@ pub fn project_heads(
             )
         })?;
     Ok((progress.done(), reused))
+}
+
+/// The neighbourhood size of the quality metrics for a layout of `points` (queries and keys): at
+/// most [`QUALITY_K`], and 0 (none computed) when the head is too small.
+fn quality_k(points: usize) -> usize {
+    QUALITY_K.min((points / 2).saturating_sub(1))
 }
 
 /// Whether a stored projection's spec is what `settings` would make now: the vectors laid out (raw
@@ -1057,7 +1066,7 @@ pub fn layout_head(
             "vectors_raw".into(),
             f64::from(u8::from(std::ptr::eq(vectors, &input.raw))),
         );
-        let k = QUALITY_K.min((n / 2).saturating_sub(1));
+        let k = quality_k(n);
         let quality = if settings.quality && k > 0 {
             Some(attn_project::quality_sampled(
                 &joint,

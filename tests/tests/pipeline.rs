@@ -588,6 +588,31 @@ fn interrupted_run_resumes_without_recomputing_finished_heads() {
         &[ProjectionMethod::Tsne, ProjectionMethod::Pca],
         2,
     );
+    // Layouts stored without quality numbers (--no-quality) are made again when a run asks for
+    // them, with the same coordinates; with --no-quality they are reused as they are.
+    let pca = |h| {
+        Dataset::open(&ds)
+            .unwrap()
+            .read_projection(h, ProjectionMethod::Pca, 2)
+            .unwrap()
+    };
+    let head = HeadId::new(1, 2);
+    let with_quality = pca(head);
+    std::fs::remove_dir_all(&ds).unwrap();
+    attnviz_ok(tmp.path(), &[&base[..], &["--no-quality"]].concat());
+    assert!(pca(head).quality.is_none());
+    let out = attnviz_ok(
+        tmp.path(),
+        &[&base[..], &["--no-quality", "--json"]].concat(),
+    );
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["projections_computed"], 0, "{summary}");
+    let out = attnviz_ok(tmp.path(), &[&base[..], &["--json"]].concat());
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["projections_computed"], 24, "{summary}");
+    let again = pca(head);
+    assert_eq!(again.coords, with_quality.coords);
+    assert_eq!(again.quality, with_quality.quality);
 }
 
 #[test]
