@@ -385,7 +385,8 @@ struct ImportArgs {
     causal: bool,
     /// Sliding-window attention (with --causal), as Mistral's or Qwen2's window layers: keys N or
     /// more positions before the query get no attention. Computed attention is masked so, given
-    /// attention is checked against it, and the fidelity metrics rank only the keys inside it.
+    /// attention is checked against it, and the fidelity metrics rank only the keys inside it
+    /// (they need queries with at least 4 such keys: under --window 4 they are n/a).
     #[arg(long, value_name = "N")]
     window: Option<usize>,
     /// The layers --window applies to, e.g. 0-3,8 (default: all).
@@ -393,7 +394,7 @@ struct ImportArgs {
     window_layers: Option<String>,
     /// Attention weights: a .npy array [layers, heads, n, max_len] whose row i is token i's
     /// attention over the positions of its own sequence (zero beyond its length). Default: computed
-    /// from the vectors as softmax(q.k/sqrt(d)) per sequence (masked with --causal).
+    /// from the vectors as softmax(q.k/sqrt(d)) per sequence (masked with --causal and --window).
     #[arg(long, value_name = "A.npy", conflicts_with = "no_attention")]
     attention: Option<PathBuf>,
     /// Store no attention (the views then show no attention lines or sentence weights).
@@ -880,6 +881,16 @@ fn render_cmd(args: &RenderArgs) -> Result<PathBuf> {
     let dataset = Dataset::open(&args.dataset)?;
     // The views of one head need the head itself (the Matrix View draws every stored head).
     if !matches!(args.view, ViewArg::Matrix | ViewArg::Similarity) && !dataset.has_head(args.head) {
+        if let Some(key_head) = dataset.shared_key_head(args.head)
+            && dataset.vectors_path(args.head).is_file()
+        {
+            bail!(
+                "--head {}: its keys file {} is missing; run the command that made {} again to extract its group anew",
+                args.head,
+                dataset.keys_path(key_head).display(),
+                args.dataset.display()
+            );
+        }
         bail!(
             "--head {}: {} has no such head (the model has {} layers x {} heads; `attnviz info` lists what is stored)",
             args.head,
@@ -916,14 +927,27 @@ fn render_cmd(args: &RenderArgs) -> Result<PathBuf> {
         ..ViewState::default()
     };
     let view_name = format!("{:?}", args.view).to_ascii_lowercase();
+    // A figure drawn otherwise than by default is named so, and does not replace `run`'s.
+    let mut variant = String::new();
+    if args.color != ColorArg::QueryKey
+        && let Some(color) = args.color.to_possible_value()
+    {
+        variant.push_str(&format!("_{}", color.get_name()));
+    }
+    if args.search.is_some() {
+        variant.push_str("_search");
+    }
+    if let Some(token) = args.select {
+        variant.push_str(&format!("_token{token}"));
+    }
     let out = match &args.out {
         Some(p) => p.clone(),
         // The Matrix and Similarity views show every head: named as `run` names its figures.
-        None if matches!(args.view, ViewArg::Matrix | ViewArg::Similarity) => {
-            dataset.figure_path(&format!("{view_name}_{}_{}d.png", args.method, args.dims))
-        }
+        None if matches!(args.view, ViewArg::Matrix | ViewArg::Similarity) => dataset.figure_path(
+            &format!("{view_name}_{}_{}d{variant}.png", args.method, args.dims),
+        ),
         None => dataset.figure_path(&format!(
-            "{view_name}_{}_{}_{}d.png",
+            "{view_name}_{}_{}_{}d{variant}.png",
             args.head, args.method, args.dims
         )),
     };

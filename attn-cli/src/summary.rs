@@ -102,6 +102,18 @@ pub fn print_info(info: &DatasetInfo) {
             projections.join(", ")
         }
     );
+    if !info.heads_lacking_keys.is_empty() {
+        let names: Vec<String> = info
+            .heads_lacking_keys
+            .iter()
+            .map(|h| h.to_string())
+            .collect();
+        outln!(
+            "missing:  {} heads lack their key head's file in key_heads/ and are left out ({}); run the same command again to extract them anew",
+            names.len(),
+            names.join(", ")
+        );
+    }
     if !s.per_head.is_empty() {
         outln!();
         print_table(s);

@@ -804,7 +804,8 @@ fn input_stamps(plan: &ImportPlan, source: &VectorSource) -> Result<Vec<(String,
 
 /// The first import setting in which an existing dataset differs from the one asked for, as
 /// `(setting, existing, requested)`: the inputs (`--queries`, `--keys`, `--vectors`, `--attention`),
-/// `--no-normalize`, `--causal`, `--seed`, and whether it was imported at all.
+/// `--no-normalize`, `--causal`, `--window`, `--window-layers`, `--seed`, and whether it was
+/// imported at all.
 fn import_difference(
     existing: &DatasetMeta,
     requested: &DatasetMeta,
@@ -886,6 +887,22 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
     // 1. Everything checkable without the data, before anything is written.
     let (source, layers, heads, n) = VectorSource::open(plan)?;
     plan.check_window(layers)?;
+    // A window on every layer is recorded as such however it was asked for (`--window-layers`
+    // naming them all, or none), so that the two resume each other.
+    let every_layer = plan
+        .window_layers
+        .as_ref()
+        .is_some_and(|list| (0..layers).all(|l| list.contains(&l)));
+    let resolved;
+    let plan = if every_layer {
+        resolved = ImportPlan {
+            window_layers: None,
+            ..plan.clone()
+        };
+        &resolved
+    } else {
+        plan
+    };
     let tokens = read_tokens(&plan.tokens)?;
     if tokens.len() != n {
         let what = match &source {

@@ -1191,7 +1191,12 @@ pub fn project_dataset(
 /// `attnviz info`: what a dataset holds.
 pub fn dataset_summary(dir: &Path) -> Result<RunSummary> {
     let dataset = Dataset::open(dir)?;
-    let heads = dataset.heads()?;
+    // The heads that can be read (see `heads_lacking_keys` for those that cannot).
+    let heads: Vec<HeadId> = dataset
+        .heads()?
+        .into_iter()
+        .filter(|&h| dataset.has_head(h))
+        .collect();
     let tokens = if dataset.has_tokens() {
         dataset.read_tokens()?.len()
     } else {
@@ -1225,6 +1230,9 @@ pub struct DatasetInfo {
     pub model_heads: usize,
     /// Heads stored per projection, by `method_dims` (e.g. `tsne_2d`).
     pub projections: BTreeMap<String, usize>,
+    /// Heads whose vectors are stored but whose key head's file is gone (grouped-query datasets):
+    /// unreadable, left out of the summary; running the same command again extracts them anew.
+    pub heads_lacking_keys: Vec<HeadId>,
     /// The per-head summary.
     #[serde(flatten)]
     pub summary: RunSummary,
@@ -1235,7 +1243,12 @@ pub fn dataset_info(dir: &Path) -> Result<DatasetInfo> {
     let summary = dataset_summary(dir)?;
     let dataset = Dataset::open(dir)?;
     let mut projections = BTreeMap::new();
+    let mut heads_lacking_keys = Vec::new();
     for head in dataset.heads()? {
+        if !dataset.has_head(head) {
+            heads_lacking_keys.push(head);
+            continue;
+        }
         for (method, dims) in dataset.projections(head) {
             *projections.entry(format!("{method}_{dims}d")).or_insert(0) += 1;
         }
@@ -1245,6 +1258,7 @@ pub fn dataset_info(dir: &Path) -> Result<DatasetInfo> {
         model_heads: usize::from(meta.model.num_layers) * usize::from(meta.model.num_heads),
         meta,
         projections,
+        heads_lacking_keys,
         summary,
     })
 }

@@ -283,7 +283,8 @@ impl Api {
         let (method, dims) = method_dims(params)?;
         let loaded = self.load(dataset, method, dims)?;
         let model = model_data(&loaded)?;
-        let state = || view_state(params, method, dims);
+        let vision = dataset.meta().model.architecture.is_vision();
+        let state = || view_state(params, method, dims, vision);
         let binary = |body: Vec<u8>| Reply::ok("application/octet-stream", body);
         let json = |v: Result<Value, serde_json::Error>| {
             v.map(|v| Reply::json(&v)).map_err(ViewerError::encode)
@@ -641,7 +642,12 @@ fn method_dims(params: &Params) -> Result<(ProjectionMethod, u8)> {
 
 /// The view state of a request: `encoding`, `search` (+ `mode=exact`), `head`, the selected `token`
 /// with its `role`, `labels`, `size_by_norm`.
-fn view_state(params: &Params, method: ProjectionMethod, dims: u8) -> Result<ViewState> {
+fn view_state(
+    params: &Params,
+    method: ProjectionMethod,
+    dims: u8,
+    vision: bool,
+) -> Result<ViewState> {
     let mut state = ViewState {
         method: Some(method),
         dims,
@@ -654,7 +660,7 @@ fn view_state(params: &Params, method: ProjectionMethod, dims: u8) -> Result<Vie
                     "encoding",
                     format!(
                         "`{e}` is not a color encoding ({})",
-                        encodings(true).join(", ")
+                        encodings(vision).join(", ")
                     ),
                 )
             })?;

@@ -1249,6 +1249,35 @@ fn a_sliding_window_masks_computed_attention_and_is_checked_in_given_attention()
     );
     assert!(!tmp.path().join("bad").exists());
 
+    // A window on every layer is one setting however it is asked for.
+    attnviz_ok(
+        tmp.path(),
+        &joined(
+            &base,
+            &[
+                "--causal",
+                "--window",
+                "3",
+                "--window-layers",
+                "0,1",
+                "--out",
+                "all",
+                "--quiet",
+            ],
+        ),
+    );
+    let again: serde_json::Value = serde_json::from_str(&attnviz_ok(
+        tmp.path(),
+        &joined(
+            &base,
+            &[
+                "--causal", "--window", "3", "--out", "all", "--quiet", "--json",
+            ],
+        ),
+    ))
+    .expect("json");
+    assert_eq!(again["heads_extracted"], 0, "{again}");
+
     // Another window is another setting: a resumed import refuses it.
     attnviz_fails(
         tmp.path(),
@@ -1264,6 +1293,6 @@ fn a_sliding_window_masks_computed_attention_and_is_checked_in_given_attention()
                 "win",
             ],
         ),
-        &["--window", "3", "2"],
+        &["--window = 3", "asks for 2"],
     );
 }

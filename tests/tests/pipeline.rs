@@ -454,13 +454,17 @@ fn vit_runs_on_synthetic_and_folder_images() {
             ],
         );
         assert!(png_size(&colored).0 > 600);
-        // The viewer API's encoding names read too; the Matrix View is named as `run` names it,
-        // not after a head it does not single out.
+        // The viewer API's encoding names read too; the Matrix View is named as `run` names it
+        // (not after a head it does not single out), with the encoding when it is not the
+        // default, so that `run`'s figure is not replaced.
         let out = attnviz_ok(
             tmp.path(),
             &["render", "ds", "--method", "umap", "--color", "patch_row"],
         );
-        assert!(out.contains("figures/matrix_umap_2d.png"), "{out}");
+        assert!(
+            out.contains("figures/matrix_umap_2d_patch-row.png"),
+            "{out}"
+        );
 
         // A folder of images, read in file-name order and resized to the model's input size.
         let folder = tmp.path().join("images");
@@ -705,6 +709,31 @@ fn shards_equal_one_run(fixture: &str) {
         let k = HeadId::new(1, 0);
         let before = std::fs::read(sharded.keys_path(k)).unwrap();
         std::fs::remove_file(sharded.keys_path(k)).unwrap();
+        // Until then `info` leaves the group out and names it, and `render` names the file.
+        let ds_s = tmp.path().join("sharded");
+        let ds_s = ds_s.to_str().unwrap();
+        let info: serde_json::Value =
+            serde_json::from_str(&attnviz_ok(tmp.path(), &["info", ds_s, "--json"])).unwrap();
+        assert_eq!(
+            info["heads_lacking_keys"],
+            serde_json::json!([
+                {"layer": 1, "head": 0},
+                {"layer": 1, "head": 1},
+                {"layer": 1, "head": 2}
+            ])
+        );
+        assert_eq!(info["heads"], 15);
+        assert_eq!(info["per_head"].as_array().unwrap().len(), 15);
+        assert!(
+            attnviz_ok(tmp.path(), &["info", ds_s]).contains("3 heads lack their key head's file")
+        );
+        attnviz_fails(
+            tmp.path(),
+            &[
+                "render", ds_s, "--view", "single", "--head", "L1H1", "--method", "tsne",
+            ],
+            &["--head L1H1", "L01K00.parquet", "is missing"],
+        );
         let out = attnviz_ok(
             tmp.path(),
             &[&common[..], &["--out", "sharded", "--json"]].concat(),
@@ -793,6 +822,16 @@ fn bad_input_is_a_clear_error_and_leaves_no_dataset() {
     );
     assert!(!err.contains("ExtractOptions"), "{err}");
     // With --truncate it runs, saying once (not per sequence) what was cut.
+    let longer = tmp.path().join("longer.txt");
+    std::fs::write(
+        &longer,
+        format!(
+            "{}\na short one\n{}\n",
+            "word ".repeat(60),
+            "word ".repeat(50)
+        ),
+    )
+    .unwrap();
     let out = attnviz(
         tmp.path(),
         &[
@@ -800,7 +839,7 @@ fn bad_input_is_a_clear_error_and_leaves_no_dataset() {
             "--model",
             m,
             "--corpus",
-            long.to_str().unwrap(),
+            longer.to_str().unwrap(),
             "--truncate",
             "--methods",
             "pca",
@@ -815,7 +854,7 @@ fn bad_input_is_a_clear_error_and_leaves_no_dataset() {
     let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning")).collect();
     assert_eq!(warnings.len(), 1, "{stderr}");
     assert!(
-        warnings[0].contains("1 of 2 sequences") && warnings[0].contains("had 122 tokens"),
+        warnings[0].contains("2 of 3 sequences") && warnings[0].contains("had 122 tokens"),
         "{stderr}"
     );
     std::fs::remove_dir_all(tmp.path().join("cut")).unwrap();
