@@ -9,6 +9,9 @@
 #                 made by benches/peers/setup.sh)
 #   extract       extraction throughput against PyTorch + transformers (venv made by scripts/devvenv.sh;
 #                 several GB)
+#   normalize     attn-normalize's diagnostics on all-MiniLM-L6-v2 (40 built-in sentences, 72 heads):
+#                 the per-query Spearman correlations before and after normalization under each
+#                 setting, and what a fixed scale c achieves (examples minilm_heads and scale_scan)
 #   decoders      Llama-family decoders on a ~100M-parameter Llama-shaped random checkpoint (made by
 #                 benches/peers/make_sized_checkpoint.py in the dev venv): peak memory of f32 and bf16
 #                 weights, of the first layer only, of a 4,096-token sequence; throughput against
@@ -70,6 +73,36 @@ for step in "${steps[@]}"; do
     extract)
       cargo run --quiet -p attnviz-benches --bin extract_compare -- --model "$minilm" --out "benches/results/extract-minilm-$date"
       ;;
+    normalize)
+      out="benches/results/normalize-minilm-$date.md"
+      tmp="$(mktemp -d)"
+      "$bin/attnviz" run --max-sequences 40 --methods pca --no-render --quiet --out "$tmp/ds" > /dev/null
+      cargo build --quiet -p attn-normalize --examples
+      {
+        echo "# attn-normalize on all-MiniLM-L6-v2 ($date)"
+        echo
+        echo "Dataset: \`attnviz run --max-sequences 40 --methods pca --no-render\` (the first 40 built-in sentences, 72 heads); raw vectors read back by the examples."
+        echo "Machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, load at start $(cut -d' ' -f1-3 /proc/loadavg), $(rustc --version), commit $(git rev-parse --short HEAD). The ms column is not a benchmark."
+        ex="$CARGO_TARGET_DIR/debug/examples"
+        for variant in "defaults:" "flat tolerance 0:EPS=0" "80th percentile, flat tolerance 0:EPS=0 80" "scaled only (no translation):notranslate" "whole-head threshold, flat tolerance 0:EPS=0 head"; do
+          name="${variant%%:*}"; spec="${variant#*:}"
+          echo; echo "## minilm_heads, $name"; echo; echo '```text'
+          case "$spec" in
+            "") "$ex/minilm_heads" "$tmp/ds" ;;
+            "EPS=0") EPS=0 "$ex/minilm_heads" "$tmp/ds" ;;
+            "EPS=0 80") EPS=0 "$ex/minilm_heads" "$tmp/ds" 80 ;;
+            "EPS=0 head") EPS=0 "$ex/minilm_heads" "$tmp/ds" 20 head ;;
+            *) "$ex/minilm_heads" "$tmp/ds" 20 notranslate ;;
+          esac
+          echo '```'
+        done
+        echo; echo "## scale_scan (a fixed c for every head)"; echo; echo '```text'
+        "$ex/scale_scan" "$tmp/ds"
+        echo '```'
+      } > "$out"
+      rm -rf "$tmp"
+      echo "bench.sh: $out"
+      ;;
     decoders)
       py="$(scripts/devvenv.sh | tail -n 1)"
       models="${ATTNVIZ_CACHE:-$HOME/.cache/attnviz}/bench-models"
@@ -111,6 +144,6 @@ for step in "${steps[@]}"; do
       { echo; echo "Throughput: \`extract_compare --model llama-100m --sentences 100 --repeats 3\` (2 rounds, 2 threads, batch 16): see extract-llama-100m-$date/results.md."; } >> "$out"
       echo "bench.sh: $out"
       ;;
-    *) echo "bench.sh: unknown step $step (main-job, fidelity, compare, extract, decoders)" >&2; exit 2 ;;
+    *) echo "bench.sh: unknown step $step (main-job, fidelity, compare, extract, normalize, decoders)" >&2; exit 2 ;;
   esac
 done

@@ -83,7 +83,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 *s += f64::from(v);
             }
             n += 1;
-            if c <= 0.05 * 1.001 || c >= 20.0 * 0.999 {
+            let (lo, hi) = norm.scale_range();
+            if c <= lo * 1.001 || c >= hi * 0.999 {
                 at_bound.push(format!("{id} (c = {c:.3})"));
             }
         }
