@@ -3,28 +3,8 @@
 use std::time::Instant;
 
 use attn_normalize::Normalizer;
-use attn_types::{HeadId, HeadVectors, Matrix, TokenMeta, TokenTable};
+use attn_types::{HeadId, HeadVectors, Matrix, TokenTable};
 use rand::{Rng, SeedableRng};
-
-fn table(lens: &[usize]) -> TokenTable {
-    let tokens = lens
-        .iter()
-        .enumerate()
-        .flat_map(|(s, &len)| {
-            (0..len).map(move |p| TokenMeta {
-                seq_id: s as u32,
-                position: p as u32,
-                seq_len: len as u32,
-                text: String::new(),
-                is_special: false,
-                patch: None,
-                is_cls: false,
-                offsets: None,
-            })
-        })
-        .collect();
-    TokenTable { tokens }
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (n, d) = (5000, 32);
@@ -52,7 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("200 sequences x 25 tokens, causal", vec![25; 200], true),
         ("1 sequence x 5000 tokens (subsampled)", vec![5000], false),
     ] {
-        let tokens = table(&lens);
+        let tokens = TokenTable::placeholder(&lens);
         let norm = Normalizer::params().causal(causal).check()?;
         let t = Instant::now();
         let out = norm.normalize(&head, &tokens)?;

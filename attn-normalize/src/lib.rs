@@ -40,6 +40,7 @@ pub struct NormalizerParams {
     translate: bool,
     scale: bool,
     causal: bool,
+    window: Option<usize>,
     near_percentile: f32,
     max_pairs: usize,
     seed: u64,
@@ -55,6 +56,7 @@ impl Default for NormalizerParams {
             translate: true,
             scale: true,
             causal: false,
+            window: None,
             near_percentile: 20.0,
             max_pairs: 200_000,
             seed: 0,
@@ -83,6 +85,14 @@ impl NormalizerParams {
     /// false). Decides which query-key pairs the statistics use.
     pub fn causal(mut self, on: bool) -> Self {
         self.causal = on;
+        self
+    }
+
+    /// A sliding window (with [`Self::causal`], as Mistral's or Qwen2's window layers): keys
+    /// `window` or more positions before the query are left out of the pairs, as the model masks
+    /// them (default none).
+    pub fn window(mut self, window: Option<usize>) -> Self {
+        self.window = window;
         self
     }
 
@@ -153,6 +163,12 @@ impl NormalizerParams {
                 reason: format!("{} is not in [2, 2^31]", self.max_pairs),
             });
         }
+        if self.window == Some(0) {
+            return Err(NormalizeError::InvalidParam {
+                param: "window",
+                reason: "a window must hold at least 1 position".into(),
+            });
+        }
         let (lo, hi) = (self.scale_min, self.scale_max);
         if !(lo.is_finite() && hi.is_finite() && lo > 0.0 && lo < hi) {
             return Err(NormalizeError::InvalidParam {
@@ -182,6 +198,19 @@ impl NormalizerValidParams {
     /// Whether pairs are causal.
     pub fn causal(&self) -> bool {
         self.0.causal
+    }
+
+    /// The sliding window of the pairs, if any.
+    pub fn window(&self) -> Option<usize> {
+        self.0.window
+    }
+
+    /// The same normalizer for a layer with another sliding window (`None`: none); `Some(0)` is
+    /// taken as none, as it masks every key.
+    pub fn with_window(&self, window: Option<usize>) -> Self {
+        let mut params = self.0.clone();
+        params.window = window.filter(|&w| w > 0);
+        Self(params)
     }
 
     /// The near-pair percentile.
@@ -216,7 +245,13 @@ impl NormalizerValidParams {
 
     fn pairs(&self, vectors: &HeadVectors, tokens: &TokenTable) -> Result<PairSet, NormalizeError> {
         check_head(vectors, Some(tokens))?;
-        let pairs = build_pairs(tokens, self.0.causal, self.0.max_pairs, self.0.seed);
+        let pairs = build_pairs(
+            tokens,
+            self.0.causal,
+            self.0.window,
+            self.0.max_pairs,
+            self.0.seed,
+        );
         if pairs.len() == 0 {
             return Err(NormalizeError::NoPairs {
                 head: vectors.head(),

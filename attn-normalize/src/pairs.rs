@@ -27,7 +27,8 @@ fn mix(mut z: u64) -> u64 {
 }
 
 /// The pairs of one head: within each sequence, every query with every key it may attend to
-/// (`key position <= query position` when `causal`), dropping queries that see fewer than two keys.
+/// (`key position <= query position` when `causal`, and `query - key < window` with a window),
+/// dropping queries that see fewer than two keys.
 /// When there are more than `max_pairs`, *queries* are subsampled: each query is kept (with all its
 /// keys) iff a seeded hash of its index is below `max_pairs / total`, so about `max_pairs` pairs
 /// remain, per-query statistics stay exact for the kept queries, and the choice depends only on
@@ -35,14 +36,19 @@ fn mix(mut z: u64) -> u64 {
 pub(crate) fn build_pairs(
     tokens: &TokenTable,
     causal: bool,
+    window: Option<usize>,
     max_pairs: usize,
     seed: u64,
 ) -> PairSet {
     let spans = tokens.sequences();
-    let visible = |pos: usize, len: usize| if causal { pos + 1 } else { len };
+    // The positions of the keys the query at `pos` sees.
+    let visible = |pos: usize, len: usize| {
+        let end = if causal { pos + 1 } else { len };
+        window.map_or(0, |w| (pos + 1).saturating_sub(w))..end
+    };
     let total: u128 = spans
         .iter()
-        .flat_map(|s| (0..s.len).map(move |p| visible(p, s.len)))
+        .flat_map(|s| (0..s.len).map(move |p| visible(p, s.len).len()))
         .filter(|&n| n >= 2)
         .map(|n| n as u128)
         .sum();
@@ -53,17 +59,49 @@ pub(crate) fn build_pairs(
     let mut out = PairSet::default();
     for span in &spans {
         for p in 0..span.len {
-            let n = visible(p, span.len);
+            let keys = visible(p, span.len);
             let q = span.start + p;
-            if n < 2 || threshold.is_some_and(|t| mix(seed_hash ^ q as u64) >= t) {
+            if keys.len() < 2 || threshold.is_some_and(|t| mix(seed_hash ^ q as u64) >= t) {
                 continue;
             }
             let start = out.keys.len();
-            out.keys
-                .extend((span.start..span.start + n).map(|k| k as u32));
+            out.keys.extend(keys.map(|k| (span.start + k) as u32));
             out.groups
                 .push((q as u32, start as u32, out.keys.len() as u32));
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn groups(pairs: &PairSet) -> Vec<(u32, Vec<u32>)> {
+        pairs
+            .groups
+            .iter()
+            .map(|&(q, a, b)| (q, pairs.keys[a as usize..b as usize].to_vec()))
+            .collect()
+    }
+
+    /// A window keeps the keys less than `window` positions back, as transformers' mask; a query
+    /// left with one key drops out.
+    #[test]
+    fn a_window_keeps_only_the_keys_the_model_lets_attend() {
+        let t = TokenTable::placeholder(&[2, 4]);
+        let windowed = build_pairs(&t, true, Some(2), 1000, 0);
+        assert_eq!(
+            groups(&windowed),
+            vec![
+                (1, vec![0, 1]),
+                (3, vec![2, 3]),
+                (4, vec![3, 4]),
+                (5, vec![4, 5])
+            ]
+        );
+        let causal = build_pairs(&t, true, None, 1000, 0);
+        assert_eq!(causal.len(), 2 + (2 + 3 + 4));
+        assert_eq!(groups(&causal)[3], (5, vec![2, 3, 4, 5]));
+    }
 }

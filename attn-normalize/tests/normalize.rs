@@ -2,28 +2,13 @@
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns; a panic is the failure report
 
 use attn_normalize::{NormalizeError, Normalizer, apply, key_translation};
-use attn_types::{HeadId, HeadVectors, Matrix, NormalizationParams, TokenMeta, TokenTable};
+use attn_types::{HeadId, HeadVectors, Matrix, NormalizationParams, TokenTable};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 fn table(lens: &[usize]) -> TokenTable {
-    let mut tokens = Vec::new();
-    for (s, &len) in lens.iter().enumerate() {
-        for p in 0..len {
-            tokens.push(TokenMeta {
-                seq_id: s as u32,
-                position: p as u32,
-                seq_len: len as u32,
-                text: format!("t{p}"),
-                is_special: false,
-                patch: None,
-                is_cls: false,
-                offsets: None,
-            });
-        }
-    }
-    TokenTable { tokens }
+    TokenTable::placeholder(lens)
 }
 
 fn head(n: usize, d: usize, q: Vec<f32>, k: Vec<f32>) -> HeadVectors {

@@ -754,6 +754,9 @@ pub fn store_head(
     seed: u64,
 ) -> Result<()> {
     let head = capture.vectors.head();
+    // The scale search weighs the pairs the model lets attend: a window layer's masked keys are
+    // left out, as the fidelity metrics leave them out.
+    let normalizer = normalizer.with_window(keys.window);
     let mut normalized = normalizer
         .normalize(&capture.vectors, tokens)
         .with_context(|| format!("normalizing head {head}"))?;

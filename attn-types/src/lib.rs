@@ -600,6 +600,28 @@ impl SequenceSpan {
 }
 
 impl TokenTable {
+    /// Text sequences of the given lengths, numbered from 0, whose tokens read `t0`, `t1`, ... (no
+    /// special tokens): for synthetic data and tests.
+    pub fn placeholder(lens: &[usize]) -> TokenTable {
+        let tokens = lens
+            .iter()
+            .enumerate()
+            .flat_map(|(s, &len)| {
+                (0..len).map(move |p| TokenMeta {
+                    seq_id: s as u32,
+                    position: p as u32,
+                    seq_len: len as u32,
+                    text: format!("t{p}"),
+                    is_special: false,
+                    patch: None,
+                    is_cls: false,
+                    offsets: None,
+                })
+            })
+            .collect();
+        TokenTable { tokens }
+    }
+
     /// Number of tokens.
     pub fn len(&self) -> usize {
         self.tokens.len()
