@@ -413,6 +413,12 @@ pub fn run(plan: &RunPlan, control: Control<'_>) -> Result<RunSummary> {
     };
     params.insert("attention".to_string(), effective.to_string());
     params.insert("backend".to_string(), plan.backend.clone());
+    if attn_extract::model_sliding_windows(&info)?
+        .iter()
+        .any(Option::is_some)
+    {
+        params.insert(WINDOW_AWARE.to_string(), "true".to_string());
+    }
     let meta = DatasetMeta {
         schema_version: DATA_MODEL_VERSION,
         model: info.clone(),
@@ -657,6 +663,10 @@ fn run_identity(meta: &DatasetMeta) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Recorded by runs of models with sliding-window layers since their normalization and fidelity
+/// leave the keys the window masks out; a dataset of such a model without it was made before.
+const WINDOW_AWARE: &str = "window_aware";
+
 /// Refuses to resume a dataset that holds data made from another corpus or with other extraction
 /// settings, naming the first setting that differs.
 fn check_same_run(out: &Path, meta: &DatasetMeta) -> Result<()> {
@@ -666,6 +676,14 @@ fn check_same_run(out: &Path, meta: &DatasetMeta) -> Result<()> {
     if !existing.has_tokens() && existing.heads()?.is_empty() {
         // Nothing was stored: the new run's metadata replaces the old.
         return Ok(());
+    }
+    if meta.run.params.contains_key(WINDOW_AWARE)
+        && !existing.meta().run.params.contains_key(WINDOW_AWARE)
+    {
+        bail!(
+            "{}: the dataset there was made by an earlier attnviz whose normalization and fidelity counted the keys this model's sliding window masks; use a new --out directory (or delete that one)",
+            out.display()
+        );
     }
     for ((what, old), (_, new)) in run_identity(existing.meta())
         .into_iter()

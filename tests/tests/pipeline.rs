@@ -351,6 +351,39 @@ fn decoders_run_end_to_end() {
                 "{fixture} {figure}"
             );
         }
+        // A window model's dataset records that its normalization and fidelity respect the
+        // window; one made before (without the record) is not resumed as if it did.
+        let has_window = windows.iter().any(Option::is_some);
+        assert_eq!(
+            ds.meta().run.params.contains_key("window_aware"),
+            has_window,
+            "{fixture}"
+        );
+        if has_window {
+            let meta_path = ds_dir.join("meta.json");
+            let mut meta: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+            meta["run"]["params"]
+                .as_object_mut()
+                .unwrap()
+                .remove("window_aware");
+            std::fs::write(&meta_path, meta.to_string()).unwrap();
+            attnviz_fails(
+                tmp.path(),
+                &[
+                    "run",
+                    "--model",
+                    model.to_str().unwrap(),
+                    "--corpus",
+                    corpus.to_str().unwrap(),
+                    "--out",
+                    "ds",
+                    "--methods",
+                    "pca,tsne",
+                ],
+                &["earlier attnviz", "sliding window", "new --out"],
+            );
+        }
     }
 }
 
