@@ -881,13 +881,13 @@ fn render_cmd(args: &RenderArgs) -> Result<PathBuf> {
     let dataset = Dataset::open(&args.dataset)?;
     // The views of one head need the head itself (the Matrix View draws every stored head).
     if !matches!(args.view, ViewArg::Matrix | ViewArg::Similarity) && !dataset.has_head(args.head) {
-        if let Some(key_head) = dataset.shared_key_head(args.head)
-            && dataset.vectors_path(args.head).is_file()
+        if dataset.vectors_path(args.head).is_file()
+            && let Some(keys) = dataset.missing_keys_file(args.head)
         {
             bail!(
                 "--head {}: its keys file {} is missing; run the command that made {} again to extract its group anew",
                 args.head,
-                dataset.keys_path(key_head).display(),
+                keys.display(),
                 args.dataset.display()
             );
         }

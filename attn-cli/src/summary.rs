@@ -77,7 +77,7 @@ pub fn print_info(info: &DatasetInfo) {
     let settings: Vec<String> = run
         .params
         .iter()
-        .filter(|(k, _)| !k.starts_with("input_file:") && *k != "corpus_digest")
+        .filter(|(k, _)| !k.starts_with(attn_pipeline::import::INPUT_FILE) && *k != "corpus_digest")
         .map(|(k, v)| format!("{k} {v}"))
         .chain([format!("seed {}", run.seed)])
         .collect();

@@ -245,13 +245,11 @@ impl NormalizerValidParams {
 
     fn pairs(&self, vectors: &HeadVectors, tokens: &TokenTable) -> Result<PairSet, NormalizeError> {
         check_head(vectors, Some(tokens))?;
-        let pairs = build_pairs(
-            tokens,
-            self.0.causal,
-            self.0.window,
-            self.0.max_pairs,
-            self.0.seed,
-        );
+        let keys = attn_types::AttendedKeys {
+            causal: self.0.causal,
+            window: self.0.window,
+        };
+        let pairs = build_pairs(tokens, keys, self.0.max_pairs, self.0.seed);
         if pairs.len() == 0 {
             return Err(NormalizeError::NoPairs {
                 head: vectors.head(),

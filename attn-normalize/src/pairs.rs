@@ -1,6 +1,6 @@
 //! The query-key pairs that statistics are computed on.
 
-use attn_types::TokenTable;
+use attn_types::{AttendedKeys, TokenTable};
 
 /// Query-key pairs grouped by query: query `groups[g].0` is paired with keys
 /// `keys[groups[g].1 .. groups[g].2]`. Every group has at least two keys.
@@ -27,25 +27,20 @@ fn mix(mut z: u64) -> u64 {
 }
 
 /// The pairs of one head: within each sequence, every query with every key it may attend to
-/// (`key position <= query position` when `causal`, and `query - key < window` with a window),
-/// dropping queries that see fewer than two keys.
+/// ([`AttendedKeys::range`]: causal mask, sliding window), dropping queries that see fewer than two
+/// keys.
 /// When there are more than `max_pairs`, *queries* are subsampled: each query is kept (with all its
 /// keys) iff a seeded hash of its index is below `max_pairs / total`, so about `max_pairs` pairs
 /// remain, per-query statistics stay exact for the kept queries, and the choice depends only on
 /// `(seed, query)`, never on iteration order or thread count.
 pub(crate) fn build_pairs(
     tokens: &TokenTable,
-    causal: bool,
-    window: Option<usize>,
+    keys: AttendedKeys,
     max_pairs: usize,
     seed: u64,
 ) -> PairSet {
     let spans = tokens.sequences();
-    // The positions of the keys the query at `pos` sees.
-    let visible = |pos: usize, len: usize| {
-        let end = if causal { pos + 1 } else { len };
-        window.map_or(0, |w| (pos + 1).saturating_sub(w))..end
-    };
+    let visible = |pos: usize, len: usize| keys.range(pos, len);
     let total: u128 = spans
         .iter()
         .flat_map(|s| (0..s.len).map(move |p| visible(p, s.len).len()))
@@ -90,7 +85,15 @@ mod tests {
     #[test]
     fn a_window_keeps_only_the_keys_the_model_lets_attend() {
         let t = TokenTable::placeholder(&[2, 4]);
-        let windowed = build_pairs(&t, true, Some(2), 1000, 0);
+        let windowed = build_pairs(
+            &t,
+            AttendedKeys {
+                causal: true,
+                window: Some(2),
+            },
+            1000,
+            0,
+        );
         assert_eq!(
             groups(&windowed),
             vec![
@@ -100,7 +103,7 @@ mod tests {
                 (5, vec![4, 5])
             ]
         );
-        let causal = build_pairs(&t, true, None, 1000, 0);
+        let causal = build_pairs(&t, true.into(), 1000, 0);
         assert_eq!(causal.len(), 2 + (2 + 3 + 4));
         assert_eq!(groups(&causal)[3], (5, vec![2, 3, 4, 5]));
     }

@@ -752,7 +752,7 @@ impl Drop for Cleanup {
 }
 
 /// Prefix of the run parameters that record an input file: `input_file:<path>`.
-const INPUT_FILE: &str = "input_file:";
+pub const INPUT_FILE: &str = "input_file:";
 
 /// Every input file of the import with its size and modification time, as recorded in the
 /// dataset: a file replaced or edited in place under the same name is another input.
@@ -887,22 +887,6 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
     // 1. Everything checkable without the data, before anything is written.
     let (source, layers, heads, n) = VectorSource::open(plan)?;
     plan.check_window(layers)?;
-    // A window on every layer is recorded as such however it was asked for (`--window-layers`
-    // naming them all, or none), so that the two resume each other.
-    let every_layer = plan
-        .window_layers
-        .as_ref()
-        .is_some_and(|list| (0..layers).all(|l| list.contains(&l)));
-    let resolved;
-    let plan = if every_layer {
-        resolved = ImportPlan {
-            window_layers: None,
-            ..plan.clone()
-        };
-        &resolved
-    } else {
-        plan
-    };
     let tokens = read_tokens(&plan.tokens)?;
     if tokens.len() != n {
         let what = match &source {
@@ -1042,7 +1026,13 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
     // Recorded only when given, so that imports made before the flag existed resume unchanged.
     if let Some(window) = plan.window {
         params.insert("window".to_string(), window.to_string());
-        if let Some(list) = &plan.window_layers {
+        // A list naming every layer is the window on all of them, recorded as when none is given,
+        // so that the two resume each other.
+        if let Some(list) = plan
+            .window_layers
+            .as_ref()
+            .filter(|list| !(0..layers).all(|l| list.contains(&l)))
+        {
             let list: Vec<String> = list.iter().map(u16::to_string).collect();
             params.insert("window-layers".to_string(), list.join(","));
         }

@@ -1212,12 +1212,21 @@ pub fn project_dataset(
 /// `attnviz info`: what a dataset holds.
 pub fn dataset_summary(dir: &Path) -> Result<RunSummary> {
     let dataset = Dataset::open(dir)?;
-    // The heads that can be read (see `heads_lacking_keys` for those that cannot).
-    let heads: Vec<HeadId> = dataset
+    let (heads, _) = readable_heads(&dataset)?;
+    summary_of(&dataset, dir, &heads)
+}
+
+/// The stored heads, split into those that can be read and those whose key head's file is gone
+/// (grouped-query datasets; see [`Dataset::has_head`]).
+fn readable_heads(dataset: &Dataset) -> Result<(Vec<HeadId>, Vec<HeadId>)> {
+    Ok(dataset
         .heads()?
         .into_iter()
-        .filter(|&h| dataset.has_head(h))
-        .collect();
+        .partition(|&h| dataset.has_head(h)))
+}
+
+/// The summary of `heads` of `dataset` (at `dir`), as a run that computed nothing reports it.
+fn summary_of(dataset: &Dataset, dir: &Path, heads: &[HeadId]) -> Result<RunSummary> {
     let tokens = if dataset.has_tokens() {
         dataset.read_tokens()?.len()
     } else {
@@ -1235,7 +1244,7 @@ pub fn dataset_summary(dir: &Path) -> Result<RunSummary> {
         projections_reused: heads.iter().map(|h| dataset.projections(*h).len()).sum(),
         interrupted: false,
         seconds: 0.0,
-        per_head: summarize(&dataset, &heads)?,
+        per_head: summarize(dataset, heads)?,
         figures: Vec::new(),
     })
 }
@@ -1261,19 +1270,15 @@ pub struct DatasetInfo {
 
 /// [`DatasetInfo`] of the dataset at `dir`.
 pub fn dataset_info(dir: &Path) -> Result<DatasetInfo> {
-    let summary = dataset_summary(dir)?;
     let dataset = Dataset::open(dir)?;
+    let (heads, heads_lacking_keys) = readable_heads(&dataset)?;
     let mut projections = BTreeMap::new();
-    let mut heads_lacking_keys = Vec::new();
-    for head in dataset.heads()? {
-        if !dataset.has_head(head) {
-            heads_lacking_keys.push(head);
-            continue;
-        }
+    for &head in &heads {
         for (method, dims) in dataset.projections(head) {
             *projections.entry(format!("{method}_{dims}d")).or_insert(0) += 1;
         }
     }
+    let summary = summary_of(&dataset, dir, &heads)?;
     let meta = dataset.meta().clone();
     Ok(DatasetInfo {
         model_heads: usize::from(meta.model.num_layers) * usize::from(meta.model.num_heads),

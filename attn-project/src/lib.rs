@@ -16,9 +16,9 @@ mod util;
 pub use attention::{ATTENTION_MIN_WEIGHT, AttentionEdges, attention_edges};
 pub use batch::{Projector, project_batch};
 pub use error::ProjectError;
-pub use fidelity::{
-    AttendedKeys, FIDELITY_GLOBAL_SAMPLE, FIDELITY_MIN_KEYS, Fidelity, FidelitySpace, fidelity,
-};
+// The keys a query may attend to are the shared vocabulary's (normalization weighs the same pairs).
+pub use attn_types::AttendedKeys;
+pub use fidelity::{FIDELITY_GLOBAL_SAMPLE, FIDELITY_MIN_KEYS, Fidelity, FidelitySpace, fidelity};
 pub use knn::{KnnGraph, approximate_knn, exact_knn, knn, knn_recall};
 pub use metrics::{
     continuity, distance_spearman, knn_recall_at_k, quality, quality_sampled, trustworthiness,

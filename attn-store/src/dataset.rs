@@ -543,10 +543,15 @@ impl Dataset {
     /// with its key head's file where the dataset stores keys once per key head: without that file
     /// the head cannot be read, so a resumed run extracts it again, which writes the file anew.
     pub fn has_head(&self, head: HeadId) -> bool {
-        self.vectors_path(head).is_file()
-            && self
-                .shared_key_head(head)
-                .is_none_or(|key_head| self.keys_path(key_head).is_file())
+        self.vectors_path(head).is_file() && self.missing_keys_file(head).is_none()
+    }
+
+    /// The file of the key head whose keys `head` reads (see [`Self::shared_key_head`]), when that
+    /// file is missing.
+    pub fn missing_keys_file(&self, head: HeadId) -> Option<PathBuf> {
+        self.shared_key_head(head)
+            .map(|key_head| self.keys_path(key_head))
+            .filter(|path| !path.is_file())
     }
 
     /// Heads whose vectors are on disk, in layer-major order.

@@ -469,8 +469,14 @@ fn check_key_file(c: &ParquetTable, key_head: HeadId, rows: usize) -> Result<(),
 
 /// Reads the raw keys of a key head's file (see [`write_keys_file`]).
 pub fn read_keys_file(path: impl AsRef<Path>, key_head: HeadId) -> Result<Matrix, StoreError> {
-    let c = ParquetTable::read(path.as_ref())?;
-    check_key_file(&c, key_head, c.rows)?;
+    read_keys(path.as_ref(), key_head, None)
+}
+
+/// The keys of `key_head`'s file at `path`, checked to be that key head's and, when `rows` is
+/// given, to have that many rows (a query head's tokens).
+fn read_keys(path: &Path, key_head: HeadId, rows: Option<usize>) -> Result<Matrix, StoreError> {
+    let c = ParquetTable::read(path)?;
+    check_key_file(&c, key_head, rows.unwrap_or(c.rows))?;
     c.check_token_index()?;
     matrix_col(&c, "key")
 }
@@ -503,9 +509,8 @@ pub fn read_vectors_file(path: impl AsRef<Path>, head: HeadId) -> Result<StoredH
     };
     let queries = matrix_col(&c, "query")?;
     let keys = match shared_keys {
-        Some(key_head) => {
-            let key_path = key_file_beside(&c.path, key_head);
-            let k = ParquetTable::read(&key_path).map_err(|e| match e {
+        Some(key_head) => read_keys(&key_file_beside(&c.path, key_head), key_head, Some(c.rows))
+            .map_err(|e| match e {
                 StoreError::NotFound { path, .. } => StoreError::NotFound {
                     path,
                     what: format!(
@@ -515,11 +520,7 @@ pub fn read_vectors_file(path: impl AsRef<Path>, head: HeadId) -> Result<StoredH
                     ),
                 },
                 e => e,
-            })?;
-            check_key_file(&k, key_head, c.rows)?;
-            k.check_token_index()?;
-            matrix_col(&k, "key")?
-        }
+            })?,
         None => matrix_col(&c, "key")?,
     };
     let raw = HeadVectors::new(head, queries, keys)

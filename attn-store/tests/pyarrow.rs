@@ -25,11 +25,12 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/pyarrow/check_dataset.py")
 }
 
-fn run(dir: &Path, expect: &Path) -> (bool, String) {
+/// Runs the checker on `dir` (against the expectations file `expect`, when given).
+fn run(dir: &Path, expect: Option<&Path>) -> (bool, String) {
     let out = Command::new(python())
         .arg(script())
         .arg(dir)
-        .arg(expect)
+        .args(expect)
         .output()
         .expect("failed to start ATTNVIZ_PYTHON");
     let text = format!(
@@ -111,7 +112,7 @@ fn pyarrow_reads_the_dataset() {
     });
     let expect_path = tmp.path().join("expect.json");
     std::fs::write(&expect_path, expect.to_string()).unwrap();
-    let (ok, out) = run(&dir, &expect_path);
+    let (ok, out) = run(&dir, Some(&expect_path));
     assert!(ok, "check_dataset.py with {} failed:\n{out}", py.display());
     assert!(
         out.contains("ok:") && out.contains("6 tokens, 2 heads"),
@@ -122,7 +123,7 @@ fn pyarrow_reads_the_dataset() {
     expect["tokens"][1]["text"] = json!("not the token");
     expect["heads"][0]["query"][0][0] = json!(1234.5);
     std::fs::write(&expect_path, expect.to_string()).unwrap();
-    let (ok, out) = run(&dir, &expect_path);
+    let (ok, out) = run(&dir, Some(&expect_path));
     assert!(!ok, "check_dataset.py accepted a wrong expectation:\n{out}");
     assert!(
         out.contains("tokens.parquet row 1: text") && out.contains("query values differ"),
@@ -160,19 +161,7 @@ fn pyarrow_reads_a_grouped_query_dataset() {
         norm.params = params;
         ds.write_head(&raw, Some(&norm)).unwrap();
     }
-    let check = || {
-        let out = Command::new(python())
-            .arg(script())
-            .arg(&dir)
-            .output()
-            .expect("failed to start ATTNVIZ_PYTHON");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    };
+    let check = || run(&dir, None);
     let (ok, out) = check();
     assert!(ok && out.contains("3 heads"), "{out}");
     // Without its key file the query heads are reported.

@@ -581,6 +581,36 @@ pub struct TokenTable {
     pub tokens: Vec<TokenMeta>,
 }
 
+/// The keys each query may attend to: those of its own sequence; with `causal`, only those at or
+/// before its position; with a `window` (a sliding-window layer, always causal), only the last
+/// `window` of those (key `j` of query `p` when `p - j < window`, as transformers masks it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AttendedKeys {
+    /// Keys after the query are masked.
+    pub causal: bool,
+    /// Keys `window` or more positions back are masked.
+    pub window: Option<usize>,
+}
+
+impl From<bool> for AttendedKeys {
+    /// Causal or bidirectional attention, without a window.
+    fn from(causal: bool) -> Self {
+        AttendedKeys {
+            causal,
+            window: None,
+        }
+    }
+}
+
+impl AttendedKeys {
+    /// The keys query `p` of a sequence of `len` tokens may attend to, as a position range.
+    pub fn range(self, p: usize, len: usize) -> std::ops::Range<usize> {
+        let end = if self.causal { p + 1 } else { len };
+        let start = self.window.map_or(0, |w| (p + 1).saturating_sub(w));
+        start..end
+    }
+}
+
 /// One sequence's token range in a [`TokenTable`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SequenceSpan {

@@ -306,6 +306,23 @@ pub fn machine_record() -> serde_json::Value {
     })
 }
 
+/// The machine of a [`machine_record`] in one line: CPU, cores, memory, load at the start, rustc,
+/// attnviz version and commit, date.
+pub fn machine_line(machine: &serde_json::Value) -> String {
+    let text = |k: &str| machine[k].as_str().unwrap_or("?").to_string();
+    format!(
+        "{}, {} cores, {} GB, load at start {}; {}, attnviz {} at commit {}; {}",
+        text("cpu"),
+        machine["cores"],
+        machine["memory_gb"],
+        text("load_average_at_start"),
+        text("rustc"),
+        text("attnviz"),
+        text("git_commit"),
+        text("date_utc"),
+    )
+}
+
 /// Writes `DIR/NAME-YYYY-MM-DD.md` and `.json` (the JSON holds `json`, the Markdown `md` under a
 /// header naming the machine); returns both paths.
 pub fn write_results(
@@ -322,17 +339,10 @@ pub fn write_results(
         .unwrap_or_else(|_| "undated".into());
     let md_path = dir.join(format!("{name}-{date}.md"));
     let json_path = dir.join(format!("{name}-{date}.json"));
-    let machine = &json["machine"];
     let header = format!(
-        "# {name} ({date})\n\nCommand: `{}`\n\nMachine: {}, {} cores, {} GB, load at start {}, {}, attnviz {} ({}).\n",
+        "# {name} ({date})\n\nCommand: `{}`\n\nMachine: {}.\n",
         json["command"].as_str().unwrap_or(""),
-        machine["cpu"].as_str().unwrap_or("?"),
-        machine["cores"],
-        machine["memory_gb"],
-        machine["load_average_at_start"].as_str().unwrap_or("?"),
-        machine["rustc"].as_str().unwrap_or("?"),
-        machine["attnviz"].as_str().unwrap_or("?"),
-        machine["git_commit"].as_str().unwrap_or("?"),
+        machine_line(&json["machine"]),
     );
     std::fs::write(&md_path, format!("{header}{md}"))?;
     std::fs::write(&json_path, serde_json::to_string_pretty(json)? + "\n")?;

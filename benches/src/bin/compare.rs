@@ -260,15 +260,8 @@ fn main() -> Res<()> {
     let table = markdown(&rows, &args);
     println!("{table}");
     let header = format!(
-        "Command: `{command}`\n\nMachine: {}, {} cores, {} GB, load at start {}; {}, attnviz {} at commit {}; {}.\n\n",
-        machine["cpu"].as_str().unwrap_or("?"),
-        machine["cores"],
-        machine["memory_gb"],
-        machine["load_average_at_start"].as_str().unwrap_or("?"),
-        machine["rustc"].as_str().unwrap_or("?"),
-        machine["attnviz"].as_str().unwrap_or("?"),
-        machine["git_commit"].as_str().unwrap_or("?"),
-        machine["date_utc"].as_str().unwrap_or("?"),
+        "Command: `{command}`\n\nMachine: {}.\n\n",
+        attnviz_benches::machine_line(&machine)
     );
     std::fs::write(args.out.join("results.md"), format!("{header}{table}"))?;
     let json: Vec<serde_json::Value> = rows
