@@ -93,13 +93,20 @@ pub(crate) fn attend_heads(
     (context, probs)
 }
 
-/// What one layer exposes to the extraction: the fused projection and the probabilities.
-pub(crate) struct LayerTaps {
-    /// `[batch, seq, (heads + 2 * kv_heads) * head_dim]`: queries, keys, values (bias included,
-    /// unscaled), each block head-major.
-    pub qkv: Tensor<3>,
-    /// `[batch, heads, seq, seq]`.
-    pub probs: Tensor<4>,
+/// What one layer exposes to the extraction: the fused projection and the probabilities, as
+/// tensors (burn's ops) or already in host memory (the CPU kernels).
+// One per layer, moved straight into the sink: boxing the tensors would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum LayerTaps {
+    Tensors {
+        /// `[batch, seq, (heads + 2 * kv_heads) * head_dim]`: queries, keys, values (bias
+        /// included, unscaled), each block head-major.
+        qkv: Tensor<3>,
+        /// `[batch, heads, seq, seq]`.
+        probs: Tensor<4>,
+    },
+    /// The same two arrays, row-major.
+    Host { qkv: Vec<f32>, probs: Vec<f32> },
 }
 
 /// Receives the taps of a layer; returns an error to stop the forward pass.

@@ -209,7 +209,7 @@ impl Bert {
         for (l, layer) in self.layers.iter().enumerate().take(last_layer + 1) {
             let qkv = layer.attention.qkv(x.clone());
             let (context, probs) = attend(qkv.clone(), bias.clone(), self.num_heads, head_dim);
-            sink(l, LayerTaps { qkv, probs })?;
+            sink(l, LayerTaps::Tensors { qkv, probs })?;
             if l == last_layer {
                 // Nothing after the last captured attention is read.
                 break;

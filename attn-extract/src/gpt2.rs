@@ -179,7 +179,7 @@ impl Gpt2 {
         for (l, block) in self.blocks.iter().enumerate().take(last_layer + 1) {
             let qkv = block.c_attn.forward(block.ln_1.forward(x.clone()));
             let (context, probs) = attend(qkv.clone(), bias.clone(), self.num_heads, head_dim);
-            sink(l, LayerTaps { qkv, probs })?;
+            sink(l, LayerTaps::Tensors { qkv, probs })?;
             if l == last_layer {
                 // Nothing after the last captured attention is read.
                 break;

@@ -85,6 +85,18 @@ pub(crate) fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     map_on_host(x, silu_f32, activation::silu)
 }
 
+/// SwiGLU's `silu(gate) * up` in place of `gate`, on the rayon threads (the CPU kernels' MLP).
+pub(crate) fn silu_times(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(
+        gate.len(),
+        up.len(),
+        "silu_times: gate and up differ in size"
+    );
+    gate.par_chunks_mut(CHUNK)
+        .zip(up.par_chunks(CHUNK))
+        .for_each(|(g, u)| g.iter_mut().zip(u).for_each(|(g, u)| *g = silu_f32(*g) * u));
+}
+
 /// `f` applied to every element on the rayon threads when `x` lives in host memory; `on_device`
 /// otherwise (and for non-f32 data, which the loaders never produce: they cast weights to f32).
 #[inline(always)]

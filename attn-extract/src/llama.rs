@@ -18,7 +18,7 @@ use burn::tensor::module::linear;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use serde_json::Value;
 
-use crate::attention::{LayerTaps, TapSink, attend_heads};
+use crate::attention::{LayerTaps, TapSink, attend_heads, attention_bias};
 use crate::error::{ExtractError, Result};
 use crate::hf::{HfConfig, RemapRule, WeightPrecision, load_safetensors};
 
@@ -212,11 +212,6 @@ impl DecoderConfig {
             inv_freq: self.inv_freq.clone(),
             sliding_window: self.sliding_window.clone(),
         }
-    }
-
-    /// The one sliding window of the layers that have one (these families use a single size).
-    pub fn window(&self) -> Option<usize> {
-        self.sliding_window.iter().flatten().copied().next()
     }
 }
 
@@ -493,27 +488,47 @@ impl Decoder {
         self.layers.len()
     }
 
-    /// Runs blocks `0..=last_layer` on `ids` `[batch, seq]` (right-padded), handing taps to `sink`.
-    ///
-    /// `bias` masks padding and future keys; `window_bias` additionally masks keys outside the
-    /// sliding window, for the layers that have one. The taps hold the queries and keys after the
-    /// rotation (`RopeCapture::Post`) or before it.
+    /// Runs blocks `0..=run.last_layer` on `ids` `[batch, seq]` (right-padded to `run.lengths`),
+    /// handing taps to `sink`: with the CPU kernels on burn-flex when `run.cpu_kernels`, else with
+    /// burn's tensor ops. The taps hold the queries and keys after the rotation
+    /// (`RopeCapture::Post`) or before it.
     pub(crate) fn forward(
         &self,
         ids: Tensor<2, Int>,
-        bias: Tensor<4>,
-        window_bias: Option<Tensor<4>>,
-        last_layer: usize,
-        rope: RopeCapture,
+        run: &DecoderRun<'_>,
+        sink: &mut TapSink<'_>,
+    ) -> Result<()> {
+        #[cfg(feature = "flex")]
+        if run.cpu_kernels && crate::cpu::runs_on(&ids.device()) {
+            return self.forward_cpu(ids, run, sink);
+        }
+        self.forward_tensors(ids, run, sink)
+    }
+
+    /// [`Decoder::forward`] with burn's tensor ops: padding and future keys (and, in window layers,
+    /// keys outside the window) masked by an additive bias.
+    fn forward_tensors(
+        &self,
+        ids: Tensor<2, Int>,
+        run: &DecoderRun<'_>,
         sink: &mut TapSink<'_>,
     ) -> Result<()> {
         let [batch, seq] = ids.dims();
         let device = ids.device();
         let (heads, kv_heads, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let (cos, sin) = rotary_tables(&self.inv_freq, seq, &device);
+        let (cos, sin) = rotary_tables(&self.inv_freq, seq);
+        let table = |v| Tensor::<4>::from_data(TensorData::new(v, [1, 1, seq, d]), &device);
+        let (cos, sin) = (table(cos), table(sin));
         let scale = 1.0 / (d as f64).sqrt();
+        let bias = attention_bias(run.lengths, seq, true, None, &device);
+        let window_bias = self
+            .sliding_window
+            .iter()
+            .flatten()
+            .next()
+            .map(|&w| attention_bias(run.lengths, seq, true, Some(w), &device));
         let mut x = to_f32(self.embed_tokens.forward(ids));
-        for (l, layer) in self.layers.iter().enumerate().take(last_layer + 1) {
+        for (l, layer) in self.layers.iter().enumerate().take(run.last_layer + 1) {
             let h = rms_norm(&layer.input_norm, x.clone());
             let split = |t: Tensor<3>, n: usize| t.reshape([batch, seq, n, d]).swap_dims(1, 2);
             let mut q = split(project(&layer.q_proj, h.clone()), heads);
@@ -531,7 +546,7 @@ impl Decoder {
             };
             let (context, probs) =
                 attend_heads(q_rot.clone(), k_rot.clone(), v.clone(), layer_bias, scale);
-            let (tap_q, tap_k) = match rope {
+            let (tap_q, tap_k) = match run.rope {
                 RopeCapture::Post => (q_rot, k_rot),
                 RopeCapture::Pre => (q, k),
             };
@@ -540,8 +555,8 @@ impl Decoder {
                 vec![flat(tap_q, heads), flat(tap_k, kv_heads), flat(v, kv_heads)],
                 2,
             );
-            sink(l, LayerTaps { qkv, probs })?;
-            if l == last_layer {
+            sink(l, LayerTaps::Tensors { qkv, probs })?;
+            if l == run.last_layer {
                 // Nothing after the last captured attention is read.
                 break;
             }
@@ -553,6 +568,103 @@ impl Decoder {
         }
         Ok(())
     }
+
+    /// [`Decoder::forward`] with the CPU kernels of [`crate::cpu`]: activations are `[batch * seq,
+    /// width]` host buffers from the embedding on, and each sequence attends over its own keys.
+    #[cfg(feature = "flex")]
+    fn forward_cpu(
+        &self,
+        ids: Tensor<2, Int>,
+        run: &DecoderRun<'_>,
+        sink: &mut TapSink<'_>,
+    ) -> Result<()> {
+        use crate::cpu::{self, HostMatrix, host_vector};
+        let [_, seq] = ids.dims();
+        let (heads, kv_heads, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let (q_width, kv_width) = (heads * d, kv_heads * d);
+        let tap_width = q_width + 2 * kv_width;
+        let (cos, sin) = rotary_tables(&self.inv_freq, seq);
+        let weights = |lin: &Linear| -> Result<(HostMatrix, Option<Vec<f32>>)> {
+            let bias = lin
+                .bias
+                .as_ref()
+                .map(|b| host_vector(b.val()))
+                .transpose()?;
+            Ok((HostMatrix::of(lin.weight.val())?, bias))
+        };
+        let gamma = |norm: &RmsNorm| host_vector(norm.gamma.val());
+        let mut x = cpu::values(to_f32(self.embed_tokens.forward(ids)))?;
+        let hidden = self.embed_tokens.weight.val().dims()[1];
+        for (l, layer) in self.layers.iter().enumerate().take(run.last_layer + 1) {
+            let eps = layer.input_norm.epsilon;
+            let h = cpu::rms_norm(&x, hidden, &gamma(&layer.input_norm)?, eps);
+            // q, k and v side by side in each row: the layout the taps and `attend` read.
+            let mut qkv = vec![0.0; x.len() / hidden * tap_width];
+            for (lin, col) in [
+                (&layer.q_proj, 0),
+                (&layer.k_proj, q_width),
+                (&layer.v_proj, q_width + kv_width),
+            ] {
+                let (w, b) = weights(lin)?;
+                cpu::linear_into(&h, &w, b.as_deref(), &mut qkv, tap_width, col, false);
+            }
+            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+                let (qg, kg) = (gamma(qn)?, gamma(kn)?);
+                cpu::rms_norm_in_place(&mut qkv, tap_width, 0, q_width, &qg, qn.epsilon);
+                let keys = q_width + kv_width;
+                cpu::rms_norm_in_place(&mut qkv, tap_width, q_width, keys, &kg, kn.epsilon);
+            }
+            let before_rotation = (run.rope == RopeCapture::Pre).then(|| qkv.clone());
+            cpu::rotate(
+                &mut qkv,
+                tap_width,
+                run.lengths,
+                seq,
+                heads + kv_heads,
+                d,
+                &cos,
+                &sin,
+            );
+            let shape = cpu::AttentionShape {
+                lengths: run.lengths,
+                seq,
+                heads,
+                kv_heads,
+                head_dim: d,
+                scale: 1.0 / (d as f32).sqrt(),
+                window: self.sliding_window[l],
+            };
+            let (context, probs) = cpu::attend(&qkv, &shape);
+            let qkv = before_rotation.unwrap_or(qkv);
+            sink(l, LayerTaps::Host { qkv, probs })?;
+            if l == run.last_layer {
+                // Nothing after the last captured attention is read.
+                break;
+            }
+            let (w, b) = weights(&layer.o_proj)?;
+            cpu::linear_into(&context, &w, b.as_deref(), &mut x, hidden, 0, true);
+            let h = cpu::rms_norm(&x, hidden, &gamma(&layer.post_attention_norm)?, eps);
+            let (w, b) = weights(&layer.gate_proj)?;
+            let mut inner = cpu::linear(&h, &w, b.as_deref());
+            let (w, b) = weights(&layer.up_proj)?;
+            crate::host::silu_times(&mut inner, &cpu::linear(&h, &w, b.as_deref()));
+            let (w, b) = weights(&layer.down_proj)?;
+            cpu::linear_into(&inner, &w, b.as_deref(), &mut x, hidden, 0, true);
+        }
+        Ok(())
+    }
+}
+
+/// What one forward pass of a [`Decoder`] runs on.
+pub(crate) struct DecoderRun<'a> {
+    /// Tokens of each sequence of the batch.
+    pub lengths: &'a [usize],
+    /// The last block to run (its attention is the last tap).
+    pub last_layer: usize,
+    /// Which queries and keys the taps hold.
+    pub rope: RopeCapture,
+    /// Use the CPU kernels on burn-flex.
+    pub cpu_kernels: bool,
 }
 
 /// `t` in f32 (a no-op for f32 weights; half-precision weights are widened as they are used).
@@ -585,11 +697,10 @@ fn rms_norm<const D: usize>(norm: &RmsNorm, x: Tensor<D>) -> Tensor<D> {
     to_f32(norm.gamma.val()).unsqueeze::<D>() * (x * inv_rms)
 }
 
-/// The `[1, 1, seq, head_dim]` cosine and sine tables of positions `0..seq`: transformers'
+/// The `[seq, head_dim]` cosine and sine tables of positions `0..seq`, row-major: transformers'
 /// `cat(freqs, freqs)` with `freqs = position * inv_freq` rounded to f32 before the cosine.
-fn rotary_tables(inv_freq: &[f32], seq: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
-    let half = inv_freq.len();
-    let d = 2 * half;
+fn rotary_tables(inv_freq: &[f32], seq: usize) -> (Vec<f32>, Vec<f32>) {
+    let d = 2 * inv_freq.len();
     let mut cos = Vec::with_capacity(seq * d);
     let mut sin = Vec::with_capacity(seq * d);
     for p in 0..seq {
@@ -599,8 +710,7 @@ fn rotary_tables(inv_freq: &[f32], seq: usize, device: &Device) -> (Tensor<4>, T
             sin.extend(row.iter().map(|&a| (f64::from(a)).sin() as f32));
         }
     }
-    let table = |v| Tensor::<4>::from_data(TensorData::new(v, [1, 1, seq, d]), device);
-    (table(cos), table(sin))
+    (cos, sin)
 }
 
 /// `x * cos + rotate_half(x) * sin`, with `rotate_half(x) = cat(-x2, x1)` over the two halves of

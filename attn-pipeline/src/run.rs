@@ -381,6 +381,7 @@ pub fn run(plan: &RunPlan, control: Control<'_>) -> Result<RunSummary> {
         rope: plan.rope,
         attention_keep: plan.attention_keep,
         only: None,
+        ..ExtractOptions::default()
     };
     // Said in the CLI's terms (the corpus and the flag), not the library's option.
     let too_long = |e: attn_extract::ExtractError| match e {

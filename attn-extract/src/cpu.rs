@@ -1,0 +1,432 @@
+//! CPU kernels for the Llama family's layers on burn-flex.
+//!
+//! On the Llama-shaped benchmark model, burn-flex 0.22 spent a quarter of the pass outside the
+//! matrix products of the projections, and ran those at three quarters of what the `gemm` crate
+//! under it reaches: each op's result is a zeroed byte vector copied into an aligned buffer, every
+//! reshape of the heads is materialized, and the softmax runs over the padded `seq x seq` scores of
+//! every head. Here a layer is a few calls to that same `gemm`, each writing into its own buffer
+//! (biases and the residual add fused into the product), one pass per sequence over its own keys for
+//! the masked softmax, and row-parallel loops for the norms and the rotation. The weights stay in
+//! burn's modules and are read in place. Other backends (ndarray, cuda) run burn's tensor ops, as
+//! does flex with `ExtractOptions::cpu_kernels` off; the fixture tests compare both to transformers.
+
+use burn::backend::Flex;
+use burn::backend::flex::FlexTensor;
+use burn::tensor::{DType, Device, Tensor};
+use rayon::prelude::*;
+
+use crate::error::{ExtractError, Result};
+
+/// True when tensors on `device` live in burn-flex's host buffers, which these kernels read.
+pub(crate) fn runs_on(device: &Device) -> bool {
+    *device == Device::flex()
+}
+
+/// Rows per rayon task in the element-wise kernels: enough work to amortize scheduling.
+const ROWS_PER_TASK: usize = 8;
+
+/// An f32 matrix `[rows, cols]` in a burn-flex buffer, read in place with its own strides (the
+/// checkpoint loader leaves linear weights transposed views of the stored `[out, in]` tensors).
+pub(crate) struct HostMatrix {
+    tensor: FlexTensor,
+    rows: usize,
+    cols: usize,
+    row_stride: isize,
+    col_stride: isize,
+}
+
+impl HostMatrix {
+    /// `t` (widened to f32 when stored in half precision) as burn-flex holds it.
+    pub(crate) fn of(t: Tensor<2>) -> Result<Self> {
+        let t = if t.dtype() == DType::F32 {
+            t
+        } else {
+            t.cast(DType::F32)
+        };
+        let tensor = t
+            .try_into_primitive::<Flex>()
+            .map_err(|e| ExtractError::Backend(format!("CPU kernels need burn-flex: {e:?}")))?;
+        let layout = tensor.layout();
+        let (shape, strides) = (layout.shape(), layout.strides());
+        let (rows, cols) = (shape[0], shape[1]);
+        let (row_stride, col_stride) = (strides[0], strides[1]);
+        // Every element the strides reach lies inside the buffer (the kernels read through raw
+        // pointers); views burn-flex makes of weights have non-negative strides.
+        let last = layout.start_offset() as isize
+            + (rows.max(1) as isize - 1) * row_stride
+            + (cols.max(1) as isize - 1) * col_stride;
+        let len = tensor.storage::<f32>().len() as isize;
+        if row_stride < 0 || col_stride < 0 || last >= len {
+            return Err(ExtractError::Backend(format!(
+                "unexpected weight layout: shape [{rows}, {cols}], strides {strides:?}"
+            )));
+        }
+        Ok(Self {
+            tensor,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        })
+    }
+
+    fn operand(&self) -> Operand {
+        let start = self.tensor.layout().start_offset();
+        Operand {
+            ptr: self.tensor.storage::<f32>()[start..].as_ptr(),
+            row_stride: self.row_stride,
+            col_stride: self.col_stride,
+        }
+    }
+}
+
+/// `t` (a bias or norm weight) as an f32 vector.
+pub(crate) fn host_vector(t: Tensor<1>) -> Result<Vec<f32>> {
+    let t = if t.dtype() == DType::F32 {
+        t
+    } else {
+        t.cast(DType::F32)
+    };
+    t.into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| ExtractError::Backend(format!("reading a weight: {e:?}")))
+}
+
+/// A matrix operand of [`gemm`]: element `(i, j)` at `ptr + i * row_stride + j * col_stride`.
+#[derive(Clone, Copy)]
+struct Operand {
+    ptr: *const f32,
+    row_stride: isize,
+    col_stride: isize,
+}
+
+/// `dst[m, n] = (dst if accumulate) + scale * lhs[m, k] rhs[k, n]`, `dst` row-major with row stride
+/// `dst_row_stride`; on the rayon threads when `parallel`.
+///
+/// # Safety
+/// Every element of the three matrices, as their strides place them, is in bounds of its
+/// allocation, and `dst` overlaps neither input.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_row_stride: usize,
+    accumulate: bool,
+    lhs: Operand,
+    rhs: Operand,
+    scale: f32,
+    parallel: bool,
+) {
+    let parallelism = if parallel {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the caller's contract; gemm reads `dst` only when `accumulate`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_row_stride as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.col_stride,
+            lhs.row_stride,
+            rhs.ptr,
+            rhs.col_stride,
+            rhs.row_stride,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// `out[:, col..col + W.cols] (+)= x W (+ bias)`: `x` is `[rows, W.rows]` row-major, `out`
+/// `[rows, out_width]`. With `accumulate` the product is added to what `out` holds (a residual
+/// add), else it replaces it.
+pub(crate) fn linear_into(
+    x: &[f32],
+    w: &HostMatrix,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    out_width: usize,
+    col: usize,
+    accumulate: bool,
+) {
+    let k = w.rows;
+    let rows = x.len() / k.max(1);
+    assert!(
+        x.len() == rows * k && out.len() == rows * out_width && col + w.cols <= out_width,
+        "linear_into: x {} values for {k} inputs, out {} values of width {out_width} from {col} \
+         for {} outputs",
+        x.len(),
+        out.len(),
+        w.cols
+    );
+    let mut accumulate = accumulate;
+    if let Some(b) = bias {
+        assert_eq!(b.len(), w.cols, "linear_into: bias length");
+        out.par_chunks_mut(out_width * ROWS_PER_TASK)
+            .for_each(|chunk| {
+                for row in chunk.chunks_mut(out_width) {
+                    let cells = &mut row[col..col + b.len()];
+                    if accumulate {
+                        cells.iter_mut().zip(b).for_each(|(o, b)| *o += b);
+                    } else {
+                        cells.copy_from_slice(b);
+                    }
+                }
+            });
+        accumulate = true;
+    }
+    let lhs = Operand {
+        ptr: x.as_ptr(),
+        row_stride: k as isize,
+        col_stride: 1,
+    };
+    // SAFETY: `x` is `[rows, k]`, `w` was bounds-checked by `HostMatrix::of`, and the columns
+    // `col..col + w.cols` of every row of `out` are in bounds (asserted above); `out` is a
+    // distinct, exclusively borrowed buffer.
+    unsafe {
+        gemm(
+            rows,
+            w.cols,
+            k,
+            out.as_mut_ptr().add(col),
+            out_width,
+            accumulate,
+            lhs,
+            w.operand(),
+            1.0,
+            true,
+        );
+    }
+}
+
+/// `x W (+ bias)` as a new `[rows, W.cols]` buffer.
+pub(crate) fn linear(x: &[f32], w: &HostMatrix, bias: Option<&[f32]>) -> Vec<f32> {
+    let rows = x.len() / w.rows.max(1);
+    let mut out = vec![0.0; rows * w.cols];
+    linear_into(x, w, bias, &mut out, w.cols, 0, false);
+    out
+}
+
+/// transformers' `LlamaRMSNorm` of every `width`-wide row of `x`: `gamma * (x / sqrt(mean(x^2) +
+/// eps))`, into a new buffer.
+pub(crate) fn rms_norm(x: &[f32], width: usize, gamma: &[f32], eps: f64) -> Vec<f32> {
+    let mut out = x.to_vec();
+    rms_norm_in_place(&mut out, width, 0, width, gamma, eps);
+    out
+}
+
+/// [`rms_norm`] in place of every `gamma.len()`-wide slice of the columns `from..to` of each
+/// `width`-wide row (Qwen3's per-head query/key norms: one slice per head).
+pub(crate) fn rms_norm_in_place(
+    x: &mut [f32],
+    width: usize,
+    from: usize,
+    to: usize,
+    gamma: &[f32],
+    eps: f64,
+) {
+    let n = gamma.len();
+    let eps = eps as f32;
+    x.par_chunks_mut(width * ROWS_PER_TASK).for_each(|chunk| {
+        for row in chunk.chunks_mut(width) {
+            for v in row[from..to].chunks_mut(n) {
+                let mean = v.iter().map(|a| a * a).sum::<f32>() / n as f32;
+                let inv = 1.0 / (mean + eps).sqrt();
+                v.iter_mut()
+                    .zip(gamma)
+                    .for_each(|(a, g)| *a = g * (*a * inv));
+            }
+        }
+    });
+}
+
+/// transformers' `apply_rotary_pos_emb` in place on the `heads` heads of `d` columns at the start of
+/// each `width`-wide row of `x` (`[batch, seq]` rows; padding rows are left as they are): `x cos +
+/// rotate_half(x) sin` with `cos`, `sin` the `[seq, d]` tables.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rotate(
+    x: &mut [f32],
+    width: usize,
+    lengths: &[usize],
+    seq: usize,
+    heads: usize,
+    d: usize,
+    cos: &[f32],
+    sin: &[f32],
+) {
+    let half = d / 2;
+    x.par_chunks_mut(width * seq)
+        .zip(lengths)
+        .for_each(|(sequence, &len)| {
+            for (t, row) in sequence.chunks_mut(width).take(len).enumerate() {
+                let (c, s) = (&cos[t * d..(t + 1) * d], &sin[t * d..(t + 1) * d]);
+                for head in row[..heads * d].chunks_mut(d) {
+                    let (first, second) = head.split_at_mut(half);
+                    for i in 0..half {
+                        let (a, b) = (first[i], second[i]);
+                        first[i] = a * c[i] + -b * s[i];
+                        second[i] = b * c[half + i] + a * s[half + i];
+                    }
+                }
+            }
+        });
+}
+
+/// The shape of one attention layer over a `[batch, seq]` batch of right-padded sequences.
+pub(crate) struct AttentionShape<'a> {
+    /// Each sequence's number of tokens.
+    pub lengths: &'a [usize],
+    pub seq: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Logit scale (`1 / sqrt(head_dim)`).
+    pub scale: f32,
+    /// Keys this many positions back or more are masked (sliding-window layers).
+    pub window: Option<usize>,
+}
+
+/// Causal grouped-query attention over `qkv` (`[batch * seq, (heads + 2 kv_heads) d]` rows of
+/// `[q | k | v]`, head-major): returns the context `[batch * seq, heads d]` and the probabilities
+/// `[batch, heads, seq, seq]` (zero outside each sequence's own causal, windowed keys; padding
+/// rows zero). Query head `h` reads key/value head `h / (heads / kv_heads)`.
+pub(crate) fn attend(qkv: &[f32], shape: &AttentionShape<'_>) -> (Vec<f32>, Vec<f32>) {
+    let &AttentionShape {
+        lengths,
+        seq,
+        heads,
+        kv_heads,
+        head_dim: d,
+        scale,
+        window,
+    } = shape;
+    let width = (heads + 2 * kv_heads) * d;
+    let batch = lengths.len();
+    assert!(
+        qkv.len() == batch * seq * width && lengths.iter().all(|&l| l <= seq),
+        "attend: {} values for {batch} x {seq} rows of {width}",
+        qkv.len()
+    );
+    let group = heads / kv_heads;
+    let mut probs = vec![0.0f32; batch * heads * seq * seq];
+    let mut context = vec![0.0f32; batch * seq * heads * d];
+    let context_ptr = SharedMut(context.as_mut_ptr());
+    probs
+        .par_chunks_mut(seq * seq)
+        .enumerate()
+        .for_each(|(block, p)| {
+            let (b, h) = (block / heads, block % heads);
+            let len = lengths[b];
+            if len == 0 {
+                return;
+            }
+            let g = h / group;
+            let rows = b * seq * width;
+            let operand = |col: usize, row_stride: isize, col_stride: isize| Operand {
+                ptr: qkv[rows + col..].as_ptr(),
+                row_stride,
+                col_stride,
+            };
+            let q = operand(h * d, width as isize, 1);
+            // K transposed: element (i, j) is coordinate i of key j.
+            let k_t = operand((heads + g) * d, 1, width as isize);
+            let v = operand((heads + kv_heads + g) * d, width as isize, 1);
+            // SAFETY: the sequence's `len <= seq` rows of `qkv` hold its q, k and v columns
+            // (length asserted above); `p` is this block's exclusive `[seq, seq]` slice.
+            unsafe {
+                gemm(
+                    len,
+                    len,
+                    d,
+                    p.as_mut_ptr(),
+                    seq,
+                    false,
+                    q,
+                    k_t,
+                    scale,
+                    false,
+                )
+            };
+            for (t, row) in p.chunks_mut(seq).take(len).enumerate() {
+                let first = window.map_or(0, |w| (t + 1).saturating_sub(w));
+                let (head, rest) = row[..t + 1].split_at_mut(first);
+                head.fill(0.0);
+                softmax(rest);
+                row[t + 1..len].fill(0.0);
+            }
+            let probs_operand = Operand {
+                ptr: p.as_ptr(),
+                row_stride: seq as isize,
+                col_stride: 1,
+            };
+            // SAFETY: rows `b * seq .. b * seq + len`, columns `h d .. (h + 1) d` of `context` are
+            // written by this block alone (blocks differ in `b` or `h`); the inputs are in bounds
+            // as above.
+            unsafe {
+                let out = context_ptr.at(b * seq * heads * d + h * d);
+                gemm(
+                    len,
+                    d,
+                    len,
+                    out,
+                    heads * d,
+                    false,
+                    probs_operand,
+                    v,
+                    1.0,
+                    false,
+                );
+            }
+        });
+    (context, probs)
+}
+
+/// A pointer written from several rayon tasks, each to its own disjoint cells.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+impl SharedMut {
+    /// The cell `offset` places past the start.
+    ///
+    /// # Safety
+    /// `offset` is within the allocation.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: the caller's contract.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+// SAFETY: only used where the writers' regions are disjoint (see `attend`).
+unsafe impl Send for SharedMut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMut {}
+
+/// Softmax of `row` in place (torch's: `exp(x - max) / sum`).
+fn softmax(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f32;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    row.iter_mut().for_each(|v| *v /= sum);
+}
+
+/// `t`'s values, row-major (moved out without a copy when `t` owns a contiguous buffer).
+pub(crate) fn values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| ExtractError::Backend(format!("reading activations: {e:?}")))
+}
