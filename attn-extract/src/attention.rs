@@ -105,8 +105,13 @@ pub(crate) enum LayerTaps {
         /// `[batch, heads, seq, seq]`.
         probs: Tensor<4>,
     },
-    /// The same two arrays, row-major.
-    Host { qkv: Vec<f32>, probs: Vec<f32> },
+    /// The same two arrays in host memory, except that the rows of `qkv` are packed: sequence
+    /// `b`'s tokens are rows `starts[b]..`, without padding between sequences.
+    Host {
+        qkv: Vec<f32>,
+        probs: Vec<f32>,
+        starts: Vec<usize>,
+    },
 }
 
 /// Receives the taps of a layer; returns an error to stop the forward pass.

@@ -214,9 +214,83 @@ pub(crate) fn linear_into(
 
 /// `x W (+ bias)` as a new `[rows, W.cols]` buffer.
 pub(crate) fn linear(x: &[f32], w: &HostMatrix, bias: Option<&[f32]>) -> Vec<f32> {
-    let rows = x.len() / w.rows.max(1);
-    let mut out = vec![0.0; rows * w.cols];
-    linear_into(x, w, bias, &mut out, w.cols, 0, false);
+    side_by_side(x, &[(w, bias)])
+}
+
+/// The products `x W_i (+ b_i)` side by side in each row of a new `[rows, sum of W_i.cols]` buffer
+/// (the `[q | k | v]` rows of a layer). Without biases the products write into the new buffer's
+/// uninitialized memory: zeroing it first cost as much as a tenth of a product.
+pub(crate) fn side_by_side(x: &[f32], parts: &[(&HostMatrix, Option<&[f32]>)]) -> Vec<f32> {
+    let Some((first, _)) = parts.first() else {
+        return Vec::new();
+    };
+    let k = first.rows;
+    let rows = x.len() / k.max(1);
+    let width: usize = parts.iter().map(|(w, _)| w.cols).sum();
+    if parts.iter().any(|(_, b)| b.is_some()) {
+        let mut out = vec![0.0; rows * width];
+        let mut col = 0;
+        for (w, b) in parts {
+            linear_into(x, w, *b, &mut out, width, col, false);
+            col += w.cols;
+        }
+        return out;
+    }
+    assert!(
+        x.len() == rows * k && parts.iter().all(|(w, _)| w.rows == k),
+        "side_by_side: {} values for {k} inputs",
+        x.len()
+    );
+    let mut out: Vec<f32> = Vec::with_capacity(rows * width);
+    let lhs = Operand {
+        ptr: x.as_ptr(),
+        row_stride: k as isize,
+        col_stride: 1,
+    };
+    let mut col = 0;
+    for (w, _) in parts {
+        // SAFETY: `x` is `[rows, k]` (asserted), `w` was bounds-checked by `HostMatrix::of`, and
+        // columns `col..col + w.cols` of the `rows` rows of `width` lie within the capacity.
+        unsafe {
+            let dst = out.spare_capacity_mut().as_mut_ptr().cast::<f32>().add(col);
+            gemm(
+                rows,
+                w.cols,
+                k,
+                dst,
+                width,
+                false,
+                lhs,
+                w.operand(),
+                1.0,
+                true,
+            );
+        }
+        col += w.cols;
+    }
+    // SAFETY: the products wrote every column (their widths sum to `width`) of every row.
+    unsafe { out.set_len(rows * width) };
+    out
+}
+
+/// The real rows of a `[batch, seq, width]` right-padded buffer, packed: `[sum of lengths, width]`.
+pub(crate) fn pack_rows(padded: &[f32], width: usize, seq: usize, lengths: &[usize]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(lengths.iter().sum::<usize>() * width);
+    for (b, &len) in lengths.iter().enumerate() {
+        out.extend_from_slice(&padded[b * seq * width..(b * seq + len) * width]);
+    }
+    out
+}
+
+/// `x` (`[sum of lengths, width]`, sequences one after another) cut into one slice per sequence.
+fn sequences_mut<'a>(x: &'a mut [f32], width: usize, lengths: &[usize]) -> Vec<&'a mut [f32]> {
+    let mut rest = x;
+    let mut out = Vec::with_capacity(lengths.len());
+    for &len in lengths {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(len * width);
+        out.push(head);
+        rest = tail;
+    }
     out
 }
 
@@ -254,24 +328,21 @@ pub(crate) fn rms_norm_in_place(
 }
 
 /// transformers' `apply_rotary_pos_emb` in place on the `heads` heads of `d` columns at the start of
-/// each `width`-wide row of `x` (`[batch, seq]` rows; padding rows are left as they are): `x cos +
-/// rotate_half(x) sin` with `cos`, `sin` the `[seq, d]` tables.
-#[allow(clippy::too_many_arguments)]
+/// each `width`-wide row of `x` (the packed rows of sequences of `lengths` tokens): `x cos +
+/// rotate_half(x) sin` with `cos`, `sin` the `[positions, d]` tables.
 pub(crate) fn rotate(
     x: &mut [f32],
     width: usize,
     lengths: &[usize],
-    seq: usize,
-    heads: usize,
-    d: usize,
+    (heads, d): (usize, usize),
     cos: &[f32],
     sin: &[f32],
 ) {
     let half = d / 2;
-    x.par_chunks_mut(width * seq)
-        .zip(lengths)
-        .for_each(|(sequence, &len)| {
-            for (t, row) in sequence.chunks_mut(width).take(len).enumerate() {
+    sequences_mut(x, width, lengths)
+        .into_par_iter()
+        .for_each(|sequence| {
+            for (t, row) in sequence.chunks_mut(width).enumerate() {
                 let (c, s) = (&cos[t * d..(t + 1) * d], &sin[t * d..(t + 1) * d]);
                 for head in row[..heads * d].chunks_mut(d) {
                     let (first, second) = head.split_at_mut(half);
@@ -285,10 +356,14 @@ pub(crate) fn rotate(
         });
 }
 
-/// The shape of one attention layer over a `[batch, seq]` batch of right-padded sequences.
+/// The shape of one attention layer over a batch of sequences whose rows are packed one after
+/// another.
 pub(crate) struct AttentionShape<'a> {
     /// Each sequence's number of tokens.
     pub lengths: &'a [usize],
+    /// Each sequence's first row.
+    pub starts: &'a [usize],
+    /// The longest sequence: the probabilities are `[batch, heads, seq, seq]`.
     pub seq: usize,
     pub heads: usize,
     pub kv_heads: usize,
@@ -299,13 +374,14 @@ pub(crate) struct AttentionShape<'a> {
     pub window: Option<usize>,
 }
 
-/// Causal grouped-query attention over `qkv` (`[batch * seq, (heads + 2 kv_heads) d]` rows of
-/// `[q | k | v]`, head-major): returns the context `[batch * seq, heads d]` and the probabilities
-/// `[batch, heads, seq, seq]` (zero outside each sequence's own causal, windowed keys; padding
-/// rows zero). Query head `h` reads key/value head `h / (heads / kv_heads)`.
+/// Causal grouped-query attention over `qkv` (the packed rows of `[q | k | v]`, `(heads + 2
+/// kv_heads) d` wide, head-major): returns the context (packed rows, `heads d` wide) and the
+/// probabilities `[batch, heads, seq, seq]` (zero outside each sequence's own causal, windowed
+/// keys; padding rows zero). Query head `h` reads key/value head `h / (heads / kv_heads)`.
 pub(crate) fn attend(qkv: &[f32], shape: &AttentionShape<'_>) -> (Vec<f32>, Vec<f32>) {
     let &AttentionShape {
         lengths,
+        starts,
         seq,
         heads,
         kv_heads,
@@ -315,14 +391,20 @@ pub(crate) fn attend(qkv: &[f32], shape: &AttentionShape<'_>) -> (Vec<f32>, Vec<
     } = shape;
     let width = (heads + 2 * kv_heads) * d;
     let batch = lengths.len();
+    let total: usize = lengths.iter().sum();
     assert!(
-        qkv.len() == batch * seq * width && lengths.iter().all(|&l| l <= seq),
-        "attend: {} values for {batch} x {seq} rows of {width}",
+        qkv.len() == total * width
+            && starts.len() == batch
+            && lengths
+                .iter()
+                .zip(starts)
+                .all(|(&l, &s)| l <= seq && s + l <= total),
+        "attend: {} values for {total} rows of {width}",
         qkv.len()
     );
     let group = heads / kv_heads;
     let mut probs = vec![0.0f32; batch * heads * seq * seq];
-    let mut context = vec![0.0f32; batch * seq * heads * d];
+    let mut context = vec![0.0f32; total * heads * d];
     let context_ptr = SharedMut(context.as_mut_ptr());
     probs
         .par_chunks_mut(seq * seq)
@@ -334,7 +416,7 @@ pub(crate) fn attend(qkv: &[f32], shape: &AttentionShape<'_>) -> (Vec<f32>, Vec<
                 return;
             }
             let g = h / group;
-            let rows = b * seq * width;
+            let rows = starts[b] * width;
             let operand = |col: usize, row_stride: isize, col_stride: isize| Operand {
                 ptr: qkv[rows + col..].as_ptr(),
                 row_stride,
@@ -344,8 +426,8 @@ pub(crate) fn attend(qkv: &[f32], shape: &AttentionShape<'_>) -> (Vec<f32>, Vec<
             // K transposed: element (i, j) is coordinate i of key j.
             let k_t = operand((heads + g) * d, 1, width as isize);
             let v = operand((heads + kv_heads + g) * d, width as isize, 1);
-            // SAFETY: the sequence's `len <= seq` rows of `qkv` hold its q, k and v columns
-            // (length asserted above); `p` is this block's exclusive `[seq, seq]` slice.
+            // SAFETY: the sequence's `len` rows from `starts[b]` hold its q, k and v columns
+            // (asserted above); `p` is this block's exclusive `[seq, seq]` slice.
             unsafe {
                 gemm(
                     len,
@@ -372,11 +454,11 @@ pub(crate) fn attend(qkv: &[f32], shape: &AttentionShape<'_>) -> (Vec<f32>, Vec<
                 row_stride: seq as isize,
                 col_stride: 1,
             };
-            // SAFETY: rows `b * seq .. b * seq + len`, columns `h d .. (h + 1) d` of `context` are
+            // SAFETY: rows `starts[b] .. starts[b] + len`, columns `h d .. (h + 1) d` of `context` are
             // written by this block alone (blocks differ in `b` or `h`); the inputs are in bounds
             // as above.
             unsafe {
-                let out = context_ptr.at(b * seq * heads * d + h * d);
+                let out = context_ptr.at(starts[b] * heads * d + h * d);
                 gemm(
                     len,
                     d,

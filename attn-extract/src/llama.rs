@@ -569,8 +569,9 @@ impl Decoder {
         Ok(())
     }
 
-    /// [`Decoder::forward`] with the CPU kernels of [`crate::cpu`]: activations are `[batch * seq,
-    /// width]` host buffers from the embedding on, and each sequence attends over its own keys.
+    /// [`Decoder::forward`] with the CPU kernels of [`crate::cpu`]: activations are host buffers of
+    /// the sequences' real rows packed one after another (no padding) from the embedding on, and
+    /// each sequence attends over its own keys.
     #[cfg(feature = "flex")]
     fn forward_cpu(
         &self,
@@ -593,21 +594,36 @@ impl Decoder {
             Ok((HostMatrix::of(lin.weight.val())?, bias))
         };
         let gamma = |norm: &RmsNorm| host_vector(norm.gamma.val());
-        let mut x = cpu::values(to_f32(self.embed_tokens.forward(ids)))?;
         let hidden = self.embed_tokens.weight.val().dims()[1];
+        let embedded = cpu::values(to_f32(self.embed_tokens.forward(ids)))?;
+        let mut x = cpu::pack_rows(&embedded, hidden, seq, run.lengths);
+        drop(embedded);
+        let starts: Vec<usize> = run
+            .lengths
+            .iter()
+            .scan(0, |next, &len| {
+                let start = *next;
+                *next += len;
+                Some(start)
+            })
+            .collect();
         for (l, layer) in self.layers.iter().enumerate().take(run.last_layer + 1) {
             let eps = layer.input_norm.epsilon;
             let h = cpu::rms_norm(&x, hidden, &gamma(&layer.input_norm)?, eps);
             // q, k and v side by side in each row: the layout the taps and `attend` read.
-            let mut qkv = vec![0.0; x.len() / hidden * tap_width];
-            for (lin, col) in [
-                (&layer.q_proj, 0),
-                (&layer.k_proj, q_width),
-                (&layer.v_proj, q_width + kv_width),
-            ] {
-                let (w, b) = weights(lin)?;
-                cpu::linear_into(&h, &w, b.as_deref(), &mut qkv, tap_width, col, false);
-            }
+            let (q, k, v) = (
+                weights(&layer.q_proj)?,
+                weights(&layer.k_proj)?,
+                weights(&layer.v_proj)?,
+            );
+            let mut qkv = cpu::side_by_side(
+                &h,
+                &[
+                    (&q.0, q.1.as_deref()),
+                    (&k.0, k.1.as_deref()),
+                    (&v.0, v.1.as_deref()),
+                ],
+            );
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
                 let (qg, kg) = (gamma(qn)?, gamma(kn)?);
                 cpu::rms_norm_in_place(&mut qkv, tap_width, 0, q_width, &qg, qn.epsilon);
@@ -615,18 +631,11 @@ impl Decoder {
                 cpu::rms_norm_in_place(&mut qkv, tap_width, q_width, keys, &kg, kn.epsilon);
             }
             let before_rotation = (run.rope == RopeCapture::Pre).then(|| qkv.clone());
-            cpu::rotate(
-                &mut qkv,
-                tap_width,
-                run.lengths,
-                seq,
-                heads + kv_heads,
-                d,
-                &cos,
-                &sin,
-            );
+            let rotated = (heads + kv_heads, d);
+            cpu::rotate(&mut qkv, tap_width, run.lengths, rotated, &cos, &sin);
             let shape = cpu::AttentionShape {
                 lengths: run.lengths,
+                starts: &starts,
                 seq,
                 heads,
                 kv_heads,
@@ -636,7 +645,8 @@ impl Decoder {
             };
             let (context, probs) = cpu::attend(&qkv, &shape);
             let qkv = before_rotation.unwrap_or(qkv);
-            sink(l, LayerTaps::Host { qkv, probs })?;
+            let starts = starts.clone();
+            sink(l, LayerTaps::Host { qkv, probs, starts })?;
             if l == run.last_layer {
                 // Nothing after the last captured attention is read.
                 break;

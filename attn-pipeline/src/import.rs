@@ -821,10 +821,13 @@ fn import_difference(
     };
     let (a, b) = (&existing.run.params, &requested.run.params);
     let absent = || "(none)".to_string();
+    // Not a flag: what it says is checked by `run::refuse_window_blind`.
+    let compared = |k: &&String| k.as_str() != run::WINDOW_AWARE;
     // The flags first: another `--keys` is named as such, not as its file's missing stamp.
     let (files, flags): (Vec<&String>, Vec<&String>) = a
         .keys()
         .chain(b.keys())
+        .filter(compared)
         .partition(|k| k.starts_with(INPUT_FILE));
     flags
         .into_iter()
@@ -1037,6 +1040,13 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
             params.insert("window-layers".to_string(), list.join(","));
         }
     }
+    // As `run` records it: this import's normalization and fidelity leave the window's masked keys.
+    if attn_extract::model_sliding_windows(&info)?
+        .iter()
+        .any(Option::is_some)
+    {
+        params.insert(run::WINDOW_AWARE.to_string(), "true".to_string());
+    }
     let meta = DatasetMeta {
         schema_version: DATA_MODEL_VERSION,
         model: info.clone(),
@@ -1067,9 +1077,14 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
     // the model description it shapes (`model.config.sliding_window`).
     if !fresh {
         let existing = Dataset::open(&plan.out)?;
-        if (existing.has_tokens() || !existing.heads()?.is_empty())
-            && let Some((what, old, new)) = import_difference(existing.meta(), &meta)
-        {
+        let holds_data = existing.has_tokens() || !existing.heads()?.is_empty();
+        if holds_data {
+            let remedy = "use a new --out directory (or delete that one)";
+            run::refuse_window_blind(existing.meta(), &plan.out, remedy).inspect_err(|_| {
+                cleanup.armed = false;
+            })?;
+        }
+        if holds_data && let Some((what, old, new)) = import_difference(existing.meta(), &meta) {
             cleanup.armed = false;
             bail!(
                 "--out {}: the dataset there was made with {what} = {old}, this import asks for {new}; use a new --out directory (or delete that one)",

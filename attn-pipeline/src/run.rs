@@ -666,7 +666,23 @@ fn run_identity(meta: &DatasetMeta) -> Vec<(&'static str, String)> {
 
 /// Recorded by runs of models with sliding-window layers since their normalization and fidelity
 /// leave the keys the window masks out; a dataset of such a model without it was made before.
-const WINDOW_AWARE: &str = "window_aware";
+pub(crate) const WINDOW_AWARE: &str = "window_aware";
+
+/// Refuses a dataset (at `dir`) of a model with sliding-window layers that attnviz made before its
+/// normalization and fidelity left out the keys the window masks (it did not record
+/// [`WINDOW_AWARE`]): its stored normalization cannot be reused. `remedy` says what to do instead.
+pub(crate) fn refuse_window_blind(meta: &DatasetMeta, dir: &Path, remedy: &str) -> Result<()> {
+    let windowed = attn_extract::model_sliding_windows(&meta.model)?
+        .iter()
+        .any(Option::is_some);
+    if windowed && !meta.run.params.contains_key(WINDOW_AWARE) {
+        bail!(
+            "{}: the dataset there was made by an earlier attnviz whose normalization and fidelity counted the keys this model's sliding window masks; {remedy}",
+            dir.display()
+        );
+    }
+    Ok(())
+}
 
 /// Refuses to resume a dataset that holds data made from another corpus or with other extraction
 /// settings, naming the first setting that differs.
@@ -678,13 +694,12 @@ fn check_same_run(out: &Path, meta: &DatasetMeta) -> Result<()> {
         // Nothing was stored: the new run's metadata replaces the old.
         return Ok(());
     }
-    if meta.run.params.contains_key(WINDOW_AWARE)
-        && !existing.meta().run.params.contains_key(WINDOW_AWARE)
-    {
-        bail!(
-            "{}: the dataset there was made by an earlier attnviz whose normalization and fidelity counted the keys this model's sliding window masks; use a new --out directory (or delete that one)",
-            out.display()
-        );
+    if meta.run.params.contains_key(WINDOW_AWARE) {
+        refuse_window_blind(
+            existing.meta(),
+            out,
+            "use a new --out directory (or delete that one)",
+        )?;
     }
     for ((what, old), (_, new)) in run_identity(existing.meta())
         .into_iter()
@@ -1173,6 +1188,11 @@ pub fn project_dataset(
 ) -> Result<RunSummary> {
     let start = Instant::now();
     let dataset = Dataset::open(dir)?;
+    refuse_window_blind(
+        dataset.meta(),
+        dir,
+        "make it again into a new --out directory",
+    )?;
     let _lock = lock_dataset(dir, None)?;
     dataset.remove_stale_temp_files()?;
     let stored = dataset.heads()?;

@@ -426,20 +426,11 @@ fn key_head_of_table(c: &ParquetTable) -> Result<Option<HeadId>, StoreError> {
 /// The key head that a query head's vectors file records (`attnviz.key_head`: its keys are in that
 /// key head's file), from the footer alone; `None` for files that hold their keys.
 pub fn recorded_key_head(path: impl AsRef<Path>) -> Result<Option<HeadId>, StoreError> {
-    let path = path.as_ref();
-    if has_column(path, "key")? {
+    let footer = ParquetTable::read_columns(path.as_ref(), &[])?;
+    if footer.has_file_column("key") {
         return Ok(None);
     }
-    key_head_of_table(&ParquetTable::read_columns(path, &[])?)
-}
-
-/// Whether a Parquet file has a column `name` (read from its footer).
-fn has_column(path: &Path, name: &str) -> Result<bool, StoreError> {
-    match ParquetTable::read_columns(path, &[name]) {
-        Ok(_) => Ok(true),
-        Err(StoreError::NoSuchColumn { .. }) => Ok(false),
-        Err(e) => Err(e),
-    }
+    key_head_of_table(&footer)
 }
 
 /// Checks that a key file records `key_head` and has `rows` rows (the query head file's).
@@ -618,8 +609,8 @@ pub fn read_vector_norms_file(
             Ok((c.f32("query_norm")?, c.f32("key_norm")?))
         }
         Err(StoreError::NoSuchColumn { .. }) => {
-            if !has_column(path, "key")?
-                && let Ok(c) = ParquetTable::read_columns(path, &["query_norm"])
+            if let Ok(c) = ParquetTable::read_columns(path, &["query_norm"])
+                && !c.has_file_column("key")
                 && let Some(key_head) = key_head_of_table(&c)?
             {
                 check_head(&c, head)?;

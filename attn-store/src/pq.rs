@@ -216,6 +216,8 @@ pub(crate) fn vector_type(d: i32) -> DataType {
 pub struct ParquetTable {
     pub(crate) path: PathBuf,
     pub(crate) schema: SchemaRef,
+    /// Every column the file has, whether read or not.
+    pub(crate) file_columns: Vec<String>,
     pub(crate) batches: Vec<RecordBatch>,
     pub(crate) kv: HashMap<String, String>,
     pub(crate) rows: usize,
@@ -264,6 +266,11 @@ impl ParquetTable {
         read_parquet(path.as_ref(), Some(columns))
     }
 
+    /// Whether the file has a column `name` (read or not).
+    pub(crate) fn has_file_column(&self, name: &str) -> bool {
+        self.file_columns.iter().any(|c| c == name)
+    }
+
     /// Number of rows.
     pub fn num_rows(&self) -> usize {
         self.rows
@@ -310,6 +317,12 @@ fn read_parquet(path: &Path, columns: Option<&[&str]>) -> Result<ParquetTable, S
             });
         }
     }
+    let file_columns: Vec<String> = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     let builder = match columns {
         None => builder,
         Some(columns) => {
@@ -366,6 +379,7 @@ fn read_parquet(path: &Path, columns: Option<&[&str]>) -> Result<ParquetTable, S
     Ok(ParquetTable {
         path: path.to_path_buf(),
         schema,
+        file_columns,
         batches,
         kv,
         rows,

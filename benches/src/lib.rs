@@ -306,14 +306,15 @@ pub fn machine_record() -> serde_json::Value {
     })
 }
 
-/// The machine of a [`machine_record`] in one line: CPU, cores, memory, load at the start, rustc,
-/// attnviz version and commit, date.
+/// The machine of a [`machine_record`] in one line: CPU, cores, AVX-512, memory, load at the start,
+/// rustc, attnviz version and commit, date.
 pub fn machine_line(machine: &serde_json::Value) -> String {
     let text = |k: &str| machine[k].as_str().unwrap_or("?").to_string();
     format!(
-        "{}, {} cores, {} GB, load at start {}; {}, attnviz {} at commit {}; {}",
+        "{}, {} cores, AVX-512 {}, {} GB, load at start {}; {}, attnviz {} at commit {}; {}",
         text("cpu"),
         machine["cores"],
+        machine["avx512"],
         machine["memory_gb"],
         text("load_average_at_start"),
         text("rustc"),

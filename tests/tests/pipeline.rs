@@ -383,6 +383,12 @@ fn decoders_run_end_to_end() {
                 ],
                 &["earlier attnviz", "sliding window", "new --out"],
             );
+            // Nor are its heads projected again from that normalization.
+            attnviz_fails(
+                tmp.path(),
+                &["project", "ds", "--methods", "pca", "--force"],
+                &["earlier attnviz", "sliding window", "new --out"],
+            );
         }
     }
 }

@@ -435,17 +435,9 @@ fn run() -> Res<()> {
         )),
         None => md.push_str("\nPyTorch skipped: no ratio.\n"),
     }
-    let text = |k: &str| machine[k].as_str().unwrap_or("?").to_string();
     md.push_str(&format!(
-        "\nMachine: {}, {} cores, AVX-512 {}, load at start {}; {}, attnviz {} at commit {}; {}.\n",
-        text("cpu"),
-        machine["cores"],
-        machine["avx512"],
-        text("load_average_at_start"),
-        text("rustc"),
-        text("attnviz"),
-        text("git_commit"),
-        text("date_utc"),
+        "\nMachine: {}.\n",
+        attnviz_benches::machine_line(&machine)
     ));
     println!("{md}");
     std::fs::create_dir_all(&args.out)?;
