@@ -91,7 +91,7 @@ pub struct ExtractOptions {
     /// sequences, whose dense attention grows with the square of their length.
     pub attention_keep: AttentionKeep,
     /// On burn-flex, run the Llama family's layers with attn-extract's own CPU kernels (the
-    /// default: 1,453 tokens/s against 1,065 with burn-flex's tensor ops on the 100M-parameter
+    /// default: 1,583 tokens/s against 1,065 with burn-flex's tensor ops on the 100M-parameter
     /// Llama-shaped benchmark model). `false` runs burn's tensor ops, as every other backend
     /// does. Other families ignore it.
     pub cpu_kernels: bool,

@@ -102,6 +102,22 @@ pub(crate) fn write_parquet(
         DATA_MODEL_VERSION.to_string(),
     )];
     entries.extend(kv.into_iter().map(|(k, v)| KeyValue::new(k, v)));
+    // The same entries in the Arrow schema that the writer embeds (`ARROW:schema`): readers that
+    // rebuild the table's schema from it (pyarrow, polars) show only its metadata.
+    let mut schema_metadata = batch.schema().metadata().clone();
+    for e in &entries {
+        schema_metadata.insert(e.key.clone(), e.value.clone().unwrap_or_default());
+    }
+    let schema = Arc::new(batch.schema().as_ref().clone().with_metadata(schema_metadata));
+    let batch = batch
+        .clone()
+        .with_schema(schema)
+        .map_err(|source| StoreError::Arrow {
+            path: path.to_path_buf(),
+            field: "schema metadata".into(),
+            source,
+        })?;
+    let batch = &batch;
     // Dictionary encoding only for the top-level string columns (token text, ids): the float
     // vectors, coordinates and attention weights are nearly all distinct, so interning them cost a
     // fifth of an extraction's time before the writer fell back to plain encoding anyway.

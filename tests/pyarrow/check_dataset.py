@@ -40,8 +40,15 @@ def f32(x):
 
 
 def kv(path):
+    """The file's key-value metadata; its attnviz.* entries must also be the Arrow schema's metadata
+    (what pyarrow, polars and arrow-rs readers show as the table's metadata)."""
     md = pq.read_metadata(path).metadata or {}
-    return {k.decode(): v.decode() for k, v in md.items()}
+    footer = {k.decode(): v.decode() for k, v in md.items()}
+    ours = lambda d: {k: v for k, v in d.items() if k.startswith("attnviz.")}
+    schema = {k.decode(): v.decode() for k, v in (pq.read_schema(path).metadata or {}).items()}
+    check(ours(schema) == ours(footer),
+          f"{path}: Arrow schema metadata {sorted(ours(schema))} differs from the footer's {sorted(ours(footer))}")
+    return footer
 
 
 def expect_schema(path, expected):
