@@ -114,6 +114,18 @@ pub(crate) enum LayerTaps {
     },
 }
 
+/// What one forward pass runs on.
+pub(crate) struct ForwardRun<'a> {
+    /// Tokens of each sequence of the batch.
+    pub lengths: &'a [usize],
+    /// The last layer to run (its attention is the last tap).
+    pub last_layer: usize,
+    /// Which queries and keys the taps hold (rotary models).
+    pub rope: attn_types::RopeCapture,
+    /// Use the CPU kernels on burn-flex.
+    pub cpu_kernels: bool,
+}
+
 /// Receives the taps of a layer; returns an error to stop the forward pass.
 pub(crate) type TapSink<'a> = dyn FnMut(usize, LayerTaps) -> crate::error::Result<()> + 'a;
 
@@ -165,7 +177,12 @@ impl QkvProjection {
 
     /// One `[q | k | v]` projection: a single matmul instead of three.
     pub(crate) fn qkv(&self, x: Tensor<3>) -> Tensor<3> {
-        let (w, b) = self.fused.clone().unwrap_or_else(|| self.concat());
+        let (w, b) = self.weights();
         linear(x, w, b)
+    }
+
+    /// The `[q | k | v]` weight `[in, 3 out]` and bias.
+    pub(crate) fn weights(&self) -> (Tensor<2>, Option<Tensor<1>>) {
+        self.fused.clone().unwrap_or_else(|| self.concat())
     }
 }

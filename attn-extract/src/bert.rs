@@ -9,7 +9,7 @@ use burn::nn::{
 };
 use burn::tensor::{Device, Int, Tensor};
 
-use crate::attention::{LayerTaps, QkvProjection, TapSink, attend};
+use crate::attention::{ForwardRun, LayerTaps, QkvProjection, TapSink, attend};
 use crate::error::Result;
 use crate::hf::{Activation, HfConfig, RemapRule, load_all_f32};
 
@@ -135,6 +135,7 @@ impl BertConfig {
                 .collect(),
             num_heads: self.num_heads,
             activation: self.activation,
+            layer_norm_eps: self.layer_norm_eps,
         }
     }
 }
@@ -168,6 +169,8 @@ pub struct Bert {
     num_heads: usize,
     #[module(skip)]
     activation: Activation,
+    #[module(skip)]
+    layer_norm_eps: f64,
 }
 
 impl Bert {
@@ -181,12 +184,14 @@ impl Bert {
         Ok(model)
     }
 
-    /// Runs layers `0..=last_layer` on `ids` `[batch, seq]`, handing each layer's taps to `sink`.
+    /// Runs layers `0..=run.last_layer` on `ids` `[batch, seq]` (right-padded to `run.lengths`),
+    /// handing each layer's taps to `sink`: with the CPU kernels on burn-flex when
+    /// `run.cpu_kernels`, else with burn's tensor ops and the padding mask `bias()`.
     pub(crate) fn forward(
         &self,
         ids: Tensor<2, Int>,
-        bias: Tensor<4>,
-        last_layer: usize,
+        bias: impl FnOnce() -> Tensor<4>,
+        run: &ForwardRun<'_>,
         sink: &mut TapSink<'_>,
     ) -> Result<()> {
         let [_, seq] = ids.dims();
@@ -206,11 +211,16 @@ impl Bert {
             + self.embeddings.position_embeddings.forward(positions)
             + token_type;
         x = self.embeddings.norm.forward(x);
-        for (l, layer) in self.layers.iter().enumerate().take(last_layer + 1) {
+        #[cfg(feature = "flex")]
+        if run.cpu_kernels && crate::cpu::runs_on(&device) {
+            return self.layers_cpu(x, run, sink);
+        }
+        let bias = bias();
+        for (l, layer) in self.layers.iter().enumerate().take(run.last_layer + 1) {
             let qkv = layer.attention.qkv(x.clone());
             let (context, probs) = attend(qkv.clone(), bias.clone(), self.num_heads, head_dim);
             sink(l, LayerTaps::Tensors { qkv, probs })?;
-            if l == last_layer {
+            if l == run.last_layer {
                 // Nothing after the last captured attention is read.
                 break;
             }
@@ -225,5 +235,31 @@ impl Bert {
                 .forward(layer.output.forward(inner) + attended);
         }
         Ok(())
+    }
+
+    /// The layers of [`Bert::forward`] on the embeddings `x` with the CPU kernels (post-norm).
+    #[cfg(feature = "flex")]
+    fn layers_cpu(&self, x: Tensor<3>, run: &ForwardRun<'_>, sink: &mut TapSink<'_>) -> Result<()> {
+        use crate::cpu::{Affine, Norm, NormBlock, NormStack, norm_blocks};
+        let stack = NormStack {
+            pre_norm: false,
+            heads: self.num_heads,
+            causal: false,
+            eps: self.layer_norm_eps,
+            activation: self.activation,
+        };
+        let block = |l: usize| {
+            let layer = &self.layers[l];
+            let (w, b) = layer.attention.weights();
+            Ok(NormBlock {
+                qkv: Affine::new(w, b)?,
+                attention_out: Affine::linear(&layer.attention_output)?,
+                norm1: Norm::layer_norm(&layer.attention_norm)?,
+                fc: Affine::linear(&layer.intermediate)?,
+                proj: Affine::linear(&layer.output)?,
+                norm2: Norm::layer_norm(&layer.output_norm)?,
+            })
+        };
+        norm_blocks(x, &stack, run, block, sink)
     }
 }

@@ -80,6 +80,59 @@ impl HostMatrix {
     }
 }
 
+/// `x W + b`: a weight `[in, out]` as burn-flex holds it and its bias, read for the kernels.
+pub(crate) struct Affine {
+    weight: HostMatrix,
+    bias: Option<Vec<f32>>,
+}
+
+impl Affine {
+    /// `weight` `[in, out]` and `bias`.
+    pub(crate) fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Result<Self> {
+        Ok(Self {
+            weight: HostMatrix::of(weight)?,
+            bias: bias.map(host_vector).transpose()?,
+        })
+    }
+
+    /// A burn `Linear` layer.
+    pub(crate) fn linear(lin: &burn::nn::Linear) -> Result<Self> {
+        Self::new(lin.weight.val(), lin.bias.as_ref().map(|b| b.val()))
+    }
+}
+
+/// A LayerNorm's scale and shift, read for the kernels.
+pub(crate) struct Norm {
+    gamma: Vec<f32>,
+    beta: Option<Vec<f32>>,
+}
+
+impl Norm {
+    /// A burn `LayerNorm` (its epsilon is the model's, kept beside it).
+    pub(crate) fn layer_norm(norm: &burn::nn::LayerNorm) -> Result<Self> {
+        Ok(Self {
+            gamma: host_vector(norm.gamma.val())?,
+            beta: norm
+                .beta
+                .as_ref()
+                .map(|b| host_vector(b.val()))
+                .transpose()?,
+        })
+    }
+}
+
+/// The first row of each sequence when sequences of `lengths` rows are packed one after another.
+pub(crate) fn starts(lengths: &[usize]) -> Vec<usize> {
+    lengths
+        .iter()
+        .scan(0, |next, &len| {
+            let start = *next;
+            *next += len;
+            Some(start)
+        })
+        .collect()
+}
+
 /// `t` (a bias or norm weight) as an f32 vector.
 pub(crate) fn host_vector(t: Tensor<1>) -> Result<Vec<f32>> {
     let t = if t.dtype() == DType::F32 {
@@ -150,18 +203,18 @@ unsafe fn gemm(
     }
 }
 
-/// `out[:, col..col + W.cols] (+)= x W (+ bias)`: `x` is `[rows, W.rows]` row-major, `out`
+/// `out[:, col..col + W.cols] (+)= x W + b`: `x` is `[rows, W.rows]` row-major, `out`
 /// `[rows, out_width]`. With `accumulate` the product is added to what `out` holds (a residual
 /// add), else it replaces it.
 pub(crate) fn linear_into(
     x: &[f32],
-    w: &HostMatrix,
-    bias: Option<&[f32]>,
+    affine: &Affine,
     out: &mut [f32],
     out_width: usize,
     col: usize,
     accumulate: bool,
 ) {
+    let (w, bias) = (&affine.weight, affine.bias.as_deref());
     let k = w.rows;
     let rows = x.len() / k.max(1);
     assert!(
@@ -212,32 +265,32 @@ pub(crate) fn linear_into(
     }
 }
 
-/// `x W (+ bias)` as a new `[rows, W.cols]` buffer.
-pub(crate) fn linear(x: &[f32], w: &HostMatrix, bias: Option<&[f32]>) -> Vec<f32> {
-    side_by_side(x, &[(w, bias)])
+/// `x W + b` as a new `[rows, W.cols]` buffer.
+pub(crate) fn linear(x: &[f32], affine: &Affine) -> Vec<f32> {
+    side_by_side(x, &[affine])
 }
 
-/// The products `x W_i (+ b_i)` side by side in each row of a new `[rows, sum of W_i.cols]` buffer
+/// The products `x W_i + b_i` side by side in each row of a new `[rows, sum of W_i.cols]` buffer
 /// (the `[q | k | v]` rows of a layer). Without biases the products write into the new buffer's
 /// uninitialized memory: zeroing it first cost as much as a tenth of a product.
-pub(crate) fn side_by_side(x: &[f32], parts: &[(&HostMatrix, Option<&[f32]>)]) -> Vec<f32> {
-    let Some((first, _)) = parts.first() else {
+pub(crate) fn side_by_side(x: &[f32], parts: &[&Affine]) -> Vec<f32> {
+    let Some(first) = parts.first() else {
         return Vec::new();
     };
-    let k = first.rows;
+    let k = first.weight.rows;
     let rows = x.len() / k.max(1);
-    let width: usize = parts.iter().map(|(w, _)| w.cols).sum();
-    if parts.iter().any(|(_, b)| b.is_some()) {
+    let width: usize = parts.iter().map(|a| a.weight.cols).sum();
+    if parts.iter().any(|a| a.bias.is_some()) {
         let mut out = vec![0.0; rows * width];
         let mut col = 0;
-        for (w, b) in parts {
-            linear_into(x, w, *b, &mut out, width, col, false);
-            col += w.cols;
+        for a in parts {
+            linear_into(x, a, &mut out, width, col, false);
+            col += a.weight.cols;
         }
         return out;
     }
     assert!(
-        x.len() == rows * k && parts.iter().all(|(w, _)| w.rows == k),
+        x.len() == rows * k && parts.iter().all(|a| a.weight.rows == k),
         "side_by_side: {} values for {k} inputs",
         x.len()
     );
@@ -248,7 +301,7 @@ pub(crate) fn side_by_side(x: &[f32], parts: &[(&HostMatrix, Option<&[f32]>)]) -
         col_stride: 1,
     };
     let mut col = 0;
-    for (w, _) in parts {
+    for Affine { weight: w, .. } in parts.iter().copied() {
         // SAFETY: `x` is `[rows, k]` (asserted), `w` was bounds-checked by `HostMatrix::of`, and
         // columns `col..col + w.cols` of the `rows` rows of `width` lie within the capacity.
         unsafe {
@@ -327,6 +380,108 @@ pub(crate) fn rms_norm_in_place(
     });
 }
 
+/// `LayerNorm` in place of every `width`-wide row of `x`: `(x - mean) / sqrt(var + eps) * gamma +
+/// beta`, with the biased variance (torch's).
+pub(crate) fn layer_norm_in_place(x: &mut [f32], width: usize, norm: &Norm, eps: f64) {
+    let eps = eps as f32;
+    let (gamma, beta) = (&norm.gamma, norm.beta.as_deref());
+    x.par_chunks_mut(width * ROWS_PER_TASK).for_each(|chunk| {
+        for row in chunk.chunks_mut(width) {
+            let mean = row.iter().sum::<f32>() / width as f32;
+            let var = row.iter().map(|a| (a - mean) * (a - mean)).sum::<f32>() / width as f32;
+            let inv = 1.0 / (var + eps).sqrt();
+            for (i, a) in row.iter_mut().enumerate() {
+                let shift = beta.map_or(0.0, |b| b[i]);
+                *a = (*a - mean) * inv * gamma[i] + shift;
+            }
+        }
+    });
+}
+
+/// The weights of one block of a LayerNorm transformer (BERT, GPT-2, ViT), read for the kernels.
+pub(crate) struct NormBlock {
+    /// The fused `[q | k | v]` projection.
+    pub qkv: Affine,
+    pub attention_out: Affine,
+    /// Before the attention (pre-norm) or after its residual add (post-norm).
+    pub norm1: Norm,
+    /// The MLP's first and second layer.
+    pub fc: Affine,
+    pub proj: Affine,
+    /// Before the MLP (pre-norm) or after its residual add (post-norm).
+    pub norm2: Norm,
+}
+
+/// How the blocks of a LayerNorm transformer are arranged.
+pub(crate) struct NormStack {
+    /// GPT-2, ViT: `x + f(LN(x))`; BERT (false): `LN(x + f(x))`.
+    pub pre_norm: bool,
+    pub heads: usize,
+    pub causal: bool,
+    pub eps: f64,
+    pub activation: crate::hf::Activation,
+}
+
+/// Blocks `0..=run.last_layer` of a LayerNorm transformer on the embeddings `x` `[batch, seq,
+/// hidden]` (right-padded to `run.lengths`), handing each block's taps to `sink`; `block(l)` reads
+/// block `l`'s weights.
+pub(crate) fn norm_blocks(
+    x: Tensor<3>,
+    stack: &NormStack,
+    run: &crate::attention::ForwardRun<'_>,
+    block: impl Fn(usize) -> Result<NormBlock>,
+    sink: &mut crate::attention::TapSink<'_>,
+) -> Result<()> {
+    let [_, seq, hidden] = x.dims();
+    let mut x = pack_rows(&values(x)?, hidden, seq, run.lengths);
+    let starts = starts(run.lengths);
+    let head_dim = hidden / stack.heads;
+    let shape = AttentionShape {
+        lengths: run.lengths,
+        starts: &starts,
+        seq,
+        heads: stack.heads,
+        kv_heads: stack.heads,
+        head_dim,
+        scale: 1.0 / (head_dim as f32).sqrt(),
+        causal: stack.causal,
+        window: None,
+    };
+    let normed = |x: &[f32], norm: &Norm| {
+        let mut h = x.to_vec();
+        layer_norm_in_place(&mut h, hidden, norm, stack.eps);
+        h
+    };
+    for l in 0..=run.last_layer {
+        let b = block(l)?;
+        let qkv = if stack.pre_norm {
+            linear(&normed(&x, &b.norm1), &b.qkv)
+        } else {
+            linear(&x, &b.qkv)
+        };
+        let (context, probs) = attend(&qkv, &shape);
+        let starts = starts.clone();
+        sink(l, crate::attention::LayerTaps::Host { qkv, probs, starts })?;
+        if l == run.last_layer {
+            // Nothing after the last captured attention is read.
+            break;
+        }
+        linear_into(&context, &b.attention_out, &mut x, hidden, 0, true);
+        let mut inner = if stack.pre_norm {
+            linear(&normed(&x, &b.norm2), &b.fc)
+        } else {
+            layer_norm_in_place(&mut x, hidden, &b.norm1, stack.eps);
+            linear(&x, &b.fc)
+        };
+        crate::host::activate(&mut inner, stack.activation);
+        linear_into(&inner, &b.proj, &mut x, hidden, 0, true);
+        if !stack.pre_norm {
+            layer_norm_in_place(&mut x, hidden, &b.norm2, stack.eps);
+        }
+    }
+    Ok(())
+}
+
 /// transformers' `apply_rotary_pos_emb` in place on the `heads` heads of `d` columns at the start of
 /// each `width`-wide row of `x` (the packed rows of sequences of `lengths` tokens): `x cos +
 /// rotate_half(x) sin` with `cos`, `sin` the `[positions, d]` tables.
@@ -370,11 +525,13 @@ pub(crate) struct AttentionShape<'a> {
     pub head_dim: usize,
     /// Logit scale (`1 / sqrt(head_dim)`).
     pub scale: f32,
+    /// Each query attends to the keys up to its own position only (decoders).
+    pub causal: bool,
     /// Keys this many positions back or more are masked (sliding-window layers).
     pub window: Option<usize>,
 }
 
-/// Causal grouped-query attention over `qkv` (the packed rows of `[q | k | v]`, `(heads + 2
+/// Grouped-query attention (causal when `shape.causal`) over `qkv` (the packed rows of `[q | k | v]`, `(heads + 2
 /// kv_heads) d` wide, head-major): returns the context (packed rows, `heads d` wide) and the
 /// probabilities `[batch, heads, seq, seq]` (zero outside each sequence's own causal, windowed
 /// keys; padding rows zero). Query head `h` reads key/value head `h / (heads / kv_heads)`.
@@ -387,6 +544,7 @@ pub(crate) fn attend(qkv: &[f32], shape: &AttentionShape<'_>) -> (Vec<f32>, Vec<
         kv_heads,
         head_dim: d,
         scale,
+        causal,
         window,
     } = shape;
     let width = (heads + 2 * kv_heads) * d;
@@ -443,11 +601,12 @@ pub(crate) fn attend(qkv: &[f32], shape: &AttentionShape<'_>) -> (Vec<f32>, Vec<
                 )
             };
             for (t, row) in p.chunks_mut(seq).take(len).enumerate() {
+                let end = if causal { t + 1 } else { len };
                 let first = window.map_or(0, |w| (t + 1).saturating_sub(w));
-                let (head, rest) = row[..t + 1].split_at_mut(first);
+                let (head, rest) = row[..end].split_at_mut(first);
                 head.fill(0.0);
                 softmax(rest);
-                row[t + 1..len].fill(0.0);
+                row[end..len].fill(0.0);
             }
             let probs_operand = Operand {
                 ptr: p.as_ptr(),

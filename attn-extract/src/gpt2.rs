@@ -8,7 +8,7 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConf
 use burn::tensor::module::linear;
 use burn::tensor::{Device, Int, Tensor};
 
-use crate::attention::{LayerTaps, TapSink, attend};
+use crate::attention::{ForwardRun, LayerTaps, TapSink, attend};
 use crate::error::Result;
 use crate::hf::{Activation, HfConfig, RemapRule, load_all_f32};
 
@@ -104,6 +104,7 @@ impl Gpt2Config {
                 .collect(),
             num_heads: self.num_heads,
             activation: self.activation,
+            layer_norm_eps: self.layer_norm_eps,
         }
     }
 }
@@ -152,6 +153,8 @@ pub struct Gpt2 {
     num_heads: usize,
     #[module(skip)]
     activation: Activation,
+    #[module(skip)]
+    layer_norm_eps: f64,
 }
 
 impl Gpt2 {
@@ -162,12 +165,14 @@ impl Gpt2 {
         Ok(model)
     }
 
-    /// Runs blocks `0..=last_layer` on `ids` `[batch, seq]` (right-padded), handing taps to `sink`.
+    /// Runs blocks `0..=run.last_layer` on `ids` `[batch, seq]` (right-padded to `run.lengths`),
+    /// handing taps to `sink`: with the CPU kernels on burn-flex when `run.cpu_kernels`, else with
+    /// burn's tensor ops and the causal and padding mask `bias()`.
     pub(crate) fn forward(
         &self,
         ids: Tensor<2, Int>,
-        bias: Tensor<4>,
-        last_layer: usize,
+        bias: impl FnOnce() -> Tensor<4>,
+        run: &ForwardRun<'_>,
         sink: &mut TapSink<'_>,
     ) -> Result<()> {
         let [_, seq] = ids.dims();
@@ -176,11 +181,16 @@ impl Gpt2 {
         let head_dim = hidden / self.num_heads;
         let positions = Tensor::<1, Int>::arange(0..seq as i64, &device).unsqueeze::<2>();
         let mut x = self.wte.forward(ids) + self.wpe.forward(positions);
-        for (l, block) in self.blocks.iter().enumerate().take(last_layer + 1) {
+        #[cfg(feature = "flex")]
+        if run.cpu_kernels && crate::cpu::runs_on(&device) {
+            return self.blocks_cpu(x, run, sink);
+        }
+        let bias = bias();
+        for (l, block) in self.blocks.iter().enumerate().take(run.last_layer + 1) {
             let qkv = block.c_attn.forward(block.ln_1.forward(x.clone()));
             let (context, probs) = attend(qkv.clone(), bias.clone(), self.num_heads, head_dim);
             sink(l, LayerTaps::Tensors { qkv, probs })?;
-            if l == last_layer {
+            if l == run.last_layer {
                 // Nothing after the last captured attention is read.
                 break;
             }
@@ -191,5 +201,31 @@ impl Gpt2 {
             x = x + block.mlp_proj.forward(inner);
         }
         Ok(())
+    }
+
+    /// The blocks of [`Gpt2::forward`] on the embeddings `x` with the CPU kernels (pre-norm, causal).
+    #[cfg(feature = "flex")]
+    fn blocks_cpu(&self, x: Tensor<3>, run: &ForwardRun<'_>, sink: &mut TapSink<'_>) -> Result<()> {
+        use crate::cpu::{Affine, Norm, NormBlock, NormStack, norm_blocks};
+        let stack = NormStack {
+            pre_norm: true,
+            heads: self.num_heads,
+            causal: true,
+            eps: self.layer_norm_eps,
+            activation: self.activation,
+        };
+        let conv = |c: &HfConv1D| Affine::new(c.weight.val(), Some(c.bias.val()));
+        let block = |l: usize| {
+            let b = &self.blocks[l];
+            Ok(NormBlock {
+                qkv: conv(&b.c_attn)?,
+                attention_out: conv(&b.attn_proj)?,
+                norm1: Norm::layer_norm(&b.ln_1)?,
+                fc: conv(&b.mlp_fc)?,
+                proj: conv(&b.mlp_proj)?,
+                norm2: Norm::layer_norm(&b.ln_2)?,
+            })
+        };
+        norm_blocks(x, &stack, run, block, sink)
     }
 }

@@ -97,6 +97,25 @@ pub(crate) fn silu_times(gate: &mut [f32], up: &[f32]) {
         .for_each(|(g, u)| g.iter_mut().zip(u).for_each(|(g, u)| *g = silu_f32(*g) * u));
 }
 
+/// `activation` applied in place to every value, on the rayon threads (the CPU kernels).
+pub(crate) fn activate(values: &mut [f32], activation: crate::hf::Activation) {
+    use crate::hf::Activation;
+    match activation {
+        Activation::Gelu => map_values(values, gelu_f32),
+        Activation::GeluTanh => map_values(values, gelu_tanh_f32),
+        Activation::Relu => map_values(values, |x| x.max(0.0)),
+    }
+}
+
+/// `f` applied in place to every value on the rayon threads; generic (not a function pointer) so
+/// that `f` is inlined into the loop and vectorized.
+#[inline(always)]
+fn map_values(values: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
+    values
+        .par_chunks_mut(CHUNK)
+        .for_each(|chunk| chunk.iter_mut().for_each(|v| *v = f(*v)));
+}
+
 /// `f` applied to every element on the rayon threads when `x` lives in host memory; `on_device`
 /// otherwise (and for non-f32 data, which the loaders never produce: they cast weights to f32).
 #[inline(always)]
@@ -111,9 +130,7 @@ fn map_on_host<const D: usize>(
     }
     let mut data = x.into_data();
     match data.as_mut_slice::<f32>() {
-        Ok(values) => values
-            .par_chunks_mut(CHUNK)
-            .for_each(|chunk| chunk.iter_mut().for_each(|v| *v = f(*v))),
+        Ok(values) => map_values(values, f),
         Err(_) => return on_device(Tensor::from_data(data, &device)),
     }
     Tensor::from_data(data, &device)

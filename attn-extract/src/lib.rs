@@ -31,12 +31,12 @@ pub use crate::error::{ExtractError, Result};
 pub use crate::images::synthetic_images;
 pub use crate::llama::model_sliding_windows;
 
-use crate::attention::{LayerTaps, attention_bias};
+use crate::attention::{ForwardRun, LayerTaps, attention_bias};
 use crate::bert::{Bert, BertConfig};
 use crate::gpt2::{Gpt2, Gpt2Config};
 use crate::hf::HfConfig;
 use crate::images::ImagePrep;
-use crate::llama::{Decoder, DecoderConfig, DecoderRun};
+use crate::llama::{Decoder, DecoderConfig};
 use crate::text::TextTokenizer;
 use crate::vit::{Vit, VitConfig};
 
@@ -90,10 +90,10 @@ pub struct ExtractOptions {
     /// `1 - sum`): everything for ordinary sentences, the strongest keys per query for long
     /// sequences, whose dense attention grows with the square of their length.
     pub attention_keep: AttentionKeep,
-    /// On burn-flex, run the Llama family's layers with attn-extract's own CPU kernels (the
+    /// On burn-flex, run every family's layers with attn-extract's own CPU kernels (the
     /// default: 1,583 tokens/s against 1,065 with burn-flex's tensor ops on the 100M-parameter
     /// Llama-shaped benchmark model). `false` runs burn's tensor ops, as every other backend
-    /// does. Other families ignore it.
+    /// does.
     pub cpu_kernels: bool,
 }
 
@@ -511,6 +511,12 @@ impl LoadedModel {
             let seq = lengths.iter().copied().max().unwrap_or(0);
             let causal = self.info.architecture.is_causal();
             let bias = || attention_bias(&lengths, seq, causal, None, &self.device);
+            let run = ForwardRun {
+                lengths: &lengths,
+                last_layer,
+                rope: opts.rope,
+                cpu_kernels: opts.cpu_kernels,
+            };
             let capture = opts.capture_attention;
             let mut sink = |layer: usize, taps: LayerTaps| -> Result<()> {
                 let slot = layer_slot[layer];
@@ -568,20 +574,14 @@ impl LoadedModel {
             match &self.family {
                 Family::Bert { model, .. } => {
                     let ids = self.ids_tensor(batch, &inputs, seq);
-                    model.forward(ids, bias(), last_layer, &mut sink)?;
+                    model.forward(ids, bias, &run, &mut sink)?;
                 }
                 Family::Gpt2 { model, .. } => {
                     let ids = self.ids_tensor(batch, &inputs, seq);
-                    model.forward(ids, bias(), last_layer, &mut sink)?;
+                    model.forward(ids, bias, &run, &mut sink)?;
                 }
                 Family::Decoder { model, .. } => {
                     let ids = self.ids_tensor(batch, &inputs, seq);
-                    let run = DecoderRun {
-                        lengths: &lengths,
-                        last_layer,
-                        rope: opts.rope,
-                        cpu_kernels: opts.cpu_kernels,
-                    };
                     model.forward(ids, &run, &mut sink)?;
                 }
                 Family::Vit { model, prep, .. } => {
@@ -594,7 +594,7 @@ impl LoadedModel {
                         TensorData::new(px, [batch.len(), 3, size, size]),
                         &self.device,
                     );
-                    model.forward(pixels, bias(), last_layer, &mut sink)?;
+                    model.forward(pixels, bias, &run, &mut sink)?;
                 }
             }
             done += batch.len();

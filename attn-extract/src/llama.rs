@@ -18,7 +18,7 @@ use burn::tensor::module::linear;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use serde_json::Value;
 
-use crate::attention::{LayerTaps, TapSink, attend_heads, attention_bias};
+use crate::attention::{ForwardRun, LayerTaps, TapSink, attend_heads, attention_bias};
 use crate::error::{ExtractError, Result};
 use crate::hf::{HfConfig, RemapRule, WeightPrecision, load_safetensors};
 
@@ -495,7 +495,7 @@ impl Decoder {
     pub(crate) fn forward(
         &self,
         ids: Tensor<2, Int>,
-        run: &DecoderRun<'_>,
+        run: &ForwardRun<'_>,
         sink: &mut TapSink<'_>,
     ) -> Result<()> {
         #[cfg(feature = "flex")]
@@ -510,7 +510,7 @@ impl Decoder {
     fn forward_tensors(
         &self,
         ids: Tensor<2, Int>,
-        run: &DecoderRun<'_>,
+        run: &ForwardRun<'_>,
         sink: &mut TapSink<'_>,
     ) -> Result<()> {
         let [batch, seq] = ids.dims();
@@ -576,37 +576,22 @@ impl Decoder {
     fn forward_cpu(
         &self,
         ids: Tensor<2, Int>,
-        run: &DecoderRun<'_>,
+        run: &ForwardRun<'_>,
         sink: &mut TapSink<'_>,
     ) -> Result<()> {
-        use crate::cpu::{self, HostMatrix, host_vector};
+        use crate::cpu::{self, host_vector};
         let [_, seq] = ids.dims();
         let (heads, kv_heads, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let (q_width, kv_width) = (heads * d, kv_heads * d);
         let tap_width = q_width + 2 * kv_width;
         let (cos, sin) = rotary_tables(&self.inv_freq, seq);
-        let weights = |lin: &Linear| -> Result<(HostMatrix, Option<Vec<f32>>)> {
-            let bias = lin
-                .bias
-                .as_ref()
-                .map(|b| host_vector(b.val()))
-                .transpose()?;
-            Ok((HostMatrix::of(lin.weight.val())?, bias))
-        };
+        let weights = cpu::Affine::linear;
         let gamma = |norm: &RmsNorm| host_vector(norm.gamma.val());
         let hidden = self.embed_tokens.weight.val().dims()[1];
         let embedded = cpu::values(to_f32(self.embed_tokens.forward(ids)))?;
         let mut x = cpu::pack_rows(&embedded, hidden, seq, run.lengths);
         drop(embedded);
-        let starts: Vec<usize> = run
-            .lengths
-            .iter()
-            .scan(0, |next, &len| {
-                let start = *next;
-                *next += len;
-                Some(start)
-            })
-            .collect();
+        let starts = cpu::starts(run.lengths);
         for (l, layer) in self.layers.iter().enumerate().take(run.last_layer + 1) {
             let eps = layer.input_norm.epsilon;
             let h = cpu::rms_norm(&x, hidden, &gamma(&layer.input_norm)?, eps);
@@ -616,14 +601,7 @@ impl Decoder {
                 weights(&layer.k_proj)?,
                 weights(&layer.v_proj)?,
             );
-            let mut qkv = cpu::side_by_side(
-                &h,
-                &[
-                    (&q.0, q.1.as_deref()),
-                    (&k.0, k.1.as_deref()),
-                    (&v.0, v.1.as_deref()),
-                ],
-            );
+            let mut qkv = cpu::side_by_side(&h, &[&q, &k, &v]);
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
                 let (qg, kg) = (gamma(qn)?, gamma(kn)?);
                 cpu::rms_norm_in_place(&mut qkv, tap_width, 0, q_width, &qg, qn.epsilon);
@@ -641,6 +619,7 @@ impl Decoder {
                 kv_heads,
                 head_dim: d,
                 scale: 1.0 / (d as f32).sqrt(),
+                causal: true,
                 window: self.sliding_window[l],
             };
             let (context, probs) = cpu::attend(&qkv, &shape);
@@ -651,30 +630,14 @@ impl Decoder {
                 // Nothing after the last captured attention is read.
                 break;
             }
-            let (w, b) = weights(&layer.o_proj)?;
-            cpu::linear_into(&context, &w, b.as_deref(), &mut x, hidden, 0, true);
+            cpu::linear_into(&context, &weights(&layer.o_proj)?, &mut x, hidden, 0, true);
             let h = cpu::rms_norm(&x, hidden, &gamma(&layer.post_attention_norm)?, eps);
-            let (w, b) = weights(&layer.gate_proj)?;
-            let mut inner = cpu::linear(&h, &w, b.as_deref());
-            let (w, b) = weights(&layer.up_proj)?;
-            crate::host::silu_times(&mut inner, &cpu::linear(&h, &w, b.as_deref()));
-            let (w, b) = weights(&layer.down_proj)?;
-            cpu::linear_into(&inner, &w, b.as_deref(), &mut x, hidden, 0, true);
+            let mut inner = cpu::linear(&h, &weights(&layer.gate_proj)?);
+            crate::host::silu_times(&mut inner, &cpu::linear(&h, &weights(&layer.up_proj)?));
+            cpu::linear_into(&inner, &weights(&layer.down_proj)?, &mut x, hidden, 0, true);
         }
         Ok(())
     }
-}
-
-/// What one forward pass of a [`Decoder`] runs on.
-pub(crate) struct DecoderRun<'a> {
-    /// Tokens of each sequence of the batch.
-    pub lengths: &'a [usize],
-    /// The last block to run (its attention is the last tap).
-    pub last_layer: usize,
-    /// Which queries and keys the taps hold.
-    pub rope: RopeCapture,
-    /// Use the CPU kernels on burn-flex.
-    pub cpu_kernels: bool,
 }
 
 /// `t` in f32 (a no-op for f32 weights; half-precision weights are widened as they are used).

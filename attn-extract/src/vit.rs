@@ -8,7 +8,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
-use crate::attention::{LayerTaps, QkvProjection, TapSink, attend};
+use crate::attention::{ForwardRun, LayerTaps, QkvProjection, TapSink, attend};
 use crate::error::Result;
 use crate::hf::{Activation, HfConfig, RemapRule, load_all_f32};
 
@@ -163,6 +163,7 @@ impl VitConfig {
                 .collect(),
             num_heads: self.num_heads,
             activation: self.activation,
+            layer_norm_eps: self.layer_norm_eps,
         }
     }
 }
@@ -195,6 +196,8 @@ pub struct Vit {
     num_heads: usize,
     #[module(skip)]
     activation: Activation,
+    #[module(skip)]
+    layer_norm_eps: f64,
 }
 
 impl Vit {
@@ -208,27 +211,36 @@ impl Vit {
         Ok(model)
     }
 
-    /// Runs layers `0..=last_layer` on `pixels` `[batch, channels, size, size]` (already
-    /// normalized), handing each layer's taps to `sink`. Tokens: CLS, then patches row-major.
+    /// Runs layers `0..=run.last_layer` on `pixels` `[batch, channels, size, size]` (already
+    /// normalized), handing each layer's taps to `sink`: with the CPU kernels on burn-flex when
+    /// `run.cpu_kernels`, else with burn's tensor ops (`bias()`: no mask). Tokens: CLS, then
+    /// patches row-major.
     pub(crate) fn forward(
         &self,
         pixels: Tensor<4>,
-        bias: Tensor<4>,
-        last_layer: usize,
+        bias: impl FnOnce() -> Tensor<4>,
+        run: &ForwardRun<'_>,
         sink: &mut TapSink<'_>,
     ) -> Result<()> {
         let [batch, _, _, _] = pixels.dims();
+        let device = pixels.device();
         let patches = self.embeddings.patch.forward(pixels); // [b, hidden, g, g]
         let [_, hidden, gh, gw] = patches.dims();
         let head_dim = hidden / self.num_heads;
         let patches = patches.reshape([batch, hidden, gh * gw]).swap_dims(1, 2);
         let cls = self.embeddings.cls_token.val().expand([batch, 1, hidden]);
         let mut x = Tensor::cat(vec![cls, patches], 1) + self.embeddings.position_embeddings.val();
-        for (l, layer) in self.layers.iter().enumerate().take(last_layer + 1) {
+        #[cfg(feature = "flex")]
+        if run.cpu_kernels && crate::cpu::runs_on(&device) {
+            return self.layers_cpu(x, run, sink);
+        }
+        let _ = device; // read only by the CPU kernels' check
+        let bias = bias();
+        for (l, layer) in self.layers.iter().enumerate().take(run.last_layer + 1) {
             let qkv = layer.attention.qkv(layer.norm_before.forward(x.clone()));
             let (context, probs) = attend(qkv.clone(), bias.clone(), self.num_heads, head_dim);
             sink(l, LayerTaps::Tensors { qkv, probs })?;
-            if l == last_layer {
+            if l == run.last_layer {
                 // Nothing after the last captured attention is read.
                 break;
             }
@@ -241,5 +253,31 @@ impl Vit {
             x = x + layer.output.forward(inner);
         }
         Ok(())
+    }
+
+    /// The layers of [`Vit::forward`] on the embeddings `x` with the CPU kernels (pre-norm).
+    #[cfg(feature = "flex")]
+    fn layers_cpu(&self, x: Tensor<3>, run: &ForwardRun<'_>, sink: &mut TapSink<'_>) -> Result<()> {
+        use crate::cpu::{Affine, Norm, NormBlock, NormStack, norm_blocks};
+        let stack = NormStack {
+            pre_norm: true,
+            heads: self.num_heads,
+            causal: false,
+            eps: self.layer_norm_eps,
+            activation: self.activation,
+        };
+        let block = |l: usize| {
+            let layer = &self.layers[l];
+            let (w, b) = layer.attention.weights();
+            Ok(NormBlock {
+                qkv: Affine::new(w, b)?,
+                attention_out: Affine::linear(&layer.attention_output)?,
+                norm1: Norm::layer_norm(&layer.norm_before)?,
+                fc: Affine::linear(&layer.intermediate)?,
+                proj: Affine::linear(&layer.output)?,
+                norm2: Norm::layer_norm(&layer.norm_after)?,
+            })
+        };
+        norm_blocks(x, &stack, run, block, sink)
     }
 }

@@ -17,7 +17,7 @@ use attn_extract::{Corpus, Device, ExtractError, ExtractOptions, LoadedModel, de
 use attn_types::{Architecture, Extraction, RopeCapture};
 use common::{
     Expected, assert_reference_tokens, assert_rows_sum_to_one, compare_tensors, compiled_devices,
-    fixture_dir, reference_lists, sentences,
+    compiled_paths, fixture_dir, reference_lists, sentences,
 };
 
 /// Max abs error of queries and keys (after or before the rotation) against transformers: the issue's
@@ -61,14 +61,7 @@ fn decoder_case(name: &str, arch: Architecture, head_dim: u32, bos: bool) {
     let n_seq = sentences(&dir).len();
     let ref_ids = reference_lists(&dir, "ids", |x| x.as_i64().expect("token id"));
     let ref_special = reference_lists(&dir, "special", |x| x.as_u64() == Some(1));
-    // Flex runs the CPU kernels by default; its burn tensor ops are what the other backends run.
-    let paths = compiled_devices()
-        .into_iter()
-        .flat_map(|(backend, device)| {
-            let burn_ops = (backend == "flex").then(|| ("flex, burn ops", device.clone(), false));
-            std::iter::once((backend, device, true)).chain(burn_ops)
-        });
-    for (backend, device, cpu_kernels) in paths {
+    for (backend, device, cpu_kernels) in compiled_paths() {
         for (rope, names) in [
             (RopeCapture::Post, ("q", "k")),
             (RopeCapture::Pre, ("qpre", "kpre")),

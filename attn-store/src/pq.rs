@@ -108,7 +108,13 @@ pub(crate) fn write_parquet(
     for e in &entries {
         schema_metadata.insert(e.key.clone(), e.value.clone().unwrap_or_default());
     }
-    let schema = Arc::new(batch.schema().as_ref().clone().with_metadata(schema_metadata));
+    let schema = Arc::new(
+        batch
+            .schema()
+            .as_ref()
+            .clone()
+            .with_metadata(schema_metadata),
+    );
     let batch = batch
         .clone()
         .with_schema(schema)

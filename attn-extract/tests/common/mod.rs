@@ -28,6 +28,19 @@ pub fn compiled_devices() -> Vec<(&'static str, attn_extract::Device)> {
         .collect()
 }
 
+/// Every way the test binary can compute a model, by name, with its `ExtractOptions::cpu_kernels`:
+/// on flex attn-extract's CPU kernels (the default) and burn's tensor ops (what the other backends
+/// run), then each other backend compiled in.
+pub fn compiled_paths() -> Vec<(&'static str, attn_extract::Device, bool)> {
+    compiled_devices()
+        .into_iter()
+        .flat_map(|(backend, device)| {
+            let burn_ops = (backend == "flex").then(|| ("flex, burn ops", device.clone(), false));
+            std::iter::once((backend, device, true)).chain(burn_ops)
+        })
+        .collect()
+}
+
 /// `attn-extract/tests/fixtures/<name>`.
 pub fn fixture_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
