@@ -107,6 +107,7 @@ pub(crate) enum LayerTaps {
     },
     /// The same two arrays in host memory, except that the rows of `qkv` are packed: sequence
     /// `b`'s tokens are rows `starts[b]..`, without padding between sequences.
+    #[cfg_attr(not(feature = "flex"), allow(dead_code))] // made by the CPU kernels only
     Host {
         qkv: Vec<f32>,
         probs: Vec<f32>,
@@ -123,6 +124,7 @@ pub(crate) struct ForwardRun<'a> {
     /// Which queries and keys the taps hold (rotary models).
     pub rope: attn_types::RopeCapture,
     /// Use the CPU kernels on burn-flex.
+    #[cfg_attr(not(feature = "flex"), allow(dead_code))]
     pub cpu_kernels: bool,
 }
 

@@ -1,4 +1,4 @@
-//! CPU kernels for the Llama family's layers on burn-flex.
+//! CPU kernels for the layers of every family on burn-flex.
 //!
 //! On the Llama-shaped benchmark model, burn-flex 0.22 spent a quarter of the pass outside the
 //! matrix products of the projections, and ran those at three quarters of what the `gemm` crate
@@ -208,23 +208,25 @@ unsafe fn gemm(
 /// add), else it replaces it.
 pub(crate) fn linear_into(
     x: &[f32],
+    rows: usize,
     affine: &Affine,
     out: &mut [f32],
-    out_width: usize,
-    col: usize,
+    (out_width, col): (usize, usize),
     accumulate: bool,
 ) {
     let (w, bias) = (&affine.weight, affine.bias.as_deref());
     let k = w.rows;
-    let rows = x.len() / k.max(1);
     assert!(
         x.len() == rows * k && out.len() == rows * out_width && col + w.cols <= out_width,
-        "linear_into: x {} values for {k} inputs, out {} values of width {out_width} from {col} \
-         for {} outputs",
+        "linear_into: x {} values for {rows} rows of {k}, out {} values of width {out_width} \
+         from {col} for {} outputs",
         x.len(),
         out.len(),
         w.cols
     );
+    if rows == 0 {
+        return;
+    }
     let mut accumulate = accumulate;
     if let Some(b) = bias {
         assert_eq!(b.len(), w.cols, "linear_into: bias length");
@@ -247,8 +249,8 @@ pub(crate) fn linear_into(
         col_stride: 1,
     };
     // SAFETY: `x` is `[rows, k]`, `w` was bounds-checked by `HostMatrix::of`, and the columns
-    // `col..col + w.cols` of every row of `out` are in bounds (asserted above); `out` is a
-    // distinct, exclusively borrowed buffer.
+    // `col..col + w.cols` of the `rows >= 1` rows of `out` are in bounds (asserted above); `out`
+    // is a distinct, exclusively borrowed buffer.
     unsafe {
         gemm(
             rows,
@@ -265,36 +267,39 @@ pub(crate) fn linear_into(
     }
 }
 
-/// `x W + b` as a new `[rows, W.cols]` buffer.
-pub(crate) fn linear(x: &[f32], affine: &Affine) -> Vec<f32> {
-    side_by_side(x, &[affine])
+/// `x W + b` (`x` `[rows, W.rows]`) as a new `[rows, W.cols]` buffer.
+pub(crate) fn linear(x: &[f32], rows: usize, affine: &Affine) -> Vec<f32> {
+    side_by_side(x, rows, &[affine])
 }
 
-/// The products `x W_i + b_i` side by side in each row of a new `[rows, sum of W_i.cols]` buffer
-/// (the `[q | k | v]` rows of a layer). Without biases the products write into the new buffer's
-/// uninitialized memory: zeroing it first cost as much as a tenth of a product.
-pub(crate) fn side_by_side(x: &[f32], parts: &[&Affine]) -> Vec<f32> {
-    let Some(first) = parts.first() else {
-        return Vec::new();
-    };
-    let k = first.weight.rows;
-    let rows = x.len() / k.max(1);
+/// The products `x W_i + b_i` (`x` `[rows, W_i.rows]`) side by side in each row of a new `[rows,
+/// sum of W_i.cols]` buffer (the `[q | k | v]` rows of a layer). The buffer starts as the biases
+/// (without any, uninitialized) and the products add to it: zeroing it first cost as much as a
+/// tenth of a product.
+pub(crate) fn side_by_side(x: &[f32], rows: usize, parts: &[&Affine]) -> Vec<f32> {
+    let k = parts.first().map_or(0, |a| a.weight.rows);
     let width: usize = parts.iter().map(|a| a.weight.cols).sum();
-    if parts.iter().any(|a| a.bias.is_some()) {
-        let mut out = vec![0.0; rows * width];
-        let mut col = 0;
-        for a in parts {
-            linear_into(x, a, &mut out, width, col, false);
-            col += a.weight.cols;
-        }
-        return out;
-    }
     assert!(
         x.len() == rows * k && parts.iter().all(|a| a.weight.rows == k),
-        "side_by_side: {} values for {k} inputs",
+        "side_by_side: {} values for {rows} rows of {k}",
         x.len()
     );
+    if rows == 0 || width == 0 {
+        return vec![0.0; rows * width];
+    }
+    let biased = parts.iter().any(|a| a.bias.is_some());
     let mut out: Vec<f32> = Vec::with_capacity(rows * width);
+    if biased {
+        let row: Vec<f32> = parts
+            .iter()
+            .flat_map(|a| a.bias.clone().unwrap_or_else(|| vec![0.0; a.weight.cols]))
+            .collect();
+        for _ in 0..rows {
+            out.extend_from_slice(&row);
+        }
+    }
+    let dst = out.spare_capacity_mut().as_mut_ptr().cast::<f32>();
+    let dst = if biased { out.as_mut_ptr() } else { dst };
     let lhs = Operand {
         ptr: x.as_ptr(),
         row_stride: k as isize,
@@ -303,16 +308,16 @@ pub(crate) fn side_by_side(x: &[f32], parts: &[&Affine]) -> Vec<f32> {
     let mut col = 0;
     for Affine { weight: w, .. } in parts.iter().copied() {
         // SAFETY: `x` is `[rows, k]` (asserted), `w` was bounds-checked by `HostMatrix::of`, and
-        // columns `col..col + w.cols` of the `rows` rows of `width` lie within the capacity.
+        // columns `col..col + w.cols` of the `rows >= 1` rows of `width` lie within the
+        // allocation (initialized when `biased`, which the product then reads).
         unsafe {
-            let dst = out.spare_capacity_mut().as_mut_ptr().cast::<f32>().add(col);
             gemm(
                 rows,
                 w.cols,
                 k,
-                dst,
+                dst.add(col),
                 width,
-                false,
+                biased,
                 lhs,
                 w.operand(),
                 1.0,
@@ -321,8 +326,10 @@ pub(crate) fn side_by_side(x: &[f32], parts: &[&Affine]) -> Vec<f32> {
         }
         col += w.cols;
     }
-    // SAFETY: the products wrote every column (their widths sum to `width`) of every row.
-    unsafe { out.set_len(rows * width) };
+    if !biased {
+        // SAFETY: the products wrote every column (their widths sum to `width`) of every row.
+        unsafe { out.set_len(rows * width) };
+    }
     out
 }
 
@@ -366,6 +373,14 @@ pub(crate) fn rms_norm_in_place(
     eps: f64,
 ) {
     let n = gamma.len();
+    assert!(
+        n > 0
+            && from <= to
+            && to <= width
+            && (to - from).is_multiple_of(n)
+            && x.len().is_multiple_of(width),
+        "rms_norm_in_place: columns {from}..{to} of {width} in slices of {n}"
+    );
     let eps = eps as f32;
     x.par_chunks_mut(width * ROWS_PER_TASK).for_each(|chunk| {
         for row in chunk.chunks_mut(width) {
@@ -434,11 +449,11 @@ pub(crate) fn norm_blocks(
 ) -> Result<()> {
     let [_, seq, hidden] = x.dims();
     let mut x = pack_rows(&values(x)?, hidden, seq, run.lengths);
+    let rows: usize = run.lengths.iter().sum();
     let starts = starts(run.lengths);
     let head_dim = hidden / stack.heads;
     let shape = AttentionShape {
         lengths: run.lengths,
-        starts: &starts,
         seq,
         heads: stack.heads,
         kv_heads: stack.heads,
@@ -455,9 +470,9 @@ pub(crate) fn norm_blocks(
     for l in 0..=run.last_layer {
         let b = block(l)?;
         let qkv = if stack.pre_norm {
-            linear(&normed(&x, &b.norm1), &b.qkv)
+            linear(&normed(&x, &b.norm1), rows, &b.qkv)
         } else {
-            linear(&x, &b.qkv)
+            linear(&x, rows, &b.qkv)
         };
         let (context, probs) = attend(&qkv, &shape);
         let starts = starts.clone();
@@ -466,15 +481,15 @@ pub(crate) fn norm_blocks(
             // Nothing after the last captured attention is read.
             break;
         }
-        linear_into(&context, &b.attention_out, &mut x, hidden, 0, true);
+        linear_into(&context, rows, &b.attention_out, &mut x, (hidden, 0), true);
         let mut inner = if stack.pre_norm {
-            linear(&normed(&x, &b.norm2), &b.fc)
+            linear(&normed(&x, &b.norm2), rows, &b.fc)
         } else {
             layer_norm_in_place(&mut x, hidden, &b.norm1, stack.eps);
-            linear(&x, &b.fc)
+            linear(&x, rows, &b.fc)
         };
         crate::host::activate(&mut inner, stack.activation);
-        linear_into(&inner, &b.proj, &mut x, hidden, 0, true);
+        linear_into(&inner, rows, &b.proj, &mut x, (hidden, 0), true);
         if !stack.pre_norm {
             layer_norm_in_place(&mut x, hidden, &b.norm2, stack.eps);
         }
@@ -516,8 +531,6 @@ pub(crate) fn rotate(
 pub(crate) struct AttentionShape<'a> {
     /// Each sequence's number of tokens.
     pub lengths: &'a [usize],
-    /// Each sequence's first row.
-    pub starts: &'a [usize],
     /// The longest sequence: the probabilities are `[batch, heads, seq, seq]`.
     pub seq: usize,
     pub heads: usize,
@@ -538,7 +551,6 @@ pub(crate) struct AttentionShape<'a> {
 pub(crate) fn attend(qkv: &[f32], shape: &AttentionShape<'_>) -> (Vec<f32>, Vec<f32>) {
     let &AttentionShape {
         lengths,
-        starts,
         seq,
         heads,
         kv_heads,
@@ -550,16 +562,23 @@ pub(crate) fn attend(qkv: &[f32], shape: &AttentionShape<'_>) -> (Vec<f32>, Vec<
     let width = (heads + 2 * kv_heads) * d;
     let batch = lengths.len();
     let total: usize = lengths.iter().sum();
+    // Computed here, not taken from the caller: the blocks' writes into `context` are disjoint
+    // only for these starts.
+    let starts = starts(lengths);
     assert!(
         qkv.len() == total * width
-            && starts.len() == batch
-            && lengths
-                .iter()
-                .zip(starts)
-                .all(|(&l, &s)| l <= seq && s + l <= total),
-        "attend: {} values for {total} rows of {width}",
+            && lengths.iter().all(|&l| l <= seq)
+            && kv_heads > 0
+            && heads.is_multiple_of(kv_heads),
+        "attend: {} values for {total} rows of {width}, {heads} heads over {kv_heads} key heads",
         qkv.len()
     );
+    if seq == 0 || heads == 0 || d == 0 {
+        return (
+            vec![0.0; total * heads * d],
+            vec![0.0; batch * heads * seq * seq],
+        );
+    }
     let group = heads / kv_heads;
     let mut probs = vec![0.0f32; batch * heads * seq * seq];
     let mut context = vec![0.0f32; total * heads * d];

@@ -86,6 +86,7 @@ pub(crate) fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 /// SwiGLU's `silu(gate) * up` in place of `gate`, on the rayon threads (the CPU kernels' MLP).
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
 pub(crate) fn silu_times(gate: &mut [f32], up: &[f32]) {
     assert_eq!(
         gate.len(),
@@ -98,6 +99,7 @@ pub(crate) fn silu_times(gate: &mut [f32], up: &[f32]) {
 }
 
 /// `activation` applied in place to every value, on the rayon threads (the CPU kernels).
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
 pub(crate) fn activate(values: &mut [f32], activation: crate::hf::Activation) {
     use crate::hf::Activation;
     match activation {

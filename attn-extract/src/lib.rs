@@ -90,10 +90,10 @@ pub struct ExtractOptions {
     /// `1 - sum`): everything for ordinary sentences, the strongest keys per query for long
     /// sequences, whose dense attention grows with the square of their length.
     pub attention_keep: AttentionKeep,
-    /// On burn-flex, run every family's layers with attn-extract's own CPU kernels (the
-    /// default: 1,583 tokens/s against 1,065 with burn-flex's tensor ops on the 100M-parameter
-    /// Llama-shaped benchmark model). `false` runs burn's tensor ops, as every other backend
-    /// does.
+    /// On burn-flex, run every family's layers with attn-extract's own CPU kernels (the default:
+    /// on the benchmark models 1.05x (MiniLM) and 1.14x (a 100M Llama-shaped decoder) PyTorch's
+    /// rate, where burn-flex's tensor ops gave 0.75x; see the README). `false` runs burn's tensor
+    /// ops, as every other backend does.
     pub cpu_kernels: bool,
 }
 

@@ -591,17 +591,22 @@ impl Decoder {
         let embedded = cpu::values(to_f32(self.embed_tokens.forward(ids)))?;
         let mut x = cpu::pack_rows(&embedded, hidden, seq, run.lengths);
         drop(embedded);
+        let rows: usize = run.lengths.iter().sum();
         let starts = cpu::starts(run.lengths);
         for (l, layer) in self.layers.iter().enumerate().take(run.last_layer + 1) {
-            let eps = layer.input_norm.epsilon;
-            let h = cpu::rms_norm(&x, hidden, &gamma(&layer.input_norm)?, eps);
+            let h = cpu::rms_norm(
+                &x,
+                hidden,
+                &gamma(&layer.input_norm)?,
+                layer.input_norm.epsilon,
+            );
             // q, k and v side by side in each row: the layout the taps and `attend` read.
             let (q, k, v) = (
                 weights(&layer.q_proj)?,
                 weights(&layer.k_proj)?,
                 weights(&layer.v_proj)?,
             );
-            let mut qkv = cpu::side_by_side(&h, &[&q, &k, &v]);
+            let mut qkv = cpu::side_by_side(&h, rows, &[&q, &k, &v]);
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
                 let (qg, kg) = (gamma(qn)?, gamma(kn)?);
                 cpu::rms_norm_in_place(&mut qkv, tap_width, 0, q_width, &qg, qn.epsilon);
@@ -613,7 +618,6 @@ impl Decoder {
             cpu::rotate(&mut qkv, tap_width, run.lengths, rotated, &cos, &sin);
             let shape = cpu::AttentionShape {
                 lengths: run.lengths,
-                starts: &starts,
                 seq,
                 heads,
                 kv_heads,
@@ -630,11 +634,15 @@ impl Decoder {
                 // Nothing after the last captured attention is read.
                 break;
             }
-            cpu::linear_into(&context, &weights(&layer.o_proj)?, &mut x, hidden, 0, true);
-            let h = cpu::rms_norm(&x, hidden, &gamma(&layer.post_attention_norm)?, eps);
-            let mut inner = cpu::linear(&h, &weights(&layer.gate_proj)?);
-            crate::host::silu_times(&mut inner, &cpu::linear(&h, &weights(&layer.up_proj)?));
-            cpu::linear_into(&inner, &weights(&layer.down_proj)?, &mut x, hidden, 0, true);
+            let o_proj = weights(&layer.o_proj)?;
+            cpu::linear_into(&context, rows, &o_proj, &mut x, (hidden, 0), true);
+            let post = &layer.post_attention_norm;
+            let h = cpu::rms_norm(&x, hidden, &gamma(post)?, post.epsilon);
+            let mut inner = cpu::linear(&h, rows, &weights(&layer.gate_proj)?);
+            let up = cpu::linear(&h, rows, &weights(&layer.up_proj)?);
+            crate::host::silu_times(&mut inner, &up);
+            let down = weights(&layer.down_proj)?;
+            cpu::linear_into(&inner, rows, &down, &mut x, (hidden, 0), true);
         }
         Ok(())
     }

@@ -223,6 +223,7 @@ impl Vit {
         sink: &mut TapSink<'_>,
     ) -> Result<()> {
         let [batch, _, _, _] = pixels.dims();
+        #[cfg(feature = "flex")]
         let device = pixels.device();
         let patches = self.embeddings.patch.forward(pixels); // [b, hidden, g, g]
         let [_, hidden, gh, gw] = patches.dims();
@@ -234,7 +235,6 @@ impl Vit {
         if run.cpu_kernels && crate::cpu::runs_on(&device) {
             return self.layers_cpu(x, run, sink);
         }
-        let _ = device; // read only by the CPU kernels' check
         let bias = bias();
         for (l, layer) in self.layers.iter().enumerate().take(run.last_layer + 1) {
             let qkv = layer.attention.qkv(layer.norm_before.forward(x.clone()));

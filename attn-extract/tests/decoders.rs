@@ -427,31 +427,38 @@ fn only_the_listed_heads_are_captured() {
 }
 
 /// The CPU kernels split rows, heads and products over the rayon threads: the same bits at any
-/// thread count, and within the references' tolerances of burn's tensor ops.
+/// thread count (a decoder and both LayerNorm stacks), and within the references' tolerances of
+/// burn's tensor ops.
+#[cfg(feature = "flex")]
 #[test]
 fn cpu_kernels_give_the_same_bits_at_any_thread_count() {
-    let dir = fixture_dir("qwen2_tiny");
+    // The fixtures' products are below gemm's threshold for splitting one product over threads;
+    // without this the test would only split the rows and heads.
+    gemm::set_threading_threshold(0);
     let device = device_from_name("flex").unwrap();
-    let on_threads = |threads| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-            .install(|| extract_with(&dir, &device, RopeCapture::Post, true))
-    };
-    let one = on_threads(1);
-    assert_eq!(one, on_threads(3));
-    let burn_ops = extract_with(&dir, &device, RopeCapture::Post, false);
-    assert_eq!(one.tokens, burn_ops.tokens);
-    for (a, b) in one.heads.iter().zip(&burn_ops.heads) {
-        let worst = common::max_abs_err(
-            a.vectors.queries().as_slice(),
-            b.vectors.queries().as_slice(),
-        );
-        assert!(
-            worst < TOL_QK,
-            "{:?}: queries differ by {worst}",
-            a.vectors.head()
-        );
+    for name in ["qwen2_tiny", "bert_tiny", "gpt2_tiny"] {
+        let dir = fixture_dir(name);
+        let on_threads = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| extract_with(&dir, &device, RopeCapture::Post, true))
+        };
+        let one = on_threads(1);
+        assert!(one == on_threads(3), "{name}: 1 and 3 threads differ");
+        let burn_ops = extract_with(&dir, &device, RopeCapture::Post, false);
+        assert_eq!(one.tokens, burn_ops.tokens);
+        for (a, b) in one.heads.iter().zip(&burn_ops.heads) {
+            let worst = common::max_abs_err(
+                a.vectors.queries().as_slice(),
+                b.vectors.queries().as_slice(),
+            );
+            assert!(
+                worst < TOL_QK,
+                "{name} {:?}: queries differ by {worst}",
+                a.vectors.head()
+            );
+        }
     }
 }
