@@ -509,12 +509,13 @@ struct ExportHtmlArgs {
     #[arg(long, short, value_name = "FILE")]
     out: Option<PathBuf>,
     /// Projections to include, e.g. `tsne:2,umap:3` (default: one, t-SNE 2D if the dataset has it,
-    /// else UMAP 2D, else PCA 2D; each adds every head's points once per color encoding).
+    /// else UMAP 2D, else PCA 2D; each adds every head's point positions, and their colors once per
+    /// color encoding).
     #[arg(long, value_delimiter = ',', value_parser = parse_projection, value_name = "LIST")]
     projection: Option<Vec<(ProjectionMethod, u8)>>,
     /// Sentence / Image views are embedded for this many sequences per head (the first ones). Each
-    /// adds every head's view twice (special tokens shown and hidden): on all-MiniLM-L6-v2 the default
-    /// file is ~94 MB, of which ~25 MB are these views.
+    /// adds every head's view twice (special tokens shown and hidden): for the main job's 72 heads of
+    /// all-MiniLM-L6-v2 the default file is ~60 MB, of which ~17 MB are these views.
     #[arg(long, default_value_t = 5, value_name = "N")]
     sequences: usize,
 }

@@ -57,6 +57,7 @@ pub fn export_html(
     })?;
     let api = Api::with_dataset(dir.to_path_buf(), Ok(dataset.clone()));
     let mut responses = Map::new();
+    let mut parts = Parts::default();
     let mut add = |endpoint: &str, params: Params| -> Result<(), ViewerError> {
         let key = cache_key(endpoint, &params);
         let embed_error = |e: ViewerError| ViewerError::Embed {
@@ -69,6 +70,11 @@ pub fn export_html(
             .map_err(embed_error)?;
         let entry = if reply.content_type == "application/json" {
             json!({ "json": serde_json::from_slice::<Value>(&reply.body).map_err(|e| embed_error(ViewerError::encode(e)))? })
+        } else if let Some(pieces) = frame_pieces(&reply.body) {
+            // A binary frame: its header and each buffer are stored once in `parts` and named by
+            // index, so the positions that every color encoding's Matrix View repeats are not.
+            let ids: Vec<usize> = pieces.into_iter().map(|p| parts.id(p)).collect();
+            json!({ "parts": ids, "type": reply.content_type })
         } else {
             json!({ "base64": base64::engine::general_purpose::STANDARD.encode(&reply.body), "type": reply.content_type })
         };
@@ -153,7 +159,7 @@ pub fn export_html(
         }
     }
     let count = responses.len();
-    let embed = json!({ "responses": responses })
+    let embed = json!({ "responses": responses, "parts": parts.encoded })
         .to_string()
         .replace("</", "<\\/");
     let html = page(&embed);
@@ -167,6 +173,51 @@ pub fn export_html(
         responses: count,
         bytes: html.len() as u64,
     })
+}
+
+/// The distinct byte strings of the embedded frames, base64-encoded, in order of first use.
+#[derive(Default)]
+struct Parts {
+    encoded: Vec<String>,
+    index: std::collections::HashMap<Vec<u8>, usize>,
+}
+
+impl Parts {
+    /// The index of `bytes`, stored on first use.
+    fn id(&mut self, bytes: &[u8]) -> usize {
+        if let Some(&id) = self.index.get(bytes) {
+            return id;
+        }
+        let id = self.encoded.len();
+        self.encoded
+            .push(base64::engine::general_purpose::STANDARD.encode(bytes));
+        self.index.insert(bytes.to_vec(), id);
+        id
+    }
+}
+
+/// A binary frame of the API cut into its prefix (magic, header length, header, padding) and its
+/// buffers (each with its padding), whose concatenation is the frame; `None` when `body` is not a
+/// well-formed frame (it is then embedded whole).
+fn frame_pieces(body: &[u8]) -> Option<Vec<&[u8]>> {
+    if body.get(..4)? != crate::FRAME_MAGIC {
+        return None;
+    }
+    let header_len = u32::from_le_bytes(body.get(4..8)?.try_into().ok()?) as usize;
+    let header: Value = serde_json::from_slice(body.get(8..8 + header_len)?).ok()?;
+    let data = (8 + header_len).div_ceil(4) * 4;
+    let mut offsets: Vec<usize> = header["buffers"]
+        .as_object()?
+        .values()
+        .map(|v| v[0].as_u64().map(|o| data + o as usize))
+        .collect::<Option<_>>()?;
+    offsets.sort_unstable();
+    offsets.push(body.len());
+    let mut pieces = vec![body.get(..data)?];
+    for pair in offsets.windows(2) {
+        pieces.push(body.get(pair[0]..pair[1])?);
+    }
+    Some(pieces)
 }
 
 /// The views of one head: its Single View, and with attention its Sentence (or Image) Views.
@@ -252,13 +303,80 @@ mod tests {
         assert!(!APP_JS.contains("</script") && !STYLE_CSS.contains("</style"));
     }
 
-    /// The embedded responses of an exported page.
-    fn embedded(html: &str) -> Map<String, Value> {
+    /// The embedded document of an exported page.
+    fn embed(html: &str) -> Value {
         let open = r#"<script id="attnviz-embed" type="application/json">"#;
         let start = html.find(open).expect("embed script") + open.len();
         let len = html[start..].find("</script>").expect("end of embed");
-        let v: Value = serde_json::from_str(&html[start..start + len]).expect("embed is JSON");
-        v["responses"].as_object().expect("responses").clone()
+        serde_json::from_str(&html[start..start + len]).expect("embed is JSON")
+    }
+
+    /// The embedded responses of an exported page.
+    fn embedded(html: &str) -> Map<String, Value> {
+        embed(html)["responses"]
+            .as_object()
+            .expect("responses")
+            .clone()
+    }
+
+    /// The bytes of a binary response of `embed`, put together from its parts as the page does.
+    fn body(embed: &Value, key: &str) -> Vec<u8> {
+        let decode = |b64: &Value| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.as_str().unwrap())
+                .unwrap()
+        };
+        let entry = &embed["responses"][key];
+        match entry["parts"].as_array() {
+            Some(ids) => ids
+                .iter()
+                .flat_map(|id| decode(&embed["parts"][id.as_u64().unwrap() as usize]))
+                .collect(),
+            None => decode(&entry["base64"]),
+        }
+    }
+
+    /// Every binary frame is embedded losslessly (the server's bytes), and the Matrix Views of the
+    /// color encodings share their positions.
+    #[test]
+    fn frames_are_embedded_whole_and_share_their_buffers() {
+        let (tmp, dir) = sample();
+        let out = tmp.path().join("viewer.html");
+        export_html(&dir, &out, &ExportOptions::default()).unwrap();
+        let doc = embed(&std::fs::read_to_string(&out).unwrap());
+        let dataset = Dataset::open(&dir).unwrap();
+        let api = Api::with_dataset(dir.clone(), Ok(dataset.clone()));
+        let mut compared = 0;
+        for (key, entry) in doc["responses"].as_object().unwrap() {
+            if entry["type"] != "application/octet-stream" {
+                continue;
+            }
+            let (endpoint, query) = key.split_once('?').unwrap();
+            let params: Params = query
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap();
+                    (k.to_string(), v.to_string())
+                })
+                .collect();
+            let reply = api.answer(&dataset, endpoint, &params).unwrap();
+            assert_eq!(body(&doc, key), reply.body, "{key}");
+            compared += 1;
+        }
+        assert!(compared >= 4 + 4, "{compared} frames");
+        let positions: BTreeSet<u64> = doc["responses"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with("matrix?"))
+            .map(|(_, e)| e["parts"][1].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            positions.len(),
+            1,
+            "one positions buffer for every encoding"
+        );
     }
 
     #[test]
@@ -300,11 +418,9 @@ mod tests {
             4
         );
         assert!(responses.keys().all(|k| !k.contains("method=pca")));
-        let single = &responses["single?dims=2&encoding=query_key&head=L1H0&method=tsne"];
-        assert_eq!(single["type"], "application/octet-stream");
-        let frame = base64::engine::general_purpose::STANDARD
-            .decode(single["base64"].as_str().unwrap())
-            .unwrap();
+        let key = "single?dims=2&encoding=query_key&head=L1H0&method=tsne";
+        assert_eq!(responses[key]["type"], "application/octet-stream");
+        let frame = body(&embed(&html), key);
         assert_eq!(&frame[..4], crate::FRAME_MAGIC);
         // Sentences for 2 sequences and the aggregate, shown and hidden special tokens, per head.
         assert_eq!(

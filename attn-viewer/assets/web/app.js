@@ -48,13 +48,28 @@ function requestKey(endpoint, params) {
 
 class OfflineMissing extends Error {}
 
+const decodeBase64 = (b64) => Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+// An exported frame is its parts (header, then each buffer) concatenated; a part shared by several
+// frames (the positions of every color encoding's Matrix View) is embedded once.
+const decodedParts = new Map();
+function joinParts(ids) {
+  const chunks = ids.map((i) => {
+    if (!decodedParts.has(i)) decodedParts.set(i, decodeBase64(EMBED.parts[i]));
+    return decodedParts.get(i);
+  });
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of chunks) { out.set(c, at); at += c.length; }
+  return out;
+}
+
 async function api(endpoint, params = {}) {
   const key = requestKey(endpoint, params);
   if (EMBED) {
     const r = EMBED.responses[key];
     if (!r) throw new OfflineMissing(OFFLINE_HINT);
     if (r.json !== undefined) return r.json;
-    const bin = Uint8Array.from(atob(r.base64), (c) => c.charCodeAt(0));
+    const bin = r.parts ? joinParts(r.parts) : decodeBase64(r.base64);
     return r.type === 'application/octet-stream' ? parseFrame(bin.buffer) : new Blob([bin], { type: r.type });
   }
   const res = await fetch('/api/' + key);
