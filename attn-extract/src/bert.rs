@@ -240,7 +240,7 @@ impl Bert {
     /// The layers of [`Bert::forward`] on the embeddings `x` with the CPU kernels (post-norm).
     #[cfg(feature = "flex")]
     fn layers_cpu(&self, x: Tensor<3>, run: &ForwardRun<'_>, sink: &mut TapSink<'_>) -> Result<()> {
-        use crate::cpu::{Affine, Norm, NormBlock, NormStack, norm_blocks};
+        use crate::cpu::{NormBlock, NormStack, norm_blocks};
         let stack = NormStack {
             pre_norm: false,
             heads: self.num_heads,
@@ -250,15 +250,13 @@ impl Bert {
         };
         let block = |l: usize| {
             let layer = &self.layers[l];
-            let (w, b) = layer.attention.weights();
-            Ok(NormBlock {
-                qkv: Affine::new(w, b)?,
-                attention_out: Affine::linear(&layer.attention_output)?,
-                norm1: Norm::layer_norm(&layer.attention_norm)?,
-                fc: Affine::linear(&layer.intermediate)?,
-                proj: Affine::linear(&layer.output)?,
-                norm2: Norm::layer_norm(&layer.output_norm)?,
-            })
+            NormBlock::encoder(
+                &layer.attention,
+                &layer.attention_output,
+                (&layer.attention_norm, &layer.output_norm),
+                &layer.intermediate,
+                &layer.output,
+            )
         };
         norm_blocks(x, &stack, run, block, sink)
     }

@@ -427,6 +427,27 @@ pub(crate) struct NormBlock {
     pub norm2: Norm,
 }
 
+impl NormBlock {
+    /// A BERT or ViT layer: the fused q/k/v projection, the other linear layers and the two norms.
+    pub(crate) fn encoder(
+        qkv: &crate::attention::QkvProjection,
+        attention_out: &burn::nn::Linear,
+        (norm1, norm2): (&burn::nn::LayerNorm, &burn::nn::LayerNorm),
+        fc: &burn::nn::Linear,
+        proj: &burn::nn::Linear,
+    ) -> Result<Self> {
+        let (w, b) = qkv.weights();
+        Ok(Self {
+            qkv: Affine::new(w, b)?,
+            attention_out: Affine::linear(attention_out)?,
+            norm1: Norm::layer_norm(norm1)?,
+            fc: Affine::linear(fc)?,
+            proj: Affine::linear(proj)?,
+            norm2: Norm::layer_norm(norm2)?,
+        })
+    }
+}
+
 /// How the blocks of a LayerNorm transformer are arranged.
 pub(crate) struct NormStack {
     /// GPT-2, ViT: `x + f(LN(x))`; BERT (false): `LN(x + f(x))`.

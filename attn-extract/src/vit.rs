@@ -258,7 +258,7 @@ impl Vit {
     /// The layers of [`Vit::forward`] on the embeddings `x` with the CPU kernels (pre-norm).
     #[cfg(feature = "flex")]
     fn layers_cpu(&self, x: Tensor<3>, run: &ForwardRun<'_>, sink: &mut TapSink<'_>) -> Result<()> {
-        use crate::cpu::{Affine, Norm, NormBlock, NormStack, norm_blocks};
+        use crate::cpu::{NormBlock, NormStack, norm_blocks};
         let stack = NormStack {
             pre_norm: true,
             heads: self.num_heads,
@@ -268,15 +268,13 @@ impl Vit {
         };
         let block = |l: usize| {
             let layer = &self.layers[l];
-            let (w, b) = layer.attention.weights();
-            Ok(NormBlock {
-                qkv: Affine::new(w, b)?,
-                attention_out: Affine::linear(&layer.attention_output)?,
-                norm1: Norm::layer_norm(&layer.norm_before)?,
-                fc: Affine::linear(&layer.intermediate)?,
-                proj: Affine::linear(&layer.output)?,
-                norm2: Norm::layer_norm(&layer.norm_after)?,
-            })
+            NormBlock::encoder(
+                &layer.attention,
+                &layer.attention_output,
+                (&layer.norm_before, &layer.norm_after),
+                &layer.intermediate,
+                &layer.output,
+            )
         };
         norm_blocks(x, &stack, run, block, sink)
     }
