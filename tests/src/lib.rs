@@ -39,6 +39,27 @@ pub fn fixture_model(name: &str) -> PathBuf {
     repo_root().join("attn-extract/tests/fixtures").join(name)
 }
 
+/// The arguments of `attnviz run --model MODEL --corpus CORPUS --out OUT`, then `extra`.
+pub fn run_args<'a>(
+    model: &'a Path,
+    corpus: &'a Path,
+    out: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let path = |p: &'a Path| p.to_str().expect("a UTF-8 path");
+    let mut args = vec![
+        "run",
+        "--model",
+        path(model),
+        "--corpus",
+        path(corpus),
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// Runs `attnviz` with `args` in `cwd`, returning its output.
 pub fn attnviz(cwd: &Path, args: &[&str]) -> Output {
     Command::new(attnviz_bin())

@@ -6,7 +6,7 @@ use attn_store::Dataset;
 use attn_types::{HeadId, ProjectionMethod};
 use attnviz_tests::{
     InputRanks, attnviz, attnviz_fails, attnviz_ok, check_trustworthiness, fixture_model, mtimes,
-    png_size, write_corpus,
+    png_size, run_args, write_corpus,
 };
 
 const SENTENCES: &[&str] = &[
@@ -95,17 +95,7 @@ fn bert_runs_end_to_end_with_figures() {
     let model = fixture_model("bert_tiny");
     let out = attnviz_ok(
         tmp.path(),
-        &[
-            "run",
-            "--model",
-            model.to_str().unwrap(),
-            "--corpus",
-            corpus.to_str().unwrap(),
-            "--out",
-            "ds",
-            "--quiet",
-            "--json",
-        ],
+        &run_args(&model, &corpus, "ds", &["--quiet", "--json"]),
     );
     let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(summary["heads"], 12);
@@ -227,20 +217,12 @@ fn gpt2_is_causal_end_to_end() {
     let model = fixture_model("gpt2_tiny");
     attnviz_ok(
         tmp.path(),
-        &[
-            "run",
-            "--model",
-            model.to_str().unwrap(),
-            "--corpus",
-            corpus.to_str().unwrap(),
-            "--out",
+        &run_args(
+            &model,
+            &corpus,
             "ds",
-            "--quiet",
-            "--methods",
-            "pca,tsne",
-            "--dims",
-            "3",
-        ],
+            &["--quiet", "--methods", "pca,tsne", "--dims", "3"],
+        ),
     );
     let ds_dir = tmp.path().join("ds");
     let ds = Dataset::open(&ds_dir).unwrap();
@@ -281,18 +263,7 @@ fn decoders_run_end_to_end() {
         let model = fixture_model(fixture);
         attnviz_ok(
             tmp.path(),
-            &[
-                "run",
-                "--model",
-                model.to_str().unwrap(),
-                "--corpus",
-                corpus.to_str().unwrap(),
-                "--out",
-                "ds",
-                "--quiet",
-                "--methods",
-                "pca,tsne",
-            ],
+            &run_args(&model, &corpus, "ds", &["--quiet", "--methods", "pca,tsne"]),
         );
         let ds_dir = tmp.path().join("ds");
         let ds = Dataset::open(&ds_dir).unwrap();
@@ -370,17 +341,7 @@ fn decoders_run_end_to_end() {
             std::fs::write(&meta_path, meta.to_string()).unwrap();
             attnviz_fails(
                 tmp.path(),
-                &[
-                    "run",
-                    "--model",
-                    model.to_str().unwrap(),
-                    "--corpus",
-                    corpus.to_str().unwrap(),
-                    "--out",
-                    "ds",
-                    "--methods",
-                    "pca,tsne",
-                ],
+                &run_args(&model, &corpus, "ds", &["--methods", "pca,tsne"]),
                 &["earlier attnviz", "sliding window", "new --out"],
             );
             // Nor are its heads projected again from that normalization.
@@ -529,19 +490,12 @@ fn vit_runs_on_synthetic_and_folder_images() {
         }
         attnviz_ok(
             tmp.path(),
-            &[
-                "run",
-                "--model",
-                model.to_str().unwrap(),
-                "--corpus",
-                folder.to_str().unwrap(),
-                "--out",
+            &run_args(
+                &model,
+                &folder,
                 "folder_ds",
-                "--quiet",
-                "--no-render",
-                "--methods",
-                "umap,pca",
-            ],
+                &["--quiet", "--no-render", "--methods", "umap,pca"],
+            ),
         );
         let ds_dir = tmp.path().join("folder_ds");
         let ds = Dataset::open(&ds_dir).unwrap();
@@ -935,15 +889,7 @@ fn bad_input_is_a_clear_error_and_leaves_no_dataset() {
     let vit = fixture_model("vit16_tiny");
     attnviz_fails(
         tmp.path(),
-        &[
-            "run",
-            "--model",
-            vit.to_str().unwrap(),
-            "--corpus",
-            images.to_str().unwrap(),
-            "--out",
-            "ds",
-        ],
+        &run_args(&vit, &images, "ds", &[]),
         &["notes.txt"],
     );
     // A text corpus for an image model.
