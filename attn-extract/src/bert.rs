@@ -160,6 +160,22 @@ pub struct BertLayer {
     output_norm: LayerNorm,
 }
 
+#[cfg(feature = "flex")]
+impl BertLayer {
+    /// The parts the CPU kernels read.
+    fn parts(&self) -> crate::cpu::EncoderParts<'_> {
+        let norms = (&self.attention_norm, &self.output_norm);
+        let linears = (&self.intermediate, &self.output);
+        (
+            &self.attention,
+            &self.attention_output,
+            norms,
+            linears.0,
+            linears.1,
+        )
+    }
+}
+
 /// A BERT encoder (no pooler or task head).
 #[derive(Module, Debug)]
 pub struct Bert {
@@ -248,16 +264,7 @@ impl Bert {
             eps: self.layer_norm_eps,
             activation: self.activation,
         };
-        let block = |l: usize| {
-            let layer = &self.layers[l];
-            NormBlock::encoder(
-                &layer.attention,
-                &layer.attention_output,
-                (&layer.attention_norm, &layer.output_norm),
-                &layer.intermediate,
-                &layer.output,
-            )
-        };
+        let block = |l: usize| NormBlock::encoder(self.layers[l].parts());
         norm_blocks(x, &stack, run, block, sink)
     }
 }

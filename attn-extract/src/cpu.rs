@@ -427,14 +427,20 @@ pub(crate) struct NormBlock {
     pub norm2: Norm,
 }
 
+/// A BERT or ViT layer's parts, as [`NormBlock::encoder`] reads them: the fused q/k/v projection,
+/// the attention output, the two norms (in block order), the MLP's two layers.
+pub(crate) type EncoderParts<'a> = (
+    &'a crate::attention::QkvProjection,
+    &'a burn::nn::Linear,
+    (&'a burn::nn::LayerNorm, &'a burn::nn::LayerNorm),
+    &'a burn::nn::Linear,
+    &'a burn::nn::Linear,
+);
+
 impl NormBlock {
-    /// A BERT or ViT layer: the fused q/k/v projection, the other linear layers and the two norms.
+    /// A BERT or ViT layer.
     pub(crate) fn encoder(
-        qkv: &crate::attention::QkvProjection,
-        attention_out: &burn::nn::Linear,
-        (norm1, norm2): (&burn::nn::LayerNorm, &burn::nn::LayerNorm),
-        fc: &burn::nn::Linear,
-        proj: &burn::nn::Linear,
+        (qkv, attention_out, (norm1, norm2), fc, proj): EncoderParts<'_>,
     ) -> Result<Self> {
         let (w, b) = qkv.weights();
         Ok(Self {

@@ -187,6 +187,21 @@ pub struct VitLayer {
     output: Linear,
 }
 
+#[cfg(feature = "flex")]
+impl VitLayer {
+    /// The parts the CPU kernels read.
+    fn parts(&self) -> crate::cpu::EncoderParts<'_> {
+        let norms = (&self.norm_before, &self.norm_after);
+        (
+            &self.attention,
+            &self.attention_output,
+            norms,
+            &self.intermediate,
+            &self.output,
+        )
+    }
+}
+
 /// A ViT encoder without pooler or classifier.
 #[derive(Module, Debug)]
 pub struct Vit {
@@ -266,16 +281,7 @@ impl Vit {
             eps: self.layer_norm_eps,
             activation: self.activation,
         };
-        let block = |l: usize| {
-            let layer = &self.layers[l];
-            NormBlock::encoder(
-                &layer.attention,
-                &layer.attention_output,
-                (&layer.norm_before, &layer.norm_after),
-                &layer.intermediate,
-                &layer.output,
-            )
-        };
+        let block = |l: usize| NormBlock::encoder(self.layers[l].parts());
         norm_blocks(x, &stack, run, block, sink)
     }
 }
