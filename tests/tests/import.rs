@@ -1163,6 +1163,38 @@ fn a_sliding_window_masks_computed_attention_and_is_checked_in_given_attention()
         "the window masked no key: the test would not see it"
     );
 
+    // The dataset records that its normalization and fidelity left the masked keys out; one
+    // without the record (made before) is neither resumed nor projected again.
+    assert!(ds.meta().run.params.contains_key("window_aware"));
+    let meta_path = tmp.path().join("win").join("meta.json");
+    let recorded = std::fs::read_to_string(&meta_path).unwrap();
+    let mut meta: serde_json::Value = serde_json::from_str(&recorded).unwrap();
+    meta["run"]["params"]
+        .as_object_mut()
+        .unwrap()
+        .remove("window_aware");
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    let window_args = [
+        "--causal",
+        "--window",
+        "3",
+        "--window-layers",
+        "1",
+        "--out",
+        "win",
+    ];
+    attnviz_fails(
+        tmp.path(),
+        &joined(&base, &window_args),
+        &["earlier attnviz", "sliding window", "new --out"],
+    );
+    attnviz_fails(
+        tmp.path(),
+        &["project", "win", "--methods", "pca"],
+        &["earlier attnviz", "sliding window", "new --out"],
+    );
+    std::fs::write(&meta_path, recorded).unwrap();
+
     // Given attention that attends beyond the window is refused, naming the flag and the weight.
     let width = 7;
     let mut given = vec![0f32; LAYERS * HEADS * n_tokens() * width];
