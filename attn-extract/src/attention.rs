@@ -128,6 +128,15 @@ pub(crate) struct ForwardRun<'a> {
     pub cpu_kernels: bool,
 }
 
+impl ForwardRun<'_> {
+    /// Whether the pass runs on the CPU kernels: asked for, and on burn-flex (whose host buffers
+    /// they read).
+    #[cfg(feature = "flex")]
+    pub(crate) fn on_cpu_kernels(&self, device: &Device) -> bool {
+        self.cpu_kernels && *device == Device::flex()
+    }
+}
+
 /// Receives the taps of a layer; returns an error to stop the forward pass.
 pub(crate) type TapSink<'a> = dyn FnMut(usize, LayerTaps) -> crate::error::Result<()> + 'a;
 

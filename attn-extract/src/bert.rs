@@ -228,7 +228,7 @@ impl Bert {
             + token_type;
         x = self.embeddings.norm.forward(x);
         #[cfg(feature = "flex")]
-        if run.cpu_kernels && crate::cpu::runs_on(&device) {
+        if run.on_cpu_kernels(&device) {
             return self.layers_cpu(x, run, sink);
         }
         let bias = bias();

@@ -12,15 +12,11 @@
 
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use crate::error::{ExtractError, Result};
-
-/// True when tensors on `device` live in burn-flex's host buffers, which these kernels read.
-pub(crate) fn runs_on(device: &Device) -> bool {
-    *device == Device::flex()
-}
+use crate::hf::to_f32;
 
 /// Rows per rayon task in the element-wise kernels: enough work to amortize scheduling.
 const ROWS_PER_TASK: usize = 8;
@@ -38,12 +34,7 @@ pub(crate) struct HostMatrix {
 impl HostMatrix {
     /// `t` (widened to f32 when stored in half precision) as burn-flex holds it.
     pub(crate) fn of(t: Tensor<2>) -> Result<Self> {
-        let t = if t.dtype() == DType::F32 {
-            t
-        } else {
-            t.cast(DType::F32)
-        };
-        let tensor = t
+        let tensor = to_f32(t)
             .try_into_primitive::<Flex>()
             .map_err(|e| ExtractError::Backend(format!("CPU kernels need burn-flex: {e:?}")))?;
         let layout = tensor.layout();
@@ -135,14 +126,7 @@ pub(crate) fn starts(lengths: &[usize]) -> Vec<usize> {
 
 /// `t` (a bias or norm weight) as an f32 vector.
 pub(crate) fn host_vector(t: Tensor<1>) -> Result<Vec<f32>> {
-    let t = if t.dtype() == DType::F32 {
-        t
-    } else {
-        t.cast(DType::F32)
-    };
-    t.into_data()
-        .try_into_vec::<f32>()
-        .map_err(|e| ExtractError::Backend(format!("reading a weight: {e:?}")))
+    crate::to_vec(to_f32(t))
 }
 
 /// A matrix operand of [`gemm`]: element `(i, j)` at `ptr + i * row_stride + j * col_stride`.
@@ -203,62 +187,43 @@ unsafe fn gemm(
     }
 }
 
-/// `out[:, col..col + W.cols] (+)= x W + b`: `x` is `[rows, W.rows]` row-major, `out`
-/// `[rows, out_width]`. With `accumulate` the product is added to what `out` holds (a residual
-/// add), else it replaces it.
-pub(crate) fn linear_into(
-    x: &[f32],
-    rows: usize,
-    affine: &Affine,
-    out: &mut [f32],
-    (out_width, col): (usize, usize),
-    accumulate: bool,
-) {
+/// `out += x W + b` (a residual add): `x` is `[rows, W.rows]`, `out` `[rows, W.cols]`, both
+/// row-major.
+pub(crate) fn add_linear(x: &[f32], rows: usize, affine: &Affine, out: &mut [f32]) {
     let (w, bias) = (&affine.weight, affine.bias.as_deref());
-    let k = w.rows;
+    let (k, n) = (w.rows, w.cols);
     assert!(
-        x.len() == rows * k && out.len() == rows * out_width && col + w.cols <= out_width,
-        "linear_into: x {} values for {rows} rows of {k}, out {} values of width {out_width} \
-         from {col} for {} outputs",
+        x.len() == rows * k && out.len() == rows * n,
+        "add_linear: x {} values for {rows} rows of {k}, out {} values for rows of {n}",
         x.len(),
         out.len(),
-        w.cols
     );
     if rows == 0 {
         return;
     }
-    let mut accumulate = accumulate;
     if let Some(b) = bias {
-        assert_eq!(b.len(), w.cols, "linear_into: bias length");
-        out.par_chunks_mut(out_width * ROWS_PER_TASK)
-            .for_each(|chunk| {
-                for row in chunk.chunks_mut(out_width) {
-                    let cells = &mut row[col..col + b.len()];
-                    if accumulate {
-                        cells.iter_mut().zip(b).for_each(|(o, b)| *o += b);
-                    } else {
-                        cells.copy_from_slice(b);
-                    }
-                }
-            });
-        accumulate = true;
+        assert_eq!(b.len(), n, "add_linear: bias length");
+        out.par_chunks_mut(n * ROWS_PER_TASK).for_each(|chunk| {
+            for row in chunk.chunks_mut(n) {
+                row.iter_mut().zip(b).for_each(|(o, b)| *o += b);
+            }
+        });
     }
     let lhs = Operand {
         ptr: x.as_ptr(),
         row_stride: k as isize,
         col_stride: 1,
     };
-    // SAFETY: `x` is `[rows, k]`, `w` was bounds-checked by `HostMatrix::of`, and the columns
-    // `col..col + w.cols` of the `rows >= 1` rows of `out` are in bounds (asserted above); `out`
-    // is a distinct, exclusively borrowed buffer.
+    // SAFETY: `x` is `[rows, k]` and `out` `[rows, n]` with `rows >= 1` (asserted above), `w` was
+    // bounds-checked by `HostMatrix::of`; `out` is a distinct, exclusively borrowed buffer.
     unsafe {
         gemm(
             rows,
-            w.cols,
+            n,
             k,
-            out.as_mut_ptr().add(col),
-            out_width,
-            accumulate,
+            out.as_mut_ptr(),
+            n,
+            true,
             lhs,
             w.operand(),
             1.0,
@@ -475,7 +440,7 @@ pub(crate) fn norm_blocks(
     sink: &mut crate::attention::TapSink<'_>,
 ) -> Result<()> {
     let [_, seq, hidden] = x.dims();
-    let mut x = pack_rows(&values(x)?, hidden, seq, run.lengths);
+    let mut x = pack_rows(&crate::to_vec(x)?, hidden, seq, run.lengths);
     let rows: usize = run.lengths.iter().sum();
     let starts = starts(run.lengths);
     let head_dim = hidden / stack.heads;
@@ -508,7 +473,7 @@ pub(crate) fn norm_blocks(
             // Nothing after the last captured attention is read.
             break;
         }
-        linear_into(&context, rows, &b.attention_out, &mut x, (hidden, 0), true);
+        add_linear(&context, rows, &b.attention_out, &mut x);
         let mut inner = if stack.pre_norm {
             linear(&normed(&x, &b.norm2), rows, &b.fc)
         } else {
@@ -516,7 +481,7 @@ pub(crate) fn norm_blocks(
             linear(&x, rows, &b.fc)
         };
         crate::host::activate(&mut inner, stack.activation);
-        linear_into(&inner, rows, &b.proj, &mut x, (hidden, 0), true);
+        add_linear(&inner, rows, &b.proj, &mut x);
         if !stack.pre_norm {
             layer_norm_in_place(&mut x, hidden, &b.norm2, stack.eps);
         }
@@ -709,11 +674,4 @@ fn softmax(row: &mut [f32]) {
         sum += *v;
     }
     row.iter_mut().for_each(|v| *v /= sum);
-}
-
-/// `t`'s values, row-major (moved out without a copy when `t` owns a contiguous buffer).
-pub(crate) fn values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    t.into_data()
-        .try_into_vec::<f32>()
-        .map_err(|e| ExtractError::Backend(format!("reading activations: {e:?}")))
 }

@@ -182,7 +182,7 @@ impl Gpt2 {
         let positions = Tensor::<1, Int>::arange(0..seq as i64, &device).unsqueeze::<2>();
         let mut x = self.wte.forward(ids) + self.wpe.forward(positions);
         #[cfg(feature = "flex")]
-        if run.cpu_kernels && crate::cpu::runs_on(&device) {
+        if run.on_cpu_kernels(&device) {
             return self.blocks_cpu(x, run, sink);
         }
         let bias = bias();

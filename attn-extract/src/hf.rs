@@ -159,6 +159,16 @@ impl Activation {
     }
 }
 
+/// `t` in f32 (a no-op for f32 tensors; half-precision weights are widened as they are used).
+pub(crate) fn to_f32<const D: usize>(t: burn::tensor::Tensor<D>) -> burn::tensor::Tensor<D> {
+    use burn::tensor::DType;
+    if t.dtype() == DType::F32 {
+        t
+    } else {
+        t.cast(DType::F32)
+    }
+}
+
 /// One remap rule: a regex on the file's tensor key and its replacement (burn module path).
 pub(crate) type RemapRule = (&'static str, &'static str);
 

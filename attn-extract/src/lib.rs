@@ -964,6 +964,8 @@ fn too_big(cfg: &HfConfig, field: &str) -> ExtractError {
     }
 }
 
+/// `t`'s values, row-major (moved out without a copy when `t` owns a contiguous buffer, as burn-flex
+/// tensors that are not views do).
 fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     t.into_data()
         .try_into_vec::<f32>()

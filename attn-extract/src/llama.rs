@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::attention::{ForwardRun, LayerTaps, TapSink, attend_heads, attention_bias};
 use crate::error::{ExtractError, Result};
-use crate::hf::{HfConfig, RemapRule, WeightPrecision, load_safetensors};
+use crate::hf::{HfConfig, RemapRule, WeightPrecision, load_safetensors, to_f32};
 
 /// Hugging Face tensor names -> our module paths, applied in order to every key of the file.
 const REMAP: &[RemapRule] = &[
@@ -499,7 +499,7 @@ impl Decoder {
         sink: &mut TapSink<'_>,
     ) -> Result<()> {
         #[cfg(feature = "flex")]
-        if run.cpu_kernels && crate::cpu::runs_on(&ids.device()) {
+        if run.on_cpu_kernels(&ids.device()) {
             return self.forward_cpu(ids, run, sink);
         }
         self.forward_tensors(ids, run, sink)
@@ -588,7 +588,7 @@ impl Decoder {
         let weights = cpu::Affine::linear;
         let gamma = |norm: &RmsNorm| host_vector(norm.gamma.val());
         let hidden = self.embed_tokens.weight.val().dims()[1];
-        let embedded = cpu::values(to_f32(self.embed_tokens.forward(ids)))?;
+        let embedded = crate::to_vec(to_f32(self.embed_tokens.forward(ids)))?;
         let mut x = cpu::pack_rows(&embedded, hidden, seq, run.lengths);
         drop(embedded);
         let rows: usize = run.lengths.iter().sum();
@@ -635,25 +635,16 @@ impl Decoder {
                 break;
             }
             let o_proj = weights(&layer.o_proj)?;
-            cpu::linear_into(&context, rows, &o_proj, &mut x, (hidden, 0), true);
+            cpu::add_linear(&context, rows, &o_proj, &mut x);
             let post = &layer.post_attention_norm;
             let h = cpu::rms_norm(&x, hidden, &gamma(post)?, post.epsilon);
             let mut inner = cpu::linear(&h, rows, &weights(&layer.gate_proj)?);
             let up = cpu::linear(&h, rows, &weights(&layer.up_proj)?);
             crate::host::silu_times(&mut inner, &up);
             let down = weights(&layer.down_proj)?;
-            cpu::linear_into(&inner, rows, &down, &mut x, (hidden, 0), true);
+            cpu::add_linear(&inner, rows, &down, &mut x);
         }
         Ok(())
-    }
-}
-
-/// `t` in f32 (a no-op for f32 weights; half-precision weights are widened as they are used).
-fn to_f32<const D: usize>(t: Tensor<D>) -> Tensor<D> {
-    if t.dtype() == DType::F32 {
-        t
-    } else {
-        t.cast(DType::F32)
     }
 }
 

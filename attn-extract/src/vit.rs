@@ -247,7 +247,7 @@ impl Vit {
         let cls = self.embeddings.cls_token.val().expand([batch, 1, hidden]);
         let mut x = Tensor::cat(vec![cls, patches], 1) + self.embeddings.position_embeddings.val();
         #[cfg(feature = "flex")]
-        if run.cpu_kernels && crate::cpu::runs_on(&device) {
+        if run.on_cpu_kernels(&device) {
             return self.layers_cpu(x, run, sink);
         }
         let bias = bias();
