@@ -1075,21 +1075,18 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
     // Heads on disk are reused only when they were imported as this command asks: the import's
     // own settings are compared first, so that a refusal names the flag (`--window`) rather than
     // the model description it shapes (`model.config.sliding_window`).
+    // (An existing dataset's directory is never armed for deletion: `cleanup` leaves it alone.)
     if !fresh {
         let existing = Dataset::open(&plan.out)?;
-        let holds_data = existing.has_tokens() || !existing.heads()?.is_empty();
-        if holds_data {
+        if existing.has_tokens() || !existing.heads()?.is_empty() {
             let remedy = "use a new --out directory (or delete that one)";
-            run::refuse_window_blind(existing.meta(), &plan.out, remedy).inspect_err(|_| {
-                cleanup.armed = false;
-            })?;
-        }
-        if holds_data && let Some((what, old, new)) = import_difference(existing.meta(), &meta) {
-            cleanup.armed = false;
-            bail!(
-                "--out {}: the dataset there was made with {what} = {old}, this import asks for {new}; use a new --out directory (or delete that one)",
-                plan.out.display()
-            );
+            run::refuse_window_blind(existing.meta(), &plan.out, remedy)?;
+            if let Some((what, old, new)) = import_difference(existing.meta(), &meta) {
+                bail!(
+                    "--out {}: the dataset there was made with {what} = {old}, this import asks for {new}; {remedy}",
+                    plan.out.display()
+                );
+            }
         }
     }
     let dataset = Dataset::create(&plan.out, &meta)?;

@@ -60,6 +60,25 @@ pub fn run_args<'a>(
     args
 }
 
+/// Removes the run parameter `key` from the `meta.json` of the dataset at `dir` (what a dataset made
+/// before that record existed looks like); returns the file's earlier text, to restore it.
+pub fn remove_run_param(dir: &Path, key: &str) -> String {
+    let path = dir.join("meta.json");
+    let recorded = std::fs::read_to_string(&path).expect("meta.json");
+    let mut meta: serde_json::Value = serde_json::from_str(&recorded).expect("meta.json is JSON");
+    let removed = meta["run"]["params"]
+        .as_object_mut()
+        .expect("run.params")
+        .remove(key);
+    assert!(
+        removed.is_some(),
+        "{}: no run parameter {key}",
+        path.display()
+    );
+    std::fs::write(&path, meta.to_string()).expect("meta.json written");
+    recorded
+}
+
 /// Runs `attnviz` with `args` in `cwd`, returning its output.
 pub fn attnviz(cwd: &Path, args: &[&str]) -> Output {
     Command::new(attnviz_bin())

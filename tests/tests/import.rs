@@ -8,6 +8,7 @@ use attn_store::Dataset;
 use attn_types::{Architecture, HeadId, HeadVectors, Matrix, ProjectionMethod};
 use attnviz_tests::{
     InputRanks, attnviz_fails, attnviz_ok, check_trustworthiness, mtimes, png_size,
+    remove_run_param,
 };
 
 const LAYERS: usize = 2;
@@ -1166,14 +1167,7 @@ fn a_sliding_window_masks_computed_attention_and_is_checked_in_given_attention()
     // The dataset records that its normalization and fidelity left the masked keys out; one
     // without the record (made before) is neither resumed nor projected again.
     assert!(ds.meta().run.params.contains_key("window_aware"));
-    let meta_path = tmp.path().join("win").join("meta.json");
-    let recorded = std::fs::read_to_string(&meta_path).unwrap();
-    let mut meta: serde_json::Value = serde_json::from_str(&recorded).unwrap();
-    meta["run"]["params"]
-        .as_object_mut()
-        .unwrap()
-        .remove("window_aware");
-    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    let recorded = remove_run_param(&tmp.path().join("win"), "window_aware");
     let window_args = [
         "--causal",
         "--window",
@@ -1193,7 +1187,7 @@ fn a_sliding_window_masks_computed_attention_and_is_checked_in_given_attention()
         &["project", "win", "--methods", "pca"],
         &["earlier attnviz", "sliding window", "new --out"],
     );
-    std::fs::write(&meta_path, recorded).unwrap();
+    std::fs::write(tmp.path().join("win").join("meta.json"), recorded).unwrap();
 
     // Given attention that attends beyond the window is refused, naming the flag and the weight.
     let width = 7;

@@ -6,7 +6,7 @@ use attn_store::Dataset;
 use attn_types::{HeadId, ProjectionMethod};
 use attnviz_tests::{
     InputRanks, attnviz, attnviz_fails, attnviz_ok, check_trustworthiness, fixture_model, mtimes,
-    png_size, run_args, write_corpus,
+    png_size, remove_run_param, run_args, write_corpus,
 };
 
 const SENTENCES: &[&str] = &[
@@ -331,14 +331,7 @@ fn decoders_run_end_to_end() {
             "{fixture}"
         );
         if has_window {
-            let meta_path = ds_dir.join("meta.json");
-            let mut meta: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
-            meta["run"]["params"]
-                .as_object_mut()
-                .unwrap()
-                .remove("window_aware");
-            std::fs::write(&meta_path, meta.to_string()).unwrap();
+            remove_run_param(&ds_dir, "window_aware");
             attnviz_fails(
                 tmp.path(),
                 &run_args(&model, &corpus, "ds", &["--methods", "pca,tsne"]),
