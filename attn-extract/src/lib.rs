@@ -91,7 +91,7 @@ pub struct ExtractOptions {
     /// sequences, whose dense attention grows with the square of their length.
     pub attention_keep: AttentionKeep,
     /// On burn-flex, run every family's layers with attn-extract's own CPU kernels (the default:
-    /// on the benchmark models 1.05x (MiniLM) and 1.14x (a 100M Llama-shaped decoder) PyTorch's
+    /// on the benchmark models 1.00x (MiniLM) and 1.12x (a 100M Llama-shaped decoder) PyTorch's
     /// rate, where burn-flex's tensor ops gave 0.75x; see the README). `false` runs burn's tensor
     /// ops, as every other backend does.
     pub cpu_kernels: bool,
