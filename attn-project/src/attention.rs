@@ -12,11 +12,16 @@
 //! attend to (for causal models only positions at or before its own) whose weight, after the row
 //! is normalized to sum 1, is at least [`ATTENTION_MIN_WEIGHT`]; the kept weights are normalized
 //! again to sum 1 per query, so that every query carries the same attention mass.
+//!
+//! Beside the edges, [`AttentionEdges`] knows every query's *attended keys* (the keys of its own
+//! sequence that the mask lets it attend to, [`AttendedKeys`]), over which the per-query term of
+//! [`kl`] makes the layout's own softmax compete as attention's does.
 
-use attn_types::{SequenceAttention, TokenTable};
+use attn_types::{AttendedKeys, SequenceAttention, TokenTable};
 
 use crate::ProjectError;
 
+pub mod kl;
 #[cfg(test)]
 pub(crate) mod synthetic;
 
@@ -40,6 +45,12 @@ pub struct AttentionEdges {
     offsets: Vec<usize>,
     keys: Vec<u32>,
     weights: Vec<f32>,
+    /// Per query, the token range `[start, end)` of the keys it may attend to (empty for the
+    /// queries of a head without attention).
+    attended: Vec<(u32, u32)>,
+    /// The sequences' token ranges `[start, end)`, in order, covering `0..n` (none without
+    /// attention): queries and keys of different sequences never share a term of [`kl`].
+    sequences: Vec<(u32, u32)>,
 }
 
 /// Builds the [`AttentionEdges`] of a head with the default threshold [`ATTENTION_MIN_WEIGHT`];
@@ -47,15 +58,17 @@ pub struct AttentionEdges {
 pub fn attention_edges(
     tokens: &TokenTable,
     attention: &[SequenceAttention],
-    causal: bool,
+    keys: impl Into<AttendedKeys>,
 ) -> Result<AttentionEdges, ProjectError> {
-    AttentionEdges::from_attention(tokens, attention, causal)
+    AttentionEdges::from_attention(tokens, attention, keys)
 }
 
 impl AttentionEdges {
     /// Builds the edges of a head from its attention matrices: `attention` holds one `len x len`
     /// matrix per sequence of `tokens`, in the table's sequence order, with matching sequence ids
-    /// (as stored by the pipeline); with `causal`, query position `p` only keeps keys `0..=p`.
+    /// (as stored by the pipeline); `keys` says which keys a query may attend to
+    /// ([`AttendedKeys`]; a `bool` means causal or not, without a window): with causal attention
+    /// query position `p` only keeps keys `0..=p`, with a window `w` only the last `w` of those.
     /// Each query's row is normalized to sum 1, weights below [`ATTENTION_MIN_WEIGHT`] are
     /// dropped and the kept ones renormalized. Queries whose row has no positive weight get no
     /// edges. An empty `attention` (not captured) gives no edges at all.
@@ -87,9 +100,9 @@ impl AttentionEdges {
     pub fn from_attention(
         tokens: &TokenTable,
         attention: &[SequenceAttention],
-        causal: bool,
+        keys: impl Into<AttendedKeys>,
     ) -> Result<Self, ProjectError> {
-        Self::from_attention_with_min_weight(tokens, attention, causal, ATTENTION_MIN_WEIGHT)
+        Self::from_attention_with_min_weight(tokens, attention, keys, ATTENTION_MIN_WEIGHT)
     }
 
     /// [`Self::from_attention`] with another threshold `min_weight` in `[0, 1]` on the
@@ -97,9 +110,10 @@ impl AttentionEdges {
     pub fn from_attention_with_min_weight(
         tokens: &TokenTable,
         attention: &[SequenceAttention],
-        causal: bool,
+        keys: impl Into<AttendedKeys>,
         min_weight: f32,
     ) -> Result<Self, ProjectError> {
+        let attended_keys: AttendedKeys = keys.into();
         if !(0.0..=1.0).contains(&min_weight) {
             return Err(ProjectError::InvalidParam {
                 name: "min_weight",
@@ -112,10 +126,13 @@ impl AttentionEdges {
             offsets: Vec::with_capacity(n + 1),
             keys: Vec::new(),
             weights: Vec::new(),
+            attended: Vec::with_capacity(n),
+            sequences: Vec::new(),
         };
         edges.offsets.push(0);
         if attention.is_empty() {
             edges.offsets.resize(n + 1, 0);
+            edges.attended.resize(n, (0, 0));
             return Ok(edges);
         }
         let spans = tokens.sequences();
@@ -143,14 +160,24 @@ impl AttentionEdges {
                     len = span.len,
                 )));
             }
+            edges
+                .sequences
+                .push((span.start as u32, (span.start + span.len) as u32));
             for p in 0..span.len {
-                let m = if causal { p + 1 } else { span.len };
-                let a = &att.weights.row(p)[..m];
+                let range = attended_keys.range(p, span.len);
+                let first = range.start;
+                edges.attended.push((
+                    (span.start + range.start) as u32,
+                    (span.start + range.end) as u32,
+                ));
+                let a = &att.weights.row(p)[range];
                 if let Some(j) = a.iter().position(|w| !(w.is_finite() && *w >= 0.0)) {
                     return Err(ProjectError::InvalidInput(format!(
-                        "attention of sequence {}: weight {} at query {p}, key {j} is negative \
+                        "attention of sequence {}: weight {} at query {p}, key {} is negative \
                          or not finite",
-                        span.seq_id, a[j]
+                        span.seq_id,
+                        a[j],
+                        first + j
                     )));
                 }
                 let total: f64 = a.iter().map(|&w| w as f64).sum();
@@ -165,7 +192,7 @@ impl AttentionEdges {
                 }
                 let kept: f64 = row.iter().map(|&(_, w)| w).sum();
                 for &(j, w) in &row {
-                    edges.keys.push((span.start + j) as u32);
+                    edges.keys.push((span.start + first + j) as u32);
                     edges.weights.push((w / kept) as f32);
                 }
                 edges.offsets.push(edges.keys.len());
@@ -232,6 +259,18 @@ impl AttentionEdges {
                 .zip(weights)
                 .map(move |(&j, &w)| (i, self.n + j as usize, w))
         })
+    }
+
+    /// The token range of the keys query token `i` may attend to (its own sequence, masked as
+    /// [`AttendedKeys`] says; empty when the head has no attention). Panics if `i >= n`.
+    pub fn attended(&self, i: usize) -> std::ops::Range<usize> {
+        let (s, e) = self.attended[i];
+        s as usize..e as usize
+    }
+
+    /// The sequences' token ranges, in order (none when the head has no attention).
+    pub fn sequences(&self) -> impl ExactSizeIterator<Item = std::ops::Range<usize>> + '_ {
+        self.sequences.iter().map(|&(s, e)| s as usize..e as usize)
     }
 
     /// Number of queries with at least one edge.

@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod batch;
+pub mod ceiling;
 pub mod error;
 pub mod fidelity;
 pub mod knn;
@@ -13,8 +14,10 @@ pub mod tsne;
 pub mod umap;
 mod util;
 
+pub use attention::kl::{AttentionKernel, LayoutKernel, attention_kl};
 pub use attention::{ATTENTION_MIN_WEIGHT, AttentionEdges, attention_edges};
 pub use batch::{Projector, project_batch};
+pub use ceiling::{AttentionCeiling, Ceiling, CeilingParams, CeilingValidParams};
 pub use error::ProjectError;
 // The keys a query may attend to are the shared vocabulary's (normalization weighs the same pairs).
 pub use attn_types::AttendedKeys;

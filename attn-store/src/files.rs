@@ -896,6 +896,7 @@ pub fn write_projection_file(path: impl AsRef<Path>, p: &HeadProjection) -> Resu
         p.objective,
         p.quality.as_ref(),
         p.fidelity.as_ref(),
+        p.ceiling.as_ref(),
     );
     write_parquet(
         path,
@@ -982,6 +983,7 @@ pub fn read_projection_file(path: impl AsRef<Path>) -> Result<HeadProjection, St
         coords,
         objective: record.objective,
         fidelity: record.fidelity,
+        ceiling: record.ceiling,
         quality: record.quality,
     })
 }

@@ -240,13 +240,14 @@ pub(crate) fn normalization_from_json(
     ))
 }
 
-/// The projection record: `{"head", "spec", "objective", "quality"}`.
+/// The projection record: `{"head", "spec", "objective", "quality", "fidelity", "ceiling"}`.
 pub(crate) fn projection_to_json(
     head: HeadId,
     spec: &ProjectionSpec,
     objective: Option<f32>,
     quality: Option<&ProjectionQuality>,
     fidelity: Option<&Fidelity>,
+    ceiling: Option<&Fidelity>,
 ) -> Value {
     let f = num32;
     let params: Map<String, Value> = spec
@@ -271,6 +272,7 @@ pub(crate) fn projection_to_json(
             "k": q.k,
         })),
         "fidelity": fidelity.map(fidelity_to_json),
+        "ceiling": ceiling.map(fidelity_to_json),
     })
 }
 
@@ -281,6 +283,7 @@ pub(crate) struct ProjectionRecord {
     pub objective: Option<f32>,
     pub quality: Option<ProjectionQuality>,
     pub fidelity: Option<Fidelity>,
+    pub ceiling: Option<Fidelity>,
 }
 
 /// Reads a record written by [`projection_to_json`].
@@ -336,6 +339,7 @@ pub(crate) fn projection_from_json(
         objective,
         quality,
         fidelity: fidelity_from_json(&o, "fidelity")?,
+        ceiling: fidelity_from_json(&o, "ceiling")?,
     })
 }
 

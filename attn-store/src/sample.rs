@@ -194,6 +194,7 @@ pub fn write_sample_dataset(dir: &Path, spec: &SampleSpec) -> Result<Dataset, St
                     k: 3,
                 }),
                 fidelity: None,
+                ceiling: None,
             })?;
         }
     }

@@ -1156,6 +1156,11 @@ pub struct HeadProjection {
     /// Attention fidelity of the layout, when computed.
     #[serde(default)]
     pub fidelity: Option<Fidelity>,
+    /// The head's ceiling in this many dimensions, when computed: the attention fidelity of the
+    /// layout that shows attention best with nothing else to keep (`attn_project::ceiling`), what
+    /// any layout of `spec.dims` dimensions could reach on this head.
+    #[serde(default)]
+    pub ceiling: Option<Fidelity>,
 }
 
 /// Provenance of a run: what produced a dataset.

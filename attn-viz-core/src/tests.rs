@@ -60,6 +60,7 @@ fn projection(head: HeadId, rows: &[[f32; 2]], quality: Option<f32>) -> HeadProj
             k: 10,
         }),
         fidelity: None,
+        ceiling: None,
     }
 }
 

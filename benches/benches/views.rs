@@ -96,6 +96,7 @@ fn build() -> Fixture {
                 k: 15,
             }),
             fidelity: None,
+            ceiling: None,
         });
         attention.push(
             (0..SEQS)

@@ -674,6 +674,7 @@ fn synthetic_dataset(dir: &Path, layers: u16, heads: u16, n: usize) {
             objective: None,
             quality: None,
             fidelity: None,
+            ceiling: None,
         })
         .unwrap();
     }

@@ -177,5 +177,6 @@ pub fn projection(head: HeadId, method: ProjectionMethod, dims: u8, seed: u64) -
             k: 10,
         }),
         fidelity: None,
+        ceiling: None,
     }
 }
