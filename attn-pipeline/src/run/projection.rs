@@ -1,0 +1,484 @@
+//! Projections of stored heads: the settings, the projector of each method, which stored layouts
+//! are still valid, and the layout of one head (shared kNN graph, quality, fidelity).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use attn_project::{AttendedKeys, Embedding, Pca, Projector, Tsne, Umap, UmapInit};
+use attn_store::Dataset;
+use attn_types::{
+    HeadId, HeadProjection, HeadVectors, Matrix, Metric, ProjectionMethod, SequenceAttention,
+    TokenTable,
+};
+use rayon::prelude::*;
+
+use crate::error::{Context, Result, bail};
+use crate::progress::{Control, Stage};
+
+use super::resume::{lock_dataset, refuse_window_blind};
+use super::store::attended_keys;
+use super::summary::{RunSummary, dataset_summary};
+
+/// Query points sampled for each projection's trustworthiness/continuity: a trust indicator needs
+/// about +-0.005, which 1,000 queries give, at a quarter of the cost of attn-project's default 4,000.
+pub(super) const QUALITY_QUERIES: usize = 1_000;
+
+/// Neighbours of the trustworthiness/continuity estimate (fewer for tiny heads, where the metric
+/// needs `k < n / 2`).
+pub(super) const QUALITY_K: usize = 10;
+
+/// Projection settings shared by `run` and `project`.
+#[derive(Debug, Clone)]
+pub struct ProjectionSettings {
+    /// Methods to run.
+    pub methods: Vec<ProjectionMethod>,
+    /// Output dimensions to produce (2 and/or 3).
+    pub dims: Vec<u8>,
+    /// Input metric.
+    pub metric: Metric,
+    /// Seed of every fit.
+    pub seed: u64,
+    /// t-SNE perplexity.
+    pub perplexity: f32,
+    /// t-SNE iterations (early exaggeration included).
+    pub tsne_iterations: usize,
+    /// UMAP neighbours.
+    pub n_neighbors: usize,
+    /// UMAP min_dist.
+    pub min_dist: f32,
+    /// Compute trustworthiness etc. for every projection.
+    pub quality: bool,
+    /// Share `w` of attention edges mixed into t-SNE's affinities, in `[0, 1)`: 0 gives plain
+    /// t-SNE (see attn-project's attention-aware layouts).
+    pub tsne_attention_weight: f32,
+    /// The same for UMAP's fuzzy graph.
+    pub umap_attention_weight: f32,
+    /// UMAP's initial layout.
+    pub umap_init: UmapInit,
+    /// Which vectors are laid out.
+    pub vectors: LayoutVectors,
+}
+
+/// Which of a head's stored vectors a layout is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LayoutVectors {
+    /// The normalized vectors (key translation + query/key scaling) when the head has them, else the
+    /// raw ones.
+    #[default]
+    Normalized,
+    /// The raw vectors, as the model computed them.
+    Raw,
+}
+
+impl ProjectionSettings {
+    /// attnviz's default layouts: t-SNE (perplexity 30, 750 iterations) and UMAP (15 neighbours,
+    /// min_dist 0.1, PCA init), cosine, seed 0, laid out from the **raw** vectors with attention
+    /// edges mixed into the neighbour graphs (share 0.1 for both), so that a query lies near the keys
+    /// it attends to. Measured on all-MiniLM-L6-v2 (`benches/results/fidelity-*.md`): against the
+    /// paper's normalized vectors without edges, t-SNE hit@3 0.22 -> 0.68 and fidelity 0.20 -> 0.46
+    /// with trustworthiness@10 0.974 -> 0.987; UMAP 0.15 -> 0.73 and 0.15 -> 0.47 with 0.913 -> 0.947.
+    /// Larger shares raised neither hit@3 nor fidelity much and cost trustworthiness (the knee).
+    pub fn attnviz(methods: Vec<ProjectionMethod>, dims: Vec<u8>) -> Self {
+        ProjectionSettings {
+            methods,
+            dims,
+            metric: Metric::Cosine,
+            seed: 0,
+            perplexity: 30.0,
+            tsne_iterations: 750,
+            n_neighbors: 15,
+            min_dist: 0.1,
+            quality: true,
+            tsne_attention_weight: 0.1,
+            umap_attention_weight: 0.1,
+            umap_init: UmapInit::Pca,
+            vectors: LayoutVectors::Raw,
+        }
+    }
+
+    /// The AttentionViz research code's layouts (`shared/reference/technique.md` §3): normalized
+    /// vectors, cosine, t-SNE perplexity 50 with 300 iterations, UMAP with random init, seed 0, 15
+    /// neighbours, min_dist 0.1, no attention edges.
+    pub fn paper(methods: Vec<ProjectionMethod>, dims: Vec<u8>) -> Self {
+        ProjectionSettings {
+            perplexity: 50.0,
+            tsne_iterations: 300,
+            tsne_attention_weight: 0.0,
+            umap_attention_weight: 0.0,
+            umap_init: UmapInit::Random,
+            vectors: LayoutVectors::Normalized,
+            ..Self::attnviz(methods, dims)
+        }
+    }
+}
+
+/// Checks every projection setting (builds each projector once), before any work.
+pub fn check_settings(settings: &ProjectionSettings) -> Result<()> {
+    if let Some(d) = settings.dims.iter().find(|d| !matches!(d, 2 | 3)) {
+        bail!("dims: {d} is not 2 or 3 (--dims)");
+    }
+    for &m in &settings.methods {
+        for &d in &settings.dims {
+            projector(settings, m, d)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every (head, method, dims) projection the settings ask for, head by head.
+pub(super) fn projection_tasks(
+    heads: &[HeadId],
+    s: &ProjectionSettings,
+) -> Vec<(HeadId, ProjectionMethod, u8)> {
+    heads
+        .iter()
+        .flat_map(|&h| {
+            s.methods
+                .iter()
+                .flat_map(move |&m| s.dims.iter().map(move |&d| (h, m, d)))
+        })
+        .collect()
+}
+
+/// Builds the projector of one method and dimension count.
+pub fn projector(s: &ProjectionSettings, method: ProjectionMethod, dims: u8) -> Result<Projector> {
+    Ok(match method {
+        ProjectionMethod::Tsne => Projector::Tsne(
+            Tsne::params()
+                .dims(dims)
+                .perplexity(s.perplexity)
+                .iterations(s.tsne_iterations)
+                .metric(s.metric)
+                .seed(s.seed)
+                .attention_weight(s.tsne_attention_weight)
+                .check()?,
+        ),
+        ProjectionMethod::Umap => Projector::Umap(
+            Umap::params()
+                .dims(dims)
+                .n_neighbors(s.n_neighbors)
+                .min_dist(s.min_dist)
+                .metric(s.metric)
+                .seed(s.seed)
+                .init(s.umap_init)
+                .attention_weight(s.umap_attention_weight)
+                .check()?,
+        ),
+        ProjectionMethod::Pca => Projector::Pca(Pca::params().dims(dims).check()?),
+    })
+}
+
+/// Projects the given tasks that are not on disk yet. Returns (computed, reused).
+///
+/// Work is done head by head: each head's vectors and attention are read once, and one kNN graph
+/// (with as many neighbours as the most demanding method needs: t-SNE's `3 * perplexity`, UMAP's
+/// `n_neighbors - 1`) serves every t-SNE and UMAP fit of that head. Each projection is written as
+/// soon as it is done, with its quality and attention fidelity.
+pub fn project_heads(
+    dataset: &Dataset,
+    tasks: &[(HeadId, ProjectionMethod, u8)],
+    settings: &ProjectionSettings,
+    control: Control<'_>,
+) -> Result<(usize, usize)> {
+    // A stored projection is reused only when it was made with the settings asked for now.
+    let mut pending = Vec::new();
+    for &(h, m, d) in tasks {
+        let reusable = dataset.has_projection(h, m, d) && {
+            let stored = dataset.read_projection(h, m, d)?;
+            made_with(&stored.spec, settings, dataset.has_attention(h))
+                // One stored under `--no-quality` lacks the numbers this run reports: it is made
+                // again (the same coordinates, as the settings are the same) with them.
+                && !(settings.quality
+                    && stored.quality.is_none()
+                    && quality_k(stored.coords.rows()) > 0)
+        };
+        if !reusable {
+            pending.push((h, m, d));
+        }
+    }
+    let reused = tasks.len() - pending.len();
+    if pending.is_empty() {
+        return Ok((0, reused));
+    }
+    let mut projectors = BTreeMap::new();
+    for &(_, m, d) in &pending {
+        if let std::collections::btree_map::Entry::Vacant(e) = projectors.entry((m, d)) {
+            e.insert(projector(settings, m, d)?);
+        }
+    }
+    let mut by_head: BTreeMap<HeadId, Vec<(ProjectionMethod, u8)>> = BTreeMap::new();
+    for &(h, m, d) in &pending {
+        by_head.entry(h).or_default().push((m, d));
+    }
+    let by_head: Vec<_> = by_head.into_iter().collect();
+    let tokens = dataset.read_tokens()?;
+    let keys = attended_keys(&dataset.meta().model)?;
+    let progress = control.start(Stage::Project, pending.len());
+    by_head
+        .par_iter()
+        .try_for_each(|(head, wanted)| -> Result<()> {
+            if control.cancelled() {
+                return Ok(());
+            }
+            let input = HeadLayoutInput::read(dataset, *head)?;
+            let wanted: Vec<&Projector> = wanted.iter().map(|md| &projectors[md]).collect();
+            layout_head(
+                &input,
+                &tokens,
+                keys(*head),
+                &wanted,
+                settings,
+                &|| control.cancelled(),
+                &mut |projection, _| {
+                    dataset.write_projection(&projection)?;
+                    progress.inc();
+                    Ok(())
+                },
+            )
+        })?;
+    Ok((progress.done(), reused))
+}
+
+/// The neighbourhood size of the quality metrics for a layout of `points` (queries and keys): at
+/// most [`QUALITY_K`], and 0 (none computed) when the head is too small.
+pub(super) fn quality_k(points: usize) -> usize {
+    QUALITY_K.min((points / 2).saturating_sub(1))
+}
+
+/// Whether a stored projection's spec is what `settings` would make now: the vectors laid out (raw
+/// or normalized) for every method, and for t-SNE and UMAP the metric, seed and every parameter
+/// that the settings control. The attention shares are compared as applied: a head without
+/// attention records 0.
+pub(super) fn made_with(
+    spec: &attn_types::ProjectionSpec,
+    settings: &ProjectionSettings,
+    has_attention: bool,
+) -> bool {
+    let applied = |w: f32| if has_attention { f64::from(w) } else { 0.0 };
+    let param = |key: &str| spec.params.get(key).copied();
+    let same = |key: &str, want: f64| {
+        param(key).is_some_and(|v| (v - want).abs() <= 1e-6 * want.abs().max(1.0))
+    };
+    // Every method lays out the vectors asked for; PCA depends on nothing else the settings hold.
+    let same_vectors = param("vectors_raw").unwrap_or(0.0)
+        == f64::from(u8::from(settings.vectors == LayoutVectors::Raw));
+    let common = spec.metric == settings.metric && spec.seed == settings.seed;
+    same_vectors
+        && (common || spec.method == ProjectionMethod::Pca)
+        && match spec.method {
+            ProjectionMethod::Tsne => {
+                same("perplexity_requested", f64::from(settings.perplexity))
+                    && same("iterations", settings.tsne_iterations as f64)
+                    && param("attention_weight").unwrap_or(0.0)
+                        == applied(settings.tsne_attention_weight)
+            }
+            ProjectionMethod::Umap => {
+                same("n_neighbors_requested", settings.n_neighbors as f64)
+                    && same("min_dist", f64::from(settings.min_dist))
+                    && param("init") == Some(settings.umap_init.code())
+                    && param("attention_weight").unwrap_or(0.0)
+                        == applied(settings.umap_attention_weight)
+            }
+            ProjectionMethod::Pca => true,
+        }
+}
+
+/// The stored data of one head that its layouts need.
+#[derive(Debug, Clone)]
+pub struct HeadLayoutInput {
+    /// The raw vectors (their dot products are the attention logits).
+    pub raw: HeadVectors,
+    /// The normalized vectors, when stored.
+    pub normalized: Option<HeadVectors>,
+    /// The head's attention, one matrix per sequence (empty when the dataset has none).
+    pub attention: Vec<SequenceAttention>,
+}
+
+impl HeadLayoutInput {
+    /// Reads one head of a dataset.
+    pub fn read(dataset: &Dataset, head: HeadId) -> Result<Self> {
+        let stored = dataset.read_head(head)?;
+        let attention = if dataset.has_attention(head) {
+            dataset.read_attention(head)?
+        } else {
+            Vec::new()
+        };
+        Ok(HeadLayoutInput {
+            raw: stored.raw,
+            normalized: stored.normalized.map(|n| n.vectors),
+            attention,
+        })
+    }
+
+    /// The vectors `which` asks for (the raw ones when no normalized ones are stored).
+    pub fn vectors(&self, which: LayoutVectors) -> &HeadVectors {
+        match (which, &self.normalized) {
+            (LayoutVectors::Normalized, Some(n)) => n,
+            _ => &self.raw,
+        }
+    }
+}
+
+/// Lays out one head with each of `projectors` (t-SNE, UMAP, PCA, any dims), sharing one joint
+/// matrix, one kNN graph (as many neighbours as the most demanding method needs) and one set of
+/// attention edges between them. Each finished layout, with its quality (when
+/// `settings.quality`) and attention fidelity, goes to `done` with the seconds it took (its share of
+/// the shared graph included); `cancelled` is polled between layouts.
+pub fn layout_head(
+    input: &HeadLayoutInput,
+    tokens: &TokenTable,
+    keys: AttendedKeys,
+    projectors: &[&Projector],
+    settings: &ProjectionSettings,
+    cancelled: &dyn Fn() -> bool,
+    done: &mut dyn FnMut(HeadProjection, f64) -> Result<()>,
+) -> Result<()> {
+    let head = input.raw.head();
+    let vectors = input.vectors(settings.vectors);
+    let joint: Matrix = vectors.joint();
+    let n = joint.rows();
+    let shared_start = Instant::now();
+    let k = projectors.iter().filter_map(|p| p.neighbors_for(n)).max();
+    let graph = match k {
+        Some(k) if n >= 2 => Some(
+            attn_project::knn(&joint, k.clamp(1, n - 1), settings.metric, settings.seed)
+                .with_context(|| format!("kNN graph of head {head}"))?,
+        ),
+        _ => None,
+    };
+    let edges = if projectors
+        .iter()
+        .any(|p| p.attention_weight().is_some_and(|w| w > 0.0))
+        && !input.attention.is_empty()
+    {
+        Some(
+            attn_project::attention_edges(tokens, &input.attention, keys.causal)
+                .with_context(|| format!("attention edges of head {head}"))?,
+        )
+    } else {
+        None
+    };
+    let shared_seconds = shared_start.elapsed().as_secs_f64() / projectors.len().max(1) as f64;
+    for &projector in projectors {
+        if cancelled() {
+            return Ok(());
+        }
+        let start = Instant::now();
+        let method = projector.method();
+        let dims = projector.dims();
+        // Like t-SNE's perplexity, UMAP's neighbour count is clamped to what the head's points
+        // allow (and the request recorded), rather than failing on a small head.
+        let clamped = match projector {
+            Projector::Umap(p) if p.n_neighbors() > n => {
+                let mut s = settings.clone();
+                s.n_neighbors = n.max(2);
+                Some(self::projector(&s, method, dims)?)
+            }
+            _ => None,
+        };
+        let projector = clamped.as_ref().unwrap_or(projector);
+        let mut fit: Embedding = match (&graph, &edges) {
+            (Some(g), Some(e)) => projector.fit_knn_with_attention(&joint, g, e),
+            (Some(g), None) => projector.fit_knn(&joint, g),
+            (None, _) => projector.fit(&joint),
+        }
+        .with_context(|| format!("projecting head {head} with {method} {dims}D"))?;
+        if method == ProjectionMethod::Umap {
+            fit.spec
+                .params
+                .insert("n_neighbors_requested".into(), settings.n_neighbors as f64);
+        }
+        fit.spec.params.insert(
+            "vectors_raw".into(),
+            f64::from(u8::from(std::ptr::eq(vectors, &input.raw))),
+        );
+        let k = quality_k(n);
+        let quality = if settings.quality && k > 0 {
+            Some(attn_project::quality_sampled(
+                &joint,
+                &fit.coords,
+                k,
+                settings.metric,
+                QUALITY_QUERIES,
+            )?)
+        } else {
+            None
+        };
+        let fidelity = attn_project::fidelity(
+            attn_project::FidelitySpace::Layout(&fit.coords),
+            input.raw.queries(),
+            input.raw.keys(),
+            tokens,
+            &input.attention,
+            keys,
+            settings.seed,
+        )
+        .with_context(|| format!("fidelity of head {head} {method} {dims}D"))?;
+        let seconds = start.elapsed().as_secs_f64() + shared_seconds;
+        done(
+            HeadProjection {
+                head,
+                spec: fit.spec,
+                coords: fit.coords,
+                objective: fit.objective,
+                quality,
+                fidelity: Some(fidelity),
+            },
+            seconds,
+        )?;
+    }
+    Ok(())
+}
+
+/// `attnviz project`: projects the heads of an existing dataset.
+pub fn project_dataset(
+    dir: &Path,
+    only: Option<&[HeadId]>,
+    force: bool,
+    settings: &ProjectionSettings,
+    control: Control<'_>,
+) -> Result<RunSummary> {
+    let start = Instant::now();
+    let dataset = Dataset::open(dir)?;
+    refuse_window_blind(
+        dataset.meta(),
+        dir,
+        "make it again into a new --out directory",
+    )?;
+    let _lock = lock_dataset(dir, None)?;
+    dataset.remove_stale_temp_files()?;
+    let stored = dataset.heads()?;
+    let heads: Vec<HeadId> = match only {
+        Some(list) => {
+            if let Some(missing) = list.iter().find(|h| !stored.contains(h)) {
+                bail!(
+                    "--head {missing}: {} has no vectors for this head",
+                    dir.display()
+                );
+            }
+            list.to_vec()
+        }
+        None => stored,
+    };
+    if heads.is_empty() {
+        bail!(
+            "{}: the dataset has no heads yet; run `attnviz extract` first",
+            dir.display()
+        );
+    }
+    let tasks = projection_tasks(&heads, settings);
+    if force {
+        for &(h, m, d) in &tasks {
+            dataset.remove_projection(h, m, d)?;
+        }
+    }
+    let (computed, reused) = project_heads(&dataset, &tasks, settings, control)?;
+    let mut summary = dataset_summary(dir)?;
+    summary.heads = heads.len();
+    summary.projections_computed = computed;
+    summary.projections_reused = reused;
+    summary.interrupted = control.cancelled();
+    summary.seconds = start.elapsed().as_secs_f64();
+    Ok(summary)
+}
