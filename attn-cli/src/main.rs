@@ -202,6 +202,20 @@ struct ProjectionArgs {
     /// Share of attention edges in UMAP's fuzzy graph, in [0, 1); 0 = plain UMAP (attnviz: 0.1).
     #[arg(long, value_name = "W")]
     umap_attention_weight: Option<f32>,
+    /// Weight (>= 0) of t-SNE's per-query attention term, which makes each query's own keys
+    /// compete for it as attention's softmax does; 0 leaves it out (attnviz: 0.3, paper: 0).
+    #[arg(long, value_name = "LAMBDA", allow_negative_numbers = true)]
+    tsne_attention_kl: Option<f32>,
+    /// The same for UMAP (attnviz: 3, paper: 0).
+    #[arg(long, value_name = "LAMBDA", allow_negative_numbers = true)]
+    umap_attention_kl: Option<f32>,
+    /// Compute each head's ceiling: the fidelity and hit@3 that any layout with this many
+    /// dimensions can reach on the head, shown beside each layout's (default).
+    #[arg(long, overrides_with = "no_ceiling")]
+    ceiling: bool,
+    /// Do not compute the heads' ceilings.
+    #[arg(long, overrides_with = "ceiling")]
+    no_ceiling: bool,
     /// Which vectors are laid out: raw (as the model computes them; attnviz) or normalized (key
     /// translation + query/key scaling, when stored; paper).
     #[arg(long, value_enum)]
@@ -248,6 +262,13 @@ impl ProjectionArgs {
             umap_attention_weight: self
                 .umap_attention_weight
                 .unwrap_or(preset.umap_attention_weight),
+            tsne_attention_kl: self.tsne_attention_kl.unwrap_or(preset.tsne_attention_kl),
+            umap_attention_kl: self.umap_attention_kl.unwrap_or(preset.umap_attention_kl),
+            ceiling: match (self.ceiling, self.no_ceiling) {
+                (true, _) => true,
+                (_, true) => false,
+                _ => preset.ceiling,
+            },
             vectors: match self.vectors {
                 Some(VectorsArg::Raw) => attn_pipeline::LayoutVectors::Raw,
                 Some(VectorsArg::Normalized) => attn_pipeline::LayoutVectors::Normalized,
@@ -273,6 +294,10 @@ fn flag_of(e: &attn_pipeline::PipelineError) -> String {
         (
             "attention_weight",
             "--tsne-attention-weight/--umap-attention-weight",
+        ),
+        (
+            "attention_kl",
+            "--tsne-attention-kl/--umap-attention-kl",
         ),
     ] {
         if msg.contains(&format!("`{param}`")) {

@@ -154,7 +154,7 @@ fn print_table(s: &RunSummary) {
             Box::new(|h: &HeadSummary| h.fidelity_normalized.and_then(|f| f.fidelity)),
         ));
     }
-    for k in keys {
+    for &k in &keys {
         columns.push((
             format!("T@10 {k}"),
             Box::new(move |h: &HeadSummary| h.trustworthiness.get(k).copied()),
@@ -166,6 +166,19 @@ fn print_table(s: &RunSummary) {
         columns.push((
             format!("hit3 {k}"),
             Box::new(move |h: &HeadSummary| h.fidelity.get(k).and_then(|f| f.hit_at_3)),
+        ));
+    }
+    let mut ceilings: Vec<&String> = s.per_head.iter().flat_map(|h| h.ceiling.keys()).collect();
+    ceilings.sort();
+    ceilings.dedup();
+    for &d in &ceilings {
+        columns.push((
+            format!("fid ceil{d}"),
+            Box::new(move |h: &HeadSummary| h.ceiling.get(d).and_then(|f| f.fidelity)),
+        ));
+        columns.push((
+            format!("hit3 ceil{d}"),
+            Box::new(move |h: &HeadSummary| h.ceiling.get(d).and_then(|f| f.hit_at_3)),
         ));
     }
     let width = |name: &str| name.len().max(6);
@@ -198,6 +211,32 @@ fn print_table(s: &RunSummary) {
             "hit3 = share of queries whose most-attended key is among their 3 nearest keys (chance {chance:.3})"
         );
     }
+    if !ceilings.is_empty() {
+        let shares: Vec<String> = keys
+            .iter()
+            .filter_map(|k| Some(format!("{k} {:.2}", ceiling_share(s, k)?)))
+            .collect();
+        outln!(
+            "ceil = what any layout with that many dimensions can show of the head's attention; share of the ceiling's hit3 reached (mean over heads): {}",
+            shares.join(", ")
+        );
+    }
+}
+
+/// The mean over heads of a projection's hit@3 divided by its head's ceiling hit@3 (of the same
+/// dimension count), for `key` = `<method>_<dims>d`.
+fn ceiling_share(s: &RunSummary, key: &str) -> Option<f32> {
+    let dims = key.rsplit('_').next()?;
+    let v: Vec<f32> = s
+        .per_head
+        .iter()
+        .filter_map(|h| {
+            let hit = h.fidelity.get(key)?.hit_at_3?;
+            let ceiling = h.ceiling.get(dims)?.hit_at_3?;
+            (ceiling > 0.0).then(|| hit / ceiling)
+        })
+        .collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f32>() / v.len() as f32)
 }
 
 /// Mean hit@3 expected by chance over every head's first stored projection.

@@ -14,8 +14,9 @@ pub use error::{Context, PipelineError, Result, error_chain};
 pub use import::{AttentionSource, ImportPlan, compute_attention, import, read_tokens};
 pub use progress::{Control, ProgressEvent, Stage};
 pub use run::{
-    CorpusInput, DatasetInfo, HeadLayoutInput, HeadSummary, LayoutVectors, ProjectionSettings,
-    RunPlan, RunSummary, attended_keys, check_settings, dataset_info, dataset_summary,
+    CorpusInput, DEFAULT_CEILING, DEFAULT_TSNE_ATTENTION_KL, DEFAULT_UMAP_ATTENTION_KL,
+    DatasetInfo, HeadLayoutInput, HeadSummary, LayoutVectors, ProjectionSettings, RunPlan,
+    RunSummary, attended_keys, check_settings, dataset_info, dataset_summary, head_ceiling,
     head_normalizer, layout_head, load_corpus, project_dataset, projector, run, store_head,
     summarize,
 };

@@ -111,6 +111,16 @@ impl Projector {
         }
     }
 
+    /// Whether the fit reads attention edges: an attention share or a per-query attention term
+    /// above 0 (t-SNE and UMAP; PCA never does).
+    pub fn uses_attention(&self) -> bool {
+        match self {
+            Projector::Tsne(p) => p.attention_weight() > 0.0 || p.attention_kl() > 0.0,
+            Projector::Pca(_) => false,
+            Projector::Umap(p) => p.attention_weight() > 0.0 || p.attention_kl() > 0.0,
+        }
+    }
+
     /// The attention share `w` of t-SNE and UMAP (`None` for PCA, which has none).
     pub fn attention_weight(&self) -> Option<f32> {
         match self {

@@ -18,3 +18,28 @@ pub(crate) fn att(seq_id: u32, rows: &[Vec<f32>]) -> SequenceAttention {
         weights: Matrix::from_rows(rows).unwrap(),
     }
 }
+
+/// hit@3, fidelity and trustworthiness@10 (cosine, all points) of a joint layout of `h`.
+pub(crate) fn layout_scores(
+    h: &crate::attention::synthetic::Head,
+    coords: &Matrix,
+    causal: bool,
+) -> (f32, f32, f32) {
+    let f = crate::fidelity(
+        crate::FidelitySpace::Layout(coords),
+        &h.queries,
+        &h.keys,
+        &h.tokens,
+        &h.attention,
+        causal,
+        0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let trust = crate::trustworthiness(&h.joint(), coords, 10, attn_types::Metric::Cosine)
+        .unwrap_or_else(|e| panic!("{e}"));
+    (
+        f.hit_at_3.unwrap_or(0.0),
+        f.fidelity.unwrap_or(0.0),
+        trust,
+    )
+}

@@ -25,6 +25,10 @@ pub struct CellInfo {
     /// `attn_project::fidelity`).
     #[serde(default)]
     pub fidelity: Option<Fidelity>,
+    /// The head's ceiling in the layout's number of dimensions, when computed: the fidelity any
+    /// layout of that many dimensions could reach (see `attn_project::ceiling`).
+    #[serde(default)]
+    pub ceiling: Option<Fidelity>,
 }
 
 /// One head's cell.
@@ -139,6 +143,7 @@ pub(crate) fn cell_info(model: &ModelData<'_>, h: &HeadData<'_>) -> Result<CellI
         },
         objective: h.projection.objective,
         fidelity: h.projection.fidelity,
+        ceiling: h.projection.ceiling,
     })
 }
 

@@ -245,6 +245,60 @@ fn gpt2_is_causal_end_to_end() {
     assert!(png_size(&ds_dir.join("figures/matrix_tsne_3d.png")).0 > 600);
 }
 
+/// The per-query attention term and the ceiling end to end on a causal model: the term's weight
+/// is recorded in every t-SNE / UMAP spec, each projection carries its head's 2-D ceiling (also in
+/// `info --json`), a rerun with another weight recomputes only that method, and a bad weight is a
+/// one-line error naming the flag.
+#[test]
+fn attention_term_and_ceiling_are_recorded_and_respected_on_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(tmp.path(), SENTENCES);
+    let model = fixture_model("gpt2_tiny");
+    let base = ["--quiet", "--json", "--no-render", "--methods", "tsne,umap", "--layers", "0"];
+    let run = |extra: &[&str]| -> serde_json::Value {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        serde_json::from_str(&attnviz_ok(tmp.path(), &run_args(&model, &corpus, "ds", &args)))
+            .unwrap()
+    };
+    let first = run(&[]);
+    let heads = first["heads"].as_u64().unwrap() as usize;
+    assert!(heads > 0);
+    assert_eq!(first["projections_computed"], 2 * heads);
+    let ds_dir = tmp.path().join("ds");
+    let ds = Dataset::open(&ds_dir).unwrap();
+    for h in ds.heads().unwrap() {
+        for m in [ProjectionMethod::Tsne, ProjectionMethod::Umap] {
+            let p = ds.read_projection(h, m, 2).unwrap();
+            // On by default.
+            assert!(p.spec.params["attention_kl"] > 0.0, "{h} {m}");
+            let ceiling = p.ceiling.unwrap_or_else(|| panic!("{h} {m}: no ceiling"));
+            let (top, hit) = (ceiling.hit_at_3.unwrap(), p.fidelity.unwrap().hit_at_3.unwrap());
+            assert!((0.0..=1.0).contains(&top) && (0.0..=1.0).contains(&hit), "{h} {m}");
+        }
+    }
+    let info: serde_json::Value = serde_json::from_str(&attnviz_ok(
+        tmp.path(),
+        &["info", ds_dir.to_str().unwrap(), "--json"],
+    ))
+    .unwrap();
+    assert!(info["per_head"][0]["ceiling"]["2d"]["hit_at_3"].is_number(), "{info}");
+    // The same command reuses everything; another t-SNE weight recomputes t-SNE only; asking
+    // for no ceiling reuses what is stored.
+    assert_eq!(run(&[])["projections_reused"], 2 * heads);
+    let again = run(&["--tsne-attention-kl", "0"]);
+    assert_eq!(again["projections_computed"], heads);
+    assert_eq!(again["projections_reused"], heads);
+    let h0 = ds.heads().unwrap()[0];
+    assert_eq!(ds.read_projection(h0, ProjectionMethod::Tsne, 2).unwrap().spec.params["attention_kl"], 0.0);
+    assert_eq!(run(&["--tsne-attention-kl", "0", "--no-ceiling"])["projections_reused"], 2 * heads);
+    attnviz_fails(
+        tmp.path(),
+        &run_args(&model, &corpus, "ds", &["--umap-attention-kl", "-1"]),
+        &["--umap-attention-kl"],
+    );
+}
+
 /// The Llama-family decoders end to end: extract (grouped-query attention, rotary embeddings,
 /// sliding windows), normalize, project, render; the dataset records the grouping and the rotary
 /// capture, query heads of a group share their keys, and attention respects causality and the window.

@@ -21,8 +21,9 @@ mod summary;
 
 use projection::projection_tasks;
 pub use projection::{
-    HeadLayoutInput, LayoutVectors, ProjectionSettings, check_settings, layout_head,
-    project_dataset, project_heads, projector,
+    DEFAULT_CEILING, DEFAULT_TSNE_ATTENTION_KL, DEFAULT_UMAP_ATTENTION_KL, HeadLayoutInput,
+    LayoutVectors, ProjectionSettings, check_settings, head_ceiling, layout_head, project_dataset,
+    project_heads, projector,
 };
 use resume::{IMAGE_PREPROCESSING, check_same_run};
 pub(crate) use resume::{WINDOW_AWARE, lock_dataset, refuse_window_blind};

@@ -8,8 +8,8 @@ use std::time::Instant;
 use attn_project::{AttendedKeys, Embedding, Pca, Projector, Tsne, Umap, UmapInit};
 use attn_store::Dataset;
 use attn_types::{
-    HeadId, HeadProjection, HeadVectors, Matrix, Metric, ProjectionMethod, SequenceAttention,
-    TokenTable,
+    Fidelity, HeadId, HeadProjection, HeadVectors, Matrix, Metric, ProjectionMethod,
+    SequenceAttention, TokenTable,
 };
 use rayon::prelude::*;
 
@@ -54,11 +54,28 @@ pub struct ProjectionSettings {
     pub tsne_attention_weight: f32,
     /// The same for UMAP's fuzzy graph.
     pub umap_attention_weight: f32,
+    /// Weight `lambda >= 0` of t-SNE's per-query attention term, which makes each query's own keys
+    /// compete for it as in attention's softmax (attn-project's `TsneParams::attention_kl`); 0
+    /// leaves it out.
+    pub tsne_attention_kl: f32,
+    /// The same for UMAP (`UmapParams::attention_kl`).
+    pub umap_attention_kl: f32,
+    /// Compute each head's ceiling in every dimension count laid out (attn-project's
+    /// `ceiling`): the fidelity and hit@3 a layout of that many dimensions can reach on the head,
+    /// stored beside each of its projections.
+    pub ceiling: bool,
     /// UMAP's initial layout.
     pub umap_init: UmapInit,
     /// Which vectors are laid out.
     pub vectors: LayoutVectors,
 }
+
+/// attnviz's default [`ProjectionSettings::tsne_attention_kl`].
+pub const DEFAULT_TSNE_ATTENTION_KL: f32 = 0.3;
+/// attnviz's default [`ProjectionSettings::umap_attention_kl`].
+pub const DEFAULT_UMAP_ATTENTION_KL: f32 = 3.0;
+/// attnviz's default [`ProjectionSettings::ceiling`].
+pub const DEFAULT_CEILING: bool = true;
 
 /// Which of a head's stored vectors a layout is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,6 +109,9 @@ impl ProjectionSettings {
             quality: true,
             tsne_attention_weight: 0.1,
             umap_attention_weight: 0.1,
+            tsne_attention_kl: DEFAULT_TSNE_ATTENTION_KL,
+            umap_attention_kl: DEFAULT_UMAP_ATTENTION_KL,
+            ceiling: DEFAULT_CEILING,
             umap_init: UmapInit::Pca,
             vectors: LayoutVectors::Raw,
         }
@@ -106,6 +126,8 @@ impl ProjectionSettings {
             tsne_iterations: 300,
             tsne_attention_weight: 0.0,
             umap_attention_weight: 0.0,
+            tsne_attention_kl: 0.0,
+            umap_attention_kl: 0.0,
             umap_init: UmapInit::Random,
             vectors: LayoutVectors::Normalized,
             ..Self::attnviz(methods, dims)
@@ -152,6 +174,7 @@ pub fn projector(s: &ProjectionSettings, method: ProjectionMethod, dims: u8) -> 
                 .metric(s.metric)
                 .seed(s.seed)
                 .attention_weight(s.tsne_attention_weight)
+                .attention_kl(s.tsne_attention_kl)
                 .check()?,
         ),
         ProjectionMethod::Umap => Projector::Umap(
@@ -163,6 +186,7 @@ pub fn projector(s: &ProjectionSettings, method: ProjectionMethod, dims: u8) -> 
                 .seed(s.seed)
                 .init(s.umap_init)
                 .attention_weight(s.umap_attention_weight)
+                .attention_kl(s.umap_attention_kl)
                 .check()?,
         ),
         ProjectionMethod::Pca => Projector::Pca(Pca::params().dims(dims).check()?),
@@ -192,6 +216,11 @@ pub fn project_heads(
                 && !(settings.quality
                     && stored.quality.is_none()
                     && quality_k(stored.coords.rows()) > 0)
+                // Likewise one stored without the ceiling a run now asks for (a head with queries
+                // to measure; the layout is the same).
+                && !(settings.ceiling
+                    && stored.ceiling.is_none()
+                    && stored.fidelity.is_some_and(|f| f.queries > 0))
         };
         if !reusable {
             pending.push((h, m, d));
@@ -272,6 +301,7 @@ pub(super) fn made_with(
                     && same("iterations", settings.tsne_iterations as f64)
                     && param("attention_weight").unwrap_or(0.0)
                         == applied(settings.tsne_attention_weight)
+                    && param("attention_kl").unwrap_or(0.0) == applied(settings.tsne_attention_kl)
             }
             ProjectionMethod::Umap => {
                 same("n_neighbors_requested", settings.n_neighbors as f64)
@@ -279,6 +309,7 @@ pub(super) fn made_with(
                     && param("init") == Some(settings.umap_init.code())
                     && param("attention_weight").unwrap_or(0.0)
                         == applied(settings.umap_attention_weight)
+                    && param("attention_kl").unwrap_or(0.0) == applied(settings.umap_attention_kl)
             }
             ProjectionMethod::Pca => true,
         }
@@ -347,19 +378,20 @@ pub fn layout_head(
         ),
         _ => None,
     };
-    let edges = if projectors
-        .iter()
-        .any(|p| p.attention_weight().is_some_and(|w| w > 0.0))
+    let edges = if (settings.ceiling || projectors.iter().any(|p| p.uses_attention()))
         && !input.attention.is_empty()
     {
         Some(
-            attn_project::attention_edges(tokens, &input.attention, keys.causal)
+            attn_project::attention_edges(tokens, &input.attention, keys)
                 .with_context(|| format!("attention edges of head {head}"))?,
         )
     } else {
         None
     };
     let shared_seconds = shared_start.elapsed().as_secs_f64() / projectors.len().max(1) as f64;
+    // The head's ceiling per dimension count, made when its first layout of that many dimensions
+    // is (and its time counted with that layout's).
+    let mut ceilings: BTreeMap<u8, Option<Fidelity>> = BTreeMap::new();
     for &projector in projectors {
         if cancelled() {
             return Ok(());
@@ -415,6 +447,17 @@ pub fn layout_head(
             settings.seed,
         )
         .with_context(|| format!("fidelity of head {head} {method} {dims}D"))?;
+        let ceiling = match (&edges, settings.ceiling) {
+            (Some(edges), true) => match ceilings.get(&dims) {
+                Some(known) => *known,
+                None => {
+                    let made = head_ceiling(input, tokens, keys, edges, dims, settings.seed)
+                        .with_context(|| format!("{dims}-D ceiling of head {head}"))?;
+                    *ceilings.entry(dims).or_insert(made)
+                }
+            },
+            _ => None,
+        };
         let seconds = start.elapsed().as_secs_f64() + shared_seconds;
         done(
             HeadProjection {
@@ -424,11 +467,39 @@ pub fn layout_head(
                 objective: fit.objective,
                 quality,
                 fidelity: Some(fidelity),
+                ceiling,
             },
             seconds,
         )?;
     }
     Ok(())
+}
+
+/// The fidelity of a head's ceiling layout in `dims` dimensions (attn-project's `ceiling`), `None`
+/// when nothing can be measured (no query with enough keys).
+pub fn head_ceiling(
+    input: &HeadLayoutInput,
+    tokens: &TokenTable,
+    keys: AttendedKeys,
+    edges: &attn_project::AttentionEdges,
+    dims: u8,
+    seed: u64,
+) -> Result<Option<Fidelity>> {
+    let ceiling = attn_project::AttentionCeiling::params()
+        .dims(dims)
+        .seed(seed)
+        .check()?
+        .fit(edges)?;
+    let fidelity = attn_project::fidelity(
+        attn_project::FidelitySpace::Layout(&ceiling.coords),
+        input.raw.queries(),
+        input.raw.keys(),
+        tokens,
+        &input.attention,
+        keys,
+        seed,
+    )?;
+    Ok((fidelity.queries > 0).then_some(fidelity))
 }
 
 /// `attnviz project`: projects the heads of an existing dataset.

@@ -33,6 +33,9 @@ pub struct HeadSummary {
     pub fidelity_raw: Option<Fidelity>,
     /// Attention fidelity of the normalized vectors (cosine), when the head has attention.
     pub fidelity_normalized: Option<Fidelity>,
+    /// The head's ceiling (the fidelity any layout of that many dimensions can reach), by `<dims>d`,
+    /// when computed.
+    pub ceiling: BTreeMap<String, Fidelity>,
 }
 
 /// What a run did, for the summary and `--json`.
@@ -75,6 +78,7 @@ pub fn summarize(dataset: &Dataset, heads: &[HeadId]) -> Result<Vec<HeadSummary>
             let scale = normalization.as_ref().map(|(p, _)| p.scale);
             let mut trust = BTreeMap::new();
             let mut fidelity = BTreeMap::new();
+            let mut ceiling = BTreeMap::new();
             for (m, d) in dataset.projections(h) {
                 let p = dataset.read_projection(h, m, d)?;
                 if let Some(q) = p.quality {
@@ -82,6 +86,9 @@ pub fn summarize(dataset: &Dataset, heads: &[HeadId]) -> Result<Vec<HeadSummary>
                 }
                 if let Some(f) = p.fidelity {
                     fidelity.insert(format!("{m}_{d}d"), f);
+                }
+                if let Some(c) = p.ceiling {
+                    ceiling.insert(format!("{d}d"), c);
                 }
             }
             Ok(HeadSummary {
@@ -96,6 +103,7 @@ pub fn summarize(dataset: &Dataset, heads: &[HeadId]) -> Result<Vec<HeadSummary>
                 fidelity,
                 fidelity_raw: diag.and_then(|d| d.fidelity_raw),
                 fidelity_normalized: diag.and_then(|d| d.fidelity_normalized),
+                ceiling,
             })
         })
         .collect()

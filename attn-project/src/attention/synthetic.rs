@@ -237,23 +237,3 @@ pub fn softmax_attention(
         .collect()
 }
 
-/// hit@3, fidelity and trustworthiness@10 (cosine, all points) of a joint layout of `h`.
-pub fn layout_scores(h: &Head, coords: &Matrix, causal: bool) -> (f32, f32, f32) {
-    let f = crate::fidelity(
-        crate::FidelitySpace::Layout(coords),
-        &h.queries,
-        &h.keys,
-        &h.tokens,
-        &h.attention,
-        causal,
-        0,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let trust = crate::trustworthiness(&h.joint(), coords, 10, attn_types::Metric::Cosine)
-        .unwrap_or_else(|e| panic!("{e}"));
-    (
-        f.hit_at_3.unwrap_or(0.0),
-        f.fidelity.unwrap_or(0.0),
-        trust,
-    )
-}

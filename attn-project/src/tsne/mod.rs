@@ -1004,7 +1004,7 @@ mod tests {
                         .unwrap();
                     assert_eq!(emb.spec.params["attention_kl"], lambda as f64);
                     let scores =
-                        crate::attention::synthetic::layout_scores(&h, &emb.coords, causal);
+                        crate::test_support::layout_scores(&h, &emb.coords, causal);
                     eprintln!("causal {causal}, lambda {lambda}: (hit@3, fidelity, trust) {scores:?}");
                     scores
                 };

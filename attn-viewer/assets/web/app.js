@@ -176,6 +176,11 @@ function cellInfoText(head, info) {
   if (f) {
     lines.push(`attention fidelity ${fmt(f.fidelity)} (closeness vs attention, per query), hit@3 ${fmt(f.hit_at_3)} (chance ${fmt(f.chance_at_3)}), global ${fmt(f.global_fidelity)}`);
   }
+  const c = info.ceiling;
+  if (c) {
+    const share = f && f.hit_at_3 !== null && c.hit_at_3 ? ` (this layout shows ${fmt(f.hit_at_3 / c.hit_at_3, 2)} of it)` : '';
+    lines.push(`ceiling: any layout with these dimensions can reach hit@3 ${fmt(c.hit_at_3)}, fidelity ${fmt(c.fidelity)} on this head${share}`);
+  }
   if (info.objective !== null && info.objective !== undefined) lines.push(`fit objective ${fmt(info.objective, 4)}`);
   return lines.join('\n');
 }

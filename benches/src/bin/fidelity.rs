@@ -43,6 +43,8 @@ struct Args {
     heads_per_layer: u16,
     max_sequences: Option<usize>,
     weights: Vec<f32>,
+    tsne_kl: Vec<f32>,
+    umap_kl: Vec<f32>,
     out: PathBuf,
     results: PathBuf,
     plot_from: Option<PathBuf>,
@@ -54,6 +56,8 @@ fn parse_args() -> Res<Args> {
         heads_per_layer: 3,
         max_sequences: None,
         weights: vec![0.05, 0.1, 0.2, 0.3],
+        tsne_kl: vec![0.1, 0.3, 1.0],
+        umap_kl: vec![1.0, 3.0, 10.0],
         out: PathBuf::from("target/fidelity-bench"),
         results: PathBuf::from("benches/results"),
         plot_from: None,
@@ -73,16 +77,9 @@ fn parse_args() -> Res<Args> {
                         .map_err(|e| format!("--max-sequences: {e}"))?,
                 )
             }
-            "--weights" => {
-                a.weights = value()?
-                    .split(',')
-                    .map(|w| {
-                        w.trim()
-                            .parse::<f32>()
-                            .map_err(|e| format!("--weights `{w}`: {e}"))
-                    })
-                    .collect::<Result<_, _>>()?
-            }
+            "--weights" => a.weights = list(&flag, &value()?)?,
+            "--tsne-kl" => a.tsne_kl = list(&flag, &value()?)?,
+            "--umap-kl" => a.umap_kl = list(&flag, &value()?)?,
             "--out" => a.out = PathBuf::from(value()?),
             "--results" => a.results = PathBuf::from(value()?),
             "--plot-from" => a.plot_from = Some(PathBuf::from(value()?)),
@@ -100,6 +97,19 @@ fn parse_args() -> Res<Args> {
     Ok(a)
 }
 
+/// A comma-separated list of numbers given to `flag`.
+fn list(flag: &str, value: &str) -> Res<Vec<f32>> {
+    value
+        .split(',')
+        .filter(|w| !w.trim().is_empty())
+        .map(|w| {
+            w.trim()
+                .parse::<f32>()
+                .map_err(|e| format!("{flag} `{w}`: {e}").into())
+        })
+        .collect()
+}
+
 /// One row of the table: a layout setting.
 struct Setting {
     name: String,
@@ -109,12 +119,16 @@ struct Setting {
     curve: Option<(LayoutVectors, f32)>,
 }
 
-fn settings_to_try(weights: &[f32]) -> Vec<Setting> {
+fn settings_to_try(args: &Args) -> Vec<Setting> {
     let methods = vec![ProjectionMethod::Tsne, ProjectionMethod::Umap];
-    // The defaults before attention-aware layouts: normalized vectors, no attention edges.
+    // The defaults before attention-aware layouts: normalized vectors, no attention edges, no
+    // per-query term; the ceiling is computed beside every row.
     let plain = ProjectionSettings {
         tsne_attention_weight: 0.0,
         umap_attention_weight: 0.0,
+        tsne_attention_kl: 0.0,
+        umap_attention_kl: 0.0,
+        ceiling: true,
         vectors: LayoutVectors::Normalized,
         ..ProjectionSettings::attnviz(methods.clone(), vec![2])
     };
@@ -153,7 +167,7 @@ fn settings_to_try(weights: &[f32]) -> Vec<Setting> {
             },
             Some((LayoutVectors::Raw, 0.0)),
         );
-        for &w in weights {
+        for &w in &args.weights {
             for vectors in [LayoutVectors::Raw, LayoutVectors::Normalized] {
                 let v = if vectors == LayoutVectors::Raw {
                     "raw"
@@ -164,6 +178,30 @@ fn settings_to_try(weights: &[f32]) -> Vec<Setting> {
                     format!("{m} {v} + attention {w}"),
                     weighted(w, vectors),
                     Some((vectors, w)),
+                );
+            }
+        }
+        // The per-query attention term on raw vectors: alone, and with attnviz's attention share.
+        let lambdas = match method {
+            ProjectionMethod::Tsne => &args.tsne_kl,
+            _ => &args.umap_kl,
+        };
+        let default_share = ProjectionSettings::attnviz(Vec::new(), vec![2]).tsne_attention_weight;
+        for &lambda in lambdas {
+            for w in [0.0, default_share] {
+                let name = if w == 0.0 {
+                    format!("{m} raw + kl {lambda}")
+                } else {
+                    format!("{m} raw + attention {w} + kl {lambda}")
+                };
+                push(
+                    name,
+                    ProjectionSettings {
+                        tsne_attention_kl: lambda,
+                        umap_attention_kl: lambda,
+                        ..weighted(w, LayoutVectors::Raw)
+                    },
+                    None,
                 );
             }
         }
@@ -195,16 +233,23 @@ struct Row {
     global: Vec<f32>,
     trust: Vec<f32>,
     seconds: Vec<f32>,
+    /// Per head, hit@3 over the head's 2-D ceiling hit@3.
+    ceiling_share: Vec<f32>,
 }
 
 impl Row {
-    fn add(&mut self, f: &Fidelity, trust: Option<f32>, seconds: f64) {
+    fn add(&mut self, f: &Fidelity, trust: Option<f32>, seconds: f64, ceiling: Option<&Fidelity>) {
         self.fidelity.extend(f.fidelity);
         self.hit.extend(f.hit_at_3);
         self.chance.extend(f.chance_at_3);
         self.global.extend(f.global_fidelity);
         self.trust.extend(trust);
         self.seconds.push(seconds as f32);
+        if let (Some(hit), Some(top)) = (f.hit_at_3, ceiling.and_then(|c| c.hit_at_3))
+            && top > 0.0
+        {
+            self.ceiling_share.push(hit / top);
+        }
     }
 
     fn json(&self) -> serde_json::Value {
@@ -212,6 +257,7 @@ impl Row {
             "fidelity": mean(&self.fidelity), "hit_at_3": mean(&self.hit), "chance_at_3": mean(&self.chance),
             "global_fidelity": mean(&self.global), "trustworthiness_10": mean(&self.trust),
             "seconds": mean(&self.seconds), "heads": self.seconds.len(),
+            "share_of_ceiling_hit_at_3": mean(&self.ceiling_share),
         })
     }
 }
@@ -293,7 +339,7 @@ fn run() -> Res<()> {
         }
         return Ok(());
     }
-    let settings = settings_to_try(&args.weights);
+    let settings = settings_to_try(&args);
     let mut report = serde_json::Map::new();
     let mut md = String::new();
     for model in &args.models {
@@ -321,30 +367,57 @@ fn run() -> Res<()> {
         let heads: Vec<HeadId> = dataset.heads()?;
         let mut rows: BTreeMap<usize, Row> = BTreeMap::new();
         let (mut input_raw, mut input_norm) = (Row::default(), Row::default());
+        let mut ceiling_row = Row::default();
         for (h, &head) in heads.iter().enumerate() {
             eprintln!("{name}: head {head} ({}/{})", h + 1, heads.len());
             let input = HeadLayoutInput::read(&dataset, head)?;
             if let Some((_, d)) = dataset.read_head_normalization(head)? {
                 if let Some(f) = d.fidelity_raw {
-                    input_raw.add(&f, None, 0.0)
+                    input_raw.add(&f, None, 0.0, None)
                 }
                 if let Some(f) = d.fidelity_normalized {
-                    input_norm.add(&f, None, 0.0)
+                    input_norm.add(&f, None, 0.0, None)
                 }
             }
+            // The head's 2-D ceiling, once (every row's layouts compute the same one).
+            let ceiling = match attn_project::AttentionEdges::from_attention(
+                &tokens,
+                &input.attention,
+                keys(head),
+            ) {
+                Ok(edges) if !edges.is_empty() => {
+                    let start = std::time::Instant::now();
+                    let c = attn_pipeline::head_ceiling(&input, &tokens, keys(head), &edges, 2, 0)?;
+                    if let Some(c) = &c {
+                        ceiling_row.add(c, None, start.elapsed().as_secs_f64(), None);
+                    }
+                    c
+                }
+                _ => None,
+            };
             for (i, s) in settings.iter().enumerate() {
                 let projector = attn_pipeline::projector(&s.settings, s.method, 2)?;
                 let row = rows.entry(i).or_default();
+                // The ceiling is read from above rather than made again per row.
+                let settings = ProjectionSettings {
+                    ceiling: false,
+                    ..s.settings.clone()
+                };
                 layout_head(
                     &input,
                     &tokens,
                     keys(head),
                     &[&projector],
-                    &s.settings,
+                    &settings,
                     &|| false,
                     &mut |p, seconds| {
                         let f = p.fidelity.unwrap_or_default();
-                        row.add(&f, p.quality.map(|q| q.trustworthiness), seconds);
+                        row.add(
+                            &f,
+                            p.quality.map(|q| q.trustworthiness),
+                            seconds,
+                            ceiling.as_ref(),
+                        );
                         Ok(())
                     },
                 )?;
@@ -352,7 +425,7 @@ fn run() -> Res<()> {
         }
         let n_tokens = tokens.len();
         md.push_str(&format!(
-            "\n### {name} ({} heads, {n_tokens} tokens per head, {})\n\n| setting | fidelity | hit@3 | chance | global fidelity | trust@10 | s / layout |\n| --- | --- | --- | --- | --- | --- | --- |\n",
+            "\n### {name} ({} heads, {n_tokens} tokens per head, {})\n\n| setting | fidelity | hit@3 | chance | global fidelity | trust@10 | s / layout | share of the 2-D ceiling's hit@3 |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n",
             heads.len(),
             if causal { "causal" } else { "bidirectional" }
         ));
@@ -362,7 +435,7 @@ fn run() -> Res<()> {
             ("input: normalized vectors, cosine", &input_norm),
         ] {
             md.push_str(&format!(
-                "| {label} | {} | {} | {} | {} | - | - |\n",
+                "| {label} | {} | {} | {} | {} | - | - | - |\n",
                 fmt(mean(&row.fidelity)),
                 fmt(mean(&row.hit)),
                 fmt(mean(&row.chance)),
@@ -370,17 +443,28 @@ fn run() -> Res<()> {
             ));
             model_json.insert(label.into(), row.json());
         }
+        let label = "2-D ceiling (attention term alone)";
+        md.push_str(&format!(
+            "| {label} | {} | {} | {} | {} | - | {} | 1 |\n",
+            fmt(mean(&ceiling_row.fidelity)),
+            fmt(mean(&ceiling_row.hit)),
+            fmt(mean(&ceiling_row.chance)),
+            fmt(mean(&ceiling_row.global)),
+            fmt(mean(&ceiling_row.seconds))
+        ));
+        model_json.insert(label.into(), ceiling_row.json());
         for (i, row) in &rows {
             let s = &settings[*i];
             md.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 s.name,
                 fmt(mean(&row.fidelity)),
                 fmt(mean(&row.hit)),
                 fmt(mean(&row.chance)),
                 fmt(mean(&row.global)),
                 fmt(mean(&row.trust)),
-                fmt(mean(&row.seconds))
+                fmt(mean(&row.seconds)),
+                fmt(mean(&row.ceiling_share))
             ));
             model_json.insert(s.name.clone(), row.json());
         }
