@@ -226,7 +226,7 @@ fn dist2<const D: usize>(a: &[f32; D], b: &[f32; D]) -> f32 {
 /// // 1-D layout: queries at 0, key 0 at 1, key 1 at 2 -> R = (1/2, 1/5) / (7/10) under Student-t.
 /// let layout = Matrix::from_vec(4, 1, vec![0., 0., 1., 2.]).unwrap();
 /// let kl = attention_kl(&edges, &layout, LayoutKernel::StudentT).unwrap().unwrap();
-/// let (r0, r1) = (0.5f64 / 0.7, 0.2 / 0.7);
+/// let (r0, r1): (f64, f64) = (0.5 / 0.7, 0.2 / 0.7);
 /// let want = 0.8 * (0.8 / r0).ln() + 0.2 * (0.2 / r1).ln();
 /// assert!((kl - want).abs() < 1e-6);
 /// ```
