@@ -37,9 +37,5 @@ pub(crate) fn layout_scores(
     .unwrap_or_else(|e| panic!("{e}"));
     let trust = crate::trustworthiness(&h.joint(), coords, 10, attn_types::Metric::Cosine)
         .unwrap_or_else(|e| panic!("{e}"));
-    (
-        f.hit_at_3.unwrap_or(0.0),
-        f.fidelity.unwrap_or(0.0),
-        trust,
-    )
+    (f.hit_at_3.unwrap_or(0.0), f.fidelity.unwrap_or(0.0), trust)
 }

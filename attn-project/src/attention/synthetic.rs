@@ -236,4 +236,3 @@ pub fn softmax_attention(
         })
         .collect()
 }
-

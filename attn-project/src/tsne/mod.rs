@@ -1003,16 +1003,26 @@ mod tests {
                         .fit_with_attention(&joint, &edges)
                         .unwrap();
                     assert_eq!(emb.spec.params["attention_kl"], lambda as f64);
-                    let scores =
-                        crate::test_support::layout_scores(&h, &emb.coords, causal);
-                    eprintln!("causal {causal}, lambda {lambda}: (hit@3, fidelity, trust) {scores:?}");
+                    let scores = crate::test_support::layout_scores(&h, &emb.coords, causal);
+                    eprintln!(
+                        "causal {causal}, lambda {lambda}: (hit@3, fidelity, trust) {scores:?}"
+                    );
                     scores
                 };
                 let (hit0, fid0, trust0) = fit(0.0);
                 let (hit, fid, trust) = fit(KL_TEST_LAMBDA);
-                assert!(hit > hit0 + KL_MARGIN_HIT, "causal {causal}: hit@3 {hit0} -> {hit}");
-                assert!(fid > fid0 + KL_MARGIN_FID, "causal {causal}: fidelity {fid0} -> {fid}");
-                assert!(trust > trust0 - 0.02, "causal {causal}: trust {trust0} -> {trust}");
+                assert!(
+                    hit > hit0 + KL_MARGIN_HIT,
+                    "causal {causal}: hit@3 {hit0} -> {hit}"
+                );
+                assert!(
+                    fid > fid0 + KL_MARGIN_FID,
+                    "causal {causal}: fidelity {fid0} -> {fid}"
+                );
+                assert!(
+                    trust > trust0 - 0.02,
+                    "causal {causal}: trust {trust0} -> {trust}"
+                );
             }
         }
         const KL_TEST_LAMBDA: f32 = 0.3;

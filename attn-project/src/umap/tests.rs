@@ -1,5 +1,5 @@
-use super::*;
 use super::sgd::fast_pow;
+use super::*;
 use rand_distr::{Distribution, Normal};
 
 /// `clusters` Gaussian blobs in `dim` dims, centres at distance ~`sep`, unit noise.
@@ -177,8 +177,7 @@ fn mixture_is_embedded_trustworthily() {
         let emb = v.fit(&data).unwrap();
         assert_eq!(emb.spec.method, ProjectionMethod::Umap);
         assert!(emb.coords.as_slice().iter().all(|x| x.is_finite()));
-        let t =
-            crate::metrics::trustworthiness(&data, &emb.coords, 10, Metric::Cosine).unwrap();
+        let t = crate::metrics::trustworthiness(&data, &emb.coords, 10, Metric::Cosine).unwrap();
         // Majority label of each point's 10 embedded neighbours: clusters must stay separated.
         let lo = crate::knn::exact_knn(&emb.coords, 10, Metric::Euclidean).unwrap();
         let same = (0..2000)
@@ -266,8 +265,7 @@ mod attention {
         for (causal, seed) in [(false, 11), (true, 12)] {
             let h = head(600, causal, seed);
             let joint = h.joint();
-            let edges =
-                AttentionEdges::from_attention(&h.tokens, &h.attention, causal).unwrap();
+            let edges = AttentionEdges::from_attention(&h.tokens, &h.attention, causal).unwrap();
             let fit = |w: f32| {
                 let emb = Umap::params()
                     .attention_weight(w)
@@ -310,8 +308,7 @@ mod attention {
         for (causal, seed) in [(false, 11), (true, 12)] {
             let h = head(600, causal, seed);
             let joint = h.joint();
-            let edges =
-                AttentionEdges::from_attention(&h.tokens, &h.attention, causal).unwrap();
+            let edges = AttentionEdges::from_attention(&h.tokens, &h.attention, causal).unwrap();
             let fit = |lambda: f32| {
                 let emb = Umap::params()
                     .attention_weight(0.1)
@@ -327,9 +324,18 @@ mod attention {
             };
             let (hit0, fid0, trust0) = fit(0.0);
             let (hit, fid, trust) = fit(KL_TEST_LAMBDA);
-            assert!(hit > hit0 + KL_MARGIN_HIT, "causal {causal}: hit@3 {hit0} -> {hit}");
-            assert!(fid > fid0 + KL_MARGIN_FID, "causal {causal}: fidelity {fid0} -> {fid}");
-            assert!(trust > trust0 - 0.02, "causal {causal}: trust {trust0} -> {trust}");
+            assert!(
+                hit > hit0 + KL_MARGIN_HIT,
+                "causal {causal}: hit@3 {hit0} -> {hit}"
+            );
+            assert!(
+                fid > fid0 + KL_MARGIN_FID,
+                "causal {causal}: fidelity {fid0} -> {fid}"
+            );
+            assert!(
+                trust > trust0 - 0.02,
+                "causal {causal}: trust {trust0} -> {trust}"
+            );
         }
     }
     const KL_TEST_LAMBDA: f32 = 3.0;
@@ -353,8 +359,7 @@ mod attention {
         let h = head(60, false, 1);
         let joint = h.joint();
         let other = head(80, false, 2);
-        let edges =
-            AttentionEdges::from_attention(&other.tokens, &other.attention, false).unwrap();
+        let edges = AttentionEdges::from_attention(&other.tokens, &other.attention, false).unwrap();
         let p = Umap::params().attention_weight(0.1).check().unwrap();
         let graph = knn(&joint, 30, Metric::Cosine, 0).unwrap();
         assert!(matches!(

@@ -115,8 +115,33 @@ struct Setting {
     name: String,
     method: ProjectionMethod,
     settings: ProjectionSettings,
-    /// `(vectors, w)` when the row is a point of the trade-off curve (attention share `w`).
-    curve: Option<(LayoutVectors, f32)>,
+    /// `(series, parameter)` when the row is a point of a trade-off curve.
+    curve: Option<(Series, f32)>,
+}
+
+/// A trade-off curve of the plot: the attention share `w` on normalized or raw vectors, or the
+/// per-query term's weight `lambda` on raw vectors at attnviz's share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Series {
+    Normalized,
+    Raw,
+    RawKl,
+}
+
+impl Series {
+    fn of(vectors: LayoutVectors) -> Self {
+        match vectors {
+            LayoutVectors::Normalized => Series::Normalized,
+            LayoutVectors::Raw => Series::Raw,
+        }
+    }
+    fn color(self) -> &'static str {
+        match self {
+            Series::Normalized => "#1b7837",
+            Series::Raw => "#762a83",
+            Series::RawKl => "#e66101",
+        }
+    }
 }
 
 fn settings_to_try(args: &Args) -> Vec<Setting> {
@@ -157,7 +182,7 @@ fn settings_to_try(args: &Args) -> Vec<Setting> {
         push(
             format!("{m} attnviz 0.1 (normalized)"),
             plain.clone(),
-            Some((LayoutVectors::Normalized, 0.0)),
+            Some((Series::Normalized, 0.0)),
         );
         push(
             format!("{m} raw"),
@@ -165,7 +190,7 @@ fn settings_to_try(args: &Args) -> Vec<Setting> {
                 vectors: LayoutVectors::Raw,
                 ..plain.clone()
             },
-            Some((LayoutVectors::Raw, 0.0)),
+            Some((Series::Raw, 0.0)),
         );
         for &w in &args.weights {
             for vectors in [LayoutVectors::Raw, LayoutVectors::Normalized] {
@@ -177,7 +202,7 @@ fn settings_to_try(args: &Args) -> Vec<Setting> {
                 push(
                     format!("{m} {v} + attention {w}"),
                     weighted(w, vectors),
-                    Some((vectors, w)),
+                    Some((Series::of(vectors), w)),
                 );
             }
         }
@@ -201,7 +226,7 @@ fn settings_to_try(args: &Args) -> Vec<Setting> {
                         umap_attention_kl: lambda,
                         ..weighted(w, LayoutVectors::Raw)
                     },
-                    None,
+                    (w > 0.0).then_some((Series::RawKl, lambda)),
                 );
             }
         }
@@ -492,12 +517,25 @@ fn run() -> Res<()> {
 
 /// The trade-off as a plot: per method, hit@3 (filled) and fidelity (hollow) against
 /// trustworthiness@10 as the attention share `w` grows, for raw and normalized vectors.
-/// One point of the trade-off curve: method, vectors, attention share, trust@10, hit@3, fidelity.
-type CurvePoint = (ProjectionMethod, LayoutVectors, f32, f64, f64, f64);
+/// One point of a trade-off curve: method, series, its parameter, trust@10, hit@3, fidelity.
+type CurvePoint = (ProjectionMethod, Series, f32, f64, f64, f64);
+
+/// The per-query term's curve starts (lambda 0) at the raw vectors' point of attnviz's share.
+fn with_kl_origins(mut points: Vec<CurvePoint>) -> Vec<CurvePoint> {
+    let share = ProjectionSettings::attnviz(Vec::new(), vec![2]).tsne_attention_weight;
+    let origins: Vec<CurvePoint> = points
+        .iter()
+        .filter(|p| p.1 == Series::Raw && p.2 == share)
+        .filter(|p| points.iter().any(|q| q.0 == p.0 && q.1 == Series::RawKl))
+        .map(|p| (p.0, Series::RawKl, 0.0, p.3, p.4, p.5))
+        .collect();
+    points.extend(origins);
+    points
+}
 
 /// The curve points of a run's rows.
 fn curve_points(settings: &[Setting], rows: &BTreeMap<usize, Row>) -> Vec<CurvePoint> {
-    settings
+    let points = settings
         .iter()
         .enumerate()
         .filter_map(|(i, s)| {
@@ -512,27 +550,30 @@ fn curve_points(settings: &[Setting], rows: &BTreeMap<usize, Row>) -> Vec<CurveP
                 mean(&r.fidelity)?,
             ))
         })
-        .collect()
+        .collect();
+    with_kl_origins(points)
 }
 
 /// The curve points of a results file written by this program (`--plot-from`): rows named
-/// `<method> raw`, `<method> attnviz 0.1 (normalized)` (share 0) and `<method> <vectors> + attention <w>`.
+/// `<method> raw`, `<method> attnviz 0.1 (normalized)` (share 0), `<method> <vectors> + attention
+/// <w>` and `<method> raw + attention <w> + kl <lambda>`.
 fn curve_points_of_json(rows: &serde_json::Map<String, serde_json::Value>) -> Vec<CurvePoint> {
-    rows.iter()
+    let points = rows
+        .iter()
         .filter_map(|(name, r)| {
             let (method, rest) = name.split_once(' ')?;
             let method: ProjectionMethod = method.parse().ok()?;
             let (vectors, w) = match rest {
-                "raw" => (LayoutVectors::Raw, 0.0),
-                "attnviz 0.1 (normalized)" => (LayoutVectors::Normalized, 0.0),
+                "raw" => (Series::Raw, 0.0),
+                "attnviz 0.1 (normalized)" => (Series::Normalized, 0.0),
                 _ => {
                     let (v, w) = rest.split_once(" + attention ")?;
-                    let v = if v == "raw" {
-                        LayoutVectors::Raw
-                    } else {
-                        LayoutVectors::Normalized
-                    };
-                    (v, w.parse().ok()?)
+                    match (v, w.split_once(" + kl ")) {
+                        ("raw", Some((_, lambda))) => (Series::RawKl, lambda.parse().ok()?),
+                        ("raw", None) => (Series::Raw, w.parse().ok()?),
+                        (_, None) => (Series::Normalized, w.parse().ok()?),
+                        _ => return None,
+                    }
                 }
             };
             Some((
@@ -544,20 +585,21 @@ fn curve_points_of_json(rows: &serde_json::Map<String, serde_json::Value>) -> Ve
                 r["fidelity"].as_f64()?,
             ))
         })
-        .collect()
+        .collect();
+    with_kl_origins(points)
 }
 
 fn tradeoff_svg(model: &str, all: &[CurvePoint]) -> String {
-    let (w, h, pad) = (760.0, 360.0, 50.0);
+    let (w, h, pad) = (760.0, 370.0, 50.0);
     let panel = (w - 3.0 * pad) / 2.0;
     let mut out = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\"><rect width=\"100%\" height=\"100%\" fill=\"white\"/><text x=\"{pad}\" y=\"18\" font-size=\"13\">{model}: attention share w = 0 .. max, hit@3 (filled) and fidelity (hollow) vs trustworthiness@10</text>"
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\"><rect width=\"100%\" height=\"100%\" fill=\"white\"/><text x=\"{pad}\" y=\"16\" font-size=\"12\">{model}: hit@3 (filled) and fidelity (hollow) against trustworthiness@10</text><text x=\"{pad}\" y=\"30\">as the attention share w grows (green: normalized vectors, purple: raw) and the per-query term's lambda at w = 0.1 (orange, raw)</text>"
     );
     for (p, method) in [ProjectionMethod::Tsne, ProjectionMethod::Umap]
         .into_iter()
         .enumerate()
     {
-        let points: Vec<(LayoutVectors, f32, f64, f64, f64)> = all
+        let points: Vec<(Series, f32, f64, f64, f64)> = all
             .iter()
             .filter(|p| p.0 == method)
             .map(|p| (p.1, p.2, p.3, p.4, p.5))
@@ -570,17 +612,15 @@ fn tradeoff_svg(model: &str, all: &[CurvePoint]) -> String {
             .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.2), b.max(p.2)));
         let (tmin, tmax) = (tmin - 0.002, tmax + 0.002);
         let x0 = pad + p as f64 * (panel + pad);
-        let (y0, y1) = (h - pad, 40.0);
+        let (y0, y1) = (h - pad, 50.0);
         let x = |t: f64| x0 + (t - tmin) / (tmax - tmin) * panel;
         let y = |v: f64| y0 - v.clamp(0.0, 1.0) * (y0 - y1);
         out.push_str(&format!(
             "<rect x=\"{x0}\" y=\"{y1}\" width=\"{panel}\" height=\"{}\" fill=\"none\" stroke=\"#999\"/><text x=\"{}\" y=\"{}\">{}</text><text x=\"{x0}\" y=\"{}\">trust {tmin:.3}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{tmax:.3}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">1</text><text x=\"{}\" y=\"{y0}\" text-anchor=\"end\">0</text>",
             y0 - y1, x0 + 4.0, y1 + 14.0, method.as_str(), y0 + 16.0, x0 + panel, y0 + 16.0, x0 - 4.0, y1 + 4.0, x0 - 4.0
         ));
-        for (vectors, color) in [
-            (LayoutVectors::Normalized, "#1b7837"),
-            (LayoutVectors::Raw, "#762a83"),
-        ] {
+        for vectors in [Series::Normalized, Series::Raw, Series::RawKl] {
+            let color = vectors.color();
             let mut curve: Vec<_> = points.iter().filter(|q| q.0 == vectors).collect();
             curve.sort_by(|a, b| a.1.total_cmp(&b.1));
             for (value, fill) in [(3usize, color), (4, "white")] {
