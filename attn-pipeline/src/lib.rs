@@ -14,10 +14,10 @@ pub use error::{Context, PipelineError, Result, error_chain};
 pub use import::{AttentionSource, ImportPlan, compute_attention, import, read_tokens};
 pub use progress::{Control, ProgressEvent, Stage};
 pub use run::{
-    CorpusInput, DatasetInfo, HeadLayoutInput, HeadSummary, LayoutVectors, ProjectionSettings,
-    RunPlan, RunSummary, attended_keys, check_settings, dataset_info, dataset_summary,
-    head_normalizer, layout_head, load_corpus, project_dataset, projector, run, store_head,
-    summarize,
+    CorpusInput, DatasetInfo, HeadLayoutInput, HeadSummary, LayoutVectors, MODEL_FILE,
+    ProjectionSettings, RunPlan, RunSummary, attended_keys, check_settings, dataset_info,
+    dataset_summary, head_normalizer, layout_head, load_corpus, project_dataset, projector, run,
+    store_head, summarize,
 };
 pub use select::{Shard, parse_index_list, select_heads};
 

@@ -199,7 +199,22 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
     .filter(|h| available.contains(h))
     .collect();
     if selection.is_empty() {
-        bail!("--layers/--heads/--shard: the selection holds none of the heads of the input");
+        let unsharded = select_heads(
+            layers,
+            heads,
+            plan.layers.as_deref(),
+            plan.heads.as_deref(),
+            None,
+        )?;
+        if plan.shard.is_none() || !unsharded.iter().any(|h| available.contains(h)) {
+            bail!("--layers/--heads/--shard: the selection holds none of the heads of the input");
+        }
+        // A shard beyond the input's heads: nothing to do, and nothing is written.
+        return Ok(RunSummary::nothing_to_do(
+            plan.out.clone(),
+            plan.model_id.clone(),
+            start.elapsed().as_secs_f64(),
+        ));
     }
     let normalizer = run::head_normalizer(plan.normalize, plan.causal, plan.seed)?;
 
@@ -429,5 +444,6 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
         seconds: start.elapsed().as_secs_f64(),
         per_head,
         figures: Vec::new(),
+        warnings: Vec::new(),
     })
 }
