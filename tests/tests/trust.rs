@@ -176,7 +176,7 @@ fn forced_reprojection_loses_nothing() {
         .map(|&h| std::fs::read(ds.projection_path(h, Tsne, 2)).unwrap())
         .collect();
 
-    // Killed while it recomputes (many iterations: seconds per head).
+    // Killed while it recomputes (ten million iterations: minutes per head).
     let mut child = std::process::Command::new(attnviz_tests::attnviz_bin())
         .args([
             "project",
@@ -185,7 +185,7 @@ fn forced_reprojection_loses_nothing() {
             "tsne",
             "--force",
             "--tsne-iterations",
-            "100000",
+            "10000000",
             "--quiet",
         ])
         .current_dir(tmp.path())
