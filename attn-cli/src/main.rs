@@ -650,7 +650,7 @@ fn max_threads() -> usize {
 }
 
 /// A usage error of clap as one line: its message (with the arguments it lists, e.g. the missing
-/// required ones, joined in), without the usage block and the tips that follow it.
+/// required ones, joined in) and its tips (a similar flag's name), without the usage block.
 fn usage_error_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
     let mut lines = text.lines();
@@ -664,14 +664,21 @@ fn usage_error_line(e: &clap::Error) -> String {
     // Indented lines right after the first belong to it (a list of arguments); a blank line ends
     // the message.
     let listed: Vec<&str> = lines
+        .by_ref()
         .take_while(|l| !l.trim().is_empty())
         .map(str::trim)
         .collect();
-    let mut line = if listed.is_empty() {
-        first
-    } else {
-        format!("{} {}", first, listed.join(", "))
-    };
+    let tips: Vec<&str> = lines
+        .map(str::trim)
+        .filter(|l| l.starts_with("tip:"))
+        .collect();
+    let mut line = first;
+    if !listed.is_empty() {
+        line = format!("{line} {}", listed.join(", "));
+    }
+    for tip in tips {
+        line = format!("{line}; {tip}");
+    }
     line.push_str("; see --help");
     line
 }

@@ -271,7 +271,10 @@ fn info_says_the_seed_of_each_projection() {
     let text = attnviz_ok(tmp.path(), &["info", "ds"]);
     assert!(text.contains("umap_2d (4, seed 5)"), "{text}");
     assert!(text.contains("extraction seed 0"), "{text}");
-    assert!(!text.contains("model_file:"), "digests are for resuming, not for reading: {text}");
+    assert!(
+        !text.contains("model_file:"),
+        "digests are for resuming, not for reading: {text}"
+    );
     assert!(
         !text.contains(", seed 0,") && !text.contains("settings: seed"),
         "{text}"
@@ -405,6 +408,10 @@ fn usage_errors_limits_and_clamps() {
     // clap's own errors.
     one_line(&["run", "--perplexity", "abc"], &["--perplexity"]);
     one_line(&["run", "--bogus"], &["--bogus"]);
+    one_line(
+        &["run", "--perplexit", "5"],
+        &["--perplexit", "tip:", "'--perplexity'"],
+    );
     one_line(&["import", "--queries", "q.npy"], &["--tokens"]);
     one_line(&["project"], &["DATASET"]);
     // Resource limits.
