@@ -39,6 +39,31 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `attnviz run` of `model` on `corpus` laying out one head (L0H0) with PCA, no figures, into `out`
+/// (the default --out when `None`), with `extra` flags.
+fn one_head_run(model: &Path, corpus: &str, out: Option<&str>, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "run",
+        "--model",
+        s(model),
+        "--corpus",
+        corpus,
+        "--layers",
+        "0",
+        "--heads",
+        "0",
+        "--methods",
+        "pca",
+        "--no-render",
+        "--quiet",
+    ];
+    if let Some(out) = out {
+        args.extend_from_slice(&["--out", out]);
+    }
+    args.extend_from_slice(extra);
+    args.into_iter().map(String::from).collect()
+}
+
 /// A model whose weights changed under the same folder name is refused on resume, naming --model
 /// and the file that differs; two models sharing a folder name collide in the default --out and are
 /// refused, saying to use --out; an identical copy elsewhere is the same model; a dataset made
@@ -50,27 +75,7 @@ fn a_model_is_known_by_its_files_contents() {
     let first = copy_model("bert_tiny", tmp.path(), "m1");
     let second = copy_model("bert_tiny", tmp.path(), "m2");
     change_a_weight(&second);
-    let run = |model: &Path, out: Option<&str>| {
-        let mut args = vec![
-            "run",
-            "--model",
-            s(model),
-            "--corpus",
-            s(&corpus),
-            "--layers",
-            "0",
-            "--heads",
-            "0",
-            "--methods",
-            "pca",
-            "--no-render",
-            "--quiet",
-        ];
-        if let Some(out) = out {
-            args.extend_from_slice(&["--out", out]);
-        }
-        args.into_iter().map(String::from).collect::<Vec<_>>()
-    };
+    let run = |model: &Path, out: Option<&str>| one_head_run(model, s(&corpus), out, &[]);
 
     attnviz_ok(tmp.path(), &refs(&run(&first, Some("ds"))));
     let meta: serde_json::Value =
@@ -330,25 +335,10 @@ fn a_corpus_is_known_by_its_contents() {
     write_corpus(tmp.path(), SENTENCES);
     let model = fixture_model("bert_tiny");
     let run = |cwd: &Path, corpus: &str, out: &str| {
-        let args = [
-            "run",
-            "--model",
-            s(&model),
-            "--corpus",
-            corpus,
-            "--out",
-            out,
-            "--layers",
-            "0",
-            "--heads",
-            "0",
-            "--methods",
-            "pca",
-            "--no-render",
-            "--quiet",
-            "--json",
-        ];
-        attnviz_ok(cwd, &args)
+        attnviz_ok(
+            cwd,
+            &refs(&one_head_run(&model, corpus, Some(out), &["--json"])),
+        )
     };
     let first = json_of(&run(tmp.path(), "corpus.txt", "ds"));
     assert_eq!(first["heads_extracted"], 1);
@@ -374,23 +364,7 @@ fn a_corpus_is_known_by_its_contents() {
     std::fs::write(sub.join("copy.txt"), "another corpus\naltogether\n").unwrap();
     attnviz_fails(
         tmp.path(),
-        &[
-            "run",
-            "--model",
-            s(&model),
-            "--corpus",
-            "sub/copy.txt",
-            "--out",
-            "ds",
-            "--layers",
-            "0",
-            "--heads",
-            "0",
-            "--methods",
-            "pca",
-            "--no-render",
-            "--quiet",
-        ],
+        &refs(&one_head_run(&model, "sub/copy.txt", Some("ds"), &[])),
         &["new --out"],
     );
 }
