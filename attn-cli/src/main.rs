@@ -225,6 +225,17 @@ struct ProjectionArgs {
     no_quality: bool,
 }
 
+/// `items` without repetitions, in the order of their first occurrence.
+fn first_of_each<T: PartialEq + Clone>(items: &[T]) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(items.len());
+    for item in items {
+        if !out.contains(item) {
+            out.push(item.clone());
+        }
+    }
+    out
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum VectorsArg {
     Raw,
@@ -243,11 +254,11 @@ impl ProjectionArgs {
         if let Some(d) = self.dims.iter().find(|d| !matches!(d, 2 | 3)) {
             bail!("--dims: {d} is not 2 or 3");
         }
+        // `--methods pca,pca` asks for PCA once.
+        let (methods, dims) = (first_of_each(&self.methods), first_of_each(&self.dims));
         let preset = match self.layout {
-            LayoutArg::Attnviz => {
-                ProjectionSettings::attnviz(self.methods.clone(), self.dims.clone())
-            }
-            LayoutArg::Paper => ProjectionSettings::paper(self.methods.clone(), self.dims.clone()),
+            LayoutArg::Attnviz => ProjectionSettings::attnviz(methods, dims),
+            LayoutArg::Paper => ProjectionSettings::paper(methods, dims),
         };
         let settings = ProjectionSettings {
             metric: self.metric.unwrap_or(preset.metric),
@@ -427,7 +438,12 @@ struct ImportArgs {
     no_attention: bool,
     /// Logit scale of the computed attention, softmax(S q.k), when the model does not use
     /// 1/sqrt(d): e.g. 1 for T5, or for queries that already include the scaling.
-    #[arg(long, value_name = "S", conflicts_with_all = ["attention", "no_attention"])]
+    #[arg(
+        long,
+        value_name = "S",
+        allow_negative_numbers = true,
+        conflicts_with_all = ["attention", "no_attention"]
+    )]
     softmax_scale: Option<f64>,
     /// Store raw vectors only (no key translation or query/key scaling), as `extract --no-normalize`.
     #[arg(long)]
@@ -611,12 +627,29 @@ fn serve_cmd(args: &ServeArgs, quiet: bool, json: bool) -> Result<ExitCode> {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
+        // `--help`, `--version`, and `attnviz` alone (which shows the help): as clap prints them.
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+        Err(e) => {
+            eprintln!("attnviz: error: {}", usage_error_line(&e));
+            return ExitCode::from(2);
         }
     };
+    if let Some(n) = cli.threads {
+        let most = max_threads();
+        if n == 0 || n > most {
+            eprintln!(
+                "attnviz: error: --threads {n}: must be between 1 and {most} (4 x the {} cores available)",
+                most / 4
+            );
+            return ExitCode::from(2);
+        }
+    }
     if let Some(n) = cli.threads
         && let Err(e) = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -632,6 +665,63 @@ fn main() -> ExitCode {
             eprintln!("attnviz: error: {}", attn_pipeline::error_chain(e.as_ref()));
             ExitCode::from(2)
         }
+    }
+}
+
+/// The most worker threads `--threads` may ask for: 4 per available core (more only costs memory
+/// and scheduling; results do not depend on the count).
+fn max_threads() -> usize {
+    4 * std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// A usage error of clap as one line: its message (with the arguments it lists, e.g. the missing
+/// required ones, joined in) and its tips (a similar flag's name), without the usage block.
+fn usage_error_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut lines = text.lines();
+    let first = lines
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .trim_start_matches("error:")
+        .trim()
+        .to_string();
+    // Indented lines right after the first belong to it (a list of arguments); a blank line ends
+    // the message.
+    let listed: Vec<&str> = lines
+        .by_ref()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let tips: Vec<&str> = lines
+        .map(str::trim)
+        .filter(|l| l.starts_with("tip:"))
+        .collect();
+    let mut line = first;
+    if !listed.is_empty() {
+        line = format!("{line} {}", listed.join(", "));
+    }
+    for tip in tips {
+        line = format!("{line}; {tip}");
+    }
+    line.push_str("; see --help");
+    line
+}
+
+/// Refuses an `--out` that exists and is not a directory, or a link to nothing or to itself, before
+/// any work, in words (creating it would say only "File exists").
+fn check_out_dir(out: &Path) -> Result<()> {
+    match (std::fs::symlink_metadata(out), std::fs::metadata(out)) {
+        (Err(_), _) => Ok(()),
+        (Ok(_), Ok(target)) if target.is_dir() => Ok(()),
+        (Ok(_), Ok(_)) => bail!(
+            "--out {}: exists and is not a directory; give a directory (new or a dataset)",
+            out.display()
+        ),
+        (Ok(_), Err(_)) => bail!(
+            "--out {}: is a symbolic link that leads to no directory (to nothing, or in a loop); give a directory",
+            out.display()
+        ),
     }
 }
 
@@ -672,6 +762,7 @@ fn plan(args: &ModelArgs, projection: ProjectionSettings, quiet: bool) -> Result
         .out
         .clone()
         .unwrap_or_else(|| default_out(&model_dir, args.model.is_none()));
+    check_out_dir(&out)?;
     Ok(RunPlan {
         model_dir,
         model_id,
@@ -712,6 +803,14 @@ fn index_list(flag: &str, value: Option<&str>) -> Result<Option<Vec<u16>>> {
 }
 
 fn finish(summary: &RunSummary, json: bool) -> Result<ExitCode> {
+    for warning in &summary.warnings {
+        eprintln!("attnviz: warning: {warning}");
+    }
+    if summary.heads == 0 && !json {
+        // Only a shard beyond the selection's heads gets here (an empty selection is an error).
+        outln!("no head of the selection falls in this shard: nothing to do");
+        return Ok(ExitCode::SUCCESS);
+    }
     if json {
         outln!("{}", serde_json::to_string_pretty(summary)?);
     } else {
@@ -831,6 +930,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     scale: args.softmax_scale,
                 },
             };
+            check_out_dir(&args.out)?;
             let plan = attn_pipeline::ImportPlan {
                 queries: args.queries,
                 keys: args.keys,

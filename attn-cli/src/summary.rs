@@ -77,15 +77,27 @@ pub fn print_info(info: &DatasetInfo) {
     let settings: Vec<String> = run
         .params
         .iter()
-        .filter(|(k, _)| !k.starts_with(attn_pipeline::import::INPUT_FILE) && *k != "corpus_digest")
+        // Digests identify inputs for resuming; they say nothing to a reader.
+        .filter(|(k, _)| {
+            !k.starts_with(attn_pipeline::import::INPUT_FILE)
+                && !k.starts_with(attn_pipeline::MODEL_FILE)
+                && *k != "corpus_digest"
+        })
         .map(|(k, v)| format!("{k} {v}"))
-        .chain([format!("seed {}", run.seed)])
+        .chain([format!("extraction seed {}", run.seed)])
         .collect();
     outln!("settings: {}", settings.join(", "));
     let projections: Vec<String> = info
         .projections
         .iter()
-        .map(|(k, n)| format!("{k} ({n})"))
+        .map(|(k, n)| {
+            // What made each layout: its spec's seed, not the run's (`project --seed`).
+            let seeds = info.projection_seeds.get(k).map_or(String::new(), |s| {
+                let list: Vec<String> = s.iter().map(u64::to_string).collect();
+                format!(", seed {}", list.join("/"))
+            });
+            format!("{k} ({n}{seeds})")
+        })
         .collect();
     outln!(
         "heads:    {} of the model's {} stored{}; projections: {}",

@@ -15,10 +15,10 @@ pub use import::{AttentionSource, ImportPlan, compute_attention, import, read_to
 pub use progress::{Control, ProgressEvent, Stage};
 pub use run::{
     CorpusInput, DEFAULT_CEILING, DEFAULT_TSNE_ATTENTION_KL, DEFAULT_UMAP_ATTENTION_KL,
-    DatasetInfo, HeadLayoutInput, HeadSummary, LayoutVectors, ProjectionSettings, RunPlan,
-    RunSummary, attended_keys, check_settings, dataset_info, dataset_summary, head_ceiling,
-    head_normalizer, layout_head, load_corpus, project_dataset, projector, run, store_head,
-    summarize,
+    DatasetInfo, HeadLayoutInput, HeadSummary, LayoutVectors, MODEL_FILE, ProjectionSettings,
+    RunPlan, RunSummary, attended_keys, check_settings, dataset_info, dataset_summary,
+    head_ceiling, head_normalizer, layout_head, load_corpus, project_dataset, projector, run,
+    store_head, summarize,
 };
 pub use select::{Shard, parse_index_list, select_heads};
 

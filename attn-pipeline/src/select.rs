@@ -72,7 +72,9 @@ pub fn parse_index_list(s: &str) -> Result<Vec<u16>> {
 
 /// The heads selected from a `layers x heads` model, layer-major, then restricted to one shard.
 ///
-/// Shards take heads round-robin so that every shard gets early and late layers alike.
+/// Shards take heads round-robin so that every shard gets early and late layers alike. A shard
+/// beyond the selection's heads (`--shard 5/10` of 4 heads) is empty: nothing to do, not an error
+/// (a job array may have more tasks than heads).
 pub fn select_heads(
     num_layers: u16,
     num_heads: u16,
@@ -101,8 +103,8 @@ pub fn select_heads(
             .collect(),
         None => all,
     };
-    if selected.is_empty() {
-        bail!("the layer/head/shard selection leaves no head to process");
+    if selected.is_empty() && shard.is_none() {
+        bail!("the layer/head selection leaves no head to process");
     }
     Ok(selected)
 }
@@ -121,6 +123,15 @@ mod tests {
             .collect();
         union.sort();
         assert_eq!(union, all);
+    }
+
+    #[test]
+    fn a_shard_beyond_the_heads_is_empty() {
+        let two = Some(&[0u16, 1][..]);
+        let shard = |index| Some(Shard { index, count: 10 });
+        assert_eq!(select_heads(1, 4, None, two, shard(1)).unwrap().len(), 1);
+        assert!(select_heads(1, 4, None, two, shard(5)).unwrap().is_empty());
+        assert!(select_heads(1, 4, None, Some(&[9]), None).is_err());
     }
 
     #[test]

@@ -1172,7 +1172,9 @@ pub struct RunInfo {
     pub num_sequences: u32,
     /// Number of tokens.
     pub num_tokens: u64,
-    /// Seed of the run (projections record their own too).
+    /// Seed of the extraction (the normalization's pair subsampling), and of the projections the
+    /// run made. Each projection's spec records the seed it was made with: `attnviz project --seed`
+    /// makes layouts with another one and leaves this as it was.
     pub seed: u64,
     /// Free-form run parameters (normalization switches, truncation, ...).
     pub params: BTreeMap<String, String>,

@@ -7,6 +7,13 @@ use attn_types::ProjectionMethod;
 use attn_viz_core::VizError;
 use attn_viz_core::dataset::LoadError;
 
+/// The longest request target (path and query) answered; longer ones get 414. The viewer's own
+/// requests stay far below (a search box's text, a list of hidden token positions).
+pub const MAX_TARGET_BYTES: usize = 8 * 1024;
+
+/// The longest error message sent to a client, in characters: what it echoes of the request is cut.
+const MAX_CLIENT_MESSAGE_CHARS: usize = 300;
+
 /// Everything that can go wrong answering a request, exporting a page or starting the listener.
 ///
 /// [`Display`](std::fmt::Display) gives the full message, absolute paths included, for the local user
@@ -44,6 +51,14 @@ pub enum ViewerError {
     NotFound {
         /// The request path.
         what: String,
+    },
+    /// A request target (path and query) longer than [`MAX_TARGET_BYTES`].
+    #[error(
+        "the request's path and query are {bytes} bytes, more than the {MAX_TARGET_BYTES} this server reads"
+    )]
+    TargetTooLong {
+        /// The target's length.
+        bytes: usize,
     },
     /// An HTTP method other than GET or HEAD.
     #[error("only GET and HEAD are supported, not {method}")]
@@ -114,6 +129,7 @@ impl ViewerError {
             ViewerError::Open { .. } => 503,
             ViewerError::NotFound { .. } => 404,
             ViewerError::MethodNotAllowed { .. } => 405,
+            ViewerError::TargetTooLong { .. } => 414,
             ViewerError::Encode(_) => 500,
             _ => 400,
         }
@@ -130,12 +146,17 @@ impl ViewerError {
         ViewerError::Encode(e.to_string())
     }
 
-    /// The message for a client of the dataset in `dir`: no absolute path of this machine.
+    /// The message for a client of the dataset in `dir`: no absolute path of this machine, and at
+    /// most [`MAX_CLIENT_MESSAGE_CHARS`] characters (a request's own path or value is echoed cut).
     pub(crate) fn client_message(&self, dir: &Path) -> String {
-        match self {
+        let message = match self {
             // These hold only the request's own path, which is not a file-system path.
             ViewerError::NotFound { .. } | ViewerError::MethodNotAllowed { .. } => self.to_string(),
             _ => scrub_paths(&self.to_string(), dir),
+        };
+        match message.char_indices().nth(MAX_CLIENT_MESSAGE_CHARS) {
+            Some((cut, _)) => format!("{}…", &message[..cut]),
+            None => message,
         }
     }
 }

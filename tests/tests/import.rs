@@ -966,6 +966,13 @@ fn layer_selection_and_shards_fill_one_dataset() {
         &["--layers"],
     );
     assert!(!tmp.path().join("bad").exists());
+    // A shard beyond the input's 4 heads (a job array with more tasks than heads): nothing to do.
+    let said = attnviz_ok(
+        tmp.path(),
+        &[&base[..], &["--out", "beyond", "--shard", "5/10"]].concat(),
+    );
+    assert!(said.contains("nothing to do"), "{said}");
+    assert!(!tmp.path().join("beyond").exists());
 }
 
 #[test]

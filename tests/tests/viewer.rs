@@ -231,6 +231,48 @@ fn server_serves_only_the_page_api_and_dataset_files() {
 
 /// A grouped-query, rotary decoder dataset is served: the page, the metadata with the grouping, and
 /// the Matrix and Single views.
+/// A running server never shows a replaced layout: after `project` re-made the t-SNE projections
+/// with another perplexity, `/api/matrix` and `/api/single` answer from the new files (issue 23).
+/// Over-long URLs get 414 and are not echoed.
+#[test]
+fn a_running_server_sees_replaced_projections() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = bert_dataset(tmp.path());
+    let server = Server::start(&ds);
+    let views = [
+        "/api/matrix?method=tsne&dims=2",
+        "/api/single?method=tsne&dims=2&head=L1H2",
+    ];
+    let before: Vec<(u16, String)> = views.iter().map(|v| server.get(v)).collect();
+    assert!(before.iter().all(|(status, _)| *status == 200));
+    assert!(
+        views.map(|v| server.get(v)).to_vec() == before,
+        "unchanged files, same views"
+    );
+    // Another perplexity (another seed need not move t-SNE's points: its initial layout is PCA's).
+    attnviz_ok(
+        tmp.path(),
+        &[
+            "project",
+            "ds",
+            "--methods",
+            "tsne",
+            "--perplexity",
+            "5",
+            "--quiet",
+        ],
+    );
+    for (view, (_, old)) in views.iter().zip(&before) {
+        let (status, new) = server.get(view);
+        assert_eq!(status, 200);
+        assert!(&new != old, "{view} still shows the replaced layout");
+    }
+
+    let (status, body) = server.get(&format!("/{}", "a".repeat(64 * 1024)));
+    assert_eq!(status, 414);
+    assert!(body.len() < 300, "{body}");
+}
+
 #[test]
 fn decoder_dataset_is_served() {
     let tmp = tempfile::tempdir().unwrap();

@@ -2,7 +2,7 @@
 //! head by head.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use attn_extract::{AttentionKeep, Corpus, ExtractOptions, LoadedModel};
@@ -19,13 +19,14 @@ mod resume;
 mod store;
 mod summary;
 
-use projection::projection_tasks;
 pub use projection::{
     DEFAULT_CEILING, DEFAULT_TSNE_ATTENTION_KL, DEFAULT_UMAP_ATTENTION_KL, HeadLayoutInput,
     LayoutVectors, ProjectionSettings, check_settings, head_ceiling, layout_head, project_dataset,
     project_heads, projector,
 };
-use resume::{IMAGE_PREPROCESSING, check_same_run};
+use projection::{clamp_warnings, projection_tasks};
+pub use resume::MODEL_FILE;
+use resume::{IMAGE_PREPROCESSING, check_same_run, model_files};
 pub(crate) use resume::{WINDOW_AWARE, lock_dataset, refuse_window_blind};
 pub use store::{attended_keys, head_normalizer, store_head};
 use store::{corpus_digest, store_extraction};
@@ -180,7 +181,7 @@ pub fn load_corpus(
                 }
                 Ok((
                     Corpus::Text(corpus::load_text_corpus(p, text_field, limit)?),
-                    p.display().to_string(),
+                    corpus_path_name(p),
                 ))
             }
             corpus::CorpusKind::Images => {
@@ -194,11 +195,20 @@ pub fn load_corpus(
                 let imgs = corpus::load_image_folder(p, limit)?;
                 Ok((
                     Corpus::Images(imgs.into_iter().map(|(_, i)| i).collect()),
-                    p.display().to_string(),
+                    corpus_path_name(p),
                 ))
             }
         },
     }
+}
+
+/// The name recorded for a corpus file or folder: its canonical path, the same however it was
+/// named (`./corpus.txt`, `corpus.txt`, its absolute path) and meaningful from any directory.
+fn corpus_path_name(path: &Path) -> String {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
 }
 
 /// Runs the main job. Heads whose artifacts exist are not recomputed.
@@ -260,6 +270,7 @@ pub fn run(plan: &RunPlan, control: Control<'_>) -> Result<RunSummary> {
     params.insert("normalize".to_string(), plan.normalize.to_string());
     params.insert("truncate".to_string(), plan.truncate.to_string());
     params.insert("corpus_digest".to_string(), corpus_digest(&corpus));
+    params.extend(model_files(&plan.model_dir)?);
     if let Some(prep) = model.image_preprocessing() {
         params.insert(
             "image_preprocessing".to_string(),
@@ -296,8 +307,16 @@ pub fn run(plan: &RunPlan, control: Control<'_>) -> Result<RunSummary> {
     };
     // Locked before the metadata is checked or written: a second run must not replace the metadata
     // of a first that is still extracting.
+    if selected.is_empty() {
+        // A shard beyond the selection's heads: nothing to do, and nothing is written.
+        return Ok(RunSummary::nothing_to_do(
+            plan.out.clone(),
+            info.id.clone(),
+            start.elapsed().as_secs_f64(),
+        ));
+    }
     let _lock = lock_dataset(&plan.out, plan.shard)?;
-    check_same_run(&plan.out, &meta)?;
+    check_same_run(&plan.out, &meta, &plan.model_dir)?;
     let dataset = Dataset::create(&plan.out, &meta)?;
     dataset.remove_stale_temp_files()?;
 
@@ -361,6 +380,7 @@ pub fn run(plan: &RunPlan, control: Control<'_>) -> Result<RunSummary> {
     } else {
         project_heads(&dataset, &tasks, &plan.projection, control)?
     };
+    let warnings = clamp_warnings(&dataset, &selected, &plan.projection)?;
 
     let per_head = summarize(&dataset, &selected)?;
     let tokens = dataset.read_tokens().map(|t| t.len()).unwrap_or(0);
@@ -377,6 +397,7 @@ pub fn run(plan: &RunPlan, control: Control<'_>) -> Result<RunSummary> {
         seconds: start.elapsed().as_secs_f64(),
         per_head,
         figures: Vec::new(),
+        warnings,
     })
 }
 

@@ -193,7 +193,8 @@ pub fn projector(s: &ProjectionSettings, method: ProjectionMethod, dims: u8) -> 
     })
 }
 
-/// Projects the given tasks that are not on disk yet. Returns (computed, reused).
+/// Projects the given tasks that are not on disk yet (or not made with `settings`). Returns
+/// (computed, reused).
 ///
 /// Work is done head by head: each head's vectors and attention are read once, and one kNN graph
 /// (with as many neighbours as the most demanding method needs: t-SNE's `3 * perplexity`, UMAP's
@@ -205,10 +206,23 @@ pub fn project_heads(
     settings: &ProjectionSettings,
     control: Control<'_>,
 ) -> Result<(usize, usize)> {
+    compute_projections(dataset, tasks, settings, false, control)
+}
+
+/// [`project_heads`], every task recomputed when `force`. A recomputed projection replaces the
+/// stored one only when it is whole (written to a temporary file and renamed): an interruption or
+/// a failing head leaves every other head's stored projection in place.
+fn compute_projections(
+    dataset: &Dataset,
+    tasks: &[(HeadId, ProjectionMethod, u8)],
+    settings: &ProjectionSettings,
+    force: bool,
+    control: Control<'_>,
+) -> Result<(usize, usize)> {
     // A stored projection is reused only when it was made with the settings asked for now.
     let mut pending = Vec::new();
     for &(h, m, d) in tasks {
-        let reusable = dataset.has_projection(h, m, d) && {
+        let reusable = !force && dataset.has_projection(h, m, d) && {
             let stored = dataset.read_projection(h, m, d)?;
             made_with(&stored.spec, settings, dataset.has_attention(h))
                 // One stored under `--no-quality` lacks the numbers this run reports: it is made
@@ -269,16 +283,66 @@ pub fn project_heads(
     Ok((progress.done(), reused))
 }
 
+/// What the stored layouts of `heads` used in place of the settings asked for: t-SNE's perplexity
+/// and UMAP's neighbours are clamped to what a head's points allow, each spec recording the value
+/// used and the request. One line per method and flag.
+pub(super) fn clamp_warnings(
+    dataset: &Dataset,
+    heads: &[HeadId],
+    settings: &ProjectionSettings,
+) -> Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    for &method in &settings.methods {
+        let (flag, used_key, asked_key) = match method {
+            ProjectionMethod::Tsne => ("--perplexity", "perplexity", "perplexity_requested"),
+            ProjectionMethod::Umap => ("--n-neighbors", "n_neighbors", "n_neighbors_requested"),
+            ProjectionMethod::Pca => continue,
+        };
+        // Every head lays out as many points (its tokens' queries and keys): one tells for all.
+        let stored = settings.dims.iter().find_map(|&dims| {
+            heads
+                .iter()
+                .find(|&&h| dataset.has_projection(h, method, dims))
+                .map(|&h| (h, dims))
+        });
+        let Some((head, dims)) = stored else {
+            continue;
+        };
+        let p = dataset.read_projection(head, method, dims)?;
+        let (Some(&used), Some(&asked)) =
+            (p.spec.params.get(used_key), p.spec.params.get(asked_key))
+        else {
+            continue;
+        };
+        if used < asked {
+            warnings.push(format!(
+                "{flag} {asked}: {method} used {} ({} points allow no more); the projections record both",
+                (used * 10.0).round() / 10.0,
+                p.coords.rows()
+            ));
+        }
+    }
+    Ok(warnings)
+}
+
 /// The neighbourhood size of the quality metrics for a layout of `points` (queries and keys): at
 /// most [`QUALITY_K`], and 0 (none computed) when the head is too small.
 pub(super) fn quality_k(points: usize) -> usize {
     QUALITY_K.min((points / 2).saturating_sub(1))
 }
 
+/// Spec parameter: 1 when the quality numbers stored beside a layout were computed under the cosine
+/// metric, 0 under the Euclidean one.
+const QUALITY_METRIC_COSINE: &str = "quality_metric_cosine";
+/// Spec parameter: the seed of the attention fidelity stored beside a layout (its query sample).
+const FIDELITY_SEED: &str = "fidelity_seed";
+
 /// Whether a stored projection's spec is what `settings` would make now: the vectors laid out (raw
 /// or normalized) for every method, and for t-SNE and UMAP the metric, seed and every parameter
 /// that the settings control. The attention shares are compared as applied: a head without
-/// attention records 0.
+/// attention records 0. PCA's coordinates depend on none of these, but the quality and fidelity
+/// stored beside them do (the metric and the seed): those are compared as recorded
+/// ([`QUALITY_METRIC_COSINE`], [`FIDELITY_SEED`]; a PCA stored before they were is made again).
 pub(super) fn made_with(
     spec: &attn_types::ProjectionSpec,
     settings: &ProjectionSettings,
@@ -293,6 +357,9 @@ pub(super) fn made_with(
     let same_vectors = param("vectors_raw").unwrap_or(0.0)
         == f64::from(u8::from(settings.vectors == LayoutVectors::Raw));
     let common = spec.metric == settings.metric && spec.seed == settings.seed;
+    let evaluated_alike = param(QUALITY_METRIC_COSINE)
+        == Some(f64::from(u8::from(settings.metric == Metric::Cosine)))
+        && param(FIDELITY_SEED) == Some(settings.seed as f64);
     same_vectors
         && (common || spec.method == ProjectionMethod::Pca)
         && match spec.method {
@@ -311,7 +378,7 @@ pub(super) fn made_with(
                         == applied(settings.umap_attention_weight)
                     && param("attention_kl").unwrap_or(0.0) == applied(settings.umap_attention_kl)
             }
-            ProjectionMethod::Pca => true,
+            ProjectionMethod::Pca => evaluated_alike,
         }
 }
 
@@ -402,9 +469,10 @@ pub fn layout_head(
         // Like t-SNE's perplexity, UMAP's neighbour count is clamped to what the head's points
         // allow (and the request recorded), rather than failing on a small head.
         let clamped = match projector {
-            Projector::Umap(p) if p.n_neighbors() > n => {
+            // UMAP takes fewer neighbours than points (itself excluded).
+            Projector::Umap(p) if p.n_neighbors() >= n => {
                 let mut s = settings.clone();
-                s.n_neighbors = n.max(2);
+                s.n_neighbors = n.saturating_sub(1).max(2);
                 Some(self::projector(&s, method, dims)?)
             }
             _ => None,
@@ -425,6 +493,13 @@ pub fn layout_head(
             "vectors_raw".into(),
             f64::from(u8::from(std::ptr::eq(vectors, &input.raw))),
         );
+        fit.spec.params.insert(
+            QUALITY_METRIC_COSINE.into(),
+            f64::from(u8::from(settings.metric == Metric::Cosine)),
+        );
+        fit.spec
+            .params
+            .insert(FIDELITY_SEED.into(), settings.seed as f64);
         let k = quality_k(n);
         let quality = if settings.quality && k > 0 {
             Some(attn_project::quality_sampled(
@@ -539,13 +614,10 @@ pub fn project_dataset(
         );
     }
     let tasks = projection_tasks(&heads, settings);
-    if force {
-        for &(h, m, d) in &tasks {
-            dataset.remove_projection(h, m, d)?;
-        }
-    }
-    let (computed, reused) = project_heads(&dataset, &tasks, settings, control)?;
+    // Never removed first: each old projection stays until its successor is written whole.
+    let (computed, reused) = compute_projections(&dataset, &tasks, settings, force, control)?;
     let mut summary = dataset_summary(dir)?;
+    summary.warnings = clamp_warnings(&dataset, &heads, settings)?;
     summary.heads = heads.len();
     summary.projections_computed = computed;
     summary.projections_reused = reused;

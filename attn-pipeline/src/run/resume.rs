@@ -1,6 +1,7 @@
 //! Resuming a dataset: the settings that decide what its data is (a dataset made with others is
 //! refused), and the locks of the processes writing into it.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use attn_store::Dataset;
@@ -8,6 +9,88 @@ use attn_types::DatasetMeta;
 
 use crate::error::{Context, PipelineError, Result, bail};
 use crate::select::Shard;
+
+/// Prefix of the run parameters that record a file of the model directory, by name:
+/// `model_file:<name>` = `<bytes> bytes, xxh3:<digest>`.
+pub const MODEL_FILE: &str = "model_file:";
+
+/// The files of a model directory besides its weights (`*.safetensors`) that decide what the model
+/// makes of a corpus: its configuration, shard index, tokenizer and image preprocessing.
+const MODEL_SIDE_FILES: &[&str] = &[
+    "config.json",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "preprocessor_config.json",
+];
+
+/// The model's identity by content, as run parameters: every `*.safetensors` file of `dir` and
+/// each of [`MODEL_SIDE_FILES`] present, with its size and a digest of all its bytes. All of them:
+/// weights scaled in place keep the safetensors header and size (same shapes, dtypes, offsets), so
+/// only the data tells them apart. Hashing costs about 27 ms for MiniLM's 90 MB (under 1% of a run,
+/// which reads those bytes anyway) and about 1 s per 3 GB of a larger checkpoint.
+pub(crate) fn model_files(dir: &Path) -> Result<BTreeMap<String, String>> {
+    let listing =
+        std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?;
+    let mut names = Vec::new();
+    for entry in listing {
+        let entry = entry.with_context(|| format!("{}: cannot list", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if (name.ends_with(".safetensors") || MODEL_SIDE_FILES.contains(&name.as_str()))
+            && entry.path().is_file()
+        {
+            names.push(name);
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let path = dir.join(&name);
+            let (bytes, digest) = crate::digest::file_xxh3(&path)
+                .with_context(|| format!("{}: cannot read", path.display()))?;
+            Ok((
+                format!("{MODEL_FILE}{name}"),
+                format!("{bytes} bytes, {digest}"),
+            ))
+        })
+        .collect()
+}
+
+/// How the model files recorded in `old` (a dataset's run parameters) differ from those of `new`
+/// (this run's): the first file that differs, said as `name: <there> there, <now> now`; `None` when
+/// they are the same. A dataset that recorded none was made before attnviz recorded them: its model
+/// cannot be told from another, so it differs too (as a sliding-window dataset made before
+/// [`WINDOW_AWARE`] is refused).
+pub(crate) fn model_difference(
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+) -> Option<String> {
+    let files = |params: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+        params
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(MODEL_FILE)?.to_string(), v.clone())))
+            .collect()
+    };
+    let (old, new) = (files(old), files(new));
+    if old.is_empty() {
+        return Some(
+            "the dataset was made by an earlier attnviz that did not record the model's files, so its model cannot be told from another"
+                .to_string(),
+        );
+    }
+    let names: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    names.into_iter().find_map(|name| {
+        let (there, now) = (old.get(name), new.get(name));
+        (there != now).then(|| {
+            let say = |v: Option<&String>| v.map_or("absent".to_string(), |v| v.clone());
+            format!("{name}: {} there, {} now", say(there), say(now))
+        })
+    })
+}
 
 /// How vision runs prepare their images (recorded with the model's preprocessing settings, and
 /// compared on resume): as transformers' PIL image processors, with PIL's resampling reproduced.
@@ -20,7 +103,17 @@ pub(super) const IMAGE_PREPROCESSING: &str = "transformers-pil";
 pub(super) fn run_identity(meta: &DatasetMeta) -> Vec<(&'static str, String)> {
     let param = |k: &str| meta.run.params.get(k).cloned().unwrap_or_default();
     vec![
-        ("corpus", meta.run.corpus.clone()),
+        // A corpus file or folder is known by its contents (the digest below), not by its path:
+        // `./corpus.txt`, its absolute path and an identical copy elsewhere are the same corpus.
+        ("corpus", {
+            let named = &meta.run.corpus;
+            let inline = named.starts_with("builtin:") || named.starts_with("inline:");
+            if inline || param("corpus_digest").is_empty() {
+                named.clone()
+            } else {
+                "a file or folder".to_string()
+            }
+        }),
         (
             "sequences (--max-sequences)",
             meta.run.num_sequences.to_string(),
@@ -75,9 +168,10 @@ pub(crate) fn refuse_window_blind(meta: &DatasetMeta, dir: &Path, remedy: &str) 
     Ok(())
 }
 
-/// Refuses to resume a dataset that holds data made from another corpus or with other extraction
+/// Refuses to resume a dataset that holds data made from another corpus, another model (by the
+/// contents of its files, see [`model_files`]; made from `model_dir` now) or with other extraction
 /// settings, naming the first setting that differs.
-pub(super) fn check_same_run(out: &Path, meta: &DatasetMeta) -> Result<()> {
+pub(super) fn check_same_run(out: &Path, meta: &DatasetMeta, model_dir: &Path) -> Result<()> {
     let Ok(existing) = Dataset::open(out) else {
         return Ok(());
     };
@@ -102,6 +196,13 @@ pub(super) fn check_same_run(out: &Path, meta: &DatasetMeta) -> Result<()> {
                 out.display()
             );
         }
+    }
+    if let Some(difference) = model_difference(&existing.meta().run.params, &meta.run.params) {
+        bail!(
+            "{}: the dataset there was made from another model than --model {} ({difference}); use a new --out directory (or delete that one)",
+            out.display(),
+            model_dir.display()
+        );
     }
     Ok(())
 }

@@ -29,6 +29,9 @@ pub struct HeadSummary {
     pub trustworthiness: BTreeMap<String, f32>,
     /// Attention fidelity of each stored projection, by `method_dims`.
     pub fidelity: BTreeMap<String, Fidelity>,
+    /// The seed each stored projection was made with (its spec's), by `method_dims`: `project
+    /// --seed` may have made it with another seed than the run's.
+    pub seeds: BTreeMap<String, u64>,
     /// Attention fidelity of the raw vectors (cosine), when the head has attention.
     pub fidelity_raw: Option<Fidelity>,
     /// Attention fidelity of the normalized vectors (cosine), when the head has attention.
@@ -65,6 +68,29 @@ pub struct RunSummary {
     pub per_head: Vec<HeadSummary>,
     /// Figures written.
     pub figures: Vec<PathBuf>,
+    /// What a user should know about the results: a setting clamped to what the data allows.
+    pub warnings: Vec<String>,
+}
+
+impl RunSummary {
+    /// The summary of a call that had nothing to do (an empty shard): no head, nothing written.
+    pub(crate) fn nothing_to_do(dataset: PathBuf, model: String, seconds: f64) -> Self {
+        RunSummary {
+            dataset,
+            model,
+            sequences: 0,
+            tokens: 0,
+            heads: 0,
+            heads_extracted: 0,
+            projections_computed: 0,
+            projections_reused: 0,
+            interrupted: false,
+            seconds,
+            per_head: Vec::new(),
+            figures: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
 }
 
 /// Per-head summary rows from what is on disk (file footers and projections; no vectors are read).
@@ -79,8 +105,10 @@ pub fn summarize(dataset: &Dataset, heads: &[HeadId]) -> Result<Vec<HeadSummary>
             let mut trust = BTreeMap::new();
             let mut fidelity = BTreeMap::new();
             let mut ceiling = BTreeMap::new();
+            let mut seeds = BTreeMap::new();
             for (m, d) in dataset.projections(h) {
                 let p = dataset.read_projection(h, m, d)?;
+                seeds.insert(format!("{m}_{d}d"), p.spec.seed);
                 if let Some(q) = p.quality {
                     trust.insert(format!("{m}_{d}d"), q.trustworthiness);
                 }
@@ -101,6 +129,7 @@ pub fn summarize(dataset: &Dataset, heads: &[HeadId]) -> Result<Vec<HeadSummary>
                 norm_gap: diag.map(|d| d.norm_gap),
                 trustworthiness: trust,
                 fidelity,
+                seeds,
                 fidelity_raw: diag.and_then(|d| d.fidelity_raw),
                 fidelity_normalized: diag.and_then(|d| d.fidelity_normalized),
                 ceiling,
@@ -146,6 +175,7 @@ pub(super) fn summary_of(dataset: &Dataset, dir: &Path, heads: &[HeadId]) -> Res
         seconds: 0.0,
         per_head: summarize(dataset, heads)?,
         figures: Vec::new(),
+        warnings: Vec::new(),
     })
 }
 
@@ -160,6 +190,9 @@ pub struct DatasetInfo {
     pub model_heads: usize,
     /// Heads stored per projection, by `method_dims` (e.g. `tsne_2d`).
     pub projections: BTreeMap<String, usize>,
+    /// The seeds the stored projections were made with, by `method_dims` (one when every head's
+    /// agrees): what made each layout, which `meta.run.seed` (the extraction's) need not be.
+    pub projection_seeds: BTreeMap<String, Vec<u64>>,
     /// Heads whose vectors are stored but whose key head's file is gone (grouped-query datasets):
     /// unreadable, left out of the summary; running the same command again extracts them anew.
     pub heads_lacking_keys: Vec<HeadId>,
@@ -179,11 +212,19 @@ pub fn dataset_info(dir: &Path) -> Result<DatasetInfo> {
         }
     }
     let summary = summary_of(&dataset, dir, &heads)?;
+    let mut projection_seeds: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (key, &seed) in summary.per_head.iter().flat_map(|h| &h.seeds) {
+        let seeds = projection_seeds.entry(key.clone()).or_default();
+        if let Err(at) = seeds.binary_search(&seed) {
+            seeds.insert(at, seed);
+        }
+    }
     let meta = dataset.meta().clone();
     Ok(DatasetInfo {
         model_heads: usize::from(meta.model.num_layers) * usize::from(meta.model.num_heads),
         meta,
         projections,
+        projection_seeds,
         heads_lacking_keys,
         summary,
     })

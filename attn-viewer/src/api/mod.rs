@@ -21,7 +21,7 @@ mod params;
 #[cfg(test)]
 mod tests;
 
-use files::{content_type_of, dataset_file};
+use files::{content_type_of, dataset_file, served_file};
 pub use frame::{FLAG_IN_SELECTED_SEQUENCE, FLAG_KEY, FLAG_SEARCH_MATCH, FRAME_MAGIC};
 use frame::{encode_matrix, encode_single};
 pub(crate) use params::{Params, cache_key, parse_query};
@@ -102,6 +102,40 @@ pub struct Api {
     dataset: Result<Dataset>,
     shared: Mutex<Option<Arc<Shared>>>,
     loaded: Mutex<HashMap<(ProjectionMethod, u8), Arc<Loaded>>>,
+    /// The [`data_stamp`] the cached views were loaded from.
+    stamp: Mutex<DataStamp>,
+}
+
+/// Every data file of a dataset (tokens, heads, key heads) with its size and modification time.
+type DataStamp = Vec<(PathBuf, u64, Option<std::time::SystemTime>)>;
+
+/// The [`DataStamp`] of the dataset in `dir`, temporary files left out (they come and go while a
+/// process writes; a finished file is renamed into place, which changes the stamp).
+fn data_stamp(dir: &Path) -> DataStamp {
+    let mut stamp = Vec::new();
+    let mut pending = vec![
+        dir.join(attn_store::TOKENS_FILE),
+        dir.join(attn_store::HEADS_DIR),
+        dir.join(attn_store::KEY_HEADS_DIR),
+    ];
+    while let Some(path) = pending.pop() {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                pending.extend(entries.flatten().map(|e| e.path()).filter(|p| {
+                    !p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp"))
+                }));
+            }
+        } else {
+            stamp.push((path, meta.len(), meta.modified().ok()));
+        }
+    }
+    stamp.sort();
+    stamp
 }
 
 impl std::fmt::Debug for Api {
@@ -130,6 +164,7 @@ impl Api {
             dataset,
             shared: Mutex::new(None),
             loaded: Mutex::new(HashMap::new()),
+            stamp: Mutex::new(Vec::new()),
         }
     }
 
@@ -159,6 +194,11 @@ impl Api {
                 body: e.to_string().into_bytes(),
             };
         }
+        if target.len() > crate::error::MAX_TARGET_BYTES {
+            return self.error_reply(&ViewerError::TargetTooLong {
+                bytes: target.len(),
+            });
+        }
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         if let Some((content_type, body)) = crate::asset(path) {
             return Reply::ok(content_type, body.to_vec());
@@ -169,7 +209,7 @@ impl Api {
                 Err(e) => return self.error_reply(e),
             }
         } else if let Some(rel) = path.strip_prefix("/files/") {
-            match dataset_file(&self.dir, rel).map(std::fs::read) {
+            match dataset_file(&self.dir, rel).map(|file| served_file(&file)) {
                 Some(Ok(body)) => Ok(Reply::ok(content_type_of(rel), body)),
                 _ => Err(ViewerError::NotFound {
                     what: path.to_string(),
@@ -208,7 +248,23 @@ impl Api {
         }
     }
 
+    /// Drops the cached views when the dataset's files changed since they were loaded (a `project`
+    /// or `extract` beside a running server): a view is never drawn from replaced files.
+    fn drop_stale_views(&self) {
+        let now = data_stamp(&self.dir);
+        let mut stamp = self.stamp.lock().unwrap_or_else(PoisonError::into_inner);
+        if *stamp != now {
+            self.loaded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+            *self.shared.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            *stamp = now;
+        }
+    }
+
     fn load(&self, dataset: &Dataset, method: ProjectionMethod, dims: u8) -> Result<Arc<Loaded>> {
+        self.drop_stale_views();
         // A panic while loading leaves the caches as they were (entries are inserted complete).
         let mut cache = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(l) = cache.get(&(method, dims)) {

@@ -275,7 +275,13 @@ fn page_paths_methods_and_unknown_paths() {
         (files.status, files.content_type),
         (200, "application/json")
     );
-    assert_eq!(files.body, std::fs::read(dir.join("meta.json")).unwrap());
+    let on_disk: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
+    assert_eq!(
+        json_of(&files),
+        on_disk,
+        "no path to cut: the metadata as stored"
+    );
     assert_eq!(
         files.headers(),
         [
@@ -358,6 +364,12 @@ fn dataset_files_stay_inside_the_dataset() {
         assert!(!String::from_utf8_lossy(&reply.body).contains("not yours"));
     }
     assert!(dataset_file(&dir, "meta.json").is_some());
+    assert!(dataset_file(&dir, "tokens.parquet").is_some());
+    // Only the data files: no lock file, nothing else put beside them.
+    std::fs::write(dir.join(".lock-run"), "").unwrap();
+    std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+    assert!(dataset_file(&dir, ".lock-run").is_none());
+    assert!(dataset_file(&dir, "notes.txt").is_none());
     assert!(dataset_file(&dir, "heads/L0H0/../../meta.json").is_none());
     assert!(
         dataset_file(&dir, "heads").is_none(),
@@ -372,7 +384,7 @@ fn symlinks_out_of_the_dataset_are_not_followed() {
     std::fs::write(tmp.path().join("secret.txt"), "not yours").unwrap();
     std::os::unix::fs::symlink(tmp.path().join("secret.txt"), dir.join("link.txt")).unwrap();
     std::os::unix::fs::symlink(tmp.path(), dir.join("outside")).unwrap();
-    std::os::unix::fs::symlink(dir.join("meta.json"), dir.join("inside.json")).unwrap();
+    std::os::unix::fs::symlink(dir.join("tokens.parquet"), dir.join("inside.parquet")).unwrap();
     let api = Api::open(&dir);
     for target in ["/files/link.txt", "/files/outside/secret.txt"] {
         let reply = get(&api, target);
@@ -381,7 +393,7 @@ fn symlinks_out_of_the_dataset_are_not_followed() {
     }
     assert!(dataset_file(&dir, "link.txt").is_none());
     assert_eq!(
-        get(&api, "/files/inside.json").status,
+        get(&api, "/files/inside.parquet").status,
         200,
         "a link within the dataset is fine"
     );
@@ -398,4 +410,52 @@ fn query_parsing_and_cache_keys() {
         cache_key("sentence", &p),
         "sentence?=v&a=..&b=x%20y%20z&c=%25zz&flag="
     );
+}
+
+#[test]
+fn meta_json_is_served_without_absolute_paths() {
+    let (tmp, dir) = sample();
+    let path = dir.join("meta.json");
+    let mut meta: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let params = meta["run"]["params"].as_object_mut().unwrap();
+    params.insert("queries".into(), json!("/home/someone/runs/q.npy"));
+    params.insert(
+        "input_file:/home/someone/runs/k.npy".into(),
+        json!("12 bytes"),
+    );
+    meta["run"]["corpus"] = json!("/home/someone/corpus.txt");
+    std::fs::write(&path, meta.to_string()).unwrap();
+    let api = Api::open(&dir);
+    let reply = get(&api, "/files/meta.json");
+    assert_eq!(reply.status, 200);
+    assert_no_absolute_path(&reply.body, tmp.path());
+    let served = json_of(&reply);
+    assert!(!String::from_utf8_lossy(&reply.body).contains("/home/someone"));
+    assert_eq!(served["run"]["params"]["queries"], "q.npy");
+    assert_eq!(served["run"]["params"]["input_file:k.npy"], "12 bytes");
+    assert_eq!(served["run"]["corpus"], "corpus.txt");
+    assert_eq!(served["model"], meta["model"], "the rest as stored");
+}
+
+#[test]
+fn long_targets_are_414_and_nothing_long_is_echoed() {
+    let (_tmp, dir) = sample();
+    let api = Api::open(&dir);
+    let long = format!("/{}", "a".repeat(crate::error::MAX_TARGET_BYTES));
+    let reply = get(&api, &long);
+    assert_eq!(reply.status, 414);
+    assert!(
+        reply.body.len() < 200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    // Under the limit: a 404 (or a bad parameter) echoes at most a short part of the request.
+    for target in [
+        format!("/{}", "b".repeat(8000)),
+        format!("/api/single?method=tsne&dims={}", "9".repeat(8000)),
+    ] {
+        let reply = get(&api, &target);
+        assert!(matches!(reply.status, 400 | 404), "{}", reply.status);
+        assert!(reply.body.len() < 400, "{} bytes", reply.body.len());
+    }
 }

@@ -13,7 +13,9 @@
 //!
 //! Options: `--model [NAME=]DIR` (repeatable; `attnviz fetch-model --print-dir` prints MiniLM's), `--heads
 //! N` (heads per layer, evenly spaced: 3 gives 0, 4, 8 of 12; default 3), `--max-sequences N`,
-//! `--weights 0.05,0.1,0.2` (attention shares tried), `--out DIR` (default
+//! `--weights 0.05,0.1,0.2` (attention shares tried), `--tsne-kl 0.1,0.3,1` and `--umap-kl 1,3,10`
+//! (weights of the per-query attention term tried, alone and with attnviz's share 0.1), `--kl-only`
+//! (only those rows), `--out DIR` (default
 //! `target/fidelity-bench`), `--results DIR` (where `fidelity-<date>.{md,json}` go; default
 //! `benches/results`), `--plot-from FILE.json` (only redraw the trade-off plots of a results file).
 //! Settings: `paper` = the research code (`technique.md` §3: normalized
@@ -45,6 +47,7 @@ struct Args {
     weights: Vec<f32>,
     tsne_kl: Vec<f32>,
     umap_kl: Vec<f32>,
+    kl_only: bool,
     out: PathBuf,
     results: PathBuf,
     plot_from: Option<PathBuf>,
@@ -58,6 +61,7 @@ fn parse_args() -> Res<Args> {
         weights: vec![0.05, 0.1, 0.2, 0.3],
         tsne_kl: vec![0.1, 0.3, 1.0],
         umap_kl: vec![1.0, 3.0, 10.0],
+        kl_only: false,
         out: PathBuf::from("target/fidelity-bench"),
         results: PathBuf::from("benches/results"),
         plot_from: None,
@@ -80,6 +84,7 @@ fn parse_args() -> Res<Args> {
             "--weights" => a.weights = list(&flag, &value()?)?,
             "--tsne-kl" => a.tsne_kl = list(&flag, &value()?)?,
             "--umap-kl" => a.umap_kl = list(&flag, &value()?)?,
+            "--kl-only" => a.kl_only = true,
             "--out" => a.out = PathBuf::from(value()?),
             "--results" => a.results = PathBuf::from(value()?),
             "--plot-from" => a.plot_from = Some(PathBuf::from(value()?)),
@@ -364,7 +369,10 @@ fn run() -> Res<()> {
         }
         return Ok(());
     }
-    let settings = settings_to_try(&args);
+    let mut settings = settings_to_try(&args);
+    if args.kl_only {
+        settings.retain(|s| s.name.contains(" kl "));
+    }
     let mut report = serde_json::Map::new();
     let mut md = String::new();
     for model in &args.models {
