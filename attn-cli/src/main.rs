@@ -833,7 +833,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let settings = args.projection.settings()?;
             let plan = plan(&args.model, settings, cli.quiet)?;
             let mut summary = attn_pipeline::run(&plan, control)?;
-            if !args.no_render && !summary.interrupted {
+            // An empty shard stored nothing to draw.
+            if !args.no_render && !summary.interrupted && summary.heads > 0 {
                 let rendered = (|| -> Result<()> {
                     let dataset = Dataset::open(&plan.out)?;
                     for &method in &plan.projection.methods {

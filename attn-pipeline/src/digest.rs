@@ -25,8 +25,8 @@ impl Digest {
 }
 
 /// The size and `xxh3:<16 hex digits>` (64-bit XXH3) of every byte of the file at `path`. xxh3,
-/// not [`Digest`]: model weights are gigabytes, and xxh3 hashes MiniLM's 90 MB in about 27 ms
-/// (3.4 GB/s from the page cache, including the reads) where byte-wise FNV-1a takes 140-250 ms.
+/// not [`Digest`]: model weights are gigabytes, and xxh3 hashes MiniLM's 90 MB in 27-40 ms
+/// (2.3-3.4 GB/s from the page cache, including the reads) where byte-wise FNV-1a takes 140-250 ms.
 pub(crate) fn file_xxh3(path: &Path) -> std::io::Result<(u64, String)> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();

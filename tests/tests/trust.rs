@@ -461,9 +461,14 @@ fn usage_errors_limits_and_clamps() {
     assert_eq!(umap.spec.params["n_neighbors_requested"], 100000.0);
     assert_eq!(umap.spec.params["n_neighbors"], points - 1.0);
 
-    // A shard beyond the selection's heads: success, nothing to do, nothing written.
-    let args = bert_run(tmp.path(), "shard", &["--heads", "0,1", "--shard", "5/10"]);
-    let said = attnviz_ok(tmp.path(), &refs(&args));
-    assert!(said.contains("nothing to do"), "{said}");
-    assert!(!tmp.path().join("shard").exists());
+    // A shard beyond the selection's heads: success, nothing to do, nothing written (no figure
+    // drawn either: `extract` and a `run` that renders).
+    let mut args = bert_run(tmp.path(), "shard", &["--heads", "0,1", "--shard", "5/10"]);
+    for command in ["extract", "run"] {
+        args[0] = command.to_string();
+        args.retain(|a| a != "--no-render");
+        let said = attnviz_ok(tmp.path(), &refs(&args));
+        assert!(said.contains("nothing to do"), "{command}: {said}");
+        assert!(!tmp.path().join("shard").exists());
+    }
 }

@@ -305,8 +305,6 @@ pub fn run(plan: &RunPlan, control: Control<'_>) -> Result<RunSummary> {
             created_at: now_rfc3339(),
         },
     };
-    // Locked before the metadata is checked or written: a second run must not replace the metadata
-    // of a first that is still extracting.
     if selected.is_empty() {
         // A shard beyond the selection's heads: nothing to do, and nothing is written.
         return Ok(RunSummary::nothing_to_do(
@@ -315,6 +313,8 @@ pub fn run(plan: &RunPlan, control: Control<'_>) -> Result<RunSummary> {
             start.elapsed().as_secs_f64(),
         ));
     }
+    // Locked before the metadata is checked or written: a second run must not replace the metadata
+    // of a first that is still extracting.
     let _lock = lock_dataset(&plan.out, plan.shard)?;
     check_same_run(&plan.out, &meta, &plan.model_dir)?;
     let dataset = Dataset::create(&plan.out, &meta)?;
