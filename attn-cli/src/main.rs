@@ -203,10 +203,10 @@ struct ProjectionArgs {
     #[arg(long, value_name = "W")]
     umap_attention_weight: Option<f32>,
     /// Weight (>= 0) of t-SNE's per-query attention term, which makes each query's own keys
-    /// compete for it as attention's softmax does; 0 leaves it out (attnviz: 0.3, paper: 0).
+    /// compete for it as attention's softmax does; 0 leaves it out (attnviz: 3, paper: 0).
     #[arg(long, value_name = "LAMBDA", allow_negative_numbers = true)]
     tsne_attention_kl: Option<f32>,
-    /// The same for UMAP (attnviz: 3, paper: 0).
+    /// The same for UMAP (attnviz: 30, paper: 0).
     #[arg(long, value_name = "LAMBDA", allow_negative_numbers = true)]
     umap_attention_kl: Option<f32>,
     /// Compute each head's ceiling: the fidelity and hit@3 that any layout with this many

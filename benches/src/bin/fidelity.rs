@@ -601,7 +601,7 @@ fn tradeoff_svg(model: &str, all: &[CurvePoint]) -> String {
     let (w, h, pad) = (760.0, 370.0, 50.0);
     let panel = (w - 3.0 * pad) / 2.0;
     let mut out = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\"><rect width=\"100%\" height=\"100%\" fill=\"white\"/><text x=\"{pad}\" y=\"16\" font-size=\"12\">{model}: hit@3 (filled) and fidelity (hollow) against trustworthiness@10</text><text x=\"{pad}\" y=\"30\">as the attention share w grows (green: normalized vectors, purple: raw) and the per-query term's lambda at w = 0.1 (orange, raw)</text>"
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\"><rect width=\"100%\" height=\"100%\" fill=\"white\"/><text x=\"{pad}\" y=\"16\" font-size=\"12\">{model}: hit@3 (filled) and fidelity (hollow) against trustworthiness@10</text><text x=\"{pad}\" y=\"30\">attention share w (green: normalized vectors, purple: raw); the per-query term's lambda at w = 0.1 (orange)</text>"
     );
     for (p, method) in [ProjectionMethod::Tsne, ProjectionMethod::Umap]
         .into_iter()
