@@ -4,7 +4,7 @@
 # where its results went. Steps:
 #   main-job      the README's first command, timed twice per binary (`scripts/bench.sh main-job`;
 #                 with BEFORE=/path/to/old/attnviz also that binary, in alternation)
-#   fidelity      attention fidelity of every layout setting on MiniLM and the GPT-2 / ViT fixtures
+#   fidelity      attention fidelity of every layout setting on MiniLM and the GPT-2 / Mistral / ViT fixtures
 #   compare       t-SNE / UMAP / PCA against openTSNE, umap-learn, scikit-learn, bhtsne (Python venv
 #                 made by benches/peers/setup.sh)
 #   extract       extraction throughput against PyTorch + transformers (venv made by scripts/devvenv.sh;
@@ -22,7 +22,9 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/attnviz-target}"
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(main-job fidelity)
-cargo build --quiet -p attn-cli -p attnviz-benches --bins
+# The workspace's test build (as scripts/test.sh) also builds every binary; `-p attn-cli` alone would
+# resolve other features and build the dependency tree a second time (~10 min here).
+cargo test --workspace --no-run --quiet
 bin="$CARGO_TARGET_DIR/debug"
 minilm="$("$bin/attnviz" fetch-model --print-dir)"
 date="$(date -u +%Y-%m-%d)"
@@ -63,9 +65,14 @@ for step in "${steps[@]}"; do
       echo "bench.sh: $out"
       ;;
     fidelity)
+      # MiniLM (12 heads: every attention share and per-query term row), then the fixtures: GPT-2
+      # (causal), Mistral (grouped-query, sliding window), ViT, every head on 40 sequences.
       fixtures=attn-extract/tests/fixtures
-      "$bin/fidelity" --model "all-MiniLM-L6-v2=$minilm" --model "gpt2-tiny=$fixtures/gpt2_tiny" \
-        --model "vit16-tiny=$fixtures/vit16_tiny" --heads "${FIDELITY_HEADS:-2}" --results benches/results
+      "$bin/fidelity" --model "all-MiniLM-L6-v2=$minilm" --heads "${FIDELITY_HEADS:-2}" \
+        --weights 0.1 --tsne-kl 0.1,0.3,1,3 --umap-kl 1,3,10,30 --results benches/results
+      "$bin/fidelity" --model "gpt2-tiny=$fixtures/gpt2_tiny" --model "mistral-tiny=$fixtures/mistral_tiny" \
+        --model "vit16-tiny=$fixtures/vit16_tiny" --heads 8 --max-sequences 40 \
+        --weights 0.1 --tsne-kl 1,3 --umap-kl 10,30 --results benches/results
       ;;
     compare)
       cargo run --quiet -p attnviz-benches --bin compare -- --sizes 1000,10000 --out "benches/results/compare-$date"

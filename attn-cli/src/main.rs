@@ -209,8 +209,9 @@ struct ProjectionArgs {
     /// The same for UMAP (attnviz: 30, paper: 0).
     #[arg(long, value_name = "LAMBDA", allow_negative_numbers = true)]
     umap_attention_kl: Option<f32>,
-    /// Compute each head's ceiling: the fidelity and hit@3 that any layout with this many
-    /// dimensions can reach on the head, shown beside each layout's (default).
+    /// Compute each head's ceiling: the fidelity and hit@3 of a layout with as many dimensions made
+    /// to show the head's attention alone, shown beside each layout's (default). An estimate of
+    /// what such a layout can reach, not a bound.
     #[arg(long, overrides_with = "no_ceiling")]
     ceiling: bool,
     /// Do not compute the heads' ceilings.

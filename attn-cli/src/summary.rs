@@ -229,7 +229,7 @@ fn print_table(s: &RunSummary) {
             .filter_map(|k| Some(format!("{k} {:.2}", ceiling_share(s, k)?)))
             .collect();
         outln!(
-            "ceil = what any layout with that many dimensions can show of the head's attention; share of the ceiling's hit3 reached (mean over heads): {}",
+            "ceil = a layout with that many dimensions made to show the head's attention alone; share of its hit3 reached (mean over heads): {}",
             shares.join(", ")
         );
     }

@@ -183,7 +183,7 @@ impl CeilingValidParams {
             .chunks_exact(D)
             .map(|r| std::array::from_fn(|d| r[d]))
             .collect();
-        let counted = kl::counted_queries(edges);
+        let counted = edges.queries_with_edges();
         if counted == 0 {
             return (start, None);
         }
@@ -214,7 +214,6 @@ impl CeilingValidParams {
 mod tests {
     use super::*;
     use crate::attention::synthetic::head;
-    use crate::{FidelitySpace, fidelity};
 
     #[test]
     fn ceiling_reaches_the_synthetic_heads_attention_and_is_deterministic() {
@@ -231,17 +230,7 @@ mod tests {
             };
             let (one, three) = (run(1), run(3));
             assert_eq!(one, three);
-            let f = fidelity(
-                FidelitySpace::Layout(&one.coords),
-                &h.queries,
-                &h.keys,
-                &h.tokens,
-                &h.attention,
-                causal,
-                0,
-            )
-            .unwrap();
-            let (hit, fid) = (f.hit_at_3.unwrap(), f.fidelity.unwrap());
+            let (hit, fid) = crate::test_support::fidelity_scores(&h, &one.coords, causal);
             eprintln!(
                 "causal {causal}: ceiling KL {:.4}, hit@3 {hit:.3}, fidelity {fid:.3}",
                 one.attention_kl.unwrap()

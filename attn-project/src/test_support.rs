@@ -19,12 +19,12 @@ pub(crate) fn att(seq_id: u32, rows: &[Vec<f32>]) -> SequenceAttention {
     }
 }
 
-/// hit@3, fidelity and trustworthiness@10 (cosine, all points) of a joint layout of `h`.
-pub(crate) fn layout_scores(
+/// hit@3 and fidelity of a joint layout of the synthetic head `h`.
+pub(crate) fn fidelity_scores(
     h: &crate::attention::synthetic::Head,
     coords: &Matrix,
     causal: bool,
-) -> (f32, f32, f32) {
+) -> (f32, f32) {
     let f = crate::fidelity(
         crate::FidelitySpace::Layout(coords),
         &h.queries,
@@ -35,7 +35,20 @@ pub(crate) fn layout_scores(
         0,
     )
     .unwrap_or_else(|e| panic!("{e}"));
+    (
+        f.hit_at_3.unwrap_or_else(|| panic!("no hit@3")),
+        f.fidelity.unwrap_or_else(|| panic!("no fidelity")),
+    )
+}
+
+/// hit@3, fidelity and trustworthiness@10 (cosine, all points) of a joint layout of `h`.
+pub(crate) fn layout_scores(
+    h: &crate::attention::synthetic::Head,
+    coords: &Matrix,
+    causal: bool,
+) -> (f32, f32, f32) {
+    let (hit, fid) = fidelity_scores(h, coords, causal);
     let trust = crate::trustworthiness(&h.joint(), coords, 10, attn_types::Metric::Cosine)
         .unwrap_or_else(|e| panic!("{e}"));
-    (f.hit_at_3.unwrap_or(0.0), f.fidelity.unwrap_or(0.0), trust)
+    (hit, fid, trust)
 }

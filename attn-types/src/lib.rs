@@ -1156,9 +1156,10 @@ pub struct HeadProjection {
     /// Attention fidelity of the layout, when computed.
     #[serde(default)]
     pub fidelity: Option<Fidelity>,
-    /// The head's ceiling in this many dimensions, when computed: the attention fidelity of the
-    /// layout that shows attention best with nothing else to keep (`attn_project::ceiling`), what
-    /// any layout of `spec.dims` dimensions could reach on this head.
+    /// The head's ceiling in this many dimensions, when computed: the attention fidelity of a
+    /// layout made to show attention alone, with no neighbours to keep (`attn_project::ceiling`),
+    /// what a layout of `spec.dims` dimensions can be expected to reach on this head (an estimate,
+    /// not a bound: a layout may exceed it).
     #[serde(default)]
     pub ceiling: Option<Fidelity>,
 }

@@ -98,10 +98,13 @@ impl ProjectionSettings {
     /// attnviz's default layouts: t-SNE (perplexity 30, 750 iterations) and UMAP (15 neighbours,
     /// min_dist 0.1, PCA init), cosine, seed 0, laid out from the **raw** vectors with attention
     /// edges mixed into the neighbour graphs (share 0.1 for both), so that a query lies near the keys
-    /// it attends to. Measured on all-MiniLM-L6-v2 (`benches/results/fidelity-*.md`): against the
-    /// paper's normalized vectors without edges, t-SNE hit@3 0.22 -> 0.68 and fidelity 0.20 -> 0.46
-    /// with trustworthiness@10 0.974 -> 0.987; UMAP 0.15 -> 0.73 and 0.15 -> 0.47 with 0.913 -> 0.947.
-    /// Larger shares raised neither hit@3 nor fidelity much and cost trustworthiness (the knee).
+    /// it attends to, and the per-query attention term ([`DEFAULT_TSNE_ATTENTION_KL`],
+    /// [`DEFAULT_UMAP_ATTENTION_KL`]), so that its keys lie in the order of its attention; each
+    /// head's ceiling computed beside its layouts. Measured on all-MiniLM-L6-v2
+    /// (`benches/results/fidelity-all-MiniLM-L6-v2-2026-12-06.md`, 12 heads): against the paper's
+    /// normalized vectors without edges, t-SNE hit@3 0.22 -> 0.94 and fidelity 0.19 -> 0.64 with
+    /// trustworthiness@10 0.974 -> 0.978; UMAP 0.15 -> 0.94 and 0.14 -> 0.57 with 0.915 -> 0.949.
+    /// Larger shares alone raised neither hit@3 nor fidelity much and cost trustworthiness.
     pub fn attnviz(methods: Vec<ProjectionMethod>, dims: Vec<u8>) -> Self {
         ProjectionSettings {
             methods,

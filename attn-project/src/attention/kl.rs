@@ -11,11 +11,14 @@
 //! R_i(j) = w(d_ij) / sum_{j' in J_i} w(d_ij')        d_ij = |y(q_i) - y(k_j)|
 //! ```
 //!
-//! with a kernel `w` ([`LayoutKernel`]), and the term is `lambda * mean_i KL(A_i || R_i)` over the
-//! queries with edges. Its gradient on the query is `sum_j (r_ij - a_ij) dlog w(d_ij)/dy(q_i)`
+//! with a kernel `w` ([`LayoutKernel`]), and the term is `KL(A_i || R_i)` summed over the queries
+//! with edges: t-SNE adds `lambda` times its mean (in the units of its own KL divergence), UMAP
+//! moves every point by `lambda` times its gradient each epoch (in the units of one sampled edge's
+//! step). Its gradient on the query is `sum_j (r_ij - a_ij) dlog w(d_ij)/dy(q_i)`
 //! (and the opposite on each key): keys attended more than the layout shows are pulled in, keys
 //! attended less are pushed out, within the query's own sequence only. The cost is `O(sum of
-//! |J_i|)` per evaluation, the sum of the squared sequence lengths (halved for causal heads).
+//! |J_i|)` per evaluation, the sum of the squared sequence lengths (halved for causal heads), up to
+//! [`MAX_COMPETING_KEYS`].
 //!
 //! The evaluation is parallel over sequences, whose queries and keys are disjoint sets of rows, and
 //! sums in a fixed order within each: the result does not depend on the number of threads.
@@ -91,15 +94,45 @@ pub enum AttentionKernel {
     Gaussian,
 }
 
-/// A query with more attended keys than this (a long document) lets only its edges compete: the
-/// keys with attention at least [`crate::ATTENTION_MIN_WEIGHT`] (at most 64 per query where attnviz
-/// keeps the top keys of long documents), so that the cost stays linear in the tokens instead of
-/// quadratic in the sequence length.
+/// In a sequence longer than this (a long document) only a query's edges compete: the keys with
+/// attention at least [`crate::ATTENTION_MIN_WEIGHT`], so that the cost stays linear in the tokens
+/// instead of quadratic in the sequence length. attnviz's pipeline keeps only the top 64 weights per
+/// query of sequences past 1,024 tokens (`AttentionKeep::Auto`): the keys it dropped are no
+/// evidence of zero attention and must not be pushed away. (A capture policy that drops weights of
+/// shorter sequences, `--attention top:K`, has its dropped keys compete as unattended.)
 pub const MAX_COMPETING_KEYS: usize = 1024;
 
-/// Number of queries that carry the term: those with at least one edge.
-pub(crate) fn counted_queries(edges: &AttentionEdges) -> usize {
-    edges.queries_with_edges()
+/// The per-query term of one fit, as t-SNE and UMAP use it.
+pub(crate) struct KlTerm<'a> {
+    pub(crate) edges: &'a AttentionEdges,
+    pub(crate) kernel: LayoutKernel,
+    pub(crate) lambda: f32,
+}
+
+impl<'a> KlTerm<'a> {
+    /// The term of a fit with weight `lambda` and the kernel `method` stands for, when there is
+    /// anything to fit (`lambda > 0` and edges).
+    pub(crate) fn new(
+        edges: Option<&'a AttentionEdges>,
+        lambda: f32,
+        kernel: AttentionKernel,
+        method: LayoutKernel,
+    ) -> Option<Self> {
+        let edges = edges.filter(|e| lambda > 0.0 && !e.is_empty())?;
+        Some(KlTerm {
+            edges,
+            kernel: match kernel {
+                AttentionKernel::Method => method,
+                AttentionKernel::Gaussian => LayoutKernel::Gaussian,
+            },
+            lambda,
+        })
+    }
+
+    /// `(lambda, kernel code)` for the projection spec; zeros when the fit had no term.
+    pub(crate) fn spec_params(term: Option<&Self>) -> (f64, f64) {
+        term.map_or((0.0, 0.0), |t| (t.lambda as f64, t.kernel.code()))
+    }
 }
 
 /// Writes into `grad` (all `2n` rows; rows without a term get 0) the gradient of
@@ -160,10 +193,9 @@ fn sequence_gradient<const D: usize>(
         if keys.is_empty() {
             continue;
         }
-        let attended = edges.attended(i);
         competing.clear();
-        if attended.len() <= MAX_COMPETING_KEYS {
-            competing.extend(attended);
+        if span.len() <= MAX_COMPETING_KEYS {
+            competing.extend(edges.attended(i));
         } else {
             competing.extend(keys.iter().map(|&j| j as usize));
         }
@@ -214,8 +246,9 @@ fn sequence_gradient<const D: usize>(
     kl
 }
 
+/// The squared distance of two points.
 #[inline]
-fn dist2<const D: usize>(a: &[f32; D], b: &[f32; D]) -> f32 {
+pub(crate) fn dist2<const D: usize>(a: &[f32; D], b: &[f32; D]) -> f32 {
     let mut s = 0f32;
     for d in 0..D {
         s += (a[d] - b[d]) * (a[d] - b[d]);
@@ -249,7 +282,7 @@ pub fn attention_kl(
     kernel: LayoutKernel,
 ) -> Result<Option<f64>, ProjectError> {
     edges.check_points(coords.rows())?;
-    let counted = counted_queries(edges);
+    let counted = edges.queries_with_edges();
     if counted == 0 {
         return Ok(None);
     }
@@ -448,7 +481,7 @@ mod tests {
 
     #[test]
     fn long_sequences_let_only_the_edges_compete() {
-        // One sequence one key longer than the cap; query 0 attends to keys 0 and 1 only.
+        // One sequence one token longer than the cap; query 0 attends to keys 0 and 1 only.
         let len = MAX_COMPETING_KEYS + 1;
         let tokens = token_table(0, &[len]);
         let mut rows = vec![vec![1.0 / len as f32; len]; len];

@@ -27,7 +27,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
 
-use crate::attention::kl::{self, AttentionKernel, LayoutKernel};
+use crate::attention::kl::{self, AttentionKernel, KlTerm, LayoutKernel};
 use crate::pca::principal_axes;
 use crate::util::{check_data, prepare_rows};
 use crate::{AttentionEdges, Embedding, KnnGraph, ProjectError, knn};
@@ -296,15 +296,6 @@ struct Problem<'a> {
     attention_kl: Option<KlTerm<'a>>,
 }
 
-/// The per-query attention term of one fit: its gradient is added with factor `scale` =
-/// `lambda / (4 * queries)`, the 4 because t-SNE's gradient here omits its factor 4.
-struct KlTerm<'a> {
-    edges: &'a AttentionEdges,
-    kernel: LayoutKernel,
-    lambda: f32,
-    scale: f32,
-}
-
 impl TsneValidParams {
     /// Output dimensions.
     pub fn dims(&self) -> u8 {
@@ -373,9 +364,11 @@ impl TsneValidParams {
     /// queries first): the joint affinities are `P = (1 - w) P_knn + w P_att` with `w` =
     /// [`TsneParams::attention_weight`], `P_knn` the usual symmetric kNN affinities and `P_att`
     /// the attention edges made symmetric, `P_att(i, n + j) = P_att(n + j, i) = a_ij / 2S` (`a_ij`
-    /// per-query normalized, `S` their sum), so that both sum to 1. With `w = 0` or no edges the
-    /// result is bit-identical to [`Self::fit_knn`]. The effective `w` is recorded in
-    /// `spec.params["attention_weight"]`. Fails if `edges` is not for `data.rows() / 2` tokens.
+    /// per-query normalized, `S` their sum), so that both sum to 1; the per-query attention term
+    /// ([`TsneParams::attention_kl`]) joins the gradient after early exaggeration. With `w = 0` and
+    /// `attention_kl = 0`, or no edges, the result is bit-identical to [`Self::fit_knn`]. The
+    /// effective `w` and `lambda` are recorded in `spec.params["attention_weight"]` and
+    /// `["attention_kl"]`. Fails if `edges` is not for `data.rows() / 2` tokens.
     pub fn fit_knn_with_attention(
         &self,
         data: &Matrix,
@@ -424,18 +417,12 @@ impl TsneValidParams {
             .filter(|&&v| v > 0.0)
             .map(|&v| v as f64 * (v as f64).ln())
             .sum();
-        let attention_kl = match edges {
-            Some(edges) if s.attention_kl > 0.0 && !edges.is_empty() => Some(KlTerm {
-                edges,
-                kernel: match s.attention_kernel {
-                    AttentionKernel::Method => LayoutKernel::StudentT,
-                    AttentionKernel::Gaussian => LayoutKernel::Gaussian,
-                },
-                lambda: s.attention_kl,
-                scale: s.attention_kl / (4.0 * kl::counted_queries(edges) as f32),
-            }),
-            _ => None,
-        };
+        let attention_kl = KlTerm::new(
+            edges,
+            s.attention_kl,
+            s.attention_kernel,
+            LayoutKernel::StudentT,
+        );
         let problem = Problem {
             p,
             p_log_p,
@@ -508,10 +495,7 @@ impl TsneValidParams {
         );
         params.insert("theta".into(), s.theta as f64);
         params.insert("attention_weight".into(), problem.attention_weight as f64);
-        let (lambda, kernel) = problem
-            .attention_kl
-            .as_ref()
-            .map_or((0.0, 0.0), |t| (t.lambda as f64, t.kernel.code()));
+        let (lambda, kernel) = KlTerm::spec_params(problem.attention_kl.as_ref());
         params.insert("attention_kl".into(), lambda);
         params.insert("attention_kernel".into(), kernel);
         let code = match method {
@@ -604,12 +588,14 @@ impl TsneValidParams {
                 && it >= s.exaggeration_iterations
             {
                 kl::gradient(term.edges, &y, term.kernel, false, &mut scratch);
+                // lambda times the mean over queries, over 4: t-SNE's gradient here omits its 4.
+                let scale = term.lambda / (4.0 * term.edges.queries_with_edges() as f32);
                 grad.par_chunks_mut(CHUNK)
                     .zip(scratch.par_chunks(CHUNK))
                     .for_each(|(gc, ac)| {
                         for (g, a) in gc.iter_mut().zip(ac) {
                             for d in 0..D {
-                                g[d] += term.scale * a[d];
+                                g[d] += scale * a[d];
                             }
                         }
                     });
@@ -852,26 +838,14 @@ mod tests {
     mod attention {
         use attn_types::{Matrix, Metric};
 
-        use crate::attention::synthetic::{Head, head};
-        use crate::{AttentionEdges, FidelitySpace, ProjectError, Tsne, fidelity, knn};
+        use crate::attention::synthetic::head;
+        use crate::{AttentionEdges, ProjectError, Tsne, knn};
 
         fn bits(m: &Matrix) -> Vec<u32> {
             m.as_slice().iter().map(|v| v.to_bits()).collect()
         }
 
-        fn scores(h: &Head, coords: &Matrix, causal: bool) -> (f32, f32) {
-            let f = fidelity(
-                FidelitySpace::Layout(coords),
-                &h.queries,
-                &h.keys,
-                &h.tokens,
-                &h.attention,
-                causal,
-                0,
-            )
-            .unwrap();
-            (f.hit_at_3.unwrap(), f.fidelity.unwrap())
-        }
+        use crate::test_support::fidelity_scores as scores;
 
         #[test]
         fn zero_weight_or_no_edges_is_bit_identical_to_fit_knn() {

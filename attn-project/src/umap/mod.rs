@@ -26,7 +26,7 @@ use attn_types::{Matrix, Metric, ProjectionMethod, ProjectionSpec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::attention::kl::{AttentionKernel, LayoutKernel};
+use crate::attention::kl::{AttentionKernel, KlTerm, LayoutKernel};
 use crate::knn::KnnGraph;
 use crate::{AttentionEdges, Embedding, ProjectError};
 
@@ -38,13 +38,6 @@ pub(crate) use sgd::fast_pow;
 
 use graph::{Csr, SgdGraph, fuzzy_simplicial_set, max_weight, mix_attention};
 use init::{pca_layout, rescale, spectral_layout};
-
-/// The per-query attention term of one fit (see [`UmapParams::attention_kl`]).
-struct KlTerm<'a> {
-    edges: &'a AttentionEdges,
-    kernel: LayoutKernel,
-    lambda: f32,
-}
 
 /// Entry point of the UMAP builder: `Umap::params()...check()?.fit(&data)`.
 #[derive(Debug, Clone, Copy)]
@@ -392,9 +385,11 @@ impl UmapValidParams {
     /// `S_knn`), the attention edges are mixed in: `W = (1 - w) W_knn + w (S_knn / S_att) W_att`,
     /// with `w` = [`UmapParams::attention_weight`], `W_att(i, n + j) = W_att(n + j, i) = a_ij`
     /// (per-query normalized attention) and `S_att` its total, so that a share `w` of the graph's
-    /// weight, and so of the SGD's attractive samples, comes from attention. With `w = 0` or no
-    /// edges the result is bit-identical to [`Self::fit_knn`]. The effective `w` is recorded in
-    /// `spec.params["attention_weight"]`. Fails if `edges` is not for `data.rows() / 2` tokens.
+    /// weight, and so of the SGD's attractive samples, comes from attention; the per-query
+    /// attention term ([`UmapParams::attention_kl`]) moves the points every epoch beside. With `w =
+    /// 0` and `attention_kl = 0`, or no edges, the result is bit-identical to [`Self::fit_knn`].
+    /// The effective `w` and `lambda` are recorded in `spec.params["attention_weight"]` and
+    /// `["attention_kl"]`. Fails if `edges` is not for `data.rows() / 2` tokens.
     pub fn fit_knn_with_attention(
         &self,
         data: &Matrix,
@@ -450,20 +445,15 @@ impl UmapValidParams {
         let n_epochs = self.epochs_for(n);
         let mut coords = self.initial_layout(data, &fuzzy);
         let sgd = SgdGraph::new(&fuzzy, n_epochs, wmax);
-        let attention_kl = match edges {
-            Some(edges) if self.p.attention_kl > 0.0 && !edges.is_empty() => Some(KlTerm {
-                edges,
-                kernel: match self.p.attention_kernel {
-                    AttentionKernel::Method => LayoutKernel::Umap {
-                        a: self.a,
-                        b: self.b,
-                    },
-                    AttentionKernel::Gaussian => LayoutKernel::Gaussian,
-                },
-                lambda: self.p.attention_kl,
-            }),
-            _ => None,
-        };
+        let attention_kl = KlTerm::new(
+            edges,
+            self.p.attention_kl,
+            self.p.attention_kernel,
+            LayoutKernel::Umap {
+                a: self.a,
+                b: self.b,
+            },
+        );
         self.optimize(&mut coords, &sgd, attention_kl.as_ref(), n_epochs);
         if coords.iter().any(|v| !v.is_finite()) {
             return Err(ProjectError::InvalidInput(
@@ -502,8 +492,7 @@ impl UmapValidParams {
         attention_kl: Option<&KlTerm<'_>>,
     ) -> ProjectionSpec {
         let p = &self.p;
-        let (lambda, kernel) =
-            attention_kl.map_or((0.0, 0.0), |t| (t.lambda as f64, t.kernel.code()));
+        let (lambda, kernel) = KlTerm::spec_params(attention_kl);
         let params: BTreeMap<String, f64> = [
             ("n_neighbors", p.n_neighbors as f64),
             ("min_dist", p.min_dist as f64),

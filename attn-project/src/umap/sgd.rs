@@ -6,9 +6,9 @@
 
 use rayon::prelude::*;
 
+use super::UmapValidParams;
 use super::graph::SgdGraph;
-use super::{KlTerm, UmapValidParams};
-use crate::attention::kl;
+use crate::attention::kl::{self, KlTerm, dist2};
 
 impl UmapValidParams {
     pub(super) fn optimize(
@@ -171,11 +171,6 @@ fn fast_exp2(y: f32) -> f32 {
             + f * (0.5
                 + f * (1.0 / 6.0 + f * (1.0 / 24.0 + f * (1.0 / 120.0 + f * (1.0 / 720.0))))));
     p * f32::from_bits(((i + 127) as u32) << 23)
-}
-
-#[inline]
-fn dist2<const D: usize>(a: &[f32; D], b: &[f32; D]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
 }
 
 /// Small counter-based generator for the per-(epoch, vertex) negative-sample streams: seeding a

@@ -202,26 +202,14 @@ fn mixture_is_embedded_trustworthily() {
 mod attention {
     use attn_types::{Matrix, Metric};
 
-    use crate::attention::synthetic::{Head, head};
-    use crate::{AttentionEdges, FidelitySpace, ProjectError, Umap, fidelity, knn};
+    use crate::attention::synthetic::head;
+    use crate::{AttentionEdges, ProjectError, Umap, knn};
 
     fn bits(m: &Matrix) -> Vec<u32> {
         m.as_slice().iter().map(|v| v.to_bits()).collect()
     }
 
-    fn scores(h: &Head, coords: &Matrix, causal: bool) -> (f32, f32) {
-        let f = fidelity(
-            FidelitySpace::Layout(coords),
-            &h.queries,
-            &h.keys,
-            &h.tokens,
-            &h.attention,
-            causal,
-            0,
-        )
-        .unwrap();
-        (f.hit_at_3.unwrap(), f.fidelity.unwrap())
-    }
+    use crate::test_support::fidelity_scores as scores;
 
     #[test]
     fn zero_weight_or_no_edges_is_bit_identical_to_fit_knn() {

@@ -179,7 +179,7 @@ function cellInfoText(head, info) {
   const c = info.ceiling;
   if (c) {
     const share = f && f.hit_at_3 !== null && c.hit_at_3 ? ` (this layout shows ${fmt(f.hit_at_3 / c.hit_at_3, 2)} of it)` : '';
-    lines.push(`ceiling: any layout with these dimensions can reach hit@3 ${fmt(c.hit_at_3)}, fidelity ${fmt(c.fidelity)} on this head${share}`);
+    lines.push(`ceiling: a layout made to show this head's attention alone reaches hit@3 ${fmt(c.hit_at_3)}, fidelity ${fmt(c.fidelity)}${share}`);
   }
   if (info.objective !== null && info.objective !== undefined) lines.push(`fit objective ${fmt(info.objective, 4)}`);
   return lines.join('\n');

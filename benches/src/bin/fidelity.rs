@@ -152,13 +152,13 @@ impl Series {
 fn settings_to_try(args: &Args) -> Vec<Setting> {
     let methods = vec![ProjectionMethod::Tsne, ProjectionMethod::Umap];
     // The defaults before attention-aware layouts: normalized vectors, no attention edges, no
-    // per-query term; the ceiling is computed beside every row.
+    // per-query term; the ceiling is computed once per head, apart from the rows.
     let plain = ProjectionSettings {
         tsne_attention_weight: 0.0,
         umap_attention_weight: 0.0,
         tsne_attention_kl: 0.0,
         umap_attention_kl: 0.0,
-        ceiling: true,
+        ceiling: false,
         vectors: LayoutVectors::Normalized,
         ..ProjectionSettings::attnviz(methods.clone(), vec![2])
     };
@@ -216,7 +216,11 @@ fn settings_to_try(args: &Args) -> Vec<Setting> {
             ProjectionMethod::Tsne => &args.tsne_kl,
             _ => &args.umap_kl,
         };
-        let default_share = ProjectionSettings::attnviz(Vec::new(), vec![2]).tsne_attention_weight;
+        let attnviz = ProjectionSettings::attnviz(Vec::new(), vec![2]);
+        let default_share = match method {
+            ProjectionMethod::Tsne => attnviz.tsne_attention_weight,
+            _ => attnviz.umap_attention_weight,
+        };
         for &lambda in lambdas {
             for w in [0.0, default_share] {
                 let name = if w == 0.0 {
@@ -431,17 +435,12 @@ fn run() -> Res<()> {
             for (i, s) in settings.iter().enumerate() {
                 let projector = attn_pipeline::projector(&s.settings, s.method, 2)?;
                 let row = rows.entry(i).or_default();
-                // The ceiling is read from above rather than made again per row.
-                let settings = ProjectionSettings {
-                    ceiling: false,
-                    ..s.settings.clone()
-                };
                 layout_head(
                     &input,
                     &tokens,
                     keys(head),
                     &[&projector],
-                    &settings,
+                    &s.settings,
                     &|| false,
                     &mut |p, seconds| {
                         let f = p.fidelity.unwrap_or_default();
@@ -530,10 +529,14 @@ type CurvePoint = (ProjectionMethod, Series, f32, f64, f64, f64);
 
 /// The per-query term's curve starts (lambda 0) at the raw vectors' point of attnviz's share.
 fn with_kl_origins(mut points: Vec<CurvePoint>) -> Vec<CurvePoint> {
-    let share = ProjectionSettings::attnviz(Vec::new(), vec![2]).tsne_attention_weight;
+    let attnviz = ProjectionSettings::attnviz(Vec::new(), vec![2]);
+    let share = |method| match method {
+        ProjectionMethod::Tsne => attnviz.tsne_attention_weight,
+        _ => attnviz.umap_attention_weight,
+    };
     let origins: Vec<CurvePoint> = points
         .iter()
-        .filter(|p| p.1 == Series::Raw && p.2 == share)
+        .filter(|p| p.1 == Series::Raw && p.2 == share(p.0))
         .filter(|p| points.iter().any(|q| q.0 == p.0 && q.1 == Series::RawKl))
         .map(|p| (p.0, Series::RawKl, 0.0, p.3, p.4, p.5))
         .collect();
