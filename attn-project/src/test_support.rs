@@ -52,3 +52,32 @@ pub(crate) fn layout_scores(
         .unwrap_or_else(|e| panic!("{e}"));
     (hit, fid, trust)
 }
+
+/// Fits the synthetic heads (non-causal and causal, 600 tokens) through `fit(joint, edges, lambda)`
+/// without the per-query term and with `lambda`, and asserts that the term raises hit@3 and
+/// fidelity by more than the margins, records `lambda`, and costs under 0.02 of trustworthiness.
+pub(crate) fn assert_the_term_orders_keys(
+    fit: impl Fn(&Matrix, &crate::AttentionEdges, f32) -> crate::Embedding,
+    lambda: f32,
+    margin_hit: f32,
+    margin_fid: f32,
+) {
+    for (causal, seed) in [(false, 11), (true, 12)] {
+        let h = crate::attention::synthetic::head(600, causal, seed);
+        let joint = h.joint();
+        let edges = crate::AttentionEdges::from_attention(&h.tokens, &h.attention, causal)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let scores = |lambda: f32| {
+            let emb = fit(&joint, &edges, lambda);
+            assert_eq!(emb.spec.params["attention_kl"], lambda as f64);
+            let scores = layout_scores(&h, &emb.coords, causal);
+            eprintln!("causal {causal}, lambda {lambda}: (hit@3, fidelity, trust) {scores:?}");
+            scores
+        };
+        let (hit0, fid0, trust0) = scores(0.0);
+        let (hit, fid, trust) = scores(lambda);
+        assert!(hit > hit0 + margin_hit, "causal {causal}: hit@3 {hit0} -> {hit}");
+        assert!(fid > fid0 + margin_fid, "causal {causal}: fidelity {fid0} -> {fid}");
+        assert!(trust > trust0 - 0.02, "causal {causal}: trust {trust0} -> {trust}");
+    }
+}

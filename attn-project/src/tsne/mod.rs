@@ -963,42 +963,23 @@ mod tests {
         #[test]
         fn the_per_query_term_orders_each_querys_keys() {
             // The edges alone pull a query toward its keys; the term also orders them.
-            for (causal, seed) in [(false, 11), (true, 12)] {
-                let h = head(600, causal, seed);
-                let joint = h.joint();
-                let edges =
-                    AttentionEdges::from_attention(&h.tokens, &h.attention, causal).unwrap();
-                let fit = |lambda: f32| {
-                    let emb = Tsne::params()
+            crate::test_support::assert_the_term_orders_keys(
+                |joint, edges, lambda| {
+                    Tsne::params()
                         .attention_weight(0.1)
                         .attention_kl(lambda)
                         .check()
                         .unwrap()
-                        .fit_with_attention(&joint, &edges)
-                        .unwrap();
-                    assert_eq!(emb.spec.params["attention_kl"], lambda as f64);
-                    let scores = crate::test_support::layout_scores(&h, &emb.coords, causal);
-                    eprintln!(
-                        "causal {causal}, lambda {lambda}: (hit@3, fidelity, trust) {scores:?}"
-                    );
-                    scores
-                };
-                let (hit0, fid0, trust0) = fit(0.0);
-                let (hit, fid, trust) = fit(KL_TEST_LAMBDA);
-                assert!(
-                    hit > hit0 + KL_MARGIN_HIT,
-                    "causal {causal}: hit@3 {hit0} -> {hit}"
-                );
-                assert!(
-                    fid > fid0 + KL_MARGIN_FID,
-                    "causal {causal}: fidelity {fid0} -> {fid}"
-                );
-                assert!(
-                    trust > trust0 - 0.02,
-                    "causal {causal}: trust {trust0} -> {trust}"
-                );
-            }
+                        .fit_with_attention(joint, edges)
+                        .unwrap()
+                },
+                KL_TEST_LAMBDA,
+                KL_MARGIN_HIT,
+                KL_MARGIN_FID,
+            );
         }
+        // Measured at lambda 0.3 (off -> on): hit@3 0.753 -> 0.848 and 0.857 -> 0.921, fidelity
+        // 0.672 -> 0.685 and 0.643 -> 0.687, trustworthiness@10 -0.006 and -0.004.
         const KL_TEST_LAMBDA: f32 = 0.3;
         const KL_MARGIN_HIT: f32 = 0.05;
         const KL_MARGIN_FID: f32 = 0.005;
