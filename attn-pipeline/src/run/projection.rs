@@ -418,6 +418,26 @@ impl HeadLayoutInput {
         })
     }
 
+    /// The attention fidelity of a joint layout of this head (queries first), against its raw
+    /// vectors' logits and its attention.
+    pub fn layout_fidelity(
+        &self,
+        coords: &Matrix,
+        tokens: &TokenTable,
+        keys: AttendedKeys,
+        seed: u64,
+    ) -> Result<Fidelity> {
+        Ok(attn_project::fidelity(
+            attn_project::FidelitySpace::Layout(coords),
+            self.raw.queries(),
+            self.raw.keys(),
+            tokens,
+            &self.attention,
+            keys,
+            seed,
+        )?)
+    }
+
     /// The vectors `which` asks for (the raw ones when no normalized ones are stored).
     pub fn vectors(&self, which: LayoutVectors) -> &HeadVectors {
         match (which, &self.normalized) {
@@ -521,16 +541,9 @@ pub fn layout_head(
         } else {
             None
         };
-        let fidelity = attn_project::fidelity(
-            attn_project::FidelitySpace::Layout(&fit.coords),
-            input.raw.queries(),
-            input.raw.keys(),
-            tokens,
-            &input.attention,
-            keys,
-            settings.seed,
-        )
-        .with_context(|| format!("fidelity of head {head} {method} {dims}D"))?;
+        let fidelity = input
+            .layout_fidelity(&fit.coords, tokens, keys, settings.seed)
+            .with_context(|| format!("fidelity of head {head} {method} {dims}D"))?;
         let ceiling = match (&edges, settings.ceiling) {
             (Some(edges), true) => match ceilings.get(&dims) {
                 Some(known) => *known,
@@ -574,15 +587,7 @@ pub fn head_ceiling(
         .seed(seed)
         .check()?
         .fit(edges)?;
-    let fidelity = attn_project::fidelity(
-        attn_project::FidelitySpace::Layout(&ceiling.coords),
-        input.raw.queries(),
-        input.raw.keys(),
-        tokens,
-        &input.attention,
-        keys,
-        seed,
-    )?;
+    let fidelity = input.layout_fidelity(&ceiling.coords, tokens, keys, seed)?;
     Ok((fidelity.queries > 0).then_some(fidelity))
 }
 
