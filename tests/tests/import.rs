@@ -975,6 +975,73 @@ fn layer_selection_and_shards_fill_one_dataset() {
     assert!(!tmp.path().join("beyond").exists());
 }
 
+/// Arrays holding some layers of a model (a capture of layers 3 and 7) keep the model's layer
+/// numbers: heads, attention, `--layers` and `--window-layers` all speak of layers 3 and 7.
+#[test]
+fn layer_ids_keep_the_model_numbering() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let toy = toy(tmp.path());
+    let base = [
+        "import",
+        "--queries",
+        s(&toy.q),
+        "--keys",
+        s(&toy.k),
+        "--tokens",
+        s(&toy.tokens),
+        "--causal",
+        "--quiet",
+    ];
+    attnviz_ok(tmp.path(), &[&base[..], &["--out", "whole"]].concat());
+    attnviz_ok(
+        tmp.path(),
+        &[&base[..], &["--out", "ids", "--layer-ids", "3,7", "--window", "3", "--window-layers", "7"]].concat(),
+    );
+    let (whole, ids) = (
+        Dataset::open(tmp.path().join("whole")).expect("opens"),
+        Dataset::open(tmp.path().join("ids")).expect("opens"),
+    );
+    assert_eq!(
+        ids.heads().expect("heads"),
+        vec![HeadId::new(3, 0), HeadId::new(3, 1), HeadId::new(7, 0), HeadId::new(7, 1)]
+    );
+    assert_eq!(ids.meta().model.num_layers, 8, "the model has at least layers 0..=7");
+    for (array_layer, model_layer) in [(0, 3), (1, 7)] {
+        for h in 0..HEADS as u16 {
+            let (a, b) = (HeadId::new(array_layer, h), HeadId::new(model_layer, h));
+            assert_eq!(
+                whole.read_head(a).expect("head").raw.queries(),
+                ids.read_head(b).expect("head").raw.queries(),
+                "{b}"
+            );
+            let (wa, ia) = (whole.read_attention(a).expect("att"), ids.read_attention(b).expect("att"));
+            if model_layer == 3 {
+                assert_eq!(wa, ia, "{b}: no window on layer 3");
+            } else {
+                // The window of 3 masks keys 3 or more positions back on layer 7 only.
+                let last = ia.last().expect("a sequence");
+                let n = last.weights.rows();
+                assert_eq!(last.weights.get(n - 1, 0), 0.0, "{b}");
+                assert_ne!(wa, ia, "{b}");
+            }
+        }
+    }
+    attnviz_ok(
+        tmp.path(),
+        &[&base[..], &["--out", "only7", "--layer-ids", "3,7", "--layers", "7"]].concat(),
+    );
+    assert_eq!(
+        Dataset::open(tmp.path().join("only7")).expect("opens").heads().expect("heads"),
+        vec![HeadId::new(7, 0), HeadId::new(7, 1)]
+    );
+    attnviz_fails(
+        tmp.path(),
+        &[&base[..], &["--out", "bad", "--layer-ids", "3"]].concat(),
+        &["--layer-ids", "1 ids for the 2 layers"],
+    );
+    assert!(!tmp.path().join("bad").exists());
+}
+
 #[test]
 fn tiny_heads_project_with_every_method_and_a_smaller_trust_k() {
     // 9 tokens = 18 joint points: trustworthiness needs k < n / 2, so k drops from 10 to 8.

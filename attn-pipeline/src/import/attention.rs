@@ -107,12 +107,13 @@ pub(super) fn read_attention(
     f: &NpyFile,
     width: usize,
     head: HeadId,
+    array_layer: usize,
     heads: u16,
     spans: &[SequenceSpan],
     keys: AttendedKeys,
 ) -> Result<Vec<SequenceAttention>> {
     let n: usize = spans.iter().map(|s| s.len).sum();
-    let start = (usize::from(head.layer) * usize::from(heads) + usize::from(head.head)) * n * width;
+    let start = (array_layer * usize::from(heads) + usize::from(head.head)) * n * width;
     let data = f
         .read_f32(start, n * width)
         .with_context(|| "--attention".to_string())?;

@@ -82,6 +82,9 @@ pub struct ImportPlan {
     pub normalize: bool,
     /// Seed of the normalizer's pair subsampling.
     pub seed: u64,
+    /// The model layer of each layer of the `.npy` arrays, strictly increasing (`None`: 0, 1, 2,
+    /// ...): arrays that hold some layers of a model keep the model's layer numbers.
+    pub layer_ids: Option<Vec<u16>>,
     /// Layer filter.
     pub layers: Option<Vec<u16>>,
     /// Head filter.
@@ -180,14 +183,18 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
                     path.display()
                 );
             }
-            Some(open_attention(path, layers, heads, n, max_len)?)
+            let array_layers = match &source {
+                VectorSource::Npy { layer_ids, .. } => layer_ids.len() as u16,
+                VectorSource::Parquet { .. } => layers,
+            };
+            Some(open_attention(path, array_layers, heads, n, max_len)?)
         }
         _ => None,
     };
     if plan.out.is_file() {
         bail!("--out {}: is a file, not a directory", plan.out.display());
     }
-    let available = source.heads(layers, heads);
+    let available = source.heads(heads);
     let selection: Vec<HeadId> = select_heads(
         layers,
         heads,
@@ -301,6 +308,10 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
     for (file, stamp) in input_stamps(plan, &source)? {
         params.insert(format!("{INPUT_FILE}{file}"), stamp);
     }
+    if let Some(ids) = &plan.layer_ids {
+        let ids: Vec<String> = ids.iter().map(u16::to_string).collect();
+        params.insert("layer-ids".to_string(), ids.join(","));
+    }
     params.insert("normalize".to_string(), plan.normalize.to_string());
     params.insert("causal".to_string(), plan.causal.to_string());
     // Recorded only when given, so that imports made before the flag existed resume unchanged.
@@ -404,6 +415,7 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
                 f,
                 *width,
                 head,
+                source.array_layer(head.layer),
                 heads,
                 &spans,
                 plan.attended_keys(head.layer),

@@ -23,6 +23,9 @@ pub(super) enum VectorSource {
         kv_heads: u16,
         n: usize,
         d: usize,
+        /// The model layer of each of the arrays' layers, in order (`--layer-ids`; `0..layers`
+        /// when not given).
+        layer_ids: Vec<u16>,
     },
     /// One Parquet file per head (rows checked against the token count). `kv_heads`: the key heads
     /// per layer when the files are a grouped-query dataset's query heads, which record them.
@@ -89,6 +92,24 @@ impl VectorSource {
                     );
                 }
                 let [layers, heads, n, d] = qs;
+                let layer_ids = match &plan.layer_ids {
+                    None => (0..layers as u16).collect(),
+                    Some(ids) => {
+                        if ids.len() != layers {
+                            bail!(
+                                "--layer-ids: {} ids for the {layers} layers of --queries {}",
+                                ids.len(),
+                                q.display()
+                            );
+                        }
+                        if ids.windows(2).any(|w| w[0] >= w[1]) {
+                            bail!("--layer-ids: the model layers must be strictly increasing");
+                        }
+                        ids.clone()
+                    }
+                };
+                // The model has at least as many layers as the highest id names.
+                let model_layers = layer_ids.last().map_or(0, |&l| l + 1);
                 Ok((
                     VectorSource::Npy {
                         queries,
@@ -97,11 +118,15 @@ impl VectorSource {
                         kv_heads: ks[1] as u16,
                         n,
                         d,
+                        layer_ids,
                     },
-                    layers as u16,
+                    model_layers,
                     heads as u16,
                     n,
                 ))
+            }
+            (None, None, Some(_)) if plan.layer_ids.is_some() => {
+                bail!("--layer-ids: only with --queries/--keys (the --vectors files name their heads)")
             }
             (None, None, Some(dir)) => Self::open_parquet_dir(dir),
             (Some(_), None, _) => bail!("--queries needs --keys (or give --vectors DIR instead)"),
@@ -222,10 +247,24 @@ impl VectorSource {
         }
     }
 
-    pub(super) fn heads(&self, layers: u16, heads: u16) -> Vec<HeadId> {
+    pub(super) fn heads(&self, heads: u16) -> Vec<HeadId> {
         match self {
-            VectorSource::Npy { .. } => HeadId::all(layers, heads).collect(),
+            VectorSource::Npy { layer_ids, .. } => layer_ids
+                .iter()
+                .flat_map(|&layer| (0..heads).map(move |head| HeadId { layer, head }))
+                .collect(),
             VectorSource::Parquet { files, .. } => files.keys().copied().collect(),
+        }
+    }
+
+    /// The index in the `.npy` arrays' layer axis of a model layer the input holds.
+    pub(super) fn array_layer(&self, layer: u16) -> usize {
+        match self {
+            VectorSource::Npy { layer_ids, .. } => layer_ids
+                .iter()
+                .position(|&l| l == layer)
+                .unwrap_or(usize::from(layer)),
+            VectorSource::Parquet { .. } => usize::from(layer),
         }
     }
 
@@ -239,11 +278,13 @@ impl VectorSource {
                 kv_heads,
                 n,
                 d,
+                ..
             } => {
                 let slab = n * d;
+                let layer = self.array_layer(head.layer);
                 let read =
                     |flag: &str, f: &NpyFile, per_layer: u16, index: u16| -> Result<Matrix> {
-                        let start = (usize::from(head.layer) * usize::from(per_layer)
+                        let start = (layer * usize::from(per_layer)
                             + usize::from(index))
                             * slab;
                         let data = f.read_f32(start, slab).with_context(|| flag.to_string())?;

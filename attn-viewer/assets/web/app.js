@@ -34,7 +34,13 @@ function writeHash() {
     p.set(k, typeof state[k] === 'boolean' ? (state[k] ? '1' : '0') : state[k]);
   }
   const h = '#' + p.toString();
-  if (location.hash !== h) history.replaceState(null, '', h === '#' ? location.pathname + location.search : h);
+  if (location.hash === h) return;
+  try {
+    history.replaceState(null, '', h === '#' ? location.pathname + location.search : h);
+  } catch (e) {
+    // A page without a URL of its own (a notebook's <iframe srcdoc>: about:srcdoc) cannot keep the
+    // view in its address; the view itself works the same.
+  }
 }
 
 // ---------------------------------------------------------------- API

@@ -1,0 +1,5 @@
+"""``python -m attnviz``: the ``attnviz`` command."""
+
+from .cli import main
+
+main()
