@@ -288,7 +288,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
     let bars = progress::Bars::new(cli.quiet);
     let on_progress = |event| bars.on(event);
     let interrupted = progress::interrupt_flag();
-    let control = Control::new(&interrupted, &on_progress);
+    let control = Control::interruptible(&interrupted, &on_progress);
     match cli.command {
         Command::Run(args) => {
             let settings = args.projection.settings()?;

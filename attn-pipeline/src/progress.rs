@@ -1,6 +1,7 @@
 //! How a long pipeline call reports progress and is told to stop: a callback and a flag, so that a
 //! CLI can draw progress bars and handle Ctrl-C, and a GUI or service can do its own thing.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A stage of the pipeline, in the order a run goes through them.
@@ -55,10 +56,14 @@ pub enum ProgressEvent {
 /// What a pipeline call is given besides its plan: where progress goes and when to stop.
 ///
 /// When `cancel` becomes true, workers finish the head in hand, start no new one, and the call
-/// returns normally with `interrupted: true` in its summary; every finished head is on disk.
+/// returns normally with `interrupted: true` in its summary; every finished head is on disk. Made
+/// with [`Control::interruptible`], the layout in hand stops too, within one of its iterations
+/// (t-SNE, UMAP: a fit of millions of iterations need not run to its end), and is not stored.
 #[derive(Clone, Copy)]
 pub struct Control<'a> {
     cancel: &'a AtomicBool,
+    /// The same flag, shared with the fits in progress (see [`attn_project::Interrupt`]).
+    interrupt: Option<&'a Arc<AtomicBool>>,
     progress: &'a (dyn Fn(ProgressEvent) + Sync),
 }
 
@@ -76,15 +81,39 @@ static NEVER: AtomicBool = AtomicBool::new(false);
 impl<'a> Control<'a> {
     /// Reports to `progress` and stops when `cancel` is set.
     pub fn new(cancel: &'a AtomicBool, progress: &'a (dyn Fn(ProgressEvent) + Sync)) -> Self {
-        Control { cancel, progress }
+        Control {
+            cancel,
+            interrupt: None,
+            progress,
+        }
+    }
+
+    /// Reports to `progress` and stops when `cancel` is set, the layouts in progress included.
+    pub fn interruptible(
+        cancel: &'a Arc<AtomicBool>,
+        progress: &'a (dyn Fn(ProgressEvent) + Sync),
+    ) -> Self {
+        Control {
+            cancel,
+            interrupt: Some(cancel),
+            progress,
+        }
     }
 
     /// No progress reports and no cancellation.
     pub fn silent() -> Control<'static> {
         Control {
             cancel: &NEVER,
+            interrupt: None,
             progress: &|_| {},
         }
+    }
+
+    /// What stops the fits in progress: the cancel flag when made [`Control::interruptible`].
+    pub(crate) fn interrupt(&self) -> attn_project::Interrupt {
+        self.interrupt
+            .map(|flag| attn_project::Interrupt::new(Arc::clone(flag)))
+            .unwrap_or_default()
     }
 
     /// Whether the caller asked to stop.

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use crate::pca::PcaValidParams;
 use crate::tsne::TsneValidParams;
 use crate::umap::UmapValidParams;
-use crate::{AttentionEdges, Embedding, KnnGraph, ProjectError};
+use crate::{AttentionEdges, Embedding, Interrupt, KnnGraph, ProjectError};
 
 /// A validated projection method, ready to fit.
 #[derive(Debug, Clone)]
@@ -90,6 +90,16 @@ impl Projector {
                 p.fit(data)
             }
             Projector::Umap(p) => p.fit_with_attention(data, edges),
+        }
+    }
+
+    /// The same projector, stopping its fits when `interrupt` is set ([`ProjectError::Interrupted`];
+    /// PCA, one pass, finishes).
+    pub fn with_interrupt(&self, interrupt: Interrupt) -> Projector {
+        match self {
+            Projector::Tsne(p) => Projector::Tsne(p.with_interrupt(interrupt)),
+            Projector::Pca(p) => Projector::Pca(p.clone()),
+            Projector::Umap(p) => Projector::Umap(p.with_interrupt(interrupt)),
         }
     }
 

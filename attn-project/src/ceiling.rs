@@ -24,7 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::attention::kl::{self, LayoutKernel};
-use crate::{AttentionEdges, ProjectError};
+use crate::{AttentionEdges, Interrupt, ProjectError};
 
 /// Entry point of the ceiling builder: `AttentionCeiling::params().dims(2).check()?.fit(&edges)`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -39,6 +39,7 @@ impl AttentionCeiling {
             iterations: DEFAULT_CEILING_ITERATIONS,
             learning_rate: DEFAULT_CEILING_LEARNING_RATE,
             seed: 0,
+            interrupt: Interrupt::default(),
         }
     }
 }
@@ -62,6 +63,7 @@ pub struct CeilingParams {
     iterations: usize,
     learning_rate: f32,
     seed: u64,
+    interrupt: Interrupt,
 }
 
 /// Validated ceiling parameters; see [`CeilingValidParams::fit`].
@@ -96,6 +98,12 @@ impl CeilingParams {
     /// Seed of the starting layout.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
+        self
+    }
+    /// A flag checked once per step: when set, the fit stops with [`ProjectError::Interrupted`]
+    /// (default: never).
+    pub fn interrupt(mut self, interrupt: Interrupt) -> Self {
+        self.interrupt = interrupt;
         self
     }
     /// Validates the parameters.
@@ -157,9 +165,9 @@ impl CeilingValidParams {
             })
             .collect();
         let (coords, attention_kl) = if self.0.dims == 2 {
-            self.adam::<2>(edges, start)
+            self.adam::<2>(edges, start)?
         } else {
-            self.adam::<3>(edges, start)
+            self.adam::<3>(edges, start)?
         };
         let coords = Matrix::from_vec(points, self.0.dims as usize, coords)
             .map_err(|e| ProjectError::InvalidInput(format!("internal shape error: {e}")))?;
@@ -170,12 +178,12 @@ impl CeilingValidParams {
     }
 
     /// Adam on `sum_i KL(A_i || R_i)` (Kingma & Ba's moments, our step size); returns the
-    /// layout and the mean KL at it.
+    /// layout and the mean KL at it. Stops between steps when the interrupt is set.
     fn adam<const D: usize>(
         &self,
         edges: &AttentionEdges,
         start: Vec<f32>,
-    ) -> (Vec<f32>, Option<f64>) {
+    ) -> Result<(Vec<f32>, Option<f64>), ProjectError> {
         const BETA1: f32 = 0.9;
         const BETA2: f32 = 0.999;
         const EPS: f32 = 1e-8;
@@ -185,13 +193,14 @@ impl CeilingValidParams {
             .collect();
         let counted = edges.queries_with_edges();
         if counted == 0 {
-            return (start, None);
+            return Ok((start, None));
         }
         let mut grad = vec![[0f32; D]; y.len()];
         let mut m = vec![[0f32; D]; y.len()];
         let mut v = vec![[0f32; D]; y.len()];
         let lr = self.0.learning_rate;
         for t in 1..=self.0.iterations {
+            self.0.interrupt.check()?;
             kl::gradient(edges, &y, LayoutKernel::StudentT, false, &mut grad);
             let (c1, c2) = (1.0 - BETA1.powi(t as i32), 1.0 - BETA2.powi(t as i32));
             for ((p, g), (mp, vp)) in y.iter_mut().zip(&grad).zip(m.iter_mut().zip(v.iter_mut())) {
@@ -203,10 +212,10 @@ impl CeilingValidParams {
             }
         }
         let total = kl::gradient(edges, &y, LayoutKernel::StudentT, true, &mut grad);
-        (
+        Ok((
             y.into_iter().flatten().collect(),
             Some(total / counted as f64),
-        )
+        ))
     }
 }
 

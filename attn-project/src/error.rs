@@ -14,4 +14,7 @@ pub enum ProjectError {
     /// The input data cannot be projected.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// The fit's [`crate::Interrupt`] was set before it finished.
+    #[error("interrupted before the fit finished")]
+    Interrupted,
 }

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod ceiling;
 pub mod error;
 pub mod fidelity;
+mod interrupt;
 pub mod knn;
 pub mod metrics;
 pub mod pca;
@@ -21,6 +22,7 @@ pub use ceiling::{AttentionCeiling, Ceiling, CeilingParams, CeilingValidParams};
 pub use error::ProjectError;
 // The keys a query may attend to are the shared vocabulary's (normalization weighs the same pairs).
 pub use attn_types::AttendedKeys;
+pub use interrupt::Interrupt;
 pub use fidelity::{FIDELITY_GLOBAL_SAMPLE, FIDELITY_MIN_KEYS, Fidelity, FidelitySpace, fidelity};
 pub use knn::{KnnGraph, approximate_knn, exact_knn, knn, knn_recall};
 pub use metrics::{

@@ -25,7 +25,9 @@ pub(crate) fn run_with_control<T: Send>(
     progress: Option<&Bound<'_, PyAny>>,
     work: impl FnOnce(Control<'_>) -> T + Send,
 ) -> PyResult<T> {
-    run_detached(py, progress, |cancel, record| work(Control::new(cancel, record)))
+    run_detached(py, progress, |cancel, record| {
+        work(Control::interruptible(cancel, record))
+    })
 }
 
 /// [`run_with_control`] for work that takes the cancel flag itself (as an `Arc`, which a

@@ -1,8 +1,10 @@
 //! The benchmarking entry points: one point set in, coordinates or scores out (attn-project).
 
+use std::sync::Arc;
+
 use attn_project::{
-    AttendedKeys, AttentionCeiling, AttentionEdges, Pca, Projector, Repulsion, Tsne, TsneInit,
-    Umap, UmapInit,
+    AttendedKeys, AttentionCeiling, AttentionEdges, Interrupt, Pca, Projector, Repulsion, Tsne,
+    TsneInit, Umap, UmapInit,
 };
 use attn_types::{Matrix, Metric, ProjectionMethod, SequenceAttention, TokenMeta, TokenTable};
 use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods};
@@ -267,6 +269,9 @@ fn edges_for(
     Ok((tokens, sequences, edges))
 }
 
+/// What `project` hands back: coordinates, objective, spec as JSON, the fit's seconds.
+type Projected<'py> = (Bound<'py, PyArray2<f32>>, Option<f32>, String, f64);
+
 /// `project(x, method, dims, seed, metric, params, attention, causal, window)` ->
 /// `(coords, objective, spec_json, fit_seconds)`: `fit_seconds` is the library's fit alone, so that
 /// the bindings' own cost can be measured against it.
@@ -284,7 +289,7 @@ fn project<'py>(
     attention: Option<Vec<PyReadonlyArray2<'py, f32>>>,
     causal: bool,
     window: Option<usize>,
-) -> PyResult<(Bound<'py, PyArray2<f32>>, Option<f32>, String, f64)> {
+) -> PyResult<Projected<'py>> {
     let method: ProjectionMethod = method
         .parse()
         .map_err(|e: attn_types::TypesError| PyValueError::new_err(format!("method: {e}")))?;
@@ -297,7 +302,8 @@ fn project<'py>(
         Some(a) => Some(edges_for(data.rows(), a, attended(causal, window))?.2),
         None => None,
     };
-    let (fit, seconds) = run_detached(py, None, move |_cancel, _progress| {
+    let (fit, seconds) = run_detached(py, None, move |cancel, _progress| {
+        let projector = projector.with_interrupt(Interrupt::new(Arc::clone(cancel)));
         let start = std::time::Instant::now();
         let fit = match &edges {
             Some(edges) => projector.fit_with_attention(&data, edges),
@@ -387,11 +393,13 @@ fn ceiling<'py>(
     let (tokens, sequences) = attention_inputs(&attention)?;
     let edges = AttentionEdges::from_attention(&tokens, &sequences, attended(causal, window))
         .map_err(|e| error(&e))?;
-    let params = AttentionCeiling::params()
-        .dims(dims)
-        .seed(seed)
-        .check()
-        .map_err(|e| error(&e))?;
-    let c = run_detached(py, None, |_, _| params.fit(&edges))?.map_err(|e| error(&e))?;
+    let params = AttentionCeiling::params().dims(dims).seed(seed);
+    // Checked before the work, so that a bad argument is not reported after it.
+    params.clone().check().map_err(|e| error(&e))?;
+    let c = run_detached(py, None, |cancel, _| {
+        let params = params.interrupt(Interrupt::new(Arc::clone(cancel))).check()?;
+        params.fit(&edges)
+    })?
+    .map_err(|e| error(&e))?;
     Ok((to_numpy(py, c.coords)?, c.attention_kl))
 }

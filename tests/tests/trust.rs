@@ -210,6 +210,48 @@ fn forced_reprojection_loses_nothing() {
         );
     }
 
+    // Ctrl-C while it recomputes: the fits in progress stop within one of their iterations (before,
+    // each ran its ten million to the end: minutes), the command exits 130 at once, and every head
+    // keeps its old projection, nothing half-written beside it.
+    let mut child = std::process::Command::new(attnviz_tests::attnviz_bin())
+        .args([
+            "project",
+            "ds",
+            "--methods",
+            "tsne",
+            "--force",
+            "--tsne-iterations",
+            "10000000",
+            "--quiet",
+        ])
+        .current_dir(tmp.path())
+        .env("RAYON_NUM_THREADS", "2")
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let sent = std::time::Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    let took = sent.elapsed();
+    eprintln!("project stopped {took:?} after Ctrl-C");
+    assert_eq!(status.code(), Some(130), "interrupted");
+    // Measured 5 ms (321 s before the fits looked at the flag); 5 s leaves room for a loaded machine.
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    for &h in &LAYER0 {
+        let p = ds.read_projection(h, Tsne, 2).unwrap();
+        assert_eq!(p.spec.params["iterations"], 750.0, "{h}: the old projection");
+        let dir = ds.projection_path(h, Tsne, 2);
+        let dir = dir.parent().unwrap();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let name = entry.unwrap().file_name();
+            assert!(!name.to_string_lossy().ends_with(".tmp"), "{h}: {name:?} left behind");
+        }
+    }
+
     // One head's vectors corrupt: the forced run fails, and no head loses its projection.
     let broken = ds.vectors_path(LAYER0[1]);
     std::fs::write(&broken, b"not parquet").unwrap();

@@ -13,7 +13,7 @@ use attn_types::{
 };
 use rayon::prelude::*;
 
-use crate::error::{Context, Result, bail};
+use crate::error::{Context, PipelineError, Result, bail};
 use crate::progress::{Control, Stage};
 
 use super::resume::{lock_dataset, refuse_window_blind};
@@ -256,7 +256,7 @@ fn compute_projections(
     let mut projectors = BTreeMap::new();
     for &(_, m, d) in &pending {
         if let std::collections::btree_map::Entry::Vacant(e) = projectors.entry((m, d)) {
-            e.insert(projector(settings, m, d)?);
+            e.insert(projector(settings, m, d)?.with_interrupt(control.interrupt()));
         }
     }
     let mut by_head: BTreeMap<HeadId, Vec<(ProjectionMethod, u8)>> = BTreeMap::new();
@@ -275,7 +275,7 @@ fn compute_projections(
             }
             let input = HeadLayoutInput::read(dataset, *head)?;
             let wanted: Vec<&Projector> = wanted.iter().map(|md| &projectors[md]).collect();
-            layout_head(
+            let laid_out = layout_head(
                 &input,
                 &tokens,
                 keys(*head),
@@ -287,7 +287,20 @@ fn compute_projections(
                     progress.inc();
                     Ok(())
                 },
-            )
+            );
+            match laid_out {
+                // Stopped within a fit (Ctrl-C): the head's unfinished layout is not stored.
+                Err(e)
+                    if control.cancelled()
+                        && matches!(
+                            e.root(),
+                            PipelineError::Project(attn_project::ProjectError::Interrupted)
+                        ) =>
+                {
+                    Ok(())
+                }
+                other => other,
+            }
         })?;
     Ok((progress.done(), reused))
 }
@@ -502,7 +515,7 @@ pub fn layout_head(
             Projector::Umap(p) if p.n_neighbors() >= n => {
                 let mut s = settings.clone();
                 s.n_neighbors = n.saturating_sub(1).max(2);
-                Some(self::projector(&s, method, dims)?)
+                Some(self::projector(&s, method, dims)?.with_interrupt(p.interrupt().clone()))
             }
             _ => None,
         };

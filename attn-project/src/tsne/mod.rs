@@ -30,7 +30,7 @@ use rayon::prelude::*;
 use crate::attention::kl::{self, AttentionKernel, KlTerm, LayoutKernel};
 use crate::pca::principal_axes;
 use crate::util::{check_data, prepare_rows};
-use crate::{AttentionEdges, Embedding, KnnGraph, ProjectError, knn};
+use crate::{AttentionEdges, Embedding, Interrupt, KnnGraph, ProjectError, knn};
 
 /// How the repulsive forces are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -107,6 +107,7 @@ impl Tsne {
             attention_weight: DEFAULT_ATTENTION_WEIGHT,
             attention_kl: DEFAULT_ATTENTION_KL,
             attention_kernel: AttentionKernel::Method,
+            interrupt: Interrupt::default(),
         })
     }
 }
@@ -127,6 +128,7 @@ struct Settings {
     attention_weight: f32,
     attention_kl: f32,
     attention_kernel: AttentionKernel,
+    interrupt: Interrupt,
 }
 
 /// Unchecked t-SNE parameters; see [`Tsne::params`] for the defaults.
@@ -221,6 +223,13 @@ impl TsneParams {
         self
     }
 
+    /// A flag checked once per iteration: when set, the fit stops with
+    /// [`ProjectError::Interrupted`] (default: never).
+    pub fn interrupt(mut self, interrupt: Interrupt) -> Self {
+        self.0.interrupt = interrupt;
+        self
+    }
+
     /// Validates the parameters.
     pub fn check(self) -> Result<TsneValidParams, ProjectError> {
         let s = &self.0;
@@ -297,6 +306,18 @@ struct Problem<'a> {
 }
 
 impl TsneValidParams {
+    /// What stops the fit (see [`TsneParams::interrupt`]).
+    pub fn interrupt(&self) -> &Interrupt {
+        &self.0.interrupt
+    }
+
+    /// These parameters with another [`Interrupt`] (see [`TsneParams::interrupt`]).
+    pub fn with_interrupt(&self, interrupt: Interrupt) -> TsneValidParams {
+        let mut settings = self.0.clone();
+        settings.interrupt = interrupt;
+        TsneValidParams(settings)
+    }
+
     /// Output dimensions.
     pub fn dims(&self) -> u8 {
         self.0.dims
@@ -440,11 +461,11 @@ impl TsneValidParams {
         };
         let (coords, kl) = if s.dims == 2 {
             let y0 = self.initial::<2>(data)?;
-            let (y, kl) = self.optimize(&problem, y0, method);
+            let (y, kl) = self.optimize(&problem, y0, method)?;
             (y.into_iter().flatten().collect::<Vec<f32>>(), kl)
         } else {
             let y0 = self.initial::<3>(data)?;
-            let (y, kl) = self.optimize(&problem, y0, method);
+            let (y, kl) = self.optimize(&problem, y0, method)?;
             (y.into_iter().flatten().collect::<Vec<f32>>(), kl)
         };
         if coords.iter().any(|v| !v.is_finite()) {
@@ -557,13 +578,14 @@ impl TsneValidParams {
             .collect())
     }
 
-    /// Gradient descent with momentum and delta-bar-delta gains. Returns the layout and KL(P||Q).
+    /// Gradient descent with momentum and delta-bar-delta gains. Returns the layout and KL(P||Q);
+    /// stops between iterations when the interrupt is set.
     fn optimize<const D: usize>(
         &self,
         problem: &Problem<'_>,
         mut y: Vec<[f32; D]>,
         method: Repulsion,
-    ) -> (Vec<[f32; D]>, f64) {
+    ) -> Result<(Vec<[f32; D]>, f64), ProjectError> {
         let s = &self.0;
         let n = y.len();
         let mut grad = vec![[0f32; D]; n];
@@ -573,6 +595,7 @@ impl TsneValidParams {
         let mut fft = fft::FftRepulsion::default();
         let mut scratch = vec![[0f32; D]; if problem.attention_kl.is_some() { n } else { 0 }];
         for it in 0..s.iterations {
+            s.interrupt.check()?;
             let (exag, momentum) = if it < s.exaggeration_iterations {
                 (s.early_exaggeration, 0.5f32)
             } else {
@@ -638,7 +661,7 @@ impl TsneValidParams {
         );
         // KL = sum P log P - sum P log w + log Z, since q_ij = w_ij / Z and sum P = 1.
         let kl = problem.p_log_p - kl_attr + z.max(f64::MIN_POSITIVE).ln();
-        (y, kl)
+        Ok((y, kl))
     }
 }
 

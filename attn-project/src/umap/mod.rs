@@ -28,7 +28,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::attention::kl::{AttentionKernel, KlTerm, LayoutKernel};
 use crate::knn::KnnGraph;
-use crate::{AttentionEdges, Embedding, ProjectError};
+use crate::{AttentionEdges, Embedding, Interrupt, ProjectError};
 
 mod graph;
 mod init;
@@ -103,6 +103,7 @@ pub struct UmapParams {
     attention_weight: f32,
     attention_kl: f32,
     attention_kernel: AttentionKernel,
+    interrupt: Interrupt,
 }
 
 impl Default for UmapParams {
@@ -122,6 +123,7 @@ impl Default for UmapParams {
             attention_weight: DEFAULT_ATTENTION_WEIGHT,
             attention_kl: DEFAULT_ATTENTION_KL,
             attention_kernel: AttentionKernel::Method,
+            interrupt: Interrupt::default(),
         }
     }
 }
@@ -220,6 +222,13 @@ impl UmapParams {
         self
     }
 
+    /// A flag checked once per epoch: when set, the fit stops with [`ProjectError::Interrupted`]
+    /// (default: never).
+    pub fn interrupt(mut self, interrupt: Interrupt) -> Self {
+        self.interrupt = interrupt;
+        self
+    }
+
     /// Validates the parameters that do not depend on the data; the data-dependent ones
     /// (`n_neighbors < n`, finite input) are checked by `fit`.
     pub fn check(self) -> Result<UmapValidParams, ProjectError> {
@@ -311,6 +320,18 @@ pub struct UmapValidParams {
 }
 
 impl UmapValidParams {
+    /// What stops the fit (see [`UmapParams::interrupt`]).
+    pub fn interrupt(&self) -> &Interrupt {
+        &self.p.interrupt
+    }
+
+    /// These parameters with another [`Interrupt`] (see [`UmapParams::interrupt`]).
+    pub fn with_interrupt(&self, interrupt: Interrupt) -> UmapValidParams {
+        let mut valid = self.clone();
+        valid.p.interrupt = interrupt;
+        valid
+    }
+
     /// Curve parameter `a` of `1 / (1 + a x^(2b))`.
     pub fn a(&self) -> f32 {
         self.a
@@ -454,7 +475,7 @@ impl UmapValidParams {
                 b: self.b,
             },
         );
-        self.optimize(&mut coords, &sgd, attention_kl.as_ref(), n_epochs);
+        self.optimize(&mut coords, &sgd, attention_kl.as_ref(), n_epochs)?;
         if coords.iter().any(|v| !v.is_finite()) {
             return Err(ProjectError::InvalidInput(
                 "UMAP layout diverged to non-finite values".into(),

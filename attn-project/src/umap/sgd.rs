@@ -8,6 +8,7 @@ use rayon::prelude::*;
 
 use super::UmapValidParams;
 use super::graph::SgdGraph;
+use crate::ProjectError;
 use crate::attention::kl::{self, KlTerm, dist2};
 
 impl UmapValidParams {
@@ -17,7 +18,7 @@ impl UmapValidParams {
         g: &SgdGraph,
         attention_kl: Option<&KlTerm<'_>>,
         n_epochs: usize,
-    ) {
+    ) -> Result<(), ProjectError> {
         match self.p.dims {
             2 => self.optimize_d::<2>(coords, g, attention_kl, n_epochs),
             _ => self.optimize_d::<3>(coords, g, attention_kl, n_epochs),
@@ -31,7 +32,7 @@ impl UmapValidParams {
         g: &SgdGraph,
         attention_kl: Option<&KlTerm<'_>>,
         n_epochs: usize,
-    ) {
+    ) -> Result<(), ProjectError> {
         let (a, b) = (self.a, self.b);
         let gamma = self.p.repulsion_strength;
         let neg_rate = self.p.negative_sample_rate as f64;
@@ -47,6 +48,7 @@ impl UmapValidParams {
         // Vertices per parallel task: large enough to amortize scheduling; any value gives the same result.
         const CHUNK: usize = 256;
         for epoch in 1..=n_epochs {
+            self.p.interrupt.check()?;
             let alpha = self.p.learning_rate * (1.0 - (epoch - 1) as f32 / n_epochs as f32);
             if let Some(term) = attention_kl {
                 kl::gradient(term.edges, &pos, term.kernel, false, &mut kl_gradient);
@@ -120,6 +122,7 @@ impl UmapValidParams {
         }
         coords.clear();
         coords.extend(pos.iter().flatten());
+        Ok(())
     }
 }
 
