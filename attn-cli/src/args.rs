@@ -408,6 +408,10 @@ pub(crate) struct ImportArgs {
     /// --window-layers and the dataset then use the model's layer numbers.
     #[arg(long, value_name = "LIST")]
     pub(crate) layer_ids: Option<String>,
+    /// How many layers the model has, when the arrays hold only some (default: the highest layer
+    /// id + 1): recorded as the model's size.
+    #[arg(long, value_name = "N")]
+    pub(crate) model_layers: Option<u16>,
     /// Attention weights: a .npy array [layers, heads, n, max_len] whose row i is token i's
     /// attention over the positions of its own sequence (zero beyond its length). Default: computed
     /// from the vectors as softmax(q.k/sqrt(d)) per sequence (masked with --causal and --window).

@@ -405,6 +405,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 window: args.window,
                 window_layers: index_list("--window-layers", args.window_layers.as_deref())?,
                 layer_ids: index_list("--layer-ids", args.layer_ids.as_deref())?,
+                model_layers: args.model_layers,
                 normalize: !args.no_normalize,
                 seed: args.seed,
                 layers: index_list("--layers", args.selection.layers.as_deref())?,

@@ -89,10 +89,13 @@ impl<'py> Kwargs<'py> {
         if let Some(dict) = self.dict
             && let Some((key, _)) = dict.iter().next()
         {
+            let known = match known {
+                [] => "it takes none".to_string(),
+                _ => format!("known: {}", known.join(", ")),
+            };
             return Err(PyTypeError::new_err(format!(
-                "{}: unknown parameter `{key}` (known: {})",
-                self.call,
-                known.join(", ")
+                "{}: unknown parameter `{key}` ({known})",
+                self.call
             )));
         }
         Ok(())

@@ -281,6 +281,7 @@ const IMPORT_KWARGS: &[&str] = &[
     "window",
     "window_layers",
     "layer_ids",
+    "model_layers",
     "normalize",
     "seed",
     "layers",
@@ -330,6 +331,10 @@ fn import_files(
         window: k.usize("window")?,
         window_layers: k.indices("window_layers")?,
         layer_ids: k.indices("layer_ids")?,
+        model_layers: k
+            .usize("model_layers")?
+            .map(|m| u16::try_from(m).map_err(|_| k.wrong("model_layers", "at most 65535")))
+            .transpose()?,
         normalize: k.bool("normalize")?.unwrap_or(true),
         seed: k.u64("seed")?.unwrap_or(0),
         layers: k.indices("layers")?,
@@ -460,6 +465,27 @@ impl Server {
     /// Whether it still serves.
     fn running(&self) -> bool {
         self.thread.is_some() && !self.stop.load(Ordering::SeqCst)
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.running() { "serving" } else { "stopped" };
+        format!("<attnviz viewer {state} at {}>", self.url)
+    }
+
+    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    /// `with dataset.serve() as server:` stops it at the end of the block.
+    fn __exit__(
+        &mut self,
+        py: Python<'_>,
+        _kind: Option<&Bound<'_, PyAny>>,
+        _value: Option<&Bound<'_, PyAny>>,
+        _traceback: Option<&Bound<'_, PyAny>>,
+    ) -> bool {
+        self.stop(py);
+        false
     }
 }
 

@@ -126,7 +126,7 @@ def test_attention_aware_layout_shows_attention_better_than_plain():
 
 def test_quality_matches_its_definition_on_a_perfect_layout():
     x, _ = clusters(n_per=20, d=2)
-    q = attnviz.quality(x, x, 5)
+    q = attnviz.quality(x, x, 5, metric="euclidean")
     assert q["trustworthiness"] == pytest.approx(1.0) and q["continuity"] == pytest.approx(1.0)
     assert q["k"] == 5
 
@@ -330,3 +330,97 @@ def test_show_embeds_the_viewer(gpt2_dataset):
     finally:
         served.server.stop()
     assert not served.server.running()
+
+
+# --- what a new user got wrong, said in Python's terms ------------------------------------------
+
+
+def test_argument_errors_name_the_argument(gpt2_dataset):
+    ds, _ = gpt2_dataset
+    x, _ = clusters(n_per=20)
+    with pytest.raises(TypeError, match="dims: expected an integer"):
+        attnviz.project(x, "pca", dims="2")
+    with pytest.raises(ValueError, match="seed: must be at least 0"):
+        attnviz.project(x, "pca", seed=-1)
+    with pytest.raises(TypeError, match="methods: expected a list of names"):
+        ds.project("tsne")
+    with pytest.raises(TypeError, match=r"heads: expected \(layer, head\) pairs"):
+        ds.project(["pca"], heads=[0])
+    with pytest.raises(TypeError, match="attention: expected one len x len matrix"):
+        attnviz.fidelity(x, x, x, None)
+    with pytest.raises(TypeError, match="pass attention= too"):
+        attnviz.project(x, "tsne", causal=True)
+    with pytest.raises(attnviz.AttnvizError, match="no head L7H7"):
+        ds.attention(7, 7)
+    with pytest.raises(TypeError, match="it takes none"):
+        attnviz.project(x, "pca", perplexity=5)
+
+
+def test_attention_is_checked_as_import_checks_it():
+    q, k, attention = synthetic_head(seqs=2, length=6)
+    joint = np.concatenate([q, k])
+    with pytest.raises(ValueError, match=r"attention\[0\]: row 0 sums to 5.0000, not 1"):
+        attnviz.project(joint, "tsne", attention=[a * 5 for a in attention])
+    with pytest.raises(ValueError, match="causal, but position 0 attends to the later position 1"):
+        attnviz.ceiling(attention, causal=True)
+    with pytest.raises(ValueError, match="window: must be at least 1"):
+        attnviz.fidelity(joint[:, :2], q, k, attention, causal=True, window=0)
+    with pytest.raises(ValueError, match=r"attention matrices hold 12 tokens"):
+        attnviz.fidelity(joint[:, :2], q[:10], k[:10], attention)
+
+
+def test_pipeline_errors_speak_of_arguments_not_flags_or_staged_files(tmp_path):
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(1, 2, 6, 4)).astype(np.float32)
+    with pytest.raises(attnviz.AttnvizError) as e:
+        attnviz.import_vectors(q, q[..., :3], [["a", "b", "c"], ["d", "e", "f"]], out=tmp_path / "x", progress=False)
+    message = str(e.value)
+    assert message.startswith("keys: shape [1, 2, 6, 3] does not fit the shape [1, 2, 6, 4] of queries"), message
+    assert "--" not in message and ".import-" not in message
+    with pytest.raises(attnviz.AttnvizError, match=r"^layers: 9"):
+        attnviz.run(FIXTURES / "gpt2_tiny", ["a b"], out=tmp_path / "o", layers=[9], progress=False)
+
+
+def test_a_capture_of_some_layers_keeps_the_models_size(tmp_path):
+    transformers = pytest.importorskip("transformers", reason="capture needs torch + transformers")
+    model = transformers.AutoModel.from_pretrained(FIXTURES / "gpt2_tiny")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(FIXTURES / "gpt2_tiny")
+    ds = attnviz.capture(model, tokenizer, fixture_texts("gpt2_tiny"), out=tmp_path / "c", layers=[1], progress=False)
+    assert ds.meta["model"]["num_layers"] == 3
+    assert {layer for layer, _ in ds.heads} == {1}
+
+
+CTRL_C_PROJECT = textwrap.dedent(
+    """
+    import os, signal, sys, threading, time
+    import numpy as np, attnviz
+    x = np.random.default_rng(0).normal(size=(2000, 16)).astype(np.float32)
+    sent = []
+    def interrupt():
+        time.sleep(1.5)
+        sent.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGINT)
+    threading.Thread(target=interrupt, daemon=True).start()
+    try:
+        attnviz.project(x, "tsne", iterations=10_000_000)
+    except KeyboardInterrupt:
+        print("interrupted", round(time.monotonic() - sent[0], 3))
+        sys.exit(0)
+    sys.exit(1)
+    """
+)
+
+
+def test_ctrl_c_stops_a_single_layout_within_an_iteration():
+    r = subprocess.run([sys.executable, "-c", CTRL_C_PROJECT], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith("interrupted"), r.stdout + r.stderr
+    took = float(r.stdout.split()[1])
+    # Ten million iterations would take hours; one takes milliseconds, the poll 50 ms.
+    assert took < 5, took
+
+
+def test_a_server_is_a_context_manager(gpt2_dataset):
+    ds, _ = gpt2_dataset
+    with ds.serve() as server:
+        assert repr(server).startswith("<attnviz viewer serving at http://127.0.0.1:")
+    assert not server.running() and "stopped" in repr(server)

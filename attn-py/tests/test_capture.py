@@ -212,8 +212,8 @@ def test_capture_hands_the_vectors_to_import_vectors(cap, torch, monkeypatch):
     np.testing.assert_array_equal(attention, ref.attention)
     assert tokens == ref.tokens and k.shape == ref.keys.shape
     assert kw == {"out": "attnviz-data/qwen2_tiny", "model_id": "qwen2_tiny", "causal": True, "window": 4,
-                  "window_layers": None, "layer_ids": [1, 2], "overwrite": False, "progress": False,
-                  "normalize": "none"}
+                  "window_layers": None, "layer_ids": [1, 2], "model_layers": 3, "overwrite": False,
+                  "progress": False, "normalize": "none"}
     cap.capture(model, tok, texts, "somewhere", layers=[0, 1], model_id="mine", overwrite=True, progress=False)
     assert calls[1][1]["out"] == "somewhere" and calls[1][1]["model_id"] == "mine"
     assert calls[1][1]["window_layers"] == [1] and calls[1][1]["overwrite"]

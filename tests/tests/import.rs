@@ -1040,6 +1040,19 @@ fn layer_ids_keep_the_model_numbering() {
         &["--layer-ids", "1 ids for the 2 layers"],
     );
     assert!(!tmp.path().join("bad").exists());
+    // The model's own size, when given, is what the dataset records.
+    attnviz_ok(
+        tmp.path(),
+        &[&base[..], &["--out", "sized", "--layer-ids", "3,7", "--model-layers", "12"]].concat(),
+    );
+    let sized = Dataset::open(tmp.path().join("sized")).expect("opens");
+    assert_eq!(sized.meta().model.num_layers, 12);
+    attnviz_fails(
+        tmp.path(),
+        &[&base[..], &["--out", "bad", "--layer-ids", "3,7", "--model-layers", "5"]].concat(),
+        &["--model-layers 5", "layer 7"],
+    );
+    assert!(!tmp.path().join("bad").exists());
 }
 
 #[test]

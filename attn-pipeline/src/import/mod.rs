@@ -85,6 +85,9 @@ pub struct ImportPlan {
     /// The model layer of each layer of the `.npy` arrays, strictly increasing (`None`: 0, 1, 2,
     /// ...): arrays that hold some layers of a model keep the model's layer numbers.
     pub layer_ids: Option<Vec<u16>>,
+    /// How many layers the model has, when the arrays hold some of them (default: the highest of
+    /// [`Self::layer_ids`] + 1); recorded as the dataset's model size.
+    pub model_layers: Option<u16>,
     /// Layer filter.
     pub layers: Option<Vec<u16>>,
     /// Head filter.
@@ -154,6 +157,14 @@ pub fn import(plan: &ImportPlan, control: Control<'_>) -> Result<RunSummary> {
 
     // 1. Everything checkable without the data, before anything is written.
     let (source, layers, heads, n) = VectorSource::open(plan)?;
+    let layers = match plan.model_layers {
+        Some(m) if m < layers => bail!(
+            "--model-layers {m}: the input holds layer {} (layers are numbered from 0)",
+            layers - 1
+        ),
+        Some(m) => m,
+        None => layers,
+    };
     plan.check_window(layers)?;
     let tokens = read_tokens(&plan.tokens)?;
     if tokens.len() != n {

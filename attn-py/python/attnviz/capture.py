@@ -52,6 +52,7 @@ from __future__ import annotations
 import inspect
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -367,6 +368,21 @@ def _forward_params(module) -> set:
 # Tokenization and batching.
 
 
+def _max_positions(model):
+    """The most positions the model's position embeddings take (``None``: no limit known, e.g.
+    rotary models, whose positions are computed)."""
+    for config in _configs(model):
+        if getattr(config, "position_embedding_type", "absolute") not in ("absolute", None):
+            return None
+        if getattr(config, "rope_theta", None) is not None or getattr(config, "rope_parameters", None):
+            return None
+        for name in ("max_position_embeddings", "n_positions"):
+            value = getattr(config, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+    return None
+
+
 def _encode(tokenizer, texts, max_length):
     special_ids = set(getattr(tokenizer, "all_special_ids", None) or [])
     seqs = []
@@ -475,6 +491,21 @@ def capture_vectors(model, tokenizer, texts: str | Sequence[str], *, layers: Ite
             raise ValueError("attnviz.capture: no layers selected")
 
     seqs = _encode(tokenizer, texts, max_length)
+    limit = _max_positions(model)
+    for si, sq in enumerate(seqs):
+        if limit is not None and len(sq["ids"]) > limit:
+            raise ValueError(
+                f"attnviz.capture: text {si} has {len(sq['ids'])} tokens, more than the model's {limit} "
+                f"positions; pass max_length={limit} to cut longer texts"
+            )
+    dtype = next((p.dtype for p in model.parameters()), None)
+    if dtype is not None and dtype.is_floating_point and torch.finfo(dtype).bits < 32:
+        warnings.warn(
+            f"attnviz.capture: the model computes in {dtype} (transformers loads a checkpoint's own "
+            f"dtype); its vectors are captured as float32 but carry {dtype}'s precision. Load it with "
+            "dtype=torch.float32 for float32 vectors.",
+            stacklevel=2,
+        )
     starts = np.cumsum([0] + [len(s["ids"]) for s in seqs]).tolist()
     n_rows, max_len = starts[-1], max(len(s["ids"]) for s in seqs)
     # Batches of similar lengths: less padding; the rows still land in text order.
@@ -657,10 +688,11 @@ def capture(model, tokenizer, texts, out=None, *, layers=None, max_length=None, 
     """`capture_vectors`, then import the vectors into an attnviz dataset at `out` (default
     `attnviz-data/<model id>`) with `attnviz.import_vectors`; returns the `attnviz.Dataset`.
 
-    `import_options` go to `import_vectors` (normalization, projection, ...); the captured layers are
-    the dataset's layers, numbered as in the model."""
+    `import_options` go to `import_vectors` (`normalize`, `seed`, `heads`); the captured layers are
+    the dataset's layers, numbered as in the model, which keeps its size. Lay the dataset out with
+    `Dataset.project`."""
     _require_torch()
-    if "layers" in import_options or "layer_ids" in import_options:
+    if {"layers", "layer_ids", "model_layers"} & set(import_options):
         raise TypeError("attnviz.capture: choose layers with `layers=`; the captured ones are imported")
     c = capture_vectors(model, tokenizer, texts, layers=layers, max_length=max_length, batch_size=batch_size,
                         progress=progress)
@@ -672,4 +704,5 @@ def capture(model, tokenizer, texts, out=None, *, layers=None, max_length=None, 
 
     return import_vectors(c.queries, c.keys, c.tokens, c.attention, out=out, model_id=c.model_id,
                           causal=c.causal, window=c.window, window_layers=c.window_layers, layer_ids=c.layers,
-                          overwrite=overwrite, progress=progress, **import_options)
+                          model_layers=_n_layers(model), overwrite=overwrite, progress=progress,
+                          **import_options)

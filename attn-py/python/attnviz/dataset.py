@@ -13,9 +13,35 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from . import _attnviz as _native
+from ._errors import in_python_terms
 from ._progress import reporter
 
 _HEAD_DIR = re.compile(r"^L(\d+)H(\d+)$")
+
+
+def _names(name: str, values) -> list:
+    """A list of strings argument (one string is a mistake, not a list of letters)."""
+    if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+        raise TypeError(f"{name}: expected a list of names such as [\"tsne\", \"pca\"], got {values!r}")
+    return list(values)
+
+
+def _ints(name: str, values) -> list:
+    """A list of non-negative integers argument."""
+    if isinstance(values, (int, str)) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values
+    ):
+        raise TypeError(f"{name}: expected a list of non-negative integers, got {values!r}")
+    return list(values)
+
+
+def _head_pairs(heads) -> list:
+    pairs = []
+    for h in heads:
+        if not (isinstance(h, (tuple, list)) and len(h) == 2 and all(isinstance(v, int) and v >= 0 for v in h)):
+            raise TypeError(f"heads: expected (layer, head) pairs such as [(0, 3)], got {h!r}")
+        pairs.append((int(h[0]), int(h[1])))
+    return pairs
 
 
 def _frame(table, format: str):
@@ -130,17 +156,28 @@ class Dataset:
         computed them; a grouped-query head's keys are its key head's) and, when the head was
         normalized, ``queries_normalized``, ``keys_normalized``, ``key_translation``, ``scale``;
         plus ``attention``, one ``len x len`` matrix per sequence (empty when none is stored)."""
+        if (layer, head) not in self.heads:
+            raise _native.AttnvizError(f"{self.path}: no head L{layer}H{head} (stored: {len(self.heads)} heads)")
         out = _native.read_head(str(self.path), layer, head)
         out["attention"] = self.attention(layer, head)
         return out
 
     def attention(self, layer: int, head: int) -> list:
-        """A head's attention: one ``len x len`` float32 matrix per sequence, in token order."""
+        """A head's attention: one ``len x len`` float32 matrix per sequence, in token order (empty
+        when the head was stored without attention)."""
+        if (layer, head) not in self.heads:
+            raise _native.AttnvizError(f"{self.path}: no head L{layer}H{head} (stored: {len(self.heads)} heads)")
         return _native.read_attention(str(self.path), layer, head)
 
     def projection(self, layer: int, head: int, method: str = "tsne", dims: int = 2):
         """A head's stored layout: ``(coords, record)`` with ``coords`` ``2n x dims`` (queries, then
         keys) and ``record`` its spec, quality, fidelity and the head's ceiling."""
+        if (layer, head) not in self.heads:
+            raise _native.AttnvizError(f"{self.path}: no head L{layer}H{head} (stored: {len(self.heads)} heads)")
+        if not (self.path / "heads" / f"L{layer:02d}H{head:02d}" / "projections" / f"{method}_{dims}d.parquet").is_file():
+            raise _native.AttnvizError(
+                f"{self.path}: head L{layer}H{head} has no {method} {dims}D layout; make it with Dataset.project"
+            )
         coords, record = _native.read_projection(str(self.path), layer, head, method, dims)
         return coords, json.loads(record)
 
@@ -161,17 +198,17 @@ class Dataset:
         ``tsne_attention_weight``, ``umap_attention_weight``, ``tsne_attention_kl``,
         ``umap_attention_kl``, ``ceiling``, ``vectors`` (``"raw"``/``"normalized"``), ``quality``.
         Returns the run's summary."""
-        options = dict(settings, methods=list(methods), dims=list(dims))
-        only = None if heads is None else [tuple(h) for h in heads]
-        return json.loads(
-            _native.project_dataset(str(self.path), options, only, force, reporter(progress))
-        )
+        options = dict(settings, methods=_names("methods", methods), dims=_ints("dims", dims))
+        only = None if heads is None else _head_pairs(heads)
+        with in_python_terms():
+            summary = _native.project_dataset(str(self.path), options, only, force, reporter(progress))
+        return json.loads(summary)
 
     def export_html(self, out, *, projections=None, sequences: int = 5) -> Path:
         """Writes the viewer with this dataset's views embedded as one HTML file that opens offline.
         ``projections``: e.g. ``[("tsne", 2), ("umap", 2)]`` (default: one, t-SNE 2D when stored);
         ``sequences``: how many sequences get Sentence views."""
-        _native.export_html(str(self.path), str(out), _projections(projections), sequences)
+        _native.export_html(str(self.path), str(out), _projections(projections), _ints("sequences", [sequences])[0])
         return Path(out)
 
     def serve(self, host: str = "127.0.0.1", port: int = 0):
@@ -194,6 +231,8 @@ class Dataset:
         viewer instead (a local server on a background thread; works where the notebook's browser
         can reach this machine). An inline page over ``max_inline_mb`` megabytes is refused with the
         advice to pass fewer ``projections`` or ``server=True``."""
+        height = _ints("height", [height])[0]
+        sequences = _ints("sequences", [sequences])[0]
         if server:
             running = self.serve()
             return View(_iframe(src=running.url, height=height), server=running)

@@ -12,8 +12,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 from . import _attnviz as _native
+from ._errors import in_python_terms
 from ._progress import reporter
-from .dataset import Dataset
+from .dataset import Dataset, _ints, _names
 
 #: What :func:`run` projects unless told otherwise (the command line's defaults).
 DEFAULT_METHODS = ("tsne", "umap", "pca")
@@ -65,7 +66,7 @@ def run(
 
     Running again with the same arguments resumes: finished heads are kept (Ctrl-C keeps them too).
     ``options`` mirror the command line's flags: ``model_id``, ``text_field``, ``max_sequences``,
-    ``backend`` (``"flex"``, ``"ndarray"``), ``batch_size``, ``truncate``, ``rope``
+    ``backend`` (``"flex"``, the wheel's CPU backend), ``batch_size``, ``truncate``, ``rope``
     (``"post"``/``"pre"``), ``attention`` (``"auto"``, ``"all"``, ``"top:K"``, ``"min:W"``),
     ``attention_memory_mib``, ``normalize`` and the projection settings of :meth:`Dataset.project`.
     """
@@ -83,13 +84,14 @@ def run(
         out=str(out),
         corpus=None if corpus is None else str(corpus),
         texts=None if texts is None else list(texts),
-        methods=list(methods),
-        dims=list(dims),
-        layers=None if layers is None else list(layers),
-        heads=None if heads is None else list(heads),
+        methods=_names("methods", methods),
+        dims=_ints("dims", dims),
+        layers=None if layers is None else _ints("layers", layers),
+        heads=None if heads is None else _ints("heads", heads),
     )
     pixels = None if images is None else _images(images)
-    json.loads(_native.run(plan, pixels, reporter(progress)))
+    with in_python_terms():
+        _native.run(plan, pixels, reporter(progress))
     return Dataset(out)
 
 
@@ -135,6 +137,7 @@ def import_vectors(
     window: Optional[int] = None,
     window_layers: Optional[Sequence[int]] = None,
     layer_ids: Optional[Sequence[int]] = None,
+    model_layers: Optional[int] = None,
     normalize: bool = True,
     seed: int = 0,
     scale: Optional[float] = None,
@@ -155,7 +158,8 @@ def import_vectors(
     ``window``: a sliding window (with ``causal``) on ``window_layers`` (default all).
     ``layer_ids``: the model layer of each layer of the arrays (default 0, 1, 2, ...), so that
     arrays holding some layers of a model keep its numbering (``layers``, ``window_layers`` and the
-    dataset use it).
+    dataset use it); ``model_layers``: how many layers the model has (default: the highest layer
+    id + 1).
 
     The dataset ``out`` must not exist unless ``overwrite=True`` (which replaces it). Returns the
     :class:`Dataset`; run :meth:`Dataset.project` on it to lay it out.
@@ -170,7 +174,9 @@ def import_vectors(
             raise _native.AttnvizError(
                 f"out {out}: a folder that is not an attnviz dataset; not replacing it"
             )
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
+        if not out.is_dir():
+            raise _native.AttnvizError(f"out {out}: a file, not a dataset folder; not replacing it")
+        shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # The arrays go to the import as .npy files in a hidden folder beside `out` (the same disk), read
     # there memory-mapped, and removed afterwards.
@@ -199,11 +205,15 @@ def import_vectors(
             causal=causal,
             window=window,
             window_layers=None if window_layers is None else list(window_layers),
-            layer_ids=None if layer_ids is None else list(layer_ids),
+            layer_ids=None if layer_ids is None else _ints("layer_ids", layer_ids),
+            model_layers=model_layers,
             normalize=normalize,
             seed=seed,
-            layers=None if layers is None else list(layers),
-            heads=None if heads is None else list(heads),
+            layers=None if layers is None else _ints("layers", layers),
+            heads=None if heads is None else _ints("heads", heads),
         )
-        _native.import_files(options, reporter(progress))
+        staged = {str(tmp / "queries.npy"): "queries", str(tmp / "keys.npy"): "keys",
+                  str(tmp / "tokens.jsonl"): "tokens", str(tmp / "attention.npy"): "attention"}
+        with in_python_terms(staged):
+            _native.import_files(options, reporter(progress))
     return Dataset(out)
