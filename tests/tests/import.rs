@@ -106,6 +106,21 @@ fn toy(dir: &Path) -> Toy {
     toy
 }
 
+/// `attnviz import` of the toy's arrays, causal, quiet: add `--out` and what a test varies.
+fn causal_import(toy: &Toy) -> [&str; 9] {
+    [
+        "import",
+        "--queries",
+        s(&toy.q),
+        "--keys",
+        s(&toy.k),
+        "--tokens",
+        s(&toy.tokens),
+        "--causal",
+        "--quiet",
+    ]
+}
+
 /// Input-space ranks of a projection's input under cosine distance: the head's raw joint when the
 /// projection's spec says it laid out the raw vectors (the attnviz default), else its normalized one
 /// (raw if not normalized).
@@ -902,17 +917,7 @@ fn importing_extracted_vectors_reproduces_extract() {
 fn layer_selection_and_shards_fill_one_dataset() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let toy = toy(tmp.path());
-    let base = [
-        "import",
-        "--queries",
-        s(&toy.q),
-        "--keys",
-        s(&toy.k),
-        "--tokens",
-        s(&toy.tokens),
-        "--causal",
-        "--quiet",
-    ];
+    let base = causal_import(&toy);
     attnviz_ok(tmp.path(), &[&base[..], &["--out", "whole"]].concat());
     attnviz_ok(
         tmp.path(),
@@ -981,17 +986,7 @@ fn layer_selection_and_shards_fill_one_dataset() {
 fn layer_ids_keep_the_model_numbering() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let toy = toy(tmp.path());
-    let base = [
-        "import",
-        "--queries",
-        s(&toy.q),
-        "--keys",
-        s(&toy.k),
-        "--tokens",
-        s(&toy.tokens),
-        "--causal",
-        "--quiet",
-    ];
+    let base = causal_import(&toy);
     attnviz_ok(tmp.path(), &[&base[..], &["--out", "whole"]].concat());
     attnviz_ok(
         tmp.path(),

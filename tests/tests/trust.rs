@@ -181,23 +181,28 @@ fn forced_reprojection_loses_nothing() {
         .map(|&h| std::fs::read(ds.projection_path(h, Tsne, 2)).unwrap())
         .collect();
 
-    // Killed while it recomputes (ten million iterations: minutes per head).
-    let mut child = std::process::Command::new(attnviz_tests::attnviz_bin())
-        .args([
-            "project",
-            "ds",
-            "--methods",
-            "tsne",
-            "--force",
-            "--tsne-iterations",
-            "10000000",
-            "--quiet",
-        ])
-        .current_dir(tmp.path())
-        .env("RAYON_NUM_THREADS", "2")
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // A forced re-projection of ten million iterations (minutes per head), 1.5 s into its work.
+    let start_long_projection = || {
+        let child = std::process::Command::new(attnviz_tests::attnviz_bin())
+            .args([
+                "project",
+                "ds",
+                "--methods",
+                "tsne",
+                "--force",
+                "--tsne-iterations",
+                "10000000",
+                "--quiet",
+            ])
+            .current_dir(tmp.path())
+            .env("RAYON_NUM_THREADS", "2")
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        child
+    };
+    // Killed while it recomputes.
+    let mut child = start_long_projection();
     child.kill().unwrap();
     child.wait().unwrap();
     for &h in &LAYER0 {
@@ -213,22 +218,7 @@ fn forced_reprojection_loses_nothing() {
     // Ctrl-C while it recomputes: the fits in progress stop within one of their iterations (before,
     // each ran its ten million to the end: minutes), the command exits 130 at once, and every head
     // keeps its old projection, nothing half-written beside it.
-    let mut child = std::process::Command::new(attnviz_tests::attnviz_bin())
-        .args([
-            "project",
-            "ds",
-            "--methods",
-            "tsne",
-            "--force",
-            "--tsne-iterations",
-            "10000000",
-            "--quiet",
-        ])
-        .current_dir(tmp.path())
-        .env("RAYON_NUM_THREADS", "2")
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let mut child = start_long_projection();
     let sent = std::time::Instant::now();
     let kill = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
