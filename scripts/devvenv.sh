@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Creates (idempotently) the dev-time Python environment with torch + transformers:
 #   $ATTNVIZ_DEVVENV, default $HOME/.cache/attnviz/devvenv.
-# Used by scripts/make_fixtures.py (the Hugging Face reference fixtures) and by the extraction
-# benchmark (benches/src/bin/extract_compare.rs). CI never needs it. Prints the venv's python path on
-# its last line. PyPI's default torch wheel is large (it brings CUDA libraries): several GB the first time.
+# Used by scripts/make_fixtures.py (the Hugging Face reference fixtures), by the extraction
+# benchmark (benches/src/bin/extract_compare.rs) and by scripts/test.sh, whose Python package tests
+# (attnviz.capture, the example notebook) take torch and transformers from it. Prints the venv's
+# python path on its last line. PyPI's default torch wheel is large (it brings CUDA libraries):
+# several GB the first time (about 3 minutes here).
 set -euo pipefail
 VENV="${ATTNVIZ_DEVVENV:-$HOME/.cache/attnviz/devvenv}"
 PY="$VENV/bin/python"

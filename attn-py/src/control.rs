@@ -3,23 +3,25 @@
 //! owns it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use attn_pipeline::{Control, ProgressEvent};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
-/// How often the calling thread wakes to look at signals and progress.
+/// How often the calling thread looks at signals while the work runs (it wakes at once for progress
+/// and for the work's end).
 const POLL: Duration = Duration::from_millis(50);
 
 /// Runs `work` on another thread with a [`Control`] whose cancel flag Ctrl-C sets, calling
 /// `progress(kind, stage, value)` (`kind`: `"start"` with the stage's total, `"advance"` with the
 /// units done, `"finish"` with 0) from this thread for every event, in order.
 ///
-/// After Ctrl-C (or an exception raised by `progress`) the flag is set, the work finishes the unit
-/// in hand and returns, and then the exception is raised: what the work finished is kept (the
-/// pipeline's heads are on disk), nothing runs on behind the user's back.
+/// After Ctrl-C (or an exception raised by `progress`) the flag is set, the work stops (the
+/// pipeline finishes no further head; a layout in progress stops within an iteration) and returns,
+/// and then the exception is raised: what the work finished is kept (the pipeline's heads are on
+/// disk), nothing runs on behind the user's back.
 pub(crate) fn run_with_control<T: Send>(
     py: Python<'_>,
     progress: Option<&Bound<'_, PyAny>>,
@@ -30,6 +32,29 @@ pub(crate) fn run_with_control<T: Send>(
     })
 }
 
+/// What the work hands the calling thread: its progress events so far and whether it has ended.
+#[derive(Default)]
+struct Mailbox {
+    events: Vec<ProgressEvent>,
+    done: bool,
+}
+
+/// Marks the mailbox done when dropped: at the work's end, also when it panics, so that the calling
+/// thread stops waiting.
+struct Done<'a>(&'a (Mutex<Mailbox>, Condvar));
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        let (lock, signal) = self.0;
+        let mut m = match lock.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        m.done = true;
+        signal.notify_one();
+    }
+}
+
 /// [`run_with_control`] for work that takes the cancel flag itself (as an `Arc`, which a
 /// projection's parameters can hold).
 pub(crate) fn run_detached<T: Send>(
@@ -38,20 +63,36 @@ pub(crate) fn run_detached<T: Send>(
     work: impl FnOnce(&Arc<AtomicBool>, &(dyn Fn(ProgressEvent) + Sync)) -> T + Send,
 ) -> PyResult<T> {
     let cancel = Arc::new(AtomicBool::new(false));
-    let events: Mutex<Vec<ProgressEvent>> = Mutex::new(Vec::new());
+    let mailbox = (Mutex::new(Mailbox::default()), Condvar::new());
     let record = |event: ProgressEvent| {
-        if let Ok(mut queue) = events.lock() {
-            queue.push(event);
+        if let Ok(mut m) = mailbox.0.lock() {
+            m.events.push(event);
+            mailbox.1.notify_one();
         }
     };
     let mut raised: Option<PyErr> = None;
     let outcome = std::thread::scope(|scope| {
-        let worker = scope.spawn(|| work(&cancel, &record));
+        let worker = scope.spawn(|| {
+            let _done = Done(&mailbox);
+            work(&cancel, &record)
+        });
         loop {
-            let finished = worker.is_finished();
-            let pending = events.lock().map(|mut q| std::mem::take(&mut *q));
-            if let (Some(callback), Ok(pending)) = (progress, pending) {
-                for event in pending {
+            // Without the GIL: until an event, the end, or the next look at signals.
+            let (events, done) = py.detach(|| {
+                let Ok(guard) = mailbox.0.lock() else {
+                    return (Vec::new(), true);
+                };
+                let mut m = match mailbox
+                    .1
+                    .wait_timeout_while(guard, POLL, |m| m.events.is_empty() && !m.done)
+                {
+                    Ok((m, _)) => m,
+                    Err(poisoned) => poisoned.into_inner().0,
+                };
+                (std::mem::take(&mut m.events), m.done)
+            });
+            if let Some(callback) = progress {
+                for event in events {
                     if raised.is_some() {
                         break;
                     }
@@ -61,7 +102,7 @@ pub(crate) fn run_detached<T: Send>(
                     }
                 }
             }
-            if finished {
+            if done {
                 break;
             }
             if raised.is_none()
@@ -70,7 +111,6 @@ pub(crate) fn run_detached<T: Send>(
                 cancel.store(true, Ordering::SeqCst);
                 raised = Some(e);
             }
-            py.detach(|| std::thread::sleep(POLL));
         }
         worker.join()
     });
