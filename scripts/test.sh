@@ -62,9 +62,15 @@ rm -rf "$wheels"
 "$maturin_venv/bin/maturin" build --quiet --profile dev --manifest-path attn-py/Cargo.toml \
     --interpreter python3 --out "$wheels"
 devpython="$(bash scripts/devvenv.sh | tail -1)"
-pyvenv="$CARGO_TARGET_DIR/pytest-venv"
+pyvenv="$(mkdir -p "$CARGO_TARGET_DIR" && cd "$CARGO_TARGET_DIR" && pwd)/pytest-venv"
 rm -rf "$pyvenv"
 python3 -m venv "$pyvenv"
+# The dev venv's packages are reachable only from the same Python minor version (compiled modules).
+pyversion='import sys; print("%d.%d" % sys.version_info[:2])'
+if [ "$("$devpython" -c "$pyversion")" != "$("$pyvenv/bin/python" -c "$pyversion")" ]; then
+    echo "test.sh: the dev venv ($devpython) is not Python $("$pyvenv/bin/python" -c "$pyversion"); remove it to have it made again" >&2
+    exit 2
+fi
 "$pyvenv/bin/pip" install --quiet --disable-pip-version-check "$(ls "$wheels"/attnviz-*.whl)[test]"
 "$devpython" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' \
     > "$("$pyvenv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/attnviz-devvenv.pth"

@@ -404,7 +404,15 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 causal: args.causal,
                 window: args.window,
                 window_layers: index_list("--window-layers", args.window_layers.as_deref())?,
-                layer_ids: index_list("--layer-ids", args.layer_ids.as_deref())?,
+                // In the order given: the i-th id is the model layer of the arrays' i-th layer.
+                layer_ids: args
+                    .layer_ids
+                    .as_deref()
+                    .map(|v| {
+                        attn_pipeline::parse_index_sequence(v)
+                            .map_err(|e| anyhow::anyhow!("--layer-ids: {e}"))
+                    })
+                    .transpose()?,
                 model_layers: args.model_layers,
                 normalize: !args.no_normalize,
                 seed: args.seed,

@@ -20,7 +20,7 @@ pub use run::{
     head_ceiling, head_normalizer, layout_head, load_corpus, project_dataset, projector, run,
     store_head, summarize,
 };
-pub use select::{Shard, parse_index_list, select_heads};
+pub use select::{Shard, parse_index_list, parse_index_sequence, select_heads};
 
 /// Version of this crate, recorded in dataset provenance.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -40,6 +40,15 @@ impl FromStr for Shard {
 
 /// Parses a list like `0,2,5-7` into sorted unique numbers.
 pub fn parse_index_list(s: &str) -> Result<Vec<u16>> {
+    let mut out = parse_index_sequence(s)?;
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// Parses a list like `8,4,12-13` into its numbers as written: in order, repeats kept (for lists
+/// whose order means something, such as the model layer of each layer of an input array).
+pub fn parse_index_sequence(s: &str) -> Result<Vec<u16>> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         if let Some((a, b)) = part.split_once('-') {
@@ -65,8 +74,6 @@ pub fn parse_index_list(s: &str) -> Result<Vec<u16>> {
     if out.is_empty() {
         bail!("`{s}` selects nothing");
     }
-    out.sort_unstable();
-    out.dedup();
     Ok(out)
 }
 

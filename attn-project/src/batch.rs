@@ -103,6 +103,15 @@ impl Projector {
         }
     }
 
+    /// What stops this projector's fits (the default for PCA, which has none).
+    pub fn interrupt(&self) -> Interrupt {
+        match self {
+            Projector::Tsne(p) => p.interrupt().clone(),
+            Projector::Pca(_) => Interrupt::default(),
+            Projector::Umap(p) => p.interrupt().clone(),
+        }
+    }
+
     /// The method this projector fits.
     pub fn method(&self) -> attn_types::ProjectionMethod {
         match self {

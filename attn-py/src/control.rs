@@ -6,9 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use attn_pipeline::{Control, ProgressEvent};
+use attn_pipeline::{Control, PipelineError, ProgressEvent};
+use attn_project::ProjectError;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+
+use crate::error;
 
 /// How often the calling thread looks at signals while the work runs (it wakes at once for progress
 /// and for the work's end).
@@ -25,7 +28,7 @@ const POLL: Duration = Duration::from_millis(50);
 pub(crate) fn run_with_control<T: Send>(
     py: Python<'_>,
     progress: Option<&Bound<'_, PyAny>>,
-    work: impl FnOnce(Control<'_>) -> T + Send,
+    work: impl FnOnce(Control<'_>) -> Result<T, PipelineError> + Send,
 ) -> PyResult<T> {
     run_detached(py, progress, |cancel, record| {
         work(Control::interruptible(cancel, record))
@@ -55,12 +58,34 @@ impl Drop for Done<'_> {
     }
 }
 
+/// An error that may only say the work was stopped (by the cancel flag), not that it failed.
+pub(crate) trait Interruption: std::error::Error + Send + 'static {
+    /// Whether this is the stop itself.
+    fn is_interruption(&self) -> bool;
+}
+
+impl Interruption for ProjectError {
+    fn is_interruption(&self) -> bool {
+        matches!(self, ProjectError::Interrupted)
+    }
+}
+
+impl Interruption for PipelineError {
+    fn is_interruption(&self) -> bool {
+        matches!(self.root(), PipelineError::Project(ProjectError::Interrupted))
+    }
+}
+
 /// [`run_with_control`] for work that takes the cancel flag itself (as an `Arc`, which a
 /// projection's parameters can hold).
-pub(crate) fn run_detached<T: Send>(
+///
+/// When the work fails of its own (not the stop), its error is raised even if Ctrl-C or the
+/// progress callback's exception came meanwhile (which is then its `__cause__`): a real failure is
+/// never hidden behind an interruption.
+pub(crate) fn run_detached<T: Send, E: Interruption>(
     py: Python<'_>,
     progress: Option<&Bound<'_, PyAny>>,
-    work: impl FnOnce(&Arc<AtomicBool>, &(dyn Fn(ProgressEvent) + Sync)) -> T + Send,
+    work: impl FnOnce(&Arc<AtomicBool>, &(dyn Fn(ProgressEvent) + Sync)) -> Result<T, E> + Send,
 ) -> PyResult<T> {
     let cancel = Arc::new(AtomicBool::new(false));
     let mailbox = (Mutex::new(Mailbox::default()), Condvar::new());
@@ -122,9 +147,15 @@ pub(crate) fn run_detached<T: Send>(
             .unwrap_or("no message");
         PyRuntimeError::new_err(format!("attnviz: internal error (a panic): {what}"))
     })?;
-    match raised {
-        Some(e) => Err(e),
-        None => Ok(value),
+    match (value, raised) {
+        (Err(e), raised) if !e.is_interruption() => {
+            let failure = error(&e);
+            failure.set_cause(py, raised);
+            Err(failure)
+        }
+        (_, Some(raised)) => Err(raised),
+        (Ok(v), None) => Ok(v),
+        (Err(e), None) => Err(error(&e)),
     }
 }
 

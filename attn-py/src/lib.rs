@@ -33,7 +33,7 @@ pub(crate) fn error(e: &(dyn std::error::Error + 'static)) -> PyErr {
 
 /// Runs the `attnviz` command line with `argv` (program name first) and returns its exit code.
 #[pyfunction]
-fn cli_main(py: Python<'_>, argv: Vec<String>) -> u8 {
+fn cli_main(py: Python<'_>, argv: Vec<std::ffi::OsString>) -> u8 {
     // The command installs its own Ctrl-C handler and prints its own progress: it owns the process
     // (the `attnviz` console script, `attnviz.cli`).
     py.detach(|| attn_cli::main_from(argv))

@@ -76,14 +76,19 @@ fn projection_settings(k: &Kwargs<'_>) -> PyResult<ProjectionSettings> {
             .collect(),
         None => vec![2],
     };
-    // As the command line: a method or dims given twice is done once.
+    // As the command line: a method or dims given twice is done once (the first stays in place).
     let mut unique_methods = Vec::new();
     for m in methods {
         if !unique_methods.contains(&m) {
             unique_methods.push(m);
         }
     }
-    dims.dedup();
+    let mut seen = Vec::new();
+    dims.retain(|d| {
+        let first = !seen.contains(d);
+        seen.push(*d);
+        first
+    });
     let preset = match k.string("layout")?.as_deref() {
         None | Some("attnviz") => ProjectionSettings::attnviz(unique_methods, dims),
         Some("paper") => ProjectionSettings::paper(unique_methods, dims),
@@ -238,8 +243,7 @@ fn run(
         projection: projection_settings(&k)?,
     };
     k.finish(&[RUN_KWARGS, PROJECTION_KWARGS].concat())?;
-    let summary = run_with_control(py, progress, |control| attn_pipeline::run(&plan, control))?
-        .map_err(|e| error(&e))?;
+    let summary = run_with_control(py, progress, |control| attn_pipeline::run(&plan, control))?;
     summary_json(&summary)
 }
 
@@ -333,7 +337,9 @@ fn import_files(
         layer_ids: k.indices("layer_ids")?,
         model_layers: k
             .usize("model_layers")?
-            .map(|m| u16::try_from(m).map_err(|_| k.wrong("model_layers", "at most 65535")))
+            .map(|m| {
+                u16::try_from(m).map_err(|_| PyValueError::new_err("model_layers: at most 65535"))
+            })
             .transpose()?,
         normalize: k.bool("normalize")?.unwrap_or(true),
         seed: k.u64("seed")?.unwrap_or(0),
@@ -344,8 +350,7 @@ fn import_files(
     k.finish(IMPORT_KWARGS)?;
     let summary = run_with_control(py, progress, |control| {
         attn_pipeline::import(&plan, control)
-    })?
-    .map_err(|e| error(&e))?;
+    })?;
     summary_json(&summary)
 }
 
@@ -367,8 +372,7 @@ fn project_dataset(
         heads.map(|list| list.into_iter().map(|(layer, head)| HeadId { layer, head }).collect());
     let summary = run_with_control(py, progress, |control| {
         attn_pipeline::project_dataset(&path, only.as_deref(), force, &settings, control)
-    })?
-    .map_err(|e| error(&e))?;
+    })?;
     summary_json(&summary)
 }
 
@@ -464,7 +468,7 @@ impl Server {
 
     /// Whether it still serves.
     fn running(&self) -> bool {
-        self.thread.is_some() && !self.stop.load(Ordering::SeqCst)
+        self.thread.as_ref().is_some_and(|t| !t.is_finished()) && !self.stop.load(Ordering::SeqCst)
     }
 
     fn __repr__(&self) -> String {

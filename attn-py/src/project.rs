@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use attn_project::{
-    AttendedKeys, AttentionCeiling, AttentionEdges, Interrupt, Pca, Projector, Repulsion, Tsne,
-    TsneInit, Umap, UmapInit,
+    AttendedKeys, AttentionCeiling, AttentionEdges, Interrupt, Pca, ProjectError, Projector,
+    Repulsion, Tsne, TsneInit, Umap, UmapInit,
 };
 use attn_types::{Matrix, Metric, ProjectionMethod, SequenceAttention, TokenMeta, TokenTable};
 use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods};
@@ -308,10 +308,9 @@ fn project<'py>(
         let fit = match &edges {
             Some(edges) => projector.fit_with_attention(&data, edges),
             None => projector.fit(&data),
-        };
-        (fit, start.elapsed().as_secs_f64())
+        }?;
+        Ok::<_, ProjectError>((fit, start.elapsed().as_secs_f64()))
     })?;
-    let fit = fit.map_err(|e| error(&e))?;
     let spec = serde_json::to_string(&fit.spec).map_err(|e| AttnvizError::new_err(e.to_string()))?;
     Ok((to_numpy(py, fit.coords)?, fit.objective, spec, seconds))
 }
@@ -344,8 +343,7 @@ fn fidelity<'py>(
             attended(causal, window),
             seed,
         )
-    })?
-    .map_err(|e| error(&e))?;
+    })?;
     let out = PyDict::new(py);
     out.set_item("fidelity", f.fidelity)?;
     out.set_item("hit_at_3", f.hit_at_3)?;
@@ -368,8 +366,7 @@ fn quality<'py>(
         .parse()
         .map_err(|e: attn_types::TypesError| PyValueError::new_err(format!("metric: {e}")))?;
     let (x, y) = (to_matrix("x", &x)?, to_matrix("y", &y)?);
-    let q = run_detached(py, None, |_, _| attn_project::quality(&x, &y, k, metric))?
-        .map_err(|e| error(&e))?;
+    let q = run_detached(py, None, |_, _| attn_project::quality(&x, &y, k, metric))?;
     let out = PyDict::new(py);
     out.set_item("trustworthiness", q.trustworthiness)?;
     out.set_item("continuity", q.continuity)?;
@@ -399,7 +396,6 @@ fn ceiling<'py>(
     let c = run_detached(py, None, |cancel, _| {
         let params = params.interrupt(Interrupt::new(Arc::clone(cancel))).check()?;
         params.fit(&edges)
-    })?
-    .map_err(|e| error(&e))?;
+    })?;
     Ok((to_numpy(py, c.coords)?, c.attention_kl))
 }

@@ -424,3 +424,18 @@ def test_a_server_is_a_context_manager(gpt2_dataset):
     with ds.serve() as server:
         assert repr(server).startswith("<attnviz viewer serving at http://127.0.0.1:")
     assert not server.running() and "stopped" in repr(server)
+
+
+def test_an_overwrite_that_fails_leaves_the_old_dataset(tmp_path):
+    rng = np.random.default_rng(5)
+    q = rng.normal(size=(1, 2, 6, 4)).astype(np.float32)
+    tokens = [["a", "b", "c"], ["d", "e", "f"]]
+    ds = attnviz.import_vectors(q, q, tokens, out=tmp_path / "ds", progress=False)
+    before = ds.head(0, 1)["queries"]
+    with pytest.raises(attnviz.AttnvizError, match="tokens"):
+        attnviz.import_vectors(q, q, [["a", "b"]], out=tmp_path / "ds", overwrite=True, progress=False)
+    assert np.array_equal(attnviz.open(tmp_path / "ds").head(0, 1)["queries"], before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"], "no half-made sibling left"
+    replaced = attnviz.import_vectors(2 * q, q, tokens, out=tmp_path / "ds", overwrite=True, progress=False)
+    assert np.array_equal(replaced.head(0, 1)["queries"], 2 * before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]

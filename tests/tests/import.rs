@@ -1035,6 +1035,13 @@ fn layer_ids_keep_the_model_numbering() {
         &["--layer-ids", "1 ids for the 2 layers"],
     );
     assert!(!tmp.path().join("bad").exists());
+    // The ids are the arrays' layers in order: a list out of order is refused, not sorted.
+    attnviz_fails(
+        tmp.path(),
+        &[&base[..], &["--out", "bad", "--layer-ids", "7,3"]].concat(),
+        &["--layer-ids", "strictly increasing"],
+    );
+    assert!(!tmp.path().join("bad").exists());
     // The model's own size, when given, is what the dataset records.
     attnviz_ok(
         tmp.path(),

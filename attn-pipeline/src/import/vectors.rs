@@ -109,7 +109,10 @@ impl VectorSource {
                     }
                 };
                 // The model has at least as many layers as the highest id names.
-                let model_layers = layer_ids.last().map_or(0, |&l| l + 1);
+                let Some(model_layers) = layer_ids.last().map_or(Some(0), |&l| l.checked_add(1))
+                else {
+                    bail!("--layer-ids: at most layer {}", u16::MAX - 1);
+                };
                 Ok((
                     VectorSource::Npy {
                         queries,

@@ -561,7 +561,15 @@ pub fn layout_head(
             (Some(edges), true) => match ceilings.get(&dims) {
                 Some(known) => *known,
                 None => {
-                    let made = head_ceiling(input, tokens, keys, edges, dims, settings.seed)
+                    let made = head_ceiling(
+                        input,
+                        tokens,
+                        keys,
+                        edges,
+                        dims,
+                        settings.seed,
+                        projector.interrupt(),
+                    )
                         .with_context(|| format!("{dims}-D ceiling of head {head}"))?;
                     *ceilings.entry(dims).or_insert(made)
                 }
@@ -586,7 +594,7 @@ pub fn layout_head(
 }
 
 /// The fidelity of a head's ceiling layout in `dims` dimensions (attn-project's `ceiling`), `None`
-/// when nothing can be measured (no query with enough keys).
+/// when nothing can be measured (no query with enough keys). `interrupt` stops it between steps.
 pub fn head_ceiling(
     input: &HeadLayoutInput,
     tokens: &TokenTable,
@@ -594,10 +602,12 @@ pub fn head_ceiling(
     edges: &attn_project::AttentionEdges,
     dims: u8,
     seed: u64,
+    interrupt: attn_project::Interrupt,
 ) -> Result<Option<Fidelity>> {
     let ceiling = attn_project::AttentionCeiling::params()
         .dims(dims)
         .seed(seed)
+        .interrupt(interrupt)
         .check()?
         .fit(edges)?;
     let fidelity = input.layout_fidelity(&ceiling.coords, tokens, keys, seed)?;

@@ -694,14 +694,17 @@ def capture(model, tokenizer, texts, out=None, *, layers=None, max_length=None, 
     _require_torch()
     if {"layers", "layer_ids", "model_layers"} & set(import_options):
         raise TypeError("attnviz.capture: choose layers with `layers=`; the captured ones are imported")
+    from attnviz import import_vectors
+    from attnviz.pipeline import check_out
+
+    if out is not None:
+        check_out(out, overwrite)  # before the model runs, not after
     c = capture_vectors(model, tokenizer, texts, layers=layers, max_length=max_length, batch_size=batch_size,
                         progress=progress)
     if model_id is not None:
         c.model_id = str(model_id)
     if out is None:
         out = os.path.join("attnviz-data", c.model_id)
-    from attnviz import import_vectors
-
     return import_vectors(c.queries, c.keys, c.tokens, c.attention, out=out, model_id=c.model_id,
                           causal=c.causal, window=c.window, window_layers=c.window_layers, layer_ids=c.layers,
                           model_layers=_n_layers(model), overwrite=overwrite, progress=progress,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import json
+import operator
 import os
 import re
 import tempfile
@@ -26,21 +27,34 @@ def _names(name: str, values) -> list:
     return list(values)
 
 
+def _index(value):
+    """A non-negative integer (NumPy's included, bools not), else ``None``."""
+    if isinstance(value, bool):
+        return None
+    try:
+        i = operator.index(value)
+    except TypeError:
+        return None
+    return i if i >= 0 else None
+
+
 def _ints(name: str, values) -> list:
     """A list of non-negative integers argument."""
-    if isinstance(values, (int, str)) or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values
-    ):
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
         raise TypeError(f"{name}: expected a list of non-negative integers, got {values!r}")
-    return list(values)
+    out = [_index(v) for v in values]
+    if any(v is None for v in out):
+        raise TypeError(f"{name}: expected a list of non-negative integers, got {values!r}")
+    return out
 
 
 def _head_pairs(heads) -> list:
     pairs = []
     for h in heads:
-        if not (isinstance(h, (tuple, list)) and len(h) == 2 and all(isinstance(v, int) and v >= 0 for v in h)):
+        pair = [_index(v) for v in h] if isinstance(h, (tuple, list)) else []
+        if len(pair) != 2 or None in pair:
             raise TypeError(f"heads: expected (layer, head) pairs such as [(0, 3)], got {h!r}")
-        pairs.append((int(h[0]), int(h[1])))
+        pairs.append(tuple(pair))
     return pairs
 
 

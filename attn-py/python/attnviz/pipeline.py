@@ -161,23 +161,19 @@ def import_vectors(
     dataset use it); ``model_layers``: how many layers the model has (default: the highest layer
     id + 1).
 
-    The dataset ``out`` must not exist unless ``overwrite=True`` (which replaces it). Returns the
+    The dataset ``out`` must not exist unless ``overwrite=True``, which replaces it once the new one
+    is whole (a failed import leaves the old one as it was). Returns the
     :class:`Dataset`; run :meth:`Dataset.project` on it to lay it out.
     """
     out = Path(out)
-    if out.exists():
-        if not overwrite:
-            raise _native.AttnvizError(
-                f"out {out}: exists; pass overwrite=True to replace it, or attnviz.open({str(out)!r})"
-            )
-        if out.is_dir() and not (out / "meta.json").is_file() and any(out.iterdir()):
-            raise _native.AttnvizError(
-                f"out {out}: a folder that is not an attnviz dataset; not replacing it"
-            )
-        if not out.is_dir():
-            raise _native.AttnvizError(f"out {out}: a file, not a dataset folder; not replacing it")
-        shutil.rmtree(out)
+    check_out(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
+    # An existing dataset is replaced only once its successor is whole: the import writes a hidden
+    # sibling folder, which then takes `out`'s place.
+    target = out
+    if out.exists():
+        out = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+        out.rmdir()
     # The arrays go to the import as .npy files in a hidden folder beside `out` (the same disk), read
     # there memory-mapped, and removed afterwards.
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.import-", dir=out.parent) as tmp:
@@ -213,7 +209,30 @@ def import_vectors(
             heads=None if heads is None else _ints("heads", heads),
         )
         staged = {str(tmp / "queries.npy"): "queries", str(tmp / "keys.npy"): "keys",
-                  str(tmp / "tokens.jsonl"): "tokens", str(tmp / "attention.npy"): "attention"}
+                  str(tmp / "tokens.jsonl"): "tokens", str(tmp / "attention.npy"): "attention",
+                  str(out): str(target)}
         with in_python_terms(staged):
             _native.import_files(options, reporter(progress))
-    return Dataset(out)
+    if out != target:
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        old.rmdir()
+        target.rename(old)
+        out.rename(target)
+        shutil.rmtree(old)
+    return Dataset(target)
+
+
+def check_out(out, overwrite: bool) -> None:
+    """Refuses an existing ``out`` unless ``overwrite`` (and then only a dataset folder): before any
+    work, so that nothing is computed to be refused at the end."""
+    out = Path(out)
+    if not out.exists() and not out.is_symlink():
+        return
+    if not overwrite:
+        raise _native.AttnvizError(
+            f"out {out}: exists; pass overwrite=True to replace it, or attnviz.open({str(out)!r})"
+        )
+    if out.is_symlink() or not out.is_dir():
+        raise _native.AttnvizError(f"out {out}: not a dataset folder (a file or a link); not replacing it")
+    if not (out / "meta.json").is_file() and any(out.iterdir()):
+        raise _native.AttnvizError(f"out {out}: a folder that is not an attnviz dataset; not replacing it")

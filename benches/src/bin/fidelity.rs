@@ -424,7 +424,15 @@ fn run() -> Res<()> {
             ) {
                 Ok(edges) if !edges.is_empty() => {
                     let start = std::time::Instant::now();
-                    let c = attn_pipeline::head_ceiling(&input, &tokens, keys(head), &edges, 2, 0)?;
+                    let c = attn_pipeline::head_ceiling(
+                        &input,
+                        &tokens,
+                        keys(head),
+                        &edges,
+                        2,
+                        0,
+                        Default::default(),
+                    )?;
                     if let Some(c) = &c {
                         ceiling_row.add(c, None, start.elapsed().as_secs_f64(), None);
                     }
