@@ -97,7 +97,7 @@ for step in "${steps[@]}"; do
       echo "bench.sh: $out"
       ;;
     extract)
-      cargo run --quiet -p attnviz-benches --bin extract_compare -- --model "$minilm" --out "benches/results/extract-minilm-$date"
+      "$bin/extract_compare" --model "$minilm" --out "benches/results/extract-minilm-$date"
       ;;
     normalize)
       out="benches/results/normalize-minilm-$date.md"

@@ -281,10 +281,7 @@ pub(crate) fn flag_of(e: &attn_pipeline::PipelineError) -> String {
             "attention_weight",
             "--tsne-attention-weight/--umap-attention-weight",
         ),
-        (
-            "attention_kl",
-            "--tsne-attention-kl/--umap-attention-kl",
-        ),
+        ("attention_kl", "--tsne-attention-kl/--umap-attention-kl"),
     ] {
         if msg.contains(&format!("`{param}`")) {
             return format!("{flag}: {msg}");

@@ -277,11 +277,7 @@ fn finish(summary: &RunSummary, json: bool) -> Result<u8> {
     } else {
         summary::print_summary(summary);
     }
-    Ok(if summary.interrupted {
-        130
-    } else {
-        0
-    })
+    Ok(if summary.interrupted { 130 } else { 0 })
 }
 
 fn dispatch(cli: Cli) -> Result<u8> {

@@ -75,7 +75,9 @@ mod tests {
     use crate::{AttentionCeiling, AttentionEdges, Tsne, Umap};
 
     fn points() -> Matrix {
-        let data: Vec<f32> = (0..300 * 4).map(|i| ((i * 7919) % 101) as f32 / 10.0).collect();
+        let data: Vec<f32> = (0..300 * 4)
+            .map(|i| ((i * 7919) % 101) as f32 / 10.0)
+            .collect();
         Matrix::from_vec(300, 4, data).expect("shape")
     }
 
@@ -117,7 +119,11 @@ mod tests {
             .expect("valid");
         assert_eq!(ceiling.fit(&edges).unwrap_err(), ProjectError::Interrupted);
         // Three fits, each stopped 100 ms after it started.
-        assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     /// A flag that is never set changes nothing: the same coordinates, bit for bit.
@@ -128,9 +134,15 @@ mod tests {
         let plain = Tsne::params().iterations(300).check().expect("valid");
         let watched = plain.with_interrupt(flag.clone());
         assert_eq!(plain, watched, "the flag is not part of the parameters");
-        assert_eq!(plain.fit(&data).expect("fits"), watched.fit(&data).expect("fits"));
+        assert_eq!(
+            plain.fit(&data).expect("fits"),
+            watched.fit(&data).expect("fits")
+        );
         let plain = Umap::params().n_epochs(Some(50)).check().expect("valid");
         let watched = plain.with_interrupt(flag);
-        assert_eq!(plain.fit(&data).expect("fits"), watched.fit(&data).expect("fits"));
+        assert_eq!(
+            plain.fit(&data).expect("fits"),
+            watched.fit(&data).expect("fits")
+        );
     }
 }

@@ -22,8 +22,8 @@ pub use ceiling::{AttentionCeiling, Ceiling, CeilingParams, CeilingValidParams};
 pub use error::ProjectError;
 // The keys a query may attend to are the shared vocabulary's (normalization weighs the same pairs).
 pub use attn_types::AttendedKeys;
-pub use interrupt::Interrupt;
 pub use fidelity::{FIDELITY_GLOBAL_SAMPLE, FIDELITY_MIN_KEYS, Fidelity, FidelitySpace, fidelity};
+pub use interrupt::Interrupt;
 pub use knn::{KnnGraph, approximate_knn, exact_knn, knn, knn_recall};
 pub use metrics::{
     continuity, distance_spearman, knn_recall_at_k, quality, quality_sampled, trustworthiness,

@@ -72,7 +72,10 @@ impl Interruption for ProjectError {
 
 impl Interruption for PipelineError {
     fn is_interruption(&self) -> bool {
-        matches!(self.root(), PipelineError::Project(ProjectError::Interrupted))
+        matches!(
+            self.root(),
+            PipelineError::Project(ProjectError::Interrupted)
+        )
     }
 }
 

@@ -77,7 +77,9 @@ impl<'py> Kwargs<'py> {
     }
 
     pub(crate) fn indices(&self, name: &str) -> PyResult<Option<Vec<u16>>> {
-        self.typed(name, "a list of indices (0-65535)", |v| v.extract::<Vec<u16>>())
+        self.typed(name, "a list of indices (0-65535)", |v| {
+            v.extract::<Vec<u16>>()
+        })
     }
 
     pub(crate) fn wrong(&self, name: &str, what: &str) -> PyErr {

@@ -10,9 +10,9 @@ use attn_pipeline::{
     RunPlan, RunSummary,
 };
 use attn_types::{HeadId, Metric, ProjectionMethod, RopeCapture};
+use numpy::PyReadonlyArray3;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use numpy::PyReadonlyArray3;
 use pyo3::types::PyDict;
 
 use crate::control::run_with_control;
@@ -116,7 +116,9 @@ fn projection_settings(k: &Kwargs<'_>) -> PyResult<ProjectionSettings> {
         metric: metric.unwrap_or(preset.metric),
         seed: k.u64("seed")?.unwrap_or(preset.seed),
         perplexity: k.f32("perplexity")?.unwrap_or(preset.perplexity),
-        tsne_iterations: k.usize("tsne_iterations")?.unwrap_or(preset.tsne_iterations),
+        tsne_iterations: k
+            .usize("tsne_iterations")?
+            .unwrap_or(preset.tsne_iterations),
         n_neighbors: k.usize("n_neighbors")?.unwrap_or(preset.n_neighbors),
         min_dist: k.f32("min_dist")?.unwrap_or(preset.min_dist),
         tsne_attention_weight: k
@@ -219,7 +221,11 @@ fn run(
         None => AttentionKeep::Auto,
     };
     let attention_memory = match k.usize("attention_memory_mib")? {
-        Some(0) => return Err(PyValueError::new_err("attention_memory_mib: must be at least 1")),
+        Some(0) => {
+            return Err(PyValueError::new_err(
+                "attention_memory_mib: must be at least 1",
+            ));
+        }
         Some(mib) => mib.saturating_mul(1 << 20),
         None => RunPlan::DEFAULT_ATTENTION_MEMORY,
     };
@@ -368,8 +374,11 @@ fn project_dataset(
     let k = Kwargs::new("project", Some(options))?;
     let settings = projection_settings(&k)?;
     k.finish(PROJECTION_KWARGS)?;
-    let only: Option<Vec<HeadId>> =
-        heads.map(|list| list.into_iter().map(|(layer, head)| HeadId { layer, head }).collect());
+    let only: Option<Vec<HeadId>> = heads.map(|list| {
+        list.into_iter()
+            .map(|(layer, head)| HeadId { layer, head })
+            .collect()
+    });
     let summary = run_with_control(py, progress, |control| {
         attn_pipeline::project_dataset(&path, only.as_deref(), force, &settings, control)
     })?;

@@ -204,7 +204,13 @@ fn build_projector(
         }
         ProjectionMethod::Pca => {
             p.finish(&[])?;
-            Projector::Pca(Pca::params().dims(dims).metric(metric).check().map_err(|e| error(&e))?)
+            Projector::Pca(
+                Pca::params()
+                    .dims(dims)
+                    .metric(metric)
+                    .check()
+                    .map_err(|e| error(&e))?,
+            )
         }
     };
     Ok(projector)
@@ -224,8 +230,8 @@ fn attention_inputs(
                 "attention[{i}]: expected a square len x len matrix, got {rows} x {cols}"
             )));
         }
-        let seq_id = u32::try_from(i)
-            .map_err(|_| PyValueError::new_err("attention: too many sequences"))?;
+        let seq_id =
+            u32::try_from(i).map_err(|_| PyValueError::new_err("attention: too many sequences"))?;
         let seq_len = u32::try_from(rows)
             .map_err(|_| PyValueError::new_err(format!("attention[{i}]: too long")))?;
         for position in 0..seq_len {
@@ -311,7 +317,8 @@ fn project<'py>(
         }?;
         Ok::<_, ProjectError>((fit, start.elapsed().as_secs_f64()))
     })?;
-    let spec = serde_json::to_string(&fit.spec).map_err(|e| AttnvizError::new_err(e.to_string()))?;
+    let spec =
+        serde_json::to_string(&fit.spec).map_err(|e| AttnvizError::new_err(e.to_string()))?;
     Ok((to_numpy(py, fit.coords)?, fit.objective, spec, seconds))
 }
 
@@ -394,7 +401,9 @@ fn ceiling<'py>(
     // Checked before the work, so that a bad argument is not reported after it.
     params.clone().check().map_err(|e| error(&e))?;
     let c = run_detached(py, None, |cancel, _| {
-        let params = params.interrupt(Interrupt::new(Arc::clone(cancel))).check()?;
+        let params = params
+            .interrupt(Interrupt::new(Arc::clone(cancel)))
+            .check()?;
         params.fit(&edges)
     })?;
     Ok((to_numpy(py, c.coords)?, c.attention_kl))

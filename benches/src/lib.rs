@@ -292,6 +292,19 @@ pub fn machine_record() -> serde_json::Value {
         "cpu_family": field("cpu family"),
         "cpu_model": field("model\t"),
         "avx512": cpuinfo.contains("avx512f"),
+        "vendor": field("vendor_id"),
+        // The instruction sets the matrix products can dispatch on (gemm: AVX2+FMA or AVX-512F;
+        // PyTorch's oneDNN/MKL also AVX-512 BF16/VNNI and AMX), as the first CPU lists them.
+        "simd_flags": field("flags").map(|flags| {
+            flags
+                .split_whitespace()
+                .filter(|f| {
+                    matches!(*f, "avx2" | "fma" | "avx512f" | "avx512bw" | "avx512vl" | "avx512_bf16" | "avx512_vnni" | "avx512_fp16")
+                        || f.starts_with("amx")
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        }),
         "cores": std::thread::available_parallelism().map(|n| n.get()).ok(),
         "memory_gb": mem_kb.map(|k| (k as f64 / 1_048_576.0 * 10.0).round() / 10.0),
         "load_average_at_start": read("/proc/loadavg").split_whitespace().take(3).collect::<Vec<_>>().join(" "),
@@ -311,10 +324,11 @@ pub fn machine_record() -> serde_json::Value {
 pub fn machine_line(machine: &serde_json::Value) -> String {
     let text = |k: &str| machine[k].as_str().unwrap_or("?").to_string();
     format!(
-        "{}, {} cores, AVX-512 {}, {} GB, load at start {}; {}, attnviz {} at commit {}; {}",
+        "{} ({}), {} cores, SIMD flags: {}, {} GB, load at start {}; {}, attnviz {} at commit {}; {}",
         text("cpu"),
+        text("vendor"),
         machine["cores"],
-        machine["avx512"],
+        text("simd_flags"),
         machine["memory_gb"],
         text("load_average_at_start"),
         text("rustc"),

@@ -990,7 +990,20 @@ fn layer_ids_keep_the_model_numbering() {
     attnviz_ok(tmp.path(), &[&base[..], &["--out", "whole"]].concat());
     attnviz_ok(
         tmp.path(),
-        &[&base[..], &["--out", "ids", "--layer-ids", "3,7", "--window", "3", "--window-layers", "7"]].concat(),
+        &[
+            &base[..],
+            &[
+                "--out",
+                "ids",
+                "--layer-ids",
+                "3,7",
+                "--window",
+                "3",
+                "--window-layers",
+                "7",
+            ],
+        ]
+        .concat(),
     );
     let (whole, ids) = (
         Dataset::open(tmp.path().join("whole")).expect("opens"),
@@ -998,9 +1011,18 @@ fn layer_ids_keep_the_model_numbering() {
     );
     assert_eq!(
         ids.heads().expect("heads"),
-        vec![HeadId::new(3, 0), HeadId::new(3, 1), HeadId::new(7, 0), HeadId::new(7, 1)]
+        vec![
+            HeadId::new(3, 0),
+            HeadId::new(3, 1),
+            HeadId::new(7, 0),
+            HeadId::new(7, 1)
+        ]
     );
-    assert_eq!(ids.meta().model.num_layers, 8, "the model has at least layers 0..=7");
+    assert_eq!(
+        ids.meta().model.num_layers,
+        8,
+        "the model has at least layers 0..=7"
+    );
     for (array_layer, model_layer) in [(0, 3), (1, 7)] {
         for h in 0..HEADS as u16 {
             let (a, b) = (HeadId::new(array_layer, h), HeadId::new(model_layer, h));
@@ -1009,7 +1031,10 @@ fn layer_ids_keep_the_model_numbering() {
                 ids.read_head(b).expect("head").raw.queries(),
                 "{b}"
             );
-            let (wa, ia) = (whole.read_attention(a).expect("att"), ids.read_attention(b).expect("att"));
+            let (wa, ia) = (
+                whole.read_attention(a).expect("att"),
+                ids.read_attention(b).expect("att"),
+            );
             if model_layer == 3 {
                 assert_eq!(wa, ia, "{b}: no window on layer 3");
             } else {
@@ -1023,10 +1048,17 @@ fn layer_ids_keep_the_model_numbering() {
     }
     attnviz_ok(
         tmp.path(),
-        &[&base[..], &["--out", "only7", "--layer-ids", "3,7", "--layers", "7"]].concat(),
+        &[
+            &base[..],
+            &["--out", "only7", "--layer-ids", "3,7", "--layers", "7"],
+        ]
+        .concat(),
     );
     assert_eq!(
-        Dataset::open(tmp.path().join("only7")).expect("opens").heads().expect("heads"),
+        Dataset::open(tmp.path().join("only7"))
+            .expect("opens")
+            .heads()
+            .expect("heads"),
         vec![HeadId::new(7, 0), HeadId::new(7, 1)]
     );
     attnviz_fails(
@@ -1045,13 +1077,28 @@ fn layer_ids_keep_the_model_numbering() {
     // The model's own size, when given, is what the dataset records.
     attnviz_ok(
         tmp.path(),
-        &[&base[..], &["--out", "sized", "--layer-ids", "3,7", "--model-layers", "12"]].concat(),
+        &[
+            &base[..],
+            &[
+                "--out",
+                "sized",
+                "--layer-ids",
+                "3,7",
+                "--model-layers",
+                "12",
+            ],
+        ]
+        .concat(),
     );
     let sized = Dataset::open(tmp.path().join("sized")).expect("opens");
     assert_eq!(sized.meta().model.num_layers, 12);
     attnviz_fails(
         tmp.path(),
-        &[&base[..], &["--out", "bad", "--layer-ids", "3,7", "--model-layers", "5"]].concat(),
+        &[
+            &base[..],
+            &["--out", "bad", "--layer-ids", "3,7", "--model-layers", "5"],
+        ]
+        .concat(),
         &["--model-layers 5", "layer 7"],
     );
     assert!(!tmp.path().join("bad").exists());

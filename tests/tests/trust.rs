@@ -233,12 +233,18 @@ fn forced_reprojection_loses_nothing() {
     assert!(took < std::time::Duration::from_secs(5), "{took:?}");
     for &h in &LAYER0 {
         let p = ds.read_projection(h, Tsne, 2).unwrap();
-        assert_eq!(p.spec.params["iterations"], 750.0, "{h}: the old projection");
+        assert_eq!(
+            p.spec.params["iterations"], 750.0,
+            "{h}: the old projection"
+        );
         let dir = ds.projection_path(h, Tsne, 2);
         let dir = dir.parent().unwrap();
         for entry in std::fs::read_dir(dir).unwrap() {
             let name = entry.unwrap().file_name();
-            assert!(!name.to_string_lossy().ends_with(".tmp"), "{h}: {name:?} left behind");
+            assert!(
+                !name.to_string_lossy().ends_with(".tmp"),
+                "{h}: {name:?} left behind"
+            );
         }
     }
 

@@ -129,7 +129,9 @@ impl VectorSource {
                 ))
             }
             (None, None, Some(_)) if plan.layer_ids.is_some() => {
-                bail!("--layer-ids: only with --queries/--keys (the --vectors files name their heads)")
+                bail!(
+                    "--layer-ids: only with --queries/--keys (the --vectors files name their heads)"
+                )
             }
             (None, None, Some(dir)) => Self::open_parquet_dir(dir),
             (Some(_), None, _) => bail!("--queries needs --keys (or give --vectors DIR instead)"),
@@ -287,9 +289,7 @@ impl VectorSource {
                 let layer = self.array_layer(head.layer);
                 let read =
                     |flag: &str, f: &NpyFile, per_layer: u16, index: u16| -> Result<Matrix> {
-                        let start = (layer * usize::from(per_layer)
-                            + usize::from(index))
-                            * slab;
+                        let start = (layer * usize::from(per_layer) + usize::from(index)) * slab;
                         let data = f.read_f32(start, slab).with_context(|| flag.to_string())?;
                         check_finite(flag, f.path(), head, &data, *d)?;
                         Ok(Matrix::from_vec(*n, *d, data)?)

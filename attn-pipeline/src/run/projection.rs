@@ -570,7 +570,7 @@ pub fn layout_head(
                         settings.seed,
                         projector.interrupt(),
                     )
-                        .with_context(|| format!("{dims}-D ceiling of head {head}"))?;
+                    .with_context(|| format!("{dims}-D ceiling of head {head}"))?;
                     *ceilings.entry(dims).or_insert(made)
                 }
             },
