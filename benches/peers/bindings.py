@@ -5,7 +5,8 @@ Usage: bindings.py COMPARE_DIR [--repeats R]
 
 COMPARE_DIR is what `compare` (benches/src/bin/compare.rs) just wrote: the data sets as .npy, its own
 in-process fits of attnviz's t-SNE, UMAP and PCA (`results.json`, `emb/*__attnviz.npy`).
-For every such fit this calls `attnviz.project` on the same file with the same settings R times and
+For every such fit this calls `attnviz.project` on the same file with the same settings R times (30
+for fits under 0.1 s) and
 reports, per fit: the Rust driver's time, the Python call's median time, the library's fit time
 inside that call (`fit_seconds`), the bindings' own share ((call - fit) / fit), and whether the
 coordinates equal the Rust driver's bit for bit. Writes COMPARE_DIR/bindings.md and bindings.json.
@@ -39,7 +40,9 @@ def main():
         x = np.load(os.path.join(args.dir, f"{r['dataset']}_{r['n']}.npy"))
         rust = np.load(os.path.join(args.dir, "emb", f"{r['dataset']}_{r['n']}__{r['method']}{r['dims']}d__attnviz.npy"))
         calls, fits = [], []
-        for _ in range(args.repeats):
+        # Fits of milliseconds (PCA) are repeated 30 times: their medians need more than 3 runs.
+        repeats = args.repeats if r["time_s"] > 0.1 else 30
+        for _ in range(repeats):
             t0 = time.perf_counter()
             y, info = attnviz.project(x, r["method"], r["dims"], seed=0, metric=METRICS[r["dataset"]],
                                       return_info=True)
